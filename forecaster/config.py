@@ -1,0 +1,170 @@
+"""Settings: defaults, then a TOML file, then ``FORECASTER_*`` environment variables, then flags.
+
+Every setting is one flat field; its environment variable is ``FORECASTER_`` plus the
+field name in capitals (``metrics_port`` -> ``FORECASTER_METRICS_PORT``), and a config
+file uses the field names as keys. Values are validated when Settings is built.
+
+>>> Settings(units=16).units
+16
+>>> load(environ={"FORECASTER_METRICS_PORT": "9200"}).metrics_port
+9200
+>>> Settings(cell="transformer")
+Traceback (most recent call last):
+...
+forecaster.errors.ConfigError: cell must be one of ('lstm', 'gru'), got 'transformer'
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from forecaster.engine import EngineParams
+from forecaster.errors import ConfigError
+from forecaster.features import FeatureParams
+from forecaster.model.spec import ModelSpec
+
+ENV_PREFIX = "FORECASTER_"
+SAMPLE_TICKS = Path(__file__).resolve().parent.parent / "sample_data" / "ticks.csv"
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be told. See README.md for the reference table."""
+
+    # Input and output of the embedded (file) mode
+    input: str = _setting(
+        "", "Tick CSV replayed by `run` when no Kafka is configured (default: sample data)"
+    )
+    rate: float = _setting(
+        500.0, "Ticks per second `run` replays a file at (0 = as fast as possible)"
+    )
+    loop: bool = _setting(True, "`run` replays the file again, shifted in time, when it ends")
+    forecasts_out: str = _setting("-", "Where forecasts go as JSON lines: a path, or - for stdout")
+    dead_letters_out: str = _setting(
+        "stderr", "Where rejected ticks go as JSON lines: a path, -, or stderr"
+    )
+    max_batch: int = _setting(5000, "Most ticks stepped in one micro-batch")
+    # Model
+    model_dir: str = _setting("", "Model registry directory; empty keeps models in memory only")
+    cell: str = _setting("lstm", "Recurrent cell of newly trained models: lstm or gru")
+    layers: int = _setting(2, "Recurrent layers of newly trained models")
+    units: int = _setting(32, "Units per recurrent layer of newly trained models")
+    # Features and per-series state
+    min_history: int = _setting(32, "Returns a series needs before the model forecasts it")
+    scale_halflife: float = _setting(500.0, "Half-life, in ticks, of the return scale estimate")
+    level_halflife: float = _setting(50.0, "Half-life, in ticks, of the mean log price")
+    ring_length: int = _setting(128, "Recent steps kept per series for retraining and re-warming")
+    # Training
+    bootstrap_steps: int = _setting(
+        20000, "Warm steps collected before the first model is trained when none exists"
+    )
+    train_window: int = _setting(64, "Steps per training window")
+    train_epochs: int = _setting(30, "Most training epochs (early stopping ends sooner)")
+    seed: int = _setting(0, "Seed of training: equal data and seed give an equal model")
+    # Operations
+    metrics_port: int = _setting(9108, "Port of /metrics, /healthz and /readyz (0 = off)")
+    metrics_host: str = _setting("0.0.0.0", "Address the metrics server binds")
+    log_level: str = _setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR")
+
+    def __post_init__(self) -> None:
+        self.model_spec()
+        self.engine_params()
+        if self.rate < 0:
+            raise ConfigError(f"rate must be >= 0, got {self.rate}")
+        if self.max_batch < 1:
+            raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.bootstrap_steps < 1:
+            raise ConfigError(f"bootstrap_steps must be >= 1, got {self.bootstrap_steps}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be 0-65535, got {self.metrics_port}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(
+                f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level}"
+            )
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(cell=self.cell, layers=self.layers, units=self.units)
+
+    def feature_params(self) -> FeatureParams:
+        return FeatureParams(
+            min_history=self.min_history,
+            scale_halflife=self.scale_halflife,
+            level_halflife=self.level_halflife,
+        )
+
+    def engine_params(self) -> EngineParams:
+        if self.ring_length < 2:
+            raise ConfigError(f"ring_length must be >= 2, got {self.ring_length}")
+        return EngineParams(features=self.feature_params(), ring_length=self.ring_length)
+
+    def input_path(self) -> Path:
+        return Path(self.input) if self.input else SAMPLE_TICKS
+
+
+def load(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build Settings from a TOML file, the environment and explicit overrides, in that order."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(_from_file(config_file))
+    values.update(_from_environ(environ or {}))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return replace(Settings(), **values) if values else Settings()
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    known = {f.name: f for f in fields(Settings)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{path}: unknown settings {unknown}")
+    return {name: _coerce(name, known[name].type, value) for name, value in data.items()}
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        f.name: _coerce(f.name, f.type, environ[ENV_PREFIX + f.name.upper()])
+        for f in fields(Settings)
+        if ENV_PREFIX + f.name.upper() in environ
+    }
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    kind = kind if isinstance(kind, str) else kind.__name__
+    try:
+        if kind == "bool":
+            return _to_bool(value)
+        if kind == "int" and not isinstance(value, bool):
+            return int(value)
+        if kind == "float" and not isinstance(value, bool):
+            return float(value)
+        if kind == "str":
+            return str(value)
+    except ValueError:
+        pass
+    raise ConfigError(f"{name} must be a {kind}, got {value!r}")
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)

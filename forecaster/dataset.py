@@ -1,0 +1,124 @@
+"""Training data: per-series sequences of warm steps, cut into windows.
+
+The engine computes features once, online; training reuses exactly those values
+(recorded as they happen, or read back from the history rings), so a model is
+trained on what it will see when serving. The target of step t is the standardised
+return of step t+1, i.e. the next step's ``z``.
+
+>>> recorder = HistoryRecorder()
+>>> recorder(np.array([0]), np.array([0.5]), np.array([0.1]), np.array([0]))
+>>> recorder(np.array([0]), np.array([-0.2]), np.array([0.0]), np.array([1]))
+>>> [s.z.tolist() for s in recorder.sequences()]
+[[0.5, -0.2]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from forecaster.features import FEATURE_NAMES, model_inputs
+from forecaster.state import History
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+Float32Array = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Sequence:
+    """The warm steps of one series, oldest first."""
+
+    z: FloatArray
+    d: FloatArray
+    ts: IntArray
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """Model inputs (n, window, features) and targets (n, window), split in time per series."""
+
+    x_train: Float32Array
+    y_train: Float32Array
+    x_valid: Float32Array
+    y_valid: Float32Array
+
+    @property
+    def steps(self) -> int:
+        return int(self.y_train.size + self.y_valid.size)
+
+
+class HistoryRecorder:
+    """Collects every warm step the engine makes (a StepRecorder), grouped per series on demand."""
+
+    def __init__(self) -> None:
+        self._rounds: list[tuple[IntArray, FloatArray, FloatArray, IntArray]] = []
+        self.steps = 0
+
+    def __call__(self, slots: IntArray, z: FloatArray, d: FloatArray, ts: IntArray) -> None:
+        self._rounds.append((slots.copy(), z.copy(), d.copy(), ts.copy()))
+        self.steps += len(slots)
+
+    def sequences(self) -> list[Sequence]:
+        """One sequence per slot seen, in slot order; steps keep their recorded order."""
+        if not self._rounds:
+            return []
+        slots, z, d, ts = (np.concatenate(column) for column in zip(*self._rounds, strict=True))
+        order = np.argsort(slots, kind="stable")
+        bounds = np.flatnonzero(np.diff(slots[order])) + 1
+        return [Sequence(z=z[part], d=d[part], ts=ts[part]) for part in np.split(order, bounds)]
+
+
+def sequences_from_history(history: History) -> list[Sequence]:
+    """The ring contents of several series as sequences (for retraining on live state)."""
+    return [
+        Sequence(
+            z=history.z[i, :n].astype(np.float64),
+            d=history.d[i, :n].astype(np.float64),
+            ts=history.ts[i, :n],
+        )
+        for i, n in enumerate(history.length.tolist())
+    ]
+
+
+def make_windows(
+    sequences: list[Sequence], window: int, stride: int, validation_fraction: float, clip: float
+) -> Windows:
+    """Cut each sequence into windows; the last ``validation_fraction`` of each is held out.
+
+    The held-out part starts where the training part ends, so validation is always
+    later in time than the data the model was fitted on.
+    """
+    train: list[tuple[Float32Array, Float32Array]] = []
+    valid: list[tuple[Float32Array, Float32Array]] = []
+    for sequence in sequences:
+        x = model_inputs(sequence.z[:-1], sequence.d[:-1], sequence.ts[:-1])
+        y = np.clip(sequence.z[1:], -clip, clip).astype(np.float32)
+        split = round(len(y) * (1.0 - validation_fraction))
+        train.extend(_cut(x[:split], y[:split], window, stride))
+        valid.extend(_cut(x[split:], y[split:], window, stride))
+    return Windows(*_stack(train, window), *_stack(valid, window))
+
+
+def _cut(
+    x: Float32Array, y: Float32Array, window: int, stride: int
+) -> list[tuple[Float32Array, Float32Array]]:
+    if len(y) < window:
+        return []
+    starts = range(0, len(y) - window + 1, stride)
+    return [(x[s : s + window], y[s : s + window]) for s in starts]
+
+
+def _stack(
+    pairs: list[tuple[Float32Array, Float32Array]], window: int
+) -> tuple[Float32Array, Float32Array]:
+    if not pairs:
+        return np.zeros((0, window, len(FEATURE_NAMES)), np.float32), np.zeros(
+            (0, window), np.float32
+        )
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])

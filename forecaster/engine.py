@@ -1,0 +1,208 @@
+"""The engine: valid ticks in, one forecast per accepted tick out.
+
+Per batch the engine maps series to slots, then steps in *rounds*: round k holds the
+k-th tick of every series that ticked k+1 times or more, so each round touches each
+series at most once and every round is one vectorised step across all its series.
+Several ticks of one series are thereby stepped in order.
+
+A tick whose ts is not after its series' last accepted ts is rejected, not stepped.
+A series with less than ``min_history`` returns, or any series while no model is
+loaded, gets the naive forecast (its last price), flagged ``model_version="naive"``.
+
+>>> from forecaster.ticks import parse_messages
+>>> engine = Engine(EngineParams())
+>>> ticks = parse_messages([b'{"series":"X","ts":1,"price":2.0}',
+...                         b'{"series":"X","ts":1,"price":2.5}']).ticks
+>>> result = engine.process(ticks)
+>>> result.forecasts.forecast.tolist(), [r.reason.value for r in result.rejects]
+([2.0], ['ts_duplicate'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from forecaster.features import FEATURE_NAMES, FeatureParams, FeatureStep, advance, model_inputs
+from forecaster.model.stepper import Stepper
+from forecaster.state import SeriesTable
+from forecaster.ticks import RejectReason, TickColumns
+
+NAIVE = "naive"
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+# Called with (slots, z, d, ts) for every warm step, e.g. to collect training data.
+StepRecorder = Callable[[IntArray, FloatArray, FloatArray, IntArray], None]
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    features: FeatureParams = field(default_factory=FeatureParams)
+    ring_length: int = 128
+
+
+@dataclass(frozen=True, slots=True)
+class OrderReject:
+    """A tick the engine refused: ``index`` into the batch's TickColumns."""
+
+    index: int
+    reason: RejectReason
+    detail: str
+
+
+@dataclass(slots=True)
+class ForecastBatch:
+    """Forecasts of one batch, in the batch's tick order.
+
+    ``model_version`` made every row whose ``naive`` flag is False; the rest are naive.
+    """
+
+    ticks: TickColumns
+    forecast: FloatArray
+    naive: BoolArray
+    model_version: str
+
+    def __len__(self) -> int:
+        return len(self.ticks)
+
+    def versions(self) -> list[str]:
+        return [NAIVE if naive else self.model_version for naive in self.naive.tolist()]
+
+
+@dataclass(slots=True)
+class EngineResult:
+    forecasts: ForecastBatch
+    rejects: list[OrderReject]
+
+
+@dataclass(slots=True)
+class _Work:
+    """A batch in progress: per-tick outputs, filled in round by round."""
+
+    ticks: TickColumns
+    slots: IntArray
+    forecast: FloatArray
+    naive: BoolArray
+    accepted: BoolArray
+    rejects: list[OrderReject]
+
+    @classmethod
+    def start(cls, ticks: TickColumns, slots: IntArray) -> _Work:
+        n = len(ticks)
+        return cls(ticks, slots, ticks.price.copy(), np.ones(n, bool), np.zeros(n, bool), [])
+
+    def result(self, version: str) -> EngineResult:
+        keep = np.flatnonzero(self.accepted)
+        forecasts = ForecastBatch(
+            self.ticks.take(keep), self.forecast[keep], self.naive[keep], version
+        )
+        return EngineResult(forecasts, sorted(self.rejects, key=lambda reject: reject.index))
+
+
+class Engine:
+    """Holds the series table and the serving model; steps batches of ticks."""
+
+    def __init__(
+        self,
+        params: EngineParams,
+        model: Stepper | None = None,
+        recorder: StepRecorder | None = None,
+    ) -> None:
+        self.params = params
+        self.model: Stepper | None = None
+        self.recorder = recorder
+        self.table = SeriesTable(params.ring_length, state_size=0)
+        if model is not None:
+            self.swap_model(model)
+
+    def process(self, ticks: TickColumns) -> EngineResult:
+        """Step every tick of the batch; returns forecasts of the accepted ones and the rejects."""
+        work = _Work.start(ticks, self.table.slots_for(ticks.series))
+        for index in _rounds(work.slots):
+            self._step_round(work, index)
+        return work.result(self.model.version if self.model is not None else NAIVE)
+
+    def _step_round(self, work: _Work, index: IntArray) -> None:
+        """Step the ticks at ``index``, which belong to distinct series."""
+        table = self.table
+        slots, ts = work.slots[index], work.ticks.ts[index]
+        stats = table.stats[slots]
+        in_order = (stats["last_price"] == 0) | (ts > stats["last_ts"])
+        if not in_order.all():
+            out = ~in_order
+            work.rejects.extend(_order_rejects(index[out], ts[out], stats["last_ts"][out]))
+            slots, index, ts, stats = (
+                slots[in_order],
+                index[in_order],
+                ts[in_order],
+                stats[in_order],
+            )
+        work.accepted[index] = True
+        step = advance(self.params.features, stats, work.ticks.price[index], ts)
+        table.stats[slots] = stats
+        if step.warm.any():
+            self._step_model(work, index[step.warm], slots[step.warm], step.take(step.warm))
+
+    def _step_model(self, work: _Work, index: IntArray, slots: IntArray, step: FeatureStep) -> None:
+        """Record the warm steps and, with a model, step it and forecast from its prediction."""
+        ts = work.ticks.ts[index]
+        self.table.append_history(slots, step.z, step.d, ts)
+        if self.recorder is not None:
+            self.recorder(slots, step.z, step.d, ts)
+        if self.model is None:
+            return
+        prediction, self.table.recurrent[slots] = self.model.step(
+            model_inputs(step.z, step.d, ts), self.table.recurrent[slots]
+        )
+        price = work.ticks.price[index]
+        work.forecast[index] = price * np.exp(step.scale * prediction.astype(np.float64))
+        work.naive[index] = False
+
+    def swap_model(self, model: Stepper) -> None:
+        """Serve ``model`` from the next batch on, its states re-warmed from the history rings."""
+        if model.spec.n_features != len(FEATURE_NAMES):
+            raise ValueError(
+                f"model expects {model.spec.n_features} features, engine makes {len(FEATURE_NAMES)}"
+            )
+        table = self.table
+        table.reset_recurrent(model.state_size)
+        slots = table.active_slots()
+        if len(slots):
+            history = table.history(slots)
+            x = model_inputs(history.z, history.d, history.ts)
+            _, table.recurrent[slots] = model.run(x, history.length)
+        self.model = model
+
+
+def _order_rejects(index: IntArray, ts: IntArray, last_ts: IntArray) -> list[OrderReject]:
+    return [
+        OrderReject(i, RejectReason.TS_DUPLICATE, "ts equals the series' last accepted ts")
+        if t == last
+        else OrderReject(
+            i, RejectReason.TS_OUT_OF_ORDER, "ts is before the series' last accepted ts"
+        )
+        for i, t, last in zip(index.tolist(), ts.tolist(), last_ts.tolist(), strict=True)
+    ]
+
+
+def _rounds(slots: IntArray) -> list[IntArray]:
+    """Batch indices grouped by occurrence: round k has the k-th tick of each slot, in order."""
+    if len(slots) == 0:
+        return []
+    order = np.argsort(slots, kind="stable")
+    ordered = slots[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    group_start = np.repeat(starts, np.diff(np.r_[starts, len(ordered)]))
+    occurrence = np.empty(len(slots), np.int64)
+    occurrence[order] = np.arange(len(ordered)) - group_start
+    if occurrence.max() == 0:
+        return [np.arange(len(slots))]
+    by_round = np.argsort(occurrence, kind="stable")
+    bounds = np.searchsorted(occurrence[by_round], np.arange(1, occurrence.max() + 1))
+    return np.split(by_round, bounds)

@@ -1,0 +1,50 @@
+"""The source and sink protocols every transport implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from forecaster.engine import ForecastBatch
+from forecaster.ticks import ParsedBatch, Rejected
+
+
+class SourceBatch(Protocol):
+    """Raw records as received; parsing is the pipeline's next step."""
+
+    def parse(self) -> ParsedBatch: ...
+
+    def origin(self, position: int) -> dict[str, Any]:
+        """Where the record at ``position`` came from (file and line, topic/partition/offset)."""
+        ...
+
+
+BatchT = TypeVar("BatchT", bound=SourceBatch)
+
+
+class Source(Protocol[BatchT]):
+    def poll(self, timeout: float) -> BatchT | None:
+        """The next batch (possibly empty) within ``timeout`` seconds; None once exhausted."""
+        ...
+
+    def commit(self, batch: BatchT) -> None:
+        """Mark ``batch`` done: it will not be delivered again after a restart."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    rejected: Rejected
+    origin: dict[str, Any]
+
+
+class Sink(Protocol):
+    def write(self, forecasts: ForecastBatch, dead_letters: list[DeadLetter]) -> None: ...
+
+    def flush(self) -> None:
+        """Block until everything written so far is durable (acknowledged by its destination)."""
+        ...
+
+    def close(self) -> None: ...

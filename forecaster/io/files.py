@@ -1,0 +1,209 @@
+"""File transport: replay a tick CSV (optionally paced and looped), write JSON lines.
+
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+>>> _ = path.write_text("series,ts,price\\nA,1000,1.5\\nA,2000,oops\\n")
+>>> source = CsvSource(path, max_batch=10)
+>>> parsed = source.poll(0.0).parse()
+>>> len(parsed.ticks), parsed.rejects[0].reason.value
+(1, 'price_type')
+>>> source.poll(0.0) is None
+True
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+
+from forecaster.engine import ForecastBatch
+from forecaster.errors import SourceError
+from forecaster.io.base import DeadLetter
+from forecaster.io.records import encode_dead_letter, encode_forecasts
+from forecaster.ticks import ParsedBatch, parse_csv_frame
+
+REQUIRED_COLUMNS = ("series", "ts", "price")
+PACING_INTERVAL_S = 0.05
+
+
+@dataclass
+class CsvBatch:
+    """A chunk of CSV rows; ``first_row`` is the data row number (0-based) of its first row."""
+
+    frame: pd.DataFrame
+    first_row: int
+    path: Path
+    looper: _Looper | None = None
+
+    def parse(self) -> ParsedBatch:
+        parsed = parse_csv_frame(self.frame, self.first_row)
+        if self.looper is not None:
+            self.looper.on_parsed(parsed)
+        return parsed
+
+    def origin(self, position: int) -> dict[str, Any]:
+        return {"file": str(self.path), "line": position + 2}  # 1-based, after the header
+
+
+@dataclass
+class _Looper:
+    """Learns the file on its first pass; moves each later pass after the previous one.
+
+    Pass k is shifted by k times the file's time span (plus a second) and each series'
+    prices are scaled by (last / first) ** k, so every pass starts where the last ended.
+    """
+
+    passes: int = 0
+    first_price: dict[str, float] = field(default_factory=dict)
+    last_price: dict[str, float] = field(default_factory=dict)
+    first_ts: int | None = None
+    last_ts: int = 0
+
+    def on_parsed(self, parsed: ParsedBatch) -> None:
+        ticks = parsed.ticks
+        if not len(ticks):
+            return
+        if self.passes == 0:
+            for series, price in zip(ticks.series, ticks.price.tolist(), strict=True):
+                self.first_price.setdefault(series, price)
+                self.last_price[series] = price
+            self.first_ts = min(self.first_ts or int(ticks.ts.min()), int(ticks.ts.min()))
+            self.last_ts = max(self.last_ts, int(ticks.ts.max()))
+            return
+        span = self.last_ts - (self.first_ts or 0) + 1_000_000_000
+        ticks.ts += self.passes * span
+        growth = np.fromiter(
+            (self.last_price.get(s, 1.0) / self.first_price.get(s, 1.0) for s in ticks.series),
+            np.float64,
+            len(ticks),
+        )
+        ticks.price *= growth**self.passes
+
+
+class CsvSource:
+    """Reads a tick CSV in chunks of at most ``max_batch`` rows.
+
+    ``rate`` > 0 paces the replay at that many ticks per second; ``loop`` replays the
+    file again when it ends, each pass shifted after the previous one in time and its
+    prices scaled to continue where each series left off, so a demo runs for ever.
+    """
+
+    def __init__(self, path: Path, max_batch: int, rate: float = 0.0, loop: bool = False) -> None:
+        self.path = Path(path)
+        self.max_batch = max_batch
+        self.rate = rate
+        self.loop = loop
+        self._check_header()
+        self._chunks = self._read()
+        self._started = time.monotonic()
+        self._emitted = 0
+        self._looper = _Looper() if loop else None
+        self.committed_rows = 0
+
+    def _check_header(self) -> None:
+        try:
+            header = pd.read_csv(self.path, nrows=0).columns
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"cannot read tick file {self.path}: {exc}") from exc
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise SourceError(f"{self.path}: header lacks column(s) {missing}")
+
+    def _read(self) -> Iterator[tuple[int, pd.DataFrame]]:
+        row = 0
+        reader = pd.read_csv(self.path, dtype=str, keep_default_na=False, chunksize=self.max_batch)
+        for frame in reader:
+            yield row, frame.reset_index(drop=True)
+            row += len(frame)
+
+    def poll(self, timeout: float) -> CsvBatch | None:
+        if self.rate > 0 and not self._wait_for_due_tick(timeout):
+            return CsvBatch(pd.DataFrame(columns=list(REQUIRED_COLUMNS)), 0, self.path)
+        first_row, frame = self._next_frame()
+        if frame is None:
+            return None
+        self._emitted += len(frame)
+        return CsvBatch(frame, first_row, self.path, self._looper)
+
+    def _wait_for_due_tick(self, timeout: float) -> bool:
+        wait = (self._emitted + 1) / self.rate - (time.monotonic() - self._started)
+        if wait > timeout:
+            time.sleep(max(timeout, 0.0))
+            return False
+        time.sleep(max(wait, 0.0))
+        return True
+
+    def _next_frame(self) -> tuple[int, pd.DataFrame | None]:
+        limit = self.max_batch
+        if self.rate > 0:
+            due = int((time.monotonic() - self._started) * self.rate) - self._emitted
+            limit = max(1, min(limit, due, int(self.rate * PACING_INTERVAL_S) + 1))
+        for first_row, chunk in self._chunks:
+            if len(chunk) > limit:
+                self._push_back(first_row + limit, chunk.iloc[limit:].reset_index(drop=True))
+            return first_row, chunk.iloc[:limit]
+        if self._looper is not None and self._emitted > 0:
+            self._looper.passes += 1
+            self._chunks = self._read()
+            return self._next_frame()
+        return 0, None
+
+    def _push_back(self, first_row: int, rest: pd.DataFrame) -> None:
+        remaining = self._chunks
+        self._chunks = _prepend((first_row, rest), remaining)
+
+    def commit(self, batch: CsvBatch) -> None:
+        self.committed_rows = batch.first_row + len(batch.frame)
+
+    def close(self) -> None:
+        self._chunks = iter(())
+
+
+def _prepend(
+    item: tuple[int, pd.DataFrame], rest: Iterator[tuple[int, pd.DataFrame]]
+) -> Iterator[tuple[int, pd.DataFrame]]:
+    yield item
+    yield from rest
+
+
+def open_output(target: str) -> IO[bytes]:
+    """A binary stream for ``-`` (stdout), ``stderr`` or a file path (created, truncated)."""
+    if target == "-":
+        return sys.stdout.buffer
+    if target == "stderr":
+        return sys.stderr.buffer
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("wb")
+
+
+class JsonLinesSink:
+    """Forecasts and dead letters as JSON lines, each to its own stream."""
+
+    def __init__(self, forecasts: IO[bytes], dead_letters: IO[bytes]) -> None:
+        self.forecasts = forecasts
+        self.dead_letters = dead_letters
+
+    def write(self, forecasts: ForecastBatch, dead_letters: list[DeadLetter]) -> None:
+        lines = encode_forecasts(forecasts)
+        if lines:
+            self.forecasts.write(b"\n".join(lines) + b"\n")
+        for letter in dead_letters:
+            self.dead_letters.write(encode_dead_letter(letter) + b"\n")
+
+    def flush(self) -> None:
+        self.forecasts.flush()
+        self.dead_letters.flush()
+
+    def close(self) -> None:
+        self.flush()
+        for stream in (self.forecasts, self.dead_letters):
+            if stream not in (sys.stdout.buffer, sys.stderr.buffer):
+                stream.close()

@@ -1,0 +1,71 @@
+"""Wire encodings of forecasts and dead letters (JSON, one object per record).
+
+>>> format_rfc3339(np.array([1_700_000_000_123_000_000, 1_700_000_000_000_000_001]))
+['2023-11-14T22:13:20.123Z', '2023-11-14T22:13:20.000000001Z']
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from forecaster.engine import ForecastBatch
+from forecaster.io.base import DeadLetter
+
+IntArray = npt.NDArray[np.int64]
+
+
+def format_rfc3339(ts_ns: IntArray) -> list[str]:
+    """RFC 3339 UTC strings with as many fraction digits as each timestamp needs (ms at least)."""
+    out = np.empty(len(ts_ns), dtype=object)
+    stamps: npt.NDArray[np.datetime64] = ts_ns.astype("datetime64[ns]")
+    finest_needed = np.where(ts_ns % 1_000_000 == 0, 0, np.where(ts_ns % 1_000 == 0, 1, 2))
+    units: tuple[Literal["ms", "us", "ns"], ...] = ("ms", "us", "ns")
+    for code, unit in enumerate(units):
+        rows = finest_needed == code
+        if rows.any():
+            out[rows] = np.datetime_as_string(stamps[rows], unit=unit, timezone="UTC")
+    return [str(s) for s in out]
+
+
+def forecast_records(batch: ForecastBatch) -> list[dict[str, Any]]:
+    """The forecast objects of a batch, in order."""
+    ticks = batch.ticks
+    return [
+        {"series": series, "ts": ts, "price": price, "forecast": forecast, "model_version": version}
+        for series, ts, price, forecast, version in zip(
+            ticks.series,
+            format_rfc3339(ticks.ts),
+            ticks.price.tolist(),
+            batch.forecast.tolist(),
+            batch.versions(),
+            strict=True,
+        )
+    ]
+
+
+def encode_forecasts(batch: ForecastBatch) -> list[bytes]:
+    return [json.dumps(r, ensure_ascii=False).encode() for r in forecast_records(batch)]
+
+
+def dead_letter_record(letter: DeadLetter) -> dict[str, Any]:
+    """The envelope of a rejected record: its reason, where it came from, and its raw bytes."""
+    rejected = letter.rejected
+    record: dict[str, Any] = {
+        "reason": rejected.reason.value,
+        "detail": rejected.detail,
+        "source": letter.origin,
+    }
+    try:
+        record["raw"] = rejected.raw.decode("utf-8")
+    except UnicodeDecodeError:
+        record["raw_base64"] = base64.b64encode(rejected.raw).decode("ascii")
+    return record
+
+
+def encode_dead_letter(letter: DeadLetter) -> bytes:
+    return json.dumps(dead_letter_record(letter), ensure_ascii=False).encode()

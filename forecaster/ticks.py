@@ -1,0 +1,355 @@
+"""The tick format: parse raw messages or CSV rows into columns, or reject them with a reason.
+
+A tick is a JSON object ``{"series": str, "ts": str | int, "price": number}`` with an
+optional ``"volume"``; unknown fields are ignored. ``ts`` is an RFC 3339 timestamp with a
+zone, or epoch milliseconds. Parsing never raises on bad input: every message either
+becomes a row of :class:`TickColumns` or a :class:`Rejected` naming the rule it broke.
+
+>>> batch = parse_messages([b'{"series": "AAPL", "ts": 1700000000000, "price": 189.5}',
+...                         b'{"series": "AAPL", "price": -1}'])
+>>> batch.ticks.series, batch.ticks.price.tolist()
+(['AAPL'], [189.5])
+>>> batch.rejects[0].reason
+<RejectReason.MISSING_TS: 'missing_ts'>
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+MAX_SERIES_CHARS = 200
+MAX_EPOCH_MS = 9_000_000_000_000  # 2255-03-14; beyond it nanoseconds overflow int64
+CSV_COLUMNS = ("series", "ts", "price", "volume")
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+_RFC3339_NO_ZONE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?")
+_EPOCH_MS = re.compile(r"[+-]?\d{1,19}")
+
+
+class RejectReason(StrEnum):
+    """The rule a rejected tick broke; the value is what dead letters carry."""
+
+    NOT_UTF8 = "not_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_SERIES = "missing_series"
+    MISSING_TS = "missing_ts"
+    MISSING_PRICE = "missing_price"
+    SERIES_TYPE = "series_type"
+    SERIES_LENGTH = "series_length"
+    TS_TYPE = "ts_type"
+    TS_FORMAT = "ts_format"
+    TS_NO_TIMEZONE = "ts_no_timezone"
+    TS_OUT_OF_RANGE = "ts_out_of_range"
+    PRICE_TYPE = "price_type"
+    PRICE_NOT_FINITE = "price_not_finite"
+    PRICE_NOT_POSITIVE = "price_not_positive"
+    VOLUME_TYPE = "volume_type"
+    VOLUME_INVALID = "volume_invalid"
+    TS_DUPLICATE = "ts_duplicate"
+    TS_OUT_OF_ORDER = "ts_out_of_order"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message that is not a valid tick: where it was, what it was, and why."""
+
+    position: int
+    raw: bytes
+    reason: RejectReason
+    detail: str
+
+
+@dataclass(slots=True)
+class TickColumns:
+    """Valid ticks of one batch as columns; ``position`` indexes the source batch."""
+
+    position: IntArray
+    series: list[str]
+    ts: IntArray  # epoch nanoseconds, UTC
+    price: FloatArray
+    volume: FloatArray  # NaN where absent
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def take(self, index: npt.NDArray[np.intp]) -> TickColumns:
+        """The rows at ``index``, in that order."""
+        return TickColumns(
+            position=self.position[index],
+            series=[self.series[i] for i in index],
+            ts=self.ts[index],
+            price=self.price[index],
+            volume=self.volume[index],
+        )
+
+
+@dataclass(slots=True)
+class ParsedBatch:
+    """One source batch after parsing: valid ticks, rejects, and a way back to the raw bytes."""
+
+    ticks: TickColumns
+    rejects: list[Rejected]
+    received: int
+    raw_of: Callable[[int], bytes] = field(repr=False)
+
+
+def empty_columns() -> TickColumns:
+    return TickColumns(
+        position=np.empty(0, np.int64),
+        series=[],
+        ts=np.empty(0, np.int64),
+        price=np.empty(0, np.float64),
+        volume=np.empty(0, np.float64),
+    )
+
+
+class _Rows:
+    """Per-row raw fields plus the first failure of each row, filled in rule by rule."""
+
+    def __init__(self, size: int) -> None:
+        self.series: list[Any] = [None] * size
+        self.ts: list[Any] = [None] * size
+        self.price = np.full(size, np.nan)
+        self.volume = np.full(size, np.nan)
+        self.reason: list[RejectReason | None] = [None] * size
+        self.detail: list[str] = [""] * size
+
+    def fail(self, row: int, reason: RejectReason, detail: str) -> None:
+        if self.reason[row] is None:
+            self.reason[row] = reason
+            self.detail[row] = detail
+
+    def ok(self) -> npt.NDArray[np.bool_]:
+        return np.fromiter((r is None for r in self.reason), bool, len(self.reason))
+
+
+def parse_messages(payloads: Sequence[bytes]) -> ParsedBatch:
+    """Parse JSON tick messages (one per payload)."""
+    rows = _Rows(len(payloads))
+    for i, payload in enumerate(payloads):
+        _extract_json(rows, i, payload)
+    return _finish(rows, raw_of=lambda i: bytes(payloads[i]))
+
+
+def parse_csv_frame(frame: pd.DataFrame, first_position: int = 0) -> ParsedBatch:
+    """Parse rows of a tick CSV read with ``dtype=str, keep_default_na=False``.
+
+    ``first_position`` is the row number of the frame's first row in its file, so that
+    positions stay meaningful across chunks.
+    """
+    rows = _Rows(len(frame))
+    series = frame["series"].tolist()
+    ts = frame["ts"].tolist()
+    for i in range(len(frame)):
+        if series[i] == "":
+            rows.fail(i, RejectReason.MISSING_SERIES, "series is empty")
+        if ts[i] == "":
+            rows.fail(i, RejectReason.MISSING_TS, "ts is empty")
+    rows.series = series
+    rows.ts = [text if _EPOCH_MS.fullmatch(text) is None else int(text) for text in ts]
+    rows.price = _csv_numbers(frame["price"], rows, "price")
+    if "volume" in frame.columns:
+        rows.volume = _csv_numbers(frame["volume"], rows, "volume")
+    columns = [c for c in CSV_COLUMNS if c in frame.columns]
+    records = frame[columns]
+
+    def raw_of(position: int) -> bytes:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="").writerow(records.iloc[position - first_position])
+        return out.getvalue().encode()
+
+    return _finish(rows, raw_of=raw_of, first_position=first_position)
+
+
+def _csv_numbers(column: pd.Series[str], rows: _Rows, name: str) -> FloatArray:
+    """The column as floats; NaN marks an empty volume (absent) and any row that failed."""
+    text = column.str.strip()
+    numbers = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
+    nan_literal = text.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy()
+    empty = (text == "").to_numpy()
+    for i in np.flatnonzero(np.isnan(numbers) & ~(empty & (name == "volume"))):
+        rows.fail(int(i), *_number_failure(name, str(column.iat[int(i)]), empty[i], nan_literal[i]))
+    return numbers
+
+
+def _number_failure(
+    name: str, text: str, empty: bool, nan_literal: bool
+) -> tuple[RejectReason, str]:
+    price = name == "price"
+    if empty:
+        return RejectReason.MISSING_PRICE, "price is empty"
+    if nan_literal:
+        if price:
+            return RejectReason.PRICE_NOT_FINITE, "price is NaN"
+        return RejectReason.VOLUME_INVALID, "volume is NaN"
+    reason = RejectReason.PRICE_TYPE if price else RejectReason.VOLUME_TYPE
+    return reason, f"{name} {text[:64]!r} is not a number"
+
+
+def _extract_json(rows: _Rows, i: int, payload: bytes) -> None:
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        rows.fail(i, RejectReason.NOT_UTF8, f"message is not UTF-8: {exc.reason}")
+        return
+    except (ValueError, RecursionError) as exc:
+        rows.fail(i, RejectReason.INVALID_JSON, f"message is not JSON: {exc}")
+        return
+    if not isinstance(obj, dict):
+        rows.fail(i, RejectReason.NOT_AN_OBJECT, f"message is a JSON {type(obj).__name__}")
+        return
+    for key, missing in (
+        ("series", RejectReason.MISSING_SERIES),
+        ("ts", RejectReason.MISSING_TS),
+        ("price", RejectReason.MISSING_PRICE),
+    ):
+        if key not in obj or obj[key] is None:
+            rows.fail(i, missing, f"field {key!r} is missing")
+    series, ts, price, volume = (
+        obj.get("series"),
+        obj.get("ts"),
+        obj.get("price"),
+        obj.get("volume"),
+    )
+    if series is not None and not isinstance(series, str):
+        rows.fail(i, RejectReason.SERIES_TYPE, f"series must be a string, not {_kind(series)}")
+    rows.series[i] = series
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | str)):
+        rows.fail(i, RejectReason.TS_TYPE, f"ts must be a string or integer, not {_kind(ts)}")
+    rows.ts[i] = ts
+    rows.price[i] = _json_number(rows, i, price, "price", RejectReason.PRICE_TYPE)
+    if volume is not None:
+        rows.volume[i] = _json_number(rows, i, volume, "volume", RejectReason.VOLUME_TYPE)
+        if math.isnan(rows.volume[i]):
+            rows.fail(i, RejectReason.VOLUME_INVALID, "volume is NaN")
+
+
+def _json_number(rows: _Rows, i: int, value: Any, name: str, wrong_type: RejectReason) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        rows.fail(i, wrong_type, f"{name} must be a number, not {_kind(value)}")
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", str: "a string", list: "an array", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _finish(rows: _Rows, raw_of: Callable[[int], bytes], first_position: int = 0) -> ParsedBatch:
+    _check_series(rows)
+    ts = _check_ts(rows)
+    _check_price(rows)
+    _check_volume(rows)
+    ok = rows.ok()
+    index = np.flatnonzero(ok)
+    ticks = TickColumns(
+        position=index.astype(np.int64) + first_position,
+        series=[rows.series[i] for i in index],
+        ts=ts[index],
+        price=rows.price[index],
+        volume=rows.volume[index],
+    )
+    rejects = [
+        Rejected(first_position + int(i), raw_of(first_position + int(i)), reason, rows.detail[i])
+        for i in np.flatnonzero(~ok)
+        if (reason := rows.reason[i]) is not None
+    ]
+    return ParsedBatch(ticks=ticks, rejects=rejects, received=len(rows.reason), raw_of=raw_of)
+
+
+def _check_series(rows: _Rows) -> None:
+    for i, series in enumerate(rows.series):
+        if isinstance(series, str) and not 0 < len(series) <= MAX_SERIES_CHARS:
+            rows.fail(
+                i,
+                RejectReason.SERIES_LENGTH,
+                f"series must be 1-{MAX_SERIES_CHARS} characters, got {len(series)}",
+            )
+
+
+def _check_ts(rows: _Rows) -> IntArray:
+    """Epoch nanoseconds of every row (0 where the row failed)."""
+    out = np.zeros(len(rows.ts), np.int64)
+    text_rows: list[int] = []
+    for i, ts in enumerate(rows.ts):
+        if isinstance(ts, bool) or ts is None:
+            continue
+        if isinstance(ts, int):
+            if 0 <= ts <= MAX_EPOCH_MS:
+                out[i] = ts * 1_000_000
+            else:
+                rows.fail(i, RejectReason.TS_OUT_OF_RANGE, f"epoch ms {ts} is out of range")
+        elif isinstance(ts, str):
+            if _RFC3339.fullmatch(ts):
+                text_rows.append(i)
+            elif _RFC3339_NO_ZONE.fullmatch(ts):
+                rows.fail(i, RejectReason.TS_NO_TIMEZONE, f"ts {ts!r} has no timezone")
+            else:
+                rows.fail(i, RejectReason.TS_FORMAT, f"ts {ts[:64]!r} is not RFC 3339")
+    if text_rows:
+        _parse_rfc3339(rows, text_rows, out)
+    return out
+
+
+def _parse_rfc3339(rows: _Rows, text_rows: list[int], out: IntArray) -> None:
+    """Parse the well-formed timestamp strings at ``text_rows`` into ``out`` (epoch ns)."""
+    parsed = pd.to_datetime(
+        # RFC 3339 allows a lower-case "t" and "z"; pandas does not.
+        pd.Series([rows.ts[i].upper() for i in text_rows]),
+        format="ISO8601",
+        utc=True,
+        errors="coerce",
+    )
+    nat = parsed.isna().to_numpy()
+    values = parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    for k, i in enumerate(text_rows):
+        if nat[k]:
+            rows.fail(i, RejectReason.TS_FORMAT, f"ts {rows.ts[i]!r} is not a valid time")
+        elif values[k] < 0:
+            rows.fail(i, RejectReason.TS_OUT_OF_RANGE, f"ts {rows.ts[i]!r} is before 1970")
+        else:
+            out[i] = values[k]
+
+
+def _check_price(rows: _Rows) -> None:
+    price = rows.price
+    with np.errstate(invalid="ignore"):
+        not_finite = ~np.isfinite(price)
+        not_positive = np.isfinite(price) & (price <= 0)
+    for i in np.flatnonzero(not_finite):
+        rows.fail(int(i), RejectReason.PRICE_NOT_FINITE, f"price {price[i]} is not finite")
+    for i in np.flatnonzero(not_positive):
+        rows.fail(int(i), RejectReason.PRICE_NOT_POSITIVE, f"price {price[i]} is not > 0")
+
+
+def _check_volume(rows: _Rows) -> None:
+    volume = rows.volume
+    with np.errstate(invalid="ignore"):
+        bad = np.isinf(volume) | (volume < 0)
+    for i in np.flatnonzero(bad):
+        rows.fail(int(i), RejectReason.VOLUME_INVALID, f"volume {volume[i]} must be >= 0")

@@ -1,0 +1,62 @@
+"""The serving step equals the Keras model: a contract every cell type must pass."""
+
+import numpy as np
+import pytest
+
+from forecaster.model import keras_model
+from forecaster.model.spec import ModelSpec
+
+SPECS = [
+    ModelSpec(cell="lstm", layers=2, units=16),
+    ModelSpec(cell="gru", layers=2, units=16),
+    ModelSpec(cell="lstm", layers=3, units=8),
+    ModelSpec(cell="gru", layers=3, units=8),
+]
+
+
+def trained_looking_model(spec: ModelSpec, seed: int):  # type: ignore[no-untyped-def]
+    """A Keras model with non-trivial weights (biases too), as training would leave it."""
+    model = keras_model.build(spec, seed=seed)
+    rng = np.random.default_rng(seed)
+    model.set_weights(
+        [w + rng.normal(0, 0.2, w.shape).astype(np.float32) for w in model.get_weights()]
+    )
+    return model
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.cell}-{s.layers}x{s.units}")
+def test_step_by_step_equals_keras_full_sequence(spec: ModelSpec) -> None:
+    model = trained_looking_model(spec, seed=spec.layers)
+    rng = np.random.default_rng(7)
+    x = rng.normal(0, 1.5, (5, 200, spec.n_features)).astype(np.float32)
+    expected = model(x, training=False).numpy()[..., 0]
+
+    stepper = keras_model.to_stepper(model, "v")
+    state = stepper.zero_state(5)
+    stepped = np.empty_like(expected)
+    for t in range(x.shape[1]):
+        stepped[:, t], state = stepper.step(x[:, t], state)
+
+    assert np.max(np.abs(stepped - expected)) <= 1e-5
+    assert np.std(expected) > 0.05  # the comparison is not between two constants
+
+
+@pytest.mark.parametrize("spec", SPECS[:2], ids=lambda s: s.cell)
+def test_run_equals_stepping_ragged_sequences(spec: ModelSpec) -> None:
+    stepper = keras_model.to_stepper(trained_looking_model(spec, seed=1), "v")
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 30, spec.n_features)).astype(np.float32)
+    length = np.array([30, 12, 0])
+    predictions, final = stepper.run(x, length)
+    for row, n in enumerate(length.tolist()):
+        state = stepper.zero_state(1)
+        for t in range(n):
+            y, state = stepper.step(x[row : row + 1, t], state)
+            assert predictions[row, t] == pytest.approx(float(y[0]), abs=1e-6)
+        np.testing.assert_allclose(final[row], state[0], atol=1e-6)
+        assert not predictions[row, n:].any()
+
+
+def test_spec_is_read_back_from_the_keras_model() -> None:
+    spec = ModelSpec(cell="gru", layers=3, units=5)
+    assert keras_model.spec_of(keras_model.build(spec)) == spec

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from forecaster.engine import NAIVE, Engine, EngineParams
+from forecaster.features import FeatureParams, model_inputs
+from forecaster.model.spec import ModelSpec
+from forecaster.ticks import RejectReason, TickColumns
+from tests.support_models import random_stepper
+
+PARAMS = EngineParams(features=FeatureParams(min_history=5), ring_length=16)
+
+
+def columns(series: list[str], ts: list[int], price: list[float]) -> TickColumns:
+    n = len(series)
+    return TickColumns(
+        position=np.arange(n, dtype=np.int64),
+        series=series,
+        ts=np.array(ts, np.int64),
+        price=np.array(price, np.float64),
+        volume=np.full(n, np.nan),
+    )
+
+
+def random_ticks(n: int, n_series: int, seed: int) -> TickColumns:
+    rng = np.random.default_rng(seed)
+    series = [f"S{i}" for i in rng.integers(0, n_series, n)]
+    price = 50 * np.exp(rng.normal(0, 0.01, n))
+    return columns(series, list(range(1, n + 1)), list(price))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_batching_does_not_change_forecasts(cell: str) -> None:
+    ticks = random_ticks(600, 7, seed=3)
+    model = random_stepper(ModelSpec(cell=cell, layers=2, units=8))
+    whole = Engine(PARAMS, model).process(ticks).forecasts
+    engine = Engine(PARAMS, model)
+    pieces = [engine.process(ticks.take(np.arange(i, min(i + 37, 600)))).forecasts
+              for i in range(0, 600, 37)]  # fmt: skip
+    one_by_one = np.concatenate([p.forecast for p in pieces])
+    # float32 matmuls of other batch shapes may round differently in the last bits
+    np.testing.assert_allclose(one_by_one, whole.forecast, rtol=1e-6)
+    assert np.concatenate([p.naive for p in pieces]).tolist() == whole.naive.tolist()
+    assert (~whole.naive).sum() == 600 - 7 * PARAMS.features.min_history
+
+
+def test_naive_until_warm_then_model() -> None:
+    engine = Engine(PARAMS, random_stepper(ModelSpec(layers=2, units=4)))
+    prices = [10.0, 10.1, 10.2, 10.0, 9.9, 10.3, 10.4]
+    result = engine.process(columns(["X"] * 7, list(range(7)), prices)).forecasts
+    assert result.versions() == [NAIVE] * 5 + ["test-v1"] * 2
+    assert result.forecast[:5].tolist() == prices[:5]
+    assert np.all(result.forecast[5:] != np.array(prices[5:]))
+
+
+def test_no_model_means_naive_everywhere() -> None:
+    result = Engine(PARAMS).process(random_ticks(200, 3, seed=1)).forecasts
+    assert result.naive.all() and result.model_version == NAIVE
+    np.testing.assert_array_equal(result.forecast, result.ticks.price)
+
+
+def test_duplicates_and_out_of_order_are_rejected_not_stepped() -> None:
+    engine = Engine(PARAMS)
+    engine.process(columns(["A"], [100], [1.0]))
+    result = engine.process(
+        columns(
+            ["A", "A", "B", "A", "A", "B"],
+            [100, 50, 7, 101, 101, 7],
+            [1.0, 1.1, 2.0, 1.2, 1.3, 2.1],
+        )
+    )
+    assert result.forecasts.ticks.position.tolist() == [2, 3]
+    assert [(r.index, r.reason) for r in result.rejects] == [
+        (0, RejectReason.TS_DUPLICATE),
+        (1, RejectReason.TS_OUT_OF_ORDER),
+        (4, RejectReason.TS_DUPLICATE),
+        (5, RejectReason.TS_DUPLICATE),
+    ]
+    assert engine.table.stats["last_price"][engine.table.slot_of["A"]] == 1.2
+
+
+def test_swap_rewarms_states_from_history() -> None:
+    engine = Engine(PARAMS)
+    engine.process(random_ticks(300, 4, seed=5))
+    model = random_stepper(ModelSpec(cell="gru", layers=2, units=6), seed=9, version="new")
+    engine.swap_model(model)
+    slots = engine.table.active_slots()
+    history = engine.table.history(slots)
+    for row, slot in enumerate(slots):
+        n = int(history.length[row])
+        x = model_inputs(history.z[row, :n], history.d[row, :n], history.ts[row, :n])
+        state = model.zero_state(1)
+        for t in range(n):
+            _, state = model.step(x[t : t + 1], state)
+        np.testing.assert_allclose(engine.table.recurrent[slot], state[0], atol=1e-6)
+    assert engine.process(random_ticks(5, 4, seed=6)).forecasts.model_version == "new"
