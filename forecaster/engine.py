@@ -21,14 +21,14 @@ loaded, gets the naive forecast (its last price), flagged ``model_version="naive
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from forecaster.features import FEATURE_NAMES, FeatureParams, FeatureStep, advance, model_inputs
 from forecaster.model.stepper import Stepper
-from forecaster.state import SeriesTable
+from forecaster.state import SeriesTable, TableSnapshot
 from forecaster.ticks import RejectReason, TickColumns
 
 NAIVE = "naive"
@@ -45,6 +45,15 @@ StepRecorder = Callable[[IntArray, FloatArray, FloatArray, IntArray], None]
 class EngineParams:
     features: FeatureParams = field(default_factory=FeatureParams)
     ring_length: int = 128
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """The series state of one source partition, and the model whose states it holds."""
+
+    partition: int
+    model_version: str
+    snapshot: TableSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +132,10 @@ class Engine:
 
     def process(self, ticks: TickColumns) -> EngineResult:
         """Step every tick of the batch; returns forecasts of the accepted ones and the rejects."""
-        work = _Work.start(ticks, self.table.slots_for(ticks.series))
+        work = _Work.start(ticks, self.table.slots_for(ticks.series, ticks.partition))
         for index in _rounds(work.slots):
             self._step_round(work, index)
-        return work.result(self.model.version if self.model is not None else NAIVE)
+        return work.result(self._version())
 
     def _step_round(self, work: _Work, index: IntArray) -> None:
         """Step the ticks at ``index``, which belong to distinct series."""
@@ -170,14 +179,37 @@ class Engine:
             raise ValueError(
                 f"model expects {model.spec.n_features} features, engine makes {len(FEATURE_NAMES)}"
             )
-        table = self.table
-        table.reset_recurrent(model.state_size)
-        slots = table.active_slots()
-        if len(slots):
-            history = table.history(slots)
-            x = model_inputs(history.z, history.d, history.ts)
-            _, table.recurrent[slots] = model.run(x, history.length)
         self.model = model
+        self.table.reset_recurrent(model.state_size)
+        self._rewarm(self.table.active_slots())
+
+    def _rewarm(self, slots: IntArray) -> None:
+        """Recompute the recurrent state of ``slots`` by running the model over their rings."""
+        if self.model is None or not len(slots):
+            return
+        history = self.table.history(slots)
+        x = model_inputs(history.z, history.d, history.ts)
+        _, self.table.recurrent[slots] = self.model.run(x, history.length)
+
+    def take_partition(self, partition: int) -> PartitionState:
+        """Detach the state of every series on ``partition`` (revoke, hand-off)."""
+        slots = self.table.slots_of_partition(partition)
+        return PartitionState(partition, self._version(), self.table.take(slots))
+
+    def put_partition(self, state: PartitionState) -> None:
+        """Attach a partition's state; recurrent states made by another model are re-warmed."""
+        snapshot = state.snapshot
+        if state.model_version != self._version():
+            snapshot = replace(
+                snapshot,
+                recurrent=np.zeros((len(snapshot.series), self.table.state_size), np.float32),
+            )
+        slots = self.table.put(snapshot)
+        if state.model_version != self._version():
+            self._rewarm(slots)
+
+    def _version(self) -> str:
+        return self.model.version if self.model is not None else NAIVE
 
 
 def _order_rejects(index: IntArray, ts: IntArray, last_ts: IntArray) -> list[OrderReject]:

@@ -93,6 +93,21 @@ class Metrics:
             registry=r,
         )
         self.model_info.info({"version": "naive"})
+        self.kafka_consumer_lag = Gauge(
+            "forecaster_kafka_consumer_lag_messages",
+            "Messages behind the end of each assigned input partition",
+            ["partition"],
+            registry=r,
+        )
+        self.kafka_commit_seconds = Histogram(
+            "forecaster_kafka_commit_seconds",
+            "Time to commit input offsets",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.kafka_produce_errors = Counter(
+            "forecaster_kafka_produce_errors", "Records the producer failed to deliver", registry=r
+        )
 
 
 class _Delegate(Collector):

@@ -64,6 +64,8 @@ class Service:
     stop: threading.Event
 
     def ready(self) -> tuple[bool, str]:
+        if not self.pipeline.source.connected():
+            return False, "source not connected"
         if self.pipeline.engine.model is None:
             return False, "no model loaded yet (serving naive forecasts)"
         return True, f"serving {self.pipeline.engine.model.version}"

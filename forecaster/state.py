@@ -4,13 +4,17 @@ A slot holds everything a series needs between ticks: its feature statistics, it
 recurrent state (a flat float32 vector whose layout belongs to the model), and a
 ring of its recent warm steps (standardised return, standardised level, timestamp)
 used to train new models and to re-warm the recurrent state after a model swap.
-Arrays grow by doubling; a series costs no Python objects beyond its name.
+Each slot also records the source partition its series lives on, so the state of a
+partition can be taken out (revoke, checkpoint) and put back (assign, restore).
+Arrays grow by doubling and freed slots are reused; a series costs no Python
+objects beyond its name.
 
 >>> table = SeriesTable(ring_length=4, state_size=3)
 >>> table.slots_for(["A", "B", "A"]).tolist()
 [0, 1, 0]
->>> len(table)
-2
+>>> snapshot = table.take(table.slots_of_partition(0))
+>>> len(table), snapshot.series
+(0, ['A', 'B'])
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
 
+# Per-slot arrays, all indexed by slot on their first axis.
+SLOT_ARRAYS = ("stats", "recurrent", "ring_z", "ring_d", "ring_ts", "ring_count", "partition")
+
 
 @dataclass(frozen=True, slots=True)
 class History:
@@ -40,6 +47,20 @@ class History:
     length: IntArray  # (n,)
 
 
+@dataclass(frozen=True)
+class TableSnapshot:
+    """The state of some series, detached from any table (row i is ``series[i]``)."""
+
+    series: list[str]
+    stats: npt.NDArray[np.void]
+    recurrent: Float32Array
+    ring_z: Float32Array
+    ring_d: Float32Array
+    ring_ts: IntArray
+    ring_count: IntArray
+    partition: npt.NDArray[np.int32]
+
+
 class SeriesTable:
     """Slots, statistics, recurrent state and history rings of every known series."""
 
@@ -48,45 +69,104 @@ class SeriesTable:
             raise ValueError(f"ring_length must be >= 1, got {ring_length}")
         self.ring_length = ring_length
         self.slot_of: dict[str, int] = {}
-        self.series: list[str] = []
+        self.series: list[str | None] = []  # by slot; None marks a free slot
+        self._free: list[int] = []
         self.stats = np.zeros(capacity, STATS_DTYPE)
         self.recurrent = np.zeros((capacity, state_size), np.float32)
         self.ring_z = np.zeros((capacity, ring_length), np.float32)
         self.ring_d = np.zeros((capacity, ring_length), np.float32)
         self.ring_ts = np.zeros((capacity, ring_length), np.int64)
         self.ring_count = np.zeros(capacity, np.int64)
+        self.partition = np.zeros(capacity, np.int32)
 
     def __len__(self) -> int:
-        return len(self.series)
+        return len(self.slot_of)
 
     @property
     def capacity(self) -> int:
         return len(self.stats)
 
-    def slots_for(self, series: list[str]) -> IntArray:
-        """The slot of each series name, allocating slots for names never seen."""
+    @property
+    def state_size(self) -> int:
+        return int(self.recurrent.shape[1])
+
+    def slots_for(
+        self, series: list[str], partition: npt.NDArray[np.int32] | None = None
+    ) -> IntArray:
+        """The slot of each series name, allocating slots (on ``partition``) for new names."""
         slot_of = self.slot_of
-        slots = np.fromiter(
-            (slot_of[s] if s in slot_of else self._allocate(s) for s in series),
+        if partition is None:
+            return np.fromiter(
+                (slot_of[s] if s in slot_of else self._allocate(s, 0) for s in series),
+                np.int64,
+                len(series),
+            )
+        return np.fromiter(
+            (
+                slot_of[s] if s in slot_of else self._allocate(s, p)
+                for s, p in zip(series, partition.tolist(), strict=True)
+            ),
             np.int64,
             len(series),
         )
-        return slots
 
-    def _allocate(self, series: str) -> int:
-        slot = len(self.series)
-        if slot == self.capacity:
-            self._grow(2 * self.capacity)
+    def _allocate(self, series: str, partition: int) -> int:
+        if self._free:
+            slot = self._free.pop()
+            self.series[slot] = series
+        else:
+            slot = len(self.series)
+            if slot == self.capacity:
+                self._grow(2 * self.capacity)
+            self.series.append(series)
         self.slot_of[series] = slot
-        self.series.append(series)
+        self.partition[slot] = partition
         return slot
 
     def _grow(self, capacity: int) -> None:
         extra = capacity - self.capacity
-        for name in ("stats", "recurrent", "ring_z", "ring_d", "ring_ts", "ring_count"):
+        for name in SLOT_ARRAYS:
             array = getattr(self, name)
             padding = np.zeros((extra, *array.shape[1:]), array.dtype)
             setattr(self, name, np.concatenate([array, padding]))
+
+    def active_slots(self) -> IntArray:
+        return np.fromiter(self.slot_of.values(), np.int64, len(self.slot_of))
+
+    def slots_of_partition(self, partition: int) -> IntArray:
+        active = self.active_slots()
+        on_partition: IntArray = active[self.partition[active] == partition]
+        return on_partition
+
+    def take(self, slots: IntArray) -> TableSnapshot:
+        """Detach ``slots``: return their state and free them for other series."""
+        names = [self.series[s] for s in slots.tolist()]
+        snapshot = TableSnapshot(
+            series=[n for n in names if n is not None],
+            **{name: getattr(self, name)[slots].copy() for name in SLOT_ARRAYS},
+        )
+        for slot, name in zip(slots.tolist(), names, strict=True):
+            if name is not None:
+                del self.slot_of[name]
+                self.series[slot] = None
+                self._free.append(slot)
+        for name in SLOT_ARRAYS:
+            getattr(self, name)[slots] = 0
+        return snapshot
+
+    def put(self, snapshot: TableSnapshot) -> IntArray:
+        """Attach the series of ``snapshot`` (replacing any state they had here)."""
+        if snapshot.recurrent.shape[1] != self.state_size:
+            size = snapshot.recurrent.shape[1]
+            raise ValueError(f"snapshot state size {size} != {self.state_size}")
+        if snapshot.ring_z.shape[1] != self.ring_length:
+            raise ValueError(
+                f"snapshot ring length {snapshot.ring_z.shape[1]} != {self.ring_length}"
+            )
+        slots = self.slots_for(snapshot.series, snapshot.partition)
+        for name in SLOT_ARRAYS:
+            getattr(self, name)[slots] = getattr(snapshot, name)
+        return slots
 
     def reset_recurrent(self, state_size: int) -> None:
         """Zero every recurrent state, sized for a model with ``state_size`` floats."""
@@ -115,6 +195,3 @@ class SeriesTable:
             ts=np.where(valid, self.ring_ts[rows, columns], 0),
             length=length,
         )
-
-    def active_slots(self) -> IntArray:
-        return np.arange(len(self.series), dtype=np.int64)

@@ -86,6 +86,7 @@ class TickColumns:
     ts: IntArray  # epoch nanoseconds, UTC
     price: FloatArray
     volume: FloatArray  # NaN where absent
+    partition: npt.NDArray[np.int32]  # source partition (0 for files)
 
     def __len__(self) -> int:
         return len(self.series)
@@ -98,6 +99,7 @@ class TickColumns:
             ts=self.ts[index],
             price=self.price[index],
             volume=self.volume[index],
+            partition=self.partition[index],
         )
 
 
@@ -118,6 +120,7 @@ def empty_columns() -> TickColumns:
         ts=np.empty(0, np.int64),
         price=np.empty(0, np.float64),
         volume=np.empty(0, np.float64),
+        partition=np.empty(0, np.int32),
     )
 
 
@@ -273,6 +276,7 @@ def _finish(rows: _Rows, raw_of: Callable[[int], bytes], first_position: int = 0
         ts=ts[index],
         price=rows.price[index],
         volume=rows.volume[index],
+        partition=np.zeros(len(index), np.int32),
     )
     rejects = [
         Rejected(first_position + int(i), raw_of(first_position + int(i)), reason, rows.detail[i])

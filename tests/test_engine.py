@@ -18,6 +18,7 @@ def columns(series: list[str], ts: list[int], price: list[float]) -> TickColumns
         ts=np.array(ts, np.int64),
         price=np.array(price, np.float64),
         volume=np.full(n, np.nan),
+        partition=np.zeros(n, np.int32),
     )
 
 

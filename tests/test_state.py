@@ -23,3 +23,20 @@ def test_history_is_oldest_first_and_keeps_the_last_ring_length_steps() -> None:
     assert history.z[0].tolist() == [2, 3, 4]
     assert history.d[0].tolist() == [-2, -3, -4]
     assert history.ts[1].tolist() == [9, 0, 0]
+
+
+def test_take_and_put_move_a_partition_between_tables() -> None:
+    source = SeriesTable(ring_length=2, state_size=3)
+    slots = source.slots_for(["A", "B", "C"], np.array([0, 1, 0], np.int32))
+    source.recurrent[slots] = np.arange(9, dtype=np.float32).reshape(3, 3)
+    source.append_history(slots, np.array([1.0, 2, 3]), np.zeros(3), np.arange(3))
+    snapshot = source.take(source.slots_of_partition(0))
+    assert sorted(snapshot.series) == ["A", "C"] and len(source) == 1
+    assert source.slots_for(["D"]).tolist() in ([0], [2])  # a freed slot is reused
+
+    target = SeriesTable(ring_length=2, state_size=3)
+    target.slots_for(["X"])
+    moved = target.put(snapshot)
+    assert target.recurrent[moved[snapshot.series.index("C")]].tolist() == [6, 7, 8]
+    assert target.history(moved).z[:, 0].tolist() == [1.0 if s == "A" else 3.0 for s in snapshot.series]
+    assert target.partition[moved].tolist() == [0, 0]

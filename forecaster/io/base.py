@@ -31,6 +31,10 @@ class Source(Protocol[BatchT]):
         """Mark ``batch`` done: it will not be delivered again after a restart."""
         ...
 
+    def connected(self) -> bool:
+        """Whether the source can deliver now (a broker is reachable, a file is open)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -159,6 +159,9 @@ class CsvSource:
         remaining = self._chunks
         self._chunks = _prepend((first_row, rest), remaining)
 
+    def connected(self) -> bool:
+        return True
+
     def commit(self, batch: CsvBatch) -> None:
         self.committed_rows = batch.first_row + len(batch.frame)
 
