@@ -76,6 +76,10 @@ class ForecastBatch:
     forecast: FloatArray
     naive: BoolArray
     model_version: str
+    # The series' previous price and the model's forecast made at it (0 = none or naive),
+    # so that the quality of that forecast can be scored now that the price is known.
+    previous_price: FloatArray
+    previous_forecast: FloatArray
 
     def __len__(self) -> int:
         return len(self.ticks)
@@ -99,17 +103,33 @@ class _Work:
     forecast: FloatArray
     naive: BoolArray
     accepted: BoolArray
+    previous_price: FloatArray
+    previous_forecast: FloatArray
     rejects: list[OrderReject]
 
     @classmethod
     def start(cls, ticks: TickColumns, slots: IntArray) -> _Work:
         n = len(ticks)
-        return cls(ticks, slots, ticks.price.copy(), np.ones(n, bool), np.zeros(n, bool), [])
+        return cls(
+            ticks=ticks,
+            slots=slots,
+            forecast=ticks.price.copy(),
+            naive=np.ones(n, bool),
+            accepted=np.zeros(n, bool),
+            previous_price=np.zeros(n),
+            previous_forecast=np.zeros(n),
+            rejects=[],
+        )
 
     def result(self, version: str) -> EngineResult:
         keep = np.flatnonzero(self.accepted)
         forecasts = ForecastBatch(
-            self.ticks.take(keep), self.forecast[keep], self.naive[keep], version
+            self.ticks.take(keep),
+            self.forecast[keep],
+            self.naive[keep],
+            version,
+            self.previous_price[keep],
+            self.previous_forecast[keep],
         )
         return EngineResult(forecasts, sorted(self.rejects, key=lambda reject: reject.index))
 
@@ -153,10 +173,13 @@ class Engine:
                 stats[in_order],
             )
         work.accepted[index] = True
+        work.previous_price[index] = stats["last_price"]
+        work.previous_forecast[index] = table.last_forecast[slots]
         step = advance(self.params.features, stats, work.ticks.price[index], ts)
         table.stats[slots] = stats
         if step.warm.any():
             self._step_model(work, index[step.warm], slots[step.warm], step.take(step.warm))
+        table.last_forecast[slots] = np.where(work.naive[index], 0.0, work.forecast[index])
 
     def _step_model(self, work: _Work, index: IntArray, slots: IntArray, step: FeatureStep) -> None:
         """Record the warm steps and, with a model, step it and forecast from its prediction."""

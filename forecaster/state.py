@@ -31,7 +31,16 @@ FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
 
 # Per-slot arrays, all indexed by slot on their first axis.
-SLOT_ARRAYS = ("stats", "recurrent", "ring_z", "ring_d", "ring_ts", "ring_count", "partition")
+SLOT_ARRAYS = (
+    "stats",
+    "last_forecast",
+    "recurrent",
+    "ring_z",
+    "ring_d",
+    "ring_ts",
+    "ring_count",
+    "partition",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,7 @@ class TableSnapshot:
 
     series: list[str]
     stats: npt.NDArray[np.void]
+    last_forecast: FloatArray
     recurrent: Float32Array
     ring_z: Float32Array
     ring_d: Float32Array
@@ -72,6 +82,7 @@ class SeriesTable:
         self.series: list[str | None] = []  # by slot; None marks a free slot
         self._free: list[int] = []
         self.stats = np.zeros(capacity, STATS_DTYPE)
+        self.last_forecast = np.zeros(capacity)  # by the model; 0 if none or naive
         self.recurrent = np.zeros((capacity, state_size), np.float32)
         self.ring_z = np.zeros((capacity, ring_length), np.float32)
         self.ring_d = np.zeros((capacity, ring_length), np.float32)

@@ -94,3 +94,15 @@ def test_swap_rewarms_states_from_history() -> None:
             _, state = model.step(x[t : t + 1], state)
         np.testing.assert_allclose(engine.table.recurrent[slot], state[0], atol=1e-6)
     assert engine.process(random_ticks(5, 4, seed=6)).forecasts.model_version == "new"
+
+
+def test_previous_forecast_is_reported_with_the_price_it_forecast() -> None:
+    engine = Engine(PARAMS, random_stepper(ModelSpec(layers=2, units=4)))
+    ticks = random_ticks(60, 2, seed=4)
+    result = engine.process(ticks).forecasts
+    for series in ("S0", "S1"):
+        rows = [i for i, s in enumerate(result.ticks.series) if s == series]
+        assert result.previous_price[rows[0]] == 0
+        np.testing.assert_array_equal(result.previous_price[rows[1:]], result.ticks.price[rows[:-1]])
+        made = np.where(result.naive[rows[:-1]], 0.0, result.forecast[rows[:-1]])
+        np.testing.assert_array_equal(result.previous_forecast[rows[1:]], made)
