@@ -103,6 +103,8 @@ def test_previous_forecast_is_reported_with_the_price_it_forecast() -> None:
     for series in ("S0", "S1"):
         rows = [i for i, s in enumerate(result.ticks.series) if s == series]
         assert result.previous_price[rows[0]] == 0
-        np.testing.assert_array_equal(result.previous_price[rows[1:]], result.ticks.price[rows[:-1]])
+        np.testing.assert_array_equal(
+            result.previous_price[rows[1:]], result.ticks.price[rows[:-1]]
+        )
         made = np.where(result.naive[rows[:-1]], 0.0, result.forecast[rows[:-1]])
         np.testing.assert_array_equal(result.previous_forecast[rows[1:]], made)

@@ -38,5 +38,7 @@ def test_take_and_put_move_a_partition_between_tables() -> None:
     target.slots_for(["X"])
     moved = target.put(snapshot)
     assert target.recurrent[moved[snapshot.series.index("C")]].tolist() == [6, 7, 8]
-    assert target.history(moved).z[:, 0].tolist() == [1.0 if s == "A" else 3.0 for s in snapshot.series]
+    assert target.history(moved).z[:, 0].tolist() == [
+        1.0 if s == "A" else 3.0 for s in snapshot.series
+    ]
     assert target.partition[moved].tolist() == [0, 0]

@@ -1,0 +1,70 @@
+"""`forecaster replay` end to end over the sample data plus every kind of malformed row."""
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from forecaster.config import Settings
+from forecaster.engine import NAIVE
+from forecaster.service import replay
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+@pytest.fixture(scope="module")
+def mixed_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole sample file with the malformed rows spliced in at several places."""
+    ticks = pd.read_csv(SAMPLE / "ticks.csv", dtype=str, keep_default_na=False)
+    bad = pd.read_csv(SAMPLE / "malformed_ticks.csv", dtype=str, keep_default_na=False)
+    ticks["expected_reason"] = ""
+    third = len(ticks) // 3
+    mixed = pd.concat([ticks[:third], bad, ticks[third:]], ignore_index=True)
+    path = tmp_path_factory.mktemp("replay") / "mixed.csv"
+    mixed.to_csv(path, index=False, quoting=csv.QUOTE_MINIMAL)
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_replay_gives_one_forecast_per_valid_tick(
+    mixed_input: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    settings = Settings(model_dir=str(model_dir), max_batch=2000)
+    totals = replay(settings, mixed_input, tmp_path / "f.jsonl", str(tmp_path / "r.jsonl"))
+    rows = pd.read_csv(mixed_input, dtype=str, keep_default_na=False)
+    valid = rows[rows["expected_reason"] == ""]
+    forecasts = read_jsonl(tmp_path / "f.jsonl")
+    rejects = read_jsonl(tmp_path / "r.jsonl")
+
+    assert totals.received == len(rows)
+    assert len(forecasts) == len(valid) == totals.accepted
+    # Per-series order and content: the forecasts follow each series' valid ticks exactly.
+    expected: dict[str, list[float]] = defaultdict(list)
+    for series, price in zip(valid["series"], valid["price"], strict=True):
+        expected[series].append(float(price))
+    seen: dict[str, list[float]] = defaultdict(list)
+    for record in forecasts:
+        seen[str(record["series"])].append(float(record["price"]))  # type: ignore[arg-type]
+    assert seen == expected
+    timestamps = defaultdict(list)
+    for record in forecasts:
+        timestamps[record["series"]].append(pd.Timestamp(str(record["ts"])))
+    assert all(ts == sorted(ts) and len(set(ts)) == len(ts) for ts in timestamps.values())
+
+    # Every malformed row is rejected with its reason, from the line it was on.
+    reasons = {int(r["source"]["line"]): r["reason"] for r in rejects}  # type: ignore[index]
+    bad = rows[rows["expected_reason"] != ""]
+    assert reasons == {i + 2: reason for i, reason in bad["expected_reason"].items()}
+
+    # Warm series are forecast by the model; the cold start is naive and says so.
+    versions = [r["model_version"] for r in forecasts]
+    cold = sum(min(len(prices), settings.min_history) for prices in expected.values())
+    assert versions.count(NAIVE) == cold
+    assert len(set(versions) - {NAIVE}) == 1
+    assert sum(r["forecast"] != r["price"] for r in forecasts) > len(forecasts) // 2
