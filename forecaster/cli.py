@@ -51,7 +51,8 @@ def _settings(args: argparse.Namespace) -> Any:
 
 # Flags that map one to one onto Settings fields (dest = field name).
 _SETTING_FLAGS = ("model_dir", "metrics_port", "input", "rate", "forecasts_out", "cell", "layers",
-                  "units", "train_epochs", "seed")  # fmt: skip
+                  "units", "train_epochs", "seed", "bootstrap_servers", "input_topic",
+                  "output_topic", "dlq_topic", "group_id")  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run the service (default: replay sample data at a live pace, no Kafka needed)",
         description="Run the service until SIGTERM/SIGINT. With no configuration it replays "
         "sample_data/ticks.csv at --rate ticks/s in a loop, writes forecasts as JSON lines to "
-        "stdout and dead letters to stderr, and serves /metrics, /healthz and /readyz.",
+        "stdout and dead letters to stderr, and serves /metrics, /healthz and /readyz. With "
+        "--bootstrap-servers it consumes ticks from Kafka and writes forecasts and dead letters "
+        "to topics instead.",
         epilog=EPILOG,
     )
     _common(run)
@@ -84,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--forecasts-out", help="forecasts JSON lines: a path or - for stdout (default -)"
     )
+    _bootstrap_servers(run)
+    run.add_argument("--input-topic", help="topic of JSON ticks (default ticks)")
+    run.add_argument("--output-topic", help="topic of forecasts (default forecasts)")
+    run.add_argument("--dlq-topic", help="topic of rejected messages (default ticks.dlq)")
+    run.add_argument("--group-id", help="consumer group (default forecaster)")
     run.set_defaults(command=_run)
 
     replay = commands.add_parser(
@@ -124,7 +132,33 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", dest="train_epochs", type=int, help="most epochs (default 30)")
     train.add_argument("--seed", type=int, help="training seed (default 0)")
     train.set_defaults(command=_train)
+
+    produce = commands.add_parser(
+        "produce",
+        help="publish a tick CSV to a Kafka topic as JSON ticks keyed by series",
+        description="Publish every row of INPUT.csv to --topic, in file order, as a JSON tick "
+        "keyed by its series, for demos and load tests. Rows that are not valid ticks are sent "
+        "as their best JSON rendering, so the service dead-letters them; the summary counts them.",
+        epilog=EPILOG,
+    )
+    produce.add_argument(
+        "input_csv", type=Path, metavar="INPUT.csv", help="tick CSV: series,ts,price[,volume]"
+    )
+    produce.add_argument("--config", type=Path, help="TOML settings file")
+    _bootstrap_servers(produce)
+    produce.add_argument("--topic", help="topic to publish to (default: the input_topic setting)")
+    produce.add_argument("--rate", dest="publish_rate", type=float, default=0.0, metavar="N",
+                         help="messages per second (default 0 = as fast as possible)")  # fmt: skip
+    produce.set_defaults(command=_produce)
     return parser
+
+
+def _bootstrap_servers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="Kafka brokers; for run, setting them switches from the tick file to Kafka",
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -154,6 +188,23 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
             "forecaster: error: train needs --model-dir (or FORECASTER_MODEL_DIR)", file=sys.stderr
         )
         return 2
-    version = train(settings, args.input_csv)
-    print(version)
+    print(train(settings, args.input_csv).stepper.version)
+    return 0
+
+
+def _produce(args: argparse.Namespace, settings: Any) -> int:
+    from forecaster.produce import publish
+
+    if not settings.bootstrap_servers:
+        print("forecaster: error: produce needs --bootstrap-servers", file=sys.stderr)
+        return 2
+    topic = args.topic or settings.input_topic
+    done = publish(
+        settings,
+        args.input_csv,
+        topic,
+        args.publish_rate,
+        lambda so_far: print(f"{so_far.messages} messages sent ...", file=sys.stderr),
+    )
+    print(f"{topic}: {done.summary()}")
     return 0

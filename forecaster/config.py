@@ -26,9 +26,11 @@ from forecaster.engine import EngineParams
 from forecaster.errors import ConfigError
 from forecaster.features import FeatureParams
 from forecaster.model.spec import ModelSpec
+from forecaster.quality import DEFAULT_HALFLIFE, MAX_LABELLED_SERIES
 
 ENV_PREFIX = "FORECASTER_"
 SAMPLE_TICKS = Path(__file__).resolve().parent.parent / "sample_data" / "ticks.csv"
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -52,6 +54,48 @@ class Settings:
         "stderr", "Where rejected ticks go as JSON lines: a path, -, or stderr"
     )
     max_batch: int = _setting(5000, "Most ticks stepped in one micro-batch")
+    # Kafka: used instead of the file mode when bootstrap_servers is set
+    bootstrap_servers: str = _setting(
+        "", "Kafka brokers, host:port[,host:port...]; empty = file mode (no Kafka)"
+    )
+    input_topic: str = _setting("ticks", "Topic of JSON ticks, keyed by series")
+    output_topic: str = _setting("forecasts", "Topic forecasts are written to, keyed by series")
+    dlq_topic: str = _setting("ticks.dlq", "Topic rejected messages are written to, as received")
+    group_id: str = _setting("forecaster", "Consumer group of the service's instances")
+    security_protocol: str = _setting(
+        "PLAINTEXT", "Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    sasl_mechanism: str = _setting("", "SASL mechanism, e.g. PLAIN or SCRAM-SHA-512")
+    sasl_username: str = _setting("", "SASL user name")
+    sasl_password: str = field(default="", repr=False, metadata={"help": "SASL password"})
+    ssl_cafile: str = _setting("", "CA certificate file to verify the brokers with")
+    ssl_certfile: str = _setting("", "Client certificate file (PEM)")
+    ssl_keyfile: str = _setting("", "Client private key file (PEM)")
+    poll_max_records: int = _setting(2000, "Most Kafka records in one micro-batch")
+    fetch_max_wait_ms: int = _setting(
+        20, "Longest a broker holds a fetch for more data (low: a drained partition stalls none)"
+    )
+    session_timeout_ms: int = _setting(
+        10000, "Consumer group session: an instance silent this long loses its partitions"
+    )
+    heartbeat_interval_ms: int = _setting(
+        3000, "Consumer heartbeat interval (below a third of session_timeout_ms)"
+    )
+    max_poll_interval_ms: int = _setting(
+        60000, "Longest gap between two polls before the instance leaves the group"
+    )
+    request_timeout_ms: int = _setting(20000, "Kafka client request timeout")
+    reconnect_backoff_max_ms: int = _setting(
+        10000, "Longest wait between two attempts to reach a broker that is down"
+    )
+    linger_ms: int = _setting(5, "Producer wait for more records to fill a batch")
+    producer_batch_bytes: int = _setting(262144, "Producer batch size per partition, in bytes")
+    delivery_timeout_ms: int = _setting(
+        30000, "Longest a batch's forecasts may take to be acknowledged before it is retried"
+    )
+    enable_idempotence: bool = _setting(
+        True, "Idempotent producer (no duplicates from the producer's own retries)"
+    )
     # Model
     model_dir: str = _setting("", "Model registry directory; empty keeps models in memory only")
     cell: str = _setting("lstm", "Recurrent cell of newly trained models: lstm or gru")
@@ -72,6 +116,14 @@ class Settings:
     # Operations
     metrics_port: int = _setting(9108, "Port of /metrics, /healthz and /readyz (0 = off)")
     metrics_host: str = _setting("0.0.0.0", "Address the metrics server binds")
+    quality_halflife: float = _setting(
+        DEFAULT_HALFLIFE, "Half-life, in scored forecasts, of the rolling forecast-quality gauges"
+    )
+    quality_series_labels: str = _setting(
+        "",
+        f"Comma-separated series (at most {MAX_LABELLED_SERIES}) whose forecast quality is also "
+        "exported with a series label",
+    )
     log_level: str = _setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR")
 
     def __post_init__(self) -> None:
@@ -85,10 +137,33 @@ class Settings:
             raise ConfigError(f"bootstrap_steps must be >= 1, got {self.bootstrap_steps}")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port must be 0-65535, got {self.metrics_port}")
+        if self.quality_halflife <= 0:
+            raise ConfigError(f"quality_halflife must be > 0, got {self.quality_halflife}")
+        if len(self.quality_series()) > MAX_LABELLED_SERIES:
+            raise ConfigError(
+                f"quality_series_labels names more than {MAX_LABELLED_SERIES} series: "
+                "a label per series must stay a small, bounded set"
+            )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(
                 f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level}"
             )
+        self._check_kafka()
+
+    def _check_kafka(self) -> None:
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"security_protocol must be one of {SECURITY_PROTOCOLS}, "
+                f"got {self.security_protocol!r}"
+            )
+        if self.poll_max_records < 1:
+            raise ConfigError(f"poll_max_records must be >= 1, got {self.poll_max_records}")
+        if not self.heartbeat_interval_ms < self.session_timeout_ms:
+            raise ConfigError("heartbeat_interval_ms must be below session_timeout_ms")
+        if not 0 <= self.fetch_max_wait_ms < self.request_timeout_ms:
+            raise ConfigError("fetch_max_wait_ms must be >= 0 and below request_timeout_ms")
+        if self.delivery_timeout_ms < self.linger_ms + self.request_timeout_ms:
+            raise ConfigError("delivery_timeout_ms must be >= linger_ms + request_timeout_ms")
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(cell=self.cell, layers=self.layers, units=self.units)
@@ -104,6 +179,11 @@ class Settings:
         if self.ring_length < 2:
             raise ConfigError(f"ring_length must be >= 2, got {self.ring_length}")
         return EngineParams(features=self.feature_params(), ring_length=self.ring_length)
+
+    def quality_series(self) -> tuple[str, ...]:
+        """The series named in quality_series_labels, in order, without repeats."""
+        names = (name.strip() for name in self.quality_series_labels.split(","))
+        return tuple(dict.fromkeys(name for name in names if name))
 
     def input_path(self) -> Path:
         return Path(self.input) if self.input else SAMPLE_TICKS

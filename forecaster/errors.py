@@ -19,3 +19,7 @@ class TrainingError(ForecasterError):
 
 class SourceError(ForecasterError):
     """A tick source cannot be read."""
+
+
+class DeliveryError(ForecasterError):
+    """A sink's destination did not acknowledge a batch: it is not committed, but redone."""

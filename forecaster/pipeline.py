@@ -68,15 +68,17 @@ class Pipeline:
 
     def _process(self, batch: SourceBatch, parsed: ParsedBatch, arrived: float) -> None:
         known_series = len(self.engine.table)
+        started = time.perf_counter()
         result = self.engine.process(parsed.ticks)
         stepped = time.perf_counter()
         dead_letters = _dead_letters(batch, parsed, result)
         self.sink.write(result.forecasts, dead_letters)
         self.sink.flush()
+        delivered = time.perf_counter()
         self.source.commit(batch)
         self._count(parsed, result, dead_letters, known_series)
-        self.metrics.step_seconds.observe(stepped - arrived)
-        self.metrics.batch_seconds.observe(time.perf_counter() - arrived)
+        self.metrics.step_seconds.observe(stepped - started)
+        self.metrics.tick_to_forecast_seconds.observe(delivered - arrived)
 
     def _count(
         self,
@@ -101,14 +103,14 @@ class Pipeline:
         m.batch_size.observe(parsed.received)
         m.active_series.set(len(self.engine.table))
         m.series_created.inc(len(self.engine.table) - known_series)
+        m.forecast_quality.observe(result.forecasts)
 
     def _swap_if_pending(self) -> None:
         model = self.updates.pending() if self.updates is not None else None
         if model is None:
             return
         self.engine.swap_model(model)
-        self.metrics.model_info.info({"version": model.version, "cell": model.spec.cell})
-        self.metrics.model_loaded_timestamp.set_to_current_time()
+        self.metrics.model_serving(model.version, model.spec.cell)
         log.info("now serving model %s", model.version)
 
 

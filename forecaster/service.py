@@ -9,17 +9,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from forecaster.bootstrap import Bootstrap
 from forecaster.config import Settings
 from forecaster.engine import Engine
+from forecaster.errors import DeliveryError
+from forecaster.io.base import Sink, Source
 from forecaster.io.files import CsvSource, JsonLinesSink, open_output
+from forecaster.io.kafka import KafkaSink, KafkaSource
 from forecaster.metrics import HttpServer, Metrics, http_app
 from forecaster.pipeline import Pipeline, Totals
 from forecaster.registry import Registry
-from forecaster.trainer import Trainer
+from forecaster.trainer import TrainedModel, Trainer
 
 log = logging.getLogger(__name__)
+
+DELIVERY_RETRY_S = 1.0  # pause before a batch whose delivery failed is processed again
 
 
 def registry_of(settings: Settings) -> Registry | None:
@@ -71,13 +77,15 @@ class Service:
         return True, f"serving {self.pipeline.engine.model.version}"
 
     def run(self) -> Totals:
+        if (model := self.pipeline.engine.model) is not None:  # loaded from the registry
+            self.pipeline.metrics.model_serving(model.version, model.spec.cell)
         server = None
         if self.settings.metrics_port:
             app = http_app(self.pipeline.metrics.registry, self.ready)
             server = HttpServer(app, self.settings.metrics_host, self.settings.metrics_port).start()
             log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, server.port)
         try:
-            self.pipeline.run(self.stop)
+            self._run_pipeline()
             # The file ran out (no loop): keep serving the endpoints until told to stop.
             while not self.stop.wait(1.0):
                 pass
@@ -88,17 +96,37 @@ class Service:
                 server.stop()
         return self.pipeline.totals
 
+    def _run_pipeline(self) -> None:
+        """Run until stopped; a batch its sink failed to deliver is not committed but redone."""
+        while True:
+            try:
+                self.pipeline.run(self.stop)
+                return
+            except DeliveryError as exc:
+                log.warning("%s; the batch will be processed again", exc)
+                if self.stop.wait(DELIVERY_RETRY_S):
+                    return
+
 
 def run_service(settings: Settings) -> Totals:
-    """`forecaster run`: replay the configured tick file at a live pace until stopped."""
+    """`forecaster run`: consume Kafka, or replay the tick file at a live pace, until stopped."""
     stop = _stop_on_signals()
     engine, bootstrap = build_engine(settings, background_training=True)
+    metrics = Metrics(settings.quality_halflife, settings.quality_series())
+    source, sink = _transport(settings, engine, metrics)
+    pipeline = Pipeline(source, engine, sink, metrics, updates=bootstrap)
+    return Service(settings, pipeline, stop).run()
+
+
+def _transport(settings: Settings, engine: Engine, metrics: Metrics) -> tuple[Source[Any], Sink]:
+    """Kafka topics when bootstrap_servers is set, else the tick file and JSON lines."""
+    if settings.bootstrap_servers:
+        return KafkaSource(settings, engine, metrics), KafkaSink(settings, metrics)
     source = CsvSource(settings.input_path(), settings.max_batch, settings.rate, settings.loop)
     sink = JsonLinesSink(
         open_output(settings.forecasts_out), open_output(settings.dead_letters_out)
     )
-    pipeline = Pipeline(source, engine, sink, Metrics(), updates=bootstrap)
-    return Service(settings, pipeline, stop).run()
+    return source, sink
 
 
 def replay(settings: Settings, input_path: Path, out: Path, rejects: str) -> Totals:
@@ -122,7 +150,7 @@ def replay(settings: Settings, input_path: Path, out: Path, rejects: str) -> Tot
     return totals
 
 
-def train(settings: Settings, input_path: Path, verbose: int = 1) -> str:
+def train(settings: Settings, input_path: Path, verbose: int = 1) -> TrainedModel:
     """`forecaster train`: compute features over a tick file, fit, save and promote a version."""
     from forecaster.dataset import HistoryRecorder
 
@@ -132,8 +160,7 @@ def train(settings: Settings, input_path: Path, verbose: int = 1) -> str:
     while (batch := source.poll(0.0)) is not None:
         engine.process(batch.parse().ticks)
     log.info("features of %d warm steps over %d series", recorder.steps, len(engine.table))
-    trained = trainer_of(settings, registry_of(settings)).train(recorder.sequences(), verbose)
-    return trained.stepper.version
+    return trainer_of(settings, registry_of(settings)).train(recorder.sequences(), verbose)
 
 
 def _stop_on_signals() -> threading.Event:

@@ -1,0 +1,543 @@
+"""Kafka transport: ticks from a topic, forecasts and dead letters to topics, at least once.
+
+Input messages are JSON ticks keyed by series, so a series always lives on one
+partition. Each forecast goes to ``output_topic`` keyed by its series; each rejected
+message goes to ``dlq_topic`` as received (same key, same bytes) with these headers,
+UTF-8 text:
+
+    forecaster.reason            the rule it broke (a RejectReason value)
+    forecaster.detail            what exactly was wrong
+    forecaster.source.topic      where it was read from
+    forecaster.source.partition
+    forecaster.source.offset
+
+Delivery is at least once: a polled batch is stepped, its forecasts and dead letters
+are sent, the producer's acknowledgement of every record is awaited, and only then
+are the batch's offsets (last offset + 1 per partition) committed. If any record is
+not acknowledged the sink raises DeliveryError, nothing is committed, and the next
+poll rewinds to the batch's first offsets and drops the state the engine built from
+it, so the batch is stepped again from the last committed state of its series.
+
+Series state belongs to partitions. When the group takes partitions away, the
+rebalance listener detaches their state from the engine into a PartitionStateStore,
+noting the offset that state has reached; when a partition is assigned, its stored
+state is put back only if that offset is still the partition's committed offset (no
+other instance moved it on since). Otherwise the series start afresh from the
+committed offset: an instance never steps a series with stale state. kafka-python
+calls the listener only from inside ``poll()`` (the caller blocks while the listener
+runs on the client's IO thread), so between two polls the engine is never mid-rebalance.
+
+While no broker is reachable, the source reports ``connected() == False`` and polls
+return empty batches; it keeps reconnecting with backoff, and a batch in flight is
+retried, never committed, until its records are acknowledged.
+
+>>> from forecaster.ticks import Rejected, RejectReason
+>>> letter = DeadLetter(Rejected(0, b"{", RejectReason.INVALID_JSON, "not JSON"),
+...                     {"topic": "ticks", "partition": 3, "offset": 41, "key": "AAPL"})
+>>> for name, value in dead_letter_headers(letter):
+...     print(name, value.decode())
+forecaster.reason invalid_json
+forecaster.detail not JSON
+forecaster.source.topic ticks
+forecaster.source.partition 3
+forecaster.source.offset 41
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+import numpy as np
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from forecaster.config import Settings
+from forecaster.engine import Engine, ForecastBatch, PartitionState
+from forecaster.errors import DeliveryError
+from forecaster.io.base import DeadLetter
+from forecaster.io.records import encode_forecasts
+from forecaster.metrics import Metrics
+from forecaster.ticks import ParsedBatch, parse_messages
+
+log = logging.getLogger(__name__)
+
+CLIENT_ID = "forecaster"
+CONNECT_TIMEOUT_MS = 5000  # one attempt to reach a broker (kafka-python's bootstrap)
+FIRST_RECONNECT_S = 0.5  # first wait before connecting again; doubles up to the setting
+CLOSE_TIMEOUT_S = 5.0
+HEADER_PREFIX = "forecaster."
+SOURCE = ("topic", "partition", "offset")  # origin fields of a record, also dead-letter headers
+
+ConsumerRecord = Any  # kafka-python's namedtuple: topic, partition, offset, key, value, ...
+
+
+# --- client configuration -------------------------------------------------------------------
+
+
+def client_configs(settings: Settings) -> dict[str, Any]:
+    """What consumer and producer share: brokers, security, timeouts."""
+    configs: dict[str, Any] = {
+        "bootstrap_servers": [s.strip() for s in settings.bootstrap_servers.split(",")],
+        "client_id": CLIENT_ID,
+        "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
+        "reconnect_backoff_max_ms": settings.reconnect_backoff_max_ms,
+        "bootstrap_timeout_ms": CONNECT_TIMEOUT_MS,
+    }
+    optional = {
+        "sasl_mechanism": settings.sasl_mechanism,
+        "sasl_plain_username": settings.sasl_username,
+        "sasl_plain_password": settings.sasl_password,
+        "ssl_cafile": settings.ssl_cafile,
+        "ssl_certfile": settings.ssl_certfile,
+        "ssl_keyfile": settings.ssl_keyfile,
+    }
+    configs.update({name: value for name, value in optional.items() if value})
+    return configs
+
+
+def consumer_configs(settings: Settings) -> dict[str, Any]:
+    """A group member that commits explicitly and, with no committed offset, starts at the
+    beginning (a new group or a lost offset never skips a tick)."""
+    return client_configs(settings) | {
+        "group_id": settings.group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": settings.poll_max_records,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        "max_poll_interval_ms": settings.max_poll_interval_ms,
+    }
+
+
+def producer_configs(settings: Settings) -> dict[str, Any]:
+    """Every record acknowledged by all in-sync replicas, batched for a few milliseconds."""
+    return client_configs(settings) | {
+        "acks": "all",
+        "enable_idempotence": settings.enable_idempotence,
+        "linger_ms": settings.linger_ms,
+        "batch_size": settings.producer_batch_bytes,
+        "delivery_timeout_ms": settings.delivery_timeout_ms,
+        "max_block_ms": settings.request_timeout_ms,
+    }
+
+
+def construct(client_class: Any, configs: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A KafkaConsumer or KafkaProducer, and its network client.
+
+    Construction blocks until a broker answered (at most ``bootstrap_timeout_ms``) and
+    raises KafkaError if none did. kafka-python 3 starts the network client's IO thread
+    before that and does not stop it when the constructor fails, so the client is
+    built here and closed on failure: retrying a broker that is down leaks nothing.
+    """
+    default_client = client_class.DEFAULT_CONFIG["kafka_client"]
+    made: list[Any] = []
+
+    def make_client(**kwargs: Any) -> Any:
+        made.append(default_client(**kwargs))
+        return made[-1]
+
+    try:
+        return client_class(**configs, kafka_client=make_client), made[0]
+    except KafkaError:
+        for net_client in made:
+            net_client.close()
+        raise
+
+
+def connect_consumer(
+    configs: Mapping[str, Any], topic: str, listener: ConsumerRebalanceListener
+) -> tuple[Any, Any]:
+    consumer, net_client = construct(KafkaConsumer, configs)
+    consumer.subscribe([topic], listener=listener)
+    return consumer, net_client
+
+
+def connect_producer(configs: Mapping[str, Any]) -> Any:
+    return construct(KafkaProducer, configs)[0]
+
+
+def reaches_a_broker(net_client: Any) -> bool:
+    """Whether the client holds an open connection to any broker of the cluster."""
+    return any(net_client.connected(broker.node_id) for broker in net_client.cluster.brokers())
+
+
+@dataclass
+class Backoff:
+    """Exponential waits between attempts, from ``first`` up to ``longest`` seconds."""
+
+    longest: float
+    first: float = FIRST_RECONNECT_S
+    delay: float = 0.0
+    next_attempt: float = 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.next_attempt
+
+    def failed(self) -> float:
+        """Record a failed attempt; returns the wait before the next one."""
+        self.delay = min(max(2 * self.delay, self.first), self.longest)
+        self.next_attempt = time.monotonic() + self.delay
+        return self.delay
+
+    def succeeded(self) -> None:
+        self.delay = self.next_attempt = 0.0
+
+
+# --- partition state hand-off ---------------------------------------------------------------
+
+
+class PartitionStateStore(Protocol):
+    """Where a partition's series state waits between a revoke and the next assignment."""
+
+    def save(self, partition: int, state: PartitionState, offset: int) -> None:
+        """Keep ``state``, which has stepped every tick of ``partition`` before ``offset``."""
+        ...
+
+    def load(self, partition: int) -> tuple[PartitionState, int] | None:
+        """The state saved for ``partition`` and its offset, handed over once; None if none."""
+        ...
+
+
+@dataclass
+class InMemoryPartitionStateStore:
+    """Hand-off within one process: a partition revoked and assigned back keeps its state."""
+
+    saved: dict[int, tuple[PartitionState, int]] = field(default_factory=dict)
+
+    def save(self, partition: int, state: PartitionState, offset: int) -> None:
+        self.saved[partition] = (state, offset)
+
+    def load(self, partition: int) -> tuple[PartitionState, int] | None:
+        return self.saved.pop(partition, None)
+
+
+def restorable(
+    saved: tuple[PartitionState, int] | None, committed: int | None
+) -> PartitionState | None:
+    """The saved state, if it has stepped exactly the ticks before the committed offset.
+
+    Any other committed offset means someone else processed the partition since (or our
+    last commit failed): that state is stale and must not step another tick.
+    """
+    if saved is None or committed is None:
+        return None
+    state, offset = saved
+    return state if offset == committed else None
+
+
+class PartitionHandoff(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Moves series state between the engine and a store as the group moves partitions.
+
+    ``stepped[tp]`` is the offset the engine's state of ``tp`` has reached: every tick
+    before it has been stepped. kafka-python calls ``on_partitions_lost`` (forced
+    eviction) as ``on_partitions_revoked``; the store rule then decides at assignment.
+    """
+
+    def __init__(self, engine: Engine, store: PartitionStateStore) -> None:
+        self.engine = engine
+        self.store = store
+        self.stepped: dict[TopicPartition, int] = {}
+        self._unrestored: set[TopicPartition] = set()
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self._unrestored.discard(tp)
+            state = self.engine.take_partition(tp.partition)
+            offset = self.stepped.pop(tp, None)
+            if offset is not None and state.snapshot.series:
+                self.store.save(tp.partition, state, offset)
+            log.info("partition %d revoked at offset %s", tp.partition, offset)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Restoring needs the committed offsets, a blocking call the listener may not
+        make on kafka-python's IO thread: ``restore`` does it right after the poll."""
+        self._unrestored.update(assigned)
+
+    def restore(self, committed: Callable[[TopicPartition], int | None]) -> None:
+        """Put back the stored state of each newly assigned partition that is still valid."""
+        for tp in sorted(self._unrestored):
+            offset = committed(tp)
+            saved = self.store.load(tp.partition)
+            state = restorable(saved, offset)
+            if state is not None:
+                self.engine.put_partition(state)
+                log.info("partition %d assigned: state of %d series restored at offset %d",
+                         tp.partition, len(state.snapshot.series), offset)  # fmt: skip
+            elif saved is not None:
+                log.warning("partition %d assigned: its state at offset %d is stale (committed %s);"
+                            " its series start afresh", tp.partition, saved[1], offset)  # fmt: skip
+            if offset is not None:
+                self.stepped[tp] = offset
+        self._unrestored.clear()
+
+    def drop(self, tp: TopicPartition, offset: int) -> None:
+        """Forget the engine's state of ``tp``, which is to be stepped again from ``offset``."""
+        series = self.engine.take_partition(tp.partition).snapshot.series
+        self.stepped[tp] = offset
+        log.warning("partition %d: batch not delivered; %d series restart from offset %d",
+                    tp.partition, len(series), offset)  # fmt: skip
+
+
+# --- source ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KafkaBatch:
+    """Records of one poll, partition by partition, each partition in offset order."""
+
+    by_partition: dict[TopicPartition, list[ConsumerRecord]]
+    records: list[ConsumerRecord] = field(init=False)
+
+    def __post_init__(self) -> None:
+        records = [record for batch in self.by_partition.values() for record in batch]
+        object.__setattr__(self, "records", records)
+
+    def parse(self) -> ParsedBatch:
+        parsed = parse_messages([record.value or b"" for record in self.records])
+        partitions = np.fromiter((r.partition for r in self.records), np.int32, len(self.records))
+        parsed.ticks.partition = partitions[parsed.ticks.position]
+        return parsed
+
+    def origin(self, position: int) -> dict[str, Any]:
+        record = self.records[position]
+        key = None if record.key is None else bytes(record.key).decode("utf-8", "replace")
+        return {"topic": record.topic, "partition": record.partition, "offset": record.offset,
+                "key": key}  # fmt: skip
+
+    def first_offsets(self) -> dict[TopicPartition, int]:
+        return {tp: int(records[0].offset) for tp, records in self.by_partition.items()}
+
+    def next_offsets(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the batch's last record: what a commit records."""
+        return {tp: int(records[-1].offset) + 1 for tp, records in self.by_partition.items()}
+
+
+ConsumerFactory = Callable[[ConsumerRebalanceListener], tuple[Any, Any]]
+
+
+class KafkaSource:
+    """A consumer group member polling ``input_topic``; see the module docstring.
+
+    ``connect`` builds the subscribed consumer and its network client (tests pass fakes).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        metrics: Metrics,
+        store: PartitionStateStore | None = None,
+        connect: ConsumerFactory | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.handoff = PartitionHandoff(engine, store or InMemoryPartitionStateStore())
+        self._connect = connect or partial(
+            connect_consumer, consumer_configs(settings), settings.input_topic
+        )
+        self._consumer: Any = None
+        self._net_client: Any = None
+        self._backoff = Backoff(longest=settings.reconnect_backoff_max_ms / 1000)
+        self._undelivered: KafkaBatch | None = None
+        self._acknowledged: dict[TopicPartition, int] = {}
+        self._lag_labels: set[str] = set()
+
+    def poll(self, timeout: float) -> KafkaBatch:
+        consumer = self._connected_consumer()
+        if consumer is None:
+            time.sleep(timeout)
+            return KafkaBatch({})
+        self._rewind_undelivered(consumer)
+        try:
+            polled = consumer.poll(timeout_ms=int(timeout * 1000))
+            self.handoff.restore(partial(_committed_offset, consumer))
+            assigned = consumer.assignment()
+        except KafkaError as exc:
+            log.warning("Kafka poll failed: %s", exc)
+            return KafkaBatch({})
+        # kafka-python already drops records of partitions revoked during the poll.
+        batch = KafkaBatch({tp: records for tp, records in polled.items() if tp in assigned})
+        self._undelivered = batch if batch.records else None
+        self._report_lag(consumer, batch, assigned)
+        return batch
+
+    def _connected_consumer(self) -> Any:
+        if self._consumer is None and self._backoff.due():
+            try:
+                self._consumer, self._net_client = self._connect(self.handoff)
+                self._backoff.succeeded()
+                log.info("connected to Kafka")
+            except KafkaError as exc:
+                log.warning("Kafka not reachable (%s); next attempt in %.1f s", exc,
+                            self._backoff.failed())  # fmt: skip
+        return self._consumer
+
+    def _rewind_undelivered(self, consumer: Any) -> None:
+        """The last batch was not committed (its delivery failed): poll it again."""
+        batch, self._undelivered = self._undelivered, None
+        if batch is None:
+            return
+        for tp, offset in batch.first_offsets().items():
+            self.handoff.drop(tp, offset)
+            consumer.seek(tp, offset)
+
+    def _report_lag(self, consumer: Any, batch: KafkaBatch, assigned: set[TopicPartition]) -> None:
+        gauge = self.metrics.kafka_consumer_lag
+        for label in self._lag_labels - {str(tp.partition) for tp in assigned}:
+            gauge.remove(label)
+            self._lag_labels.discard(label)
+        for tp, offset in batch.next_offsets().items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                gauge.labels(str(tp.partition)).set(highwater - offset)
+                self._lag_labels.add(str(tp.partition))
+
+    def commit(self, batch: KafkaBatch) -> None:
+        """Commit the batch's offsets, and any earlier ones whose commit failed.
+
+        A failed commit is logged and retried with the next batch: the worst it can do
+        is let a restart repeat forecasts, never skip a tick.
+        """
+        self._undelivered = None
+        self.handoff.stepped.update(batch.next_offsets())
+        self._commit_stepped()
+
+    def _commit_stepped(self) -> None:
+        if self._consumer is None:
+            return
+        assigned = self._consumer.assignment()
+        due = {
+            tp: offset
+            for tp, offset in self.handoff.stepped.items()
+            if tp in assigned and self._acknowledged.get(tp) != offset
+        }
+        if not due:
+            return
+        started = time.perf_counter()
+        try:
+            self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in due.items()})
+        except KafkaError as exc:
+            log.warning("offset commit failed (%s); retried with the next batch", exc)
+            return
+        self.metrics.kafka_commit_seconds.observe(time.perf_counter() - started)
+        self._acknowledged.update(due)
+
+    def connected(self) -> bool:
+        return self._net_client is not None and reaches_a_broker(self._net_client)
+
+    def close(self) -> None:
+        """Commit what is due, then leave the group (its listener hands off every partition)."""
+        if self._consumer is None:
+            return
+        self._commit_stepped()
+        self._consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_S * 1000))
+        self._consumer = self._net_client = None
+
+
+def _committed_offset(consumer: Any, tp: TopicPartition) -> int | None:
+    """The group's committed offset of ``tp``; None if there is none or it cannot be read."""
+    try:
+        offset = consumer.committed(tp)
+    except KafkaError as exc:
+        log.warning("cannot read the committed offset of partition %d: %s", tp.partition, exc)
+        return None
+    return None if offset is None else int(offset)
+
+
+# --- sink -----------------------------------------------------------------------------------
+
+
+def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """The headers of a dead letter: why it was rejected and where it was read."""
+    rejected, origin = letter.rejected, letter.origin
+    source = [(f"{HEADER_PREFIX}source.{name}", str(origin[name]).encode()) for name in SOURCE]
+    return [
+        (HEADER_PREFIX + "reason", rejected.reason.value.encode()),
+        (HEADER_PREFIX + "detail", rejected.detail.encode()),
+        *source,
+    ]
+
+
+def dead_letter_key(letter: DeadLetter) -> bytes | None:
+    key = letter.origin.get("key")
+    return None if key is None else str(key).encode()
+
+
+class KafkaSink:
+    """Forecasts to ``output_topic``, dead letters to ``dlq_topic``; ``flush`` awaits the acks.
+
+    A failed flush counts the records in ``kafka_produce_errors``, raises DeliveryError and
+    replaces the producer: kafka-python's idempotent producer can be left unusable by a
+    broker that lost its state, and a new one gets a new producer id. ``connect`` builds
+    the producer (tests pass fakes).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        connect: Callable[[], Any] | None = None,
+    ) -> None:
+        self.output_topic = settings.output_topic
+        self.dlq_topic = settings.dlq_topic
+        self.timeout_s = settings.delivery_timeout_ms / 1000
+        self.metrics = metrics
+        self._connect = connect or partial(connect_producer, producer_configs(settings))
+        self._producer: Any = None
+        self._in_flight: list[Any] = []  # kafka-python futures of the records sent
+
+    def write(self, forecasts: ForecastBatch, dead_letters: list[DeadLetter]) -> None:
+        total = len(forecasts) + len(dead_letters)
+        try:
+            producer = self._producer or self._connect()
+            self._producer = producer
+            values = encode_forecasts(forecasts)
+            for series, value in zip(forecasts.ticks.series, values, strict=True):
+                self._send(producer, self.output_topic, value, series.encode(), [])
+            for letter in dead_letters:
+                key, headers = dead_letter_key(letter), dead_letter_headers(letter)
+                self._send(producer, self.dlq_topic, letter.rejected.raw, key, headers)
+        except KafkaError as exc:
+            self._fail(total, str(exc))
+
+    def _send(
+        self, producer: Any, topic: str, value: bytes, key: bytes | None, headers: list[Any]
+    ) -> None:
+        self._in_flight.append(producer.send(topic, value=value, key=key, headers=headers))
+
+    def flush(self) -> None:
+        if not self._in_flight:
+            return
+        with contextlib.suppress(KafkaError):  # a timeout: what is still in flight failed
+            self._producer.flush(timeout=self.timeout_s)
+        failed = [future for future in self._in_flight if not future.succeeded()]
+        if failed:
+            self._fail(len(self._in_flight), _failure_reason(failed[0]))
+        self._in_flight = []
+
+    def _fail(self, total: int, reason: str) -> None:
+        delivered = sum(1 for future in self._in_flight if future.succeeded())
+        self.metrics.kafka_produce_errors.inc(total - delivered)
+        self._in_flight = []
+        self._close_producer(timeout=0.0)
+        raise DeliveryError(f"{total - delivered} of {total} records not acknowledged: {reason}")
+
+    def _close_producer(self, timeout: float) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close(timeout=timeout)
+
+    def close(self) -> None:
+        self._close_producer(timeout=CLOSE_TIMEOUT_S)
+
+
+def _failure_reason(future: Any) -> str:
+    return str(future.exception) if future.is_done else "not acknowledged in time"

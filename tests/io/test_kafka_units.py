@@ -1,0 +1,427 @@
+"""The Kafka transport's pieces that need no broker: hand-off rule, batches, sink, source, produce.
+
+Consumer and producer are small fakes with kafka-python's interface; the rebalance
+listener is called from inside the fake's ``poll``, as kafka-python does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
+from kafka.record import util as record_util
+
+from forecaster.config import Settings
+from forecaster.engine import Engine, EngineParams, PartitionState
+from forecaster.errors import ConfigError, DeliveryError
+from forecaster.io.base import DeadLetter
+from forecaster.io.files import CsvSource
+from forecaster.io.kafka import (
+    Backoff,
+    InMemoryPartitionStateStore,
+    KafkaBatch,
+    KafkaSink,
+    KafkaSource,
+    client_configs,
+    restorable,
+)
+from forecaster.metrics import Metrics
+from forecaster.pipeline import Pipeline
+from forecaster.produce import tick_messages
+from forecaster.ticks import Rejected, RejectReason, parse_csv_frame, parse_messages
+
+SAMPLE = Path(__file__).resolve().parent.parent.parent / "sample_data"
+TOPIC = "ticks"
+SETTINGS = Settings(bootstrap_servers="broker:9092", input_topic=TOPIC)
+
+
+def tp(partition: int) -> Any:
+    return TopicPartition(TOPIC, partition)
+
+
+def record(partition: int, offset: int, value: bytes | None, key: bytes | None = None) -> Any:
+    return ConsumerRecord(TOPIC, partition, 0, offset, 0, 0, key, value, [], None, 0, 0, 0)
+
+
+def tick(partition: int, offset: int, series: str, second: int, price: float = 1.5) -> Any:
+    value = json.dumps({"series": series, "ts": second * 1000, "price": price}).encode()
+    return record(partition, offset, value, series.encode())
+
+
+# --- the hand-off rule ------------------------------------------------------------------------
+
+
+def a_state(partition: int = 0) -> PartitionState:
+    engine = Engine(EngineParams())
+    engine.process(parse_messages([b'{"series": "A", "ts": 1, "price": 2.0}']).ticks)
+    return engine.take_partition(partition)
+
+
+def test_saved_state_is_restored_only_at_the_offset_it_was_saved_at() -> None:
+    state = a_state()
+    assert restorable((state, 40), 40) is state
+    assert restorable((state, 40), 55) is None  # another instance moved the partition on
+    assert restorable((state, 40), 30) is None  # our own last commit did not get through
+    assert restorable((state, 40), None) is None  # no committed offset: nothing to match
+    assert restorable(None, 40) is None
+
+
+def test_the_in_memory_store_hands_a_state_over_once() -> None:
+    store, state = InMemoryPartitionStateStore(), a_state()
+    store.save(3, state, 12)
+    assert store.load(3) == (state, 12)
+    assert store.load(3) is None
+
+
+# --- batches ----------------------------------------------------------------------------------
+
+
+def test_a_batch_tags_ticks_with_their_partition_and_rejects_with_their_coordinates() -> None:
+    batch = KafkaBatch(
+        {tp(2): [tick(2, 7, "A", 1), record(2, 8, b"{oops", b"A")], tp(5): [tick(5, 3, "B", 1)]}
+    )
+    parsed = batch.parse()
+    assert parsed.ticks.series == ["A", "B"]
+    assert parsed.ticks.partition.tolist() == [2, 5]
+    assert batch.origin(parsed.rejects[0].position) == {
+        "topic": TOPIC, "partition": 2, "offset": 8, "key": "A",
+    }  # fmt: skip
+    assert batch.first_offsets() == {tp(2): 7, tp(5): 3}
+    assert batch.next_offsets() == {tp(2): 9, tp(5): 4}
+
+
+def test_a_message_without_a_value_is_rejected_not_fatal() -> None:
+    parsed = KafkaBatch({tp(0): [record(0, 0, None)]}).parse()
+    assert [r.reason for r in parsed.rejects] == [RejectReason.INVALID_JSON]
+
+
+# --- the sink ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeFuture:
+    error: Exception | None = None
+    is_done: bool = True
+
+    def succeeded(self) -> bool:
+        return self.is_done and self.error is None
+
+    @property
+    def exception(self) -> Exception | None:
+        return self.error
+
+
+@dataclass
+class FakeProducer:
+    """Acknowledges every send, except those whose value is in ``refuse``."""
+
+    refuse: set[bytes] = field(default_factory=set)
+    sent: list[tuple[str, bytes, bytes | None, list[Any]]] = field(default_factory=list)
+    closed: bool = False
+
+    def send(self, topic: str, value: bytes, key: bytes | None, headers: list[Any]) -> FakeFuture:
+        self.sent.append((topic, value, key, headers))
+        return FakeFuture(NotLeaderForPartitionError() if value in self.refuse else None)
+
+    def flush(self, timeout: float) -> None:
+        pass
+
+    def close(self, timeout: float) -> None:
+        self.closed = True
+
+
+def forecasts_and_letters() -> tuple[Any, list[DeadLetter]]:
+    engine = Engine(EngineParams())
+    batch = KafkaBatch({tp(1): [tick(1, 0, "A", 1), tick(1, 1, "B", 1), record(1, 2, b"[]", b"C")]})
+    parsed = batch.parse()
+    letters = [DeadLetter(r, batch.origin(r.position)) for r in parsed.rejects]
+    return engine.process(parsed.ticks).forecasts, letters
+
+
+def test_forecasts_are_keyed_by_series_and_dead_letters_keep_bytes_key_and_origin() -> None:
+    producer = FakeProducer()
+    sink = KafkaSink(SETTINGS, Metrics(), connect=lambda: producer)
+    sink.write(*forecasts_and_letters())
+    sink.flush()
+    (t1, v1, k1, _), (_, _, k2, _), (t3, v3, k3, h3) = producer.sent
+    assert (t1, k1, k2) == (SETTINGS.output_topic, b"A", b"B")
+    assert json.loads(v1)["series"] == "A"
+    assert (t3, v3, k3) == (SETTINGS.dlq_topic, b"[]", b"C")
+    assert dict(h3)["forecaster.reason"] == b"not_an_object"
+    assert dict(h3)["forecaster.source.offset"] == b"2"
+
+
+def test_an_unacknowledged_record_fails_the_batch_and_replaces_the_producer() -> None:
+    forecasts, letters = forecasts_and_letters()
+    producers = [FakeProducer(refuse={b"[]"}), FakeProducer()]
+    metrics = Metrics()
+    sink = KafkaSink(SETTINGS, metrics, connect=lambda: producers.pop(0))
+    sink.write(forecasts, letters)
+    with pytest.raises(DeliveryError, match="1 of 3 records not acknowledged"):
+        sink.flush()
+    assert metrics.registry.get_sample_value("forecaster_kafka_produce_errors_total") == 1
+    sink.write(forecasts, letters)  # the batch again, on a fresh producer
+    sink.flush()
+    assert not producers
+
+
+def test_records_still_in_flight_at_the_deadline_fail_the_batch() -> None:
+    class StuckProducer(FakeProducer):
+        def send(self, *args: Any, **kwargs: Any) -> FakeFuture:
+            return FakeFuture(is_done=False)
+
+        def flush(self, timeout: float) -> None:
+            raise KafkaTimeoutError("flush")
+
+    sink = KafkaSink(SETTINGS, Metrics(), connect=StuckProducer)
+    sink.write(*forecasts_and_letters())
+    with pytest.raises(DeliveryError, match="3 of 3 records not acknowledged: not acknowledged"):
+        sink.flush()
+
+
+def test_a_broker_that_cannot_be_reached_fails_the_batch() -> None:
+    def unreachable() -> Any:
+        raise KafkaTimeoutError("Unable to bootstrap")
+
+    sink = KafkaSink(SETTINGS, Metrics(), connect=unreachable)
+    with pytest.raises(DeliveryError, match="Unable to bootstrap"):
+        sink.write(*forecasts_and_letters())
+
+
+# --- the source -------------------------------------------------------------------------------
+
+
+Poll = tuple[set[int] | None, dict[int, list[Any]]]  # a new assignment (or None), records
+
+
+class FakeConsumer:
+    """Hands out ``polls`` in turn; a new assignment revokes and assigns through the listener."""
+
+    def __init__(self, polls: Iterable[Poll], listener: Any, committed: dict[int, int]) -> None:
+        self.polls = deque(polls)
+        self.listener = listener
+        self.assigned: set[Any] = set()
+        self.committed_offsets = {tp(p): offset for p, offset in committed.items()}
+        self.seeks: list[tuple[Any, int]] = []
+
+    def poll(self, timeout_ms: int) -> dict[Any, list[Any]]:
+        assignment, records = self.polls.popleft() if self.polls else (None, {})
+        if assignment is not None:
+            self.listener.on_partitions_revoked(self.assigned)
+            self.assigned = {tp(p) for p in assignment}
+            self.listener.on_partitions_assigned(self.assigned)
+        return {tp(p): batch for p, batch in records.items()}
+
+    def assignment(self) -> set[Any]:
+        return set(self.assigned)
+
+    def committed(self, partition: Any) -> int | None:
+        return self.committed_offsets.get(partition)
+
+    def commit(self, offsets: dict[Any, Any]) -> None:
+        self.committed_offsets.update({p: meta.offset for p, meta in offsets.items()})
+
+    def seek(self, partition: Any, offset: int) -> None:
+        self.seeks.append((partition, offset))
+
+    def highwater(self, partition: Any) -> int:
+        return 100
+
+    def close(self, autocommit: bool, timeout_ms: int) -> None:
+        self.listener.on_partitions_revoked(self.assigned)
+
+
+@dataclass
+class Fixture:
+    engine: Engine
+    source: KafkaSource
+    consumers: list[FakeConsumer]  # the one the source connected, once it did
+    pipeline: Pipeline
+
+    @property
+    def consumer(self) -> FakeConsumer:
+        return self.consumers[0]
+
+
+def kafka_source(polls: list[Poll], committed: dict[int, int] | None = None) -> Fixture:
+    engine = Engine(EngineParams())
+    holder: list[FakeConsumer] = []
+
+    def connect(listener: Any) -> tuple[FakeConsumer, None]:
+        holder.append(FakeConsumer(polls, listener, committed or {}))
+        return holder[0], None
+
+    metrics = Metrics()
+    source = KafkaSource(SETTINGS, engine, metrics, connect=connect)
+    pipeline = Pipeline(source, engine, KafkaSink(SETTINGS, metrics, connect=FakeProducer), metrics)
+    return Fixture(engine, source, holder, pipeline)
+
+
+def test_a_delivered_batch_commits_its_last_offsets_plus_one() -> None:
+    f = kafka_source([({0, 1}, {0: [tick(0, 4, "A", 1)], 1: [tick(1, 9, "B", 1)]})])
+    f.pipeline.step()
+    assert f.consumer.committed_offsets == {tp(0): 5, tp(1): 10}
+    assert f.source.metrics.registry.get_sample_value(
+        "forecaster_kafka_consumer_lag_messages", {"partition": "0"}
+    ) == 95  # fmt: skip
+
+
+def test_an_undelivered_batch_is_polled_again_and_its_series_start_afresh() -> None:
+    f = kafka_source([({0}, {0: [tick(0, 0, "A", 1)]}), (None, {0: [tick(0, 1, "A", 2)]})])
+    f.pipeline.step()  # offset 0 done and committed
+    batch = f.source.poll(0.0)  # offset 1 ...
+    f.engine.process(batch.parse().ticks)  # ... stepped, but its delivery fails: no commit
+    f.source.poll(0.0)
+    assert f.consumer.seeks == [(tp(0), 1)]
+    assert len(f.engine.table) == 0  # no state that has seen offset 1 survives
+    assert f.consumer.committed_offsets == {tp(0): 1}
+
+
+def test_records_of_a_partition_not_assigned_are_not_handed_out() -> None:
+    f = kafka_source([({0}, {0: [tick(0, 0, "A", 1)], 3: [tick(3, 0, "Z", 1)]})])
+    assert f.source.poll(0.0).parse().ticks.series == ["A"]
+
+
+@pytest.mark.parametrize(("committed_now", "restored"), [(1, True), (7, False)])
+def test_a_revoked_partition_gets_its_state_back_only_if_nobody_moved_it_on(
+    committed_now: int, restored: bool
+) -> None:
+    f = kafka_source([({0, 1}, {0: [tick(0, 0, "A", 1)], 1: [tick(1, 0, "B", 1)]}), ({1}, {})])
+    f.pipeline.step()  # A and B stepped, offsets 1 and 1 committed
+    f.source.poll(0.0)  # partition 0 revoked: A leaves the engine
+    assert set(f.engine.table.slot_of) == {"B"}
+    f.consumer.committed_offsets[tp(0)] = committed_now  # what another instance left
+    f.consumer.polls.append(({0, 1}, {}))
+    f.source.poll(0.0)
+    assert ("A" in f.engine.table.slot_of) == restored
+    assert "B" in f.engine.table.slot_of  # committed where we left it: restored
+
+
+def test_a_broker_down_at_start_means_empty_polls_and_not_connected() -> None:
+    attempts = []
+
+    def unreachable(listener: Any) -> tuple[Any, Any]:
+        attempts.append(listener)
+        raise KafkaTimeoutError("Unable to bootstrap")
+
+    source = KafkaSource(SETTINGS, Engine(EngineParams()), Metrics(), connect=unreachable)
+    assert source.poll(0.0).records == []
+    assert source.poll(0.0).records == []  # too soon for another attempt
+    assert len(attempts) == 1 and not source.connected()
+
+
+def test_reconnect_waits_double_up_to_the_longest() -> None:
+    backoff = Backoff(longest=3.0)
+    assert [backoff.failed() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert not backoff.due()
+    backoff.succeeded()
+    assert backoff.due()
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def test_security_settings_pass_through_and_empty_ones_stay_unset() -> None:
+    plain = client_configs(SETTINGS)
+    assert "sasl_mechanism" not in plain and "ssl_cafile" not in plain
+    secure = client_configs(
+        Settings(bootstrap_servers="a:1, b:2", security_protocol="SASL_SSL",
+                 sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p", ssl_cafile="ca")
+    )  # fmt: skip
+    assert secure["bootstrap_servers"] == ["a:1", "b:2"]
+    assert (secure["sasl_plain_username"], secure["sasl_plain_password"]) == ("u", "p")
+    assert secure["ssl_cafile"] == "ca"
+    assert "s3cret" not in repr(Settings(sasl_password="s3cret"))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"security_protocol": "TLS"}, "security_protocol must be one of"),
+        ({"heartbeat_interval_ms": 20000}, "heartbeat_interval_ms must be below"),
+        ({"fetch_max_wait_ms": 30000}, "fetch_max_wait_ms must be"),
+        ({"delivery_timeout_ms": 1000}, "delivery_timeout_ms must be"),
+        ({"poll_max_records": 0}, "poll_max_records must be >= 1"),
+    ],
+)
+def test_inconsistent_kafka_settings_are_refused(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings(**values)
+
+
+def test_kafka_python_uses_the_c_crc32c() -> None:
+    assert record_util.crc32c_c is not None
+
+
+# --- produce ----------------------------------------------------------------------------------
+
+
+def messages_of(path: Path) -> list[tuple[tuple[bytes | None, bytes], bool]]:
+    source = CsvSource(path, max_batch=10_000)
+    return [m for batch in iter(lambda: source.poll(0.0), None) for m in tick_messages(batch)]
+
+
+def test_valid_rows_are_published_as_exactly_the_tick_the_file_holds(tmp_path: Path) -> None:
+    path = tmp_path / "prefix.csv"
+    pd.read_csv(SAMPLE / "ticks.csv", dtype=str, keep_default_na=False).head(300).to_csv(
+        path, index=False
+    )
+    from_file = parse_csv_frame(pd.read_csv(path, dtype=str, keep_default_na=False)).ticks
+    messages = messages_of(path)
+    from_messages = parse_messages([value for (_, value), _ in messages]).ticks
+    assert all(is_tick for _, is_tick in messages)
+    assert [key for (key, _), _ in messages] == [s.encode() for s in from_file.series]
+    assert from_messages.series == from_file.series
+    assert np.array_equal(from_messages.ts, from_file.ts)
+    assert np.array_equal(from_messages.price, from_file.price)
+    assert np.array_equal(from_messages.volume, from_file.volume, equal_nan=True)
+
+
+def test_malformed_rows_are_published_so_that_the_service_rejects_them_alike() -> None:
+    rows = pd.read_csv(SAMPLE / "malformed_ticks.csv", dtype=str, keep_default_na=False)
+    messages = messages_of(SAMPLE / "malformed_ticks.csv")
+    assert len(messages) == len(rows)
+    engine_reasons = {"", RejectReason.TS_DUPLICATE.value, RejectReason.TS_OUT_OF_ORDER.value}
+    for ((_, value), is_tick), expected in zip(messages, rows["expected_reason"], strict=True):
+        parsed = parse_messages([value])
+        reason = parsed.rejects[0].reason.value if parsed.rejects else ""
+        assert reason == ("" if expected in engine_reasons else expected), value
+        assert is_tick == (expected in engine_reasons)
+
+
+def test_a_price_that_is_not_a_finite_number_stays_one_in_json() -> None:
+    (_, value), _ = messages_of(SAMPLE / "malformed_ticks.csv")[13]
+    assert math.isnan(json.loads(value)["price"])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["-m", "forecaster", "produce", "--help"], ["-c", "import forecaster.produce"]],
+)
+def test_produce_does_not_import_tensorflow(command: list[str]) -> None:
+    imports = subprocess.run(
+        [sys.executable, "-X", "importtime", *command], capture_output=True, text=True, check=True
+    ).stderr
+    assert "forecaster.cli" in imports or "forecaster.produce" in imports
+    assert "tensorflow" not in imports
+
+
+def test_dead_letter_for_the_json_sink_stays_json_serialisable() -> None:
+    letter = DeadLetter(
+        Rejected(0, b"\xff", RejectReason.NOT_UTF8, "bad"),
+        KafkaBatch({tp(0): [record(0, 0, b"\xff", b"\xfe")]}).origin(0),
+    )
+    assert json.dumps(letter.origin)

@@ -1,0 +1,1 @@
+"""Heavy test fixtures: real processes the tests talk to (a Kafka-protocol broker, ...)."""
