@@ -52,7 +52,7 @@ def _settings(args: argparse.Namespace) -> Any:
 # Flags that map one to one onto Settings fields (dest = field name).
 _SETTING_FLAGS = ("model_dir", "metrics_port", "input", "rate", "forecasts_out", "cell", "layers",
                   "units", "train_epochs", "seed", "bootstrap_servers", "input_topic",
-                  "output_topic", "dlq_topic", "group_id")  # fmt: skip
+                  "output_topic", "dlq_topic", "group_id", "state_dir")  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output-topic", help="topic of forecasts (default forecasts)")
     run.add_argument("--dlq-topic", help="topic of rejected messages (default ticks.dlq)")
     run.add_argument("--group-id", help="consumer group (default forecaster)")
+    run.add_argument(
+        "--state-dir", help="directory of per-partition state checkpoints (default: none)"
+    )
     run.set_defaults(command=_run)
 
     replay = commands.add_parser(
@@ -150,7 +153,83 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--rate", dest="publish_rate", type=float, default=0.0, metavar="N",
                          help="messages per second (default 0 = as fast as possible)")  # fmt: skip
     produce.set_defaults(command=_produce)
+    _backtest_parser(commands)
+    _models_parser(commands)
+    _retrain_parser(commands)
     return parser
+
+
+def _models_parser(commands: Any) -> None:
+    models = commands.add_parser(
+        "models",
+        help="list the model registry, promote a version, roll back",
+        description="Work on the model registry in --model-dir: `list` shows every version "
+        "(newest last) with its holdout figures, `promote VERSION` makes it the version a "
+        "service serves when it starts, `rollback` promotes the previously promoted version "
+        "again. A version whose files do not match their SHA-256 is refused.",
+        epilog=EPILOG,
+    )
+    actions = models.add_subparsers(title="actions", required=True)
+    for name, command, text in (
+        ("list", _models_list, "every version, newest last; * marks the promoted one"),
+        ("promote", _models_promote, "promote VERSION"),
+        ("rollback", _models_rollback, "promote the previously promoted version again"),
+    ):
+        action = actions.add_parser(name, help=text, description=text, epilog=EPILOG)
+        if name == "promote":
+            action.add_argument("version", metavar="VERSION")
+        _common(action)
+        action.set_defaults(command=command)
+
+
+def _retrain_parser(commands: Any) -> None:
+    retrain = commands.add_parser(
+        "retrain",
+        help="ask a running service to retrain now",
+        description="POST /retrain to a running service: it reads its training window at the "
+        "next batch boundary, trains in the background, and swaps the result in only if it "
+        "passes the holdout gate. Follow the outcome on forecaster_retrains_total.",
+        epilog=EPILOG,
+    )
+    retrain.add_argument(
+        "--url", default="http://localhost:9108", help="the service's metrics address"
+    )
+    retrain.add_argument("--config", type=Path, help="TOML settings file")
+    retrain.set_defaults(command=_retrain)
+
+
+def _backtest_parser(commands: Any) -> None:
+    backtest = commands.add_parser(
+        "backtest",
+        help="score the service's forecasts over a tick file against baselines; write a report",
+        description="Replay INPUT.csv through the service's own replay path once per --cell, "
+        "each starting without a model (first model bootstrapped from the data, strictly "
+        "causal), score every forecast against the realised next price next to the naive, "
+        "drift, EWMA and Holt baselines (and the generator's oracle when oracle.csv is found), "
+        "and write metrics.json, report.html and PNGs into --report.",
+        epilog=EPILOG,
+    )
+    backtest.add_argument(
+        "input_csv", type=Path, metavar="INPUT.csv", help="tick CSV: series,ts,price[,volume]"
+    )
+    backtest.add_argument(
+        "--report", type=Path, required=True, metavar="DIR",
+        help="directory for metrics.json, report.html, the PNGs and the forecasts",
+    )  # fmt: skip
+    backtest.add_argument(
+        "--cell", dest="cells", action="append", choices=("lstm", "gru"),
+        help="cell type to backtest; repeat to compare (default: the cell setting)",
+    )  # fmt: skip
+    backtest.add_argument(
+        "--oracle", type=Path, metavar="ORACLE.csv",
+        help="true conditional forecasts (default: oracle.csv beside INPUT.csv, if any)",
+    )  # fmt: skip
+    backtest.add_argument(
+        "--series", action="append", default=[], metavar="NAME",
+        help="series to plot forecast vs actual for; repeatable (default: one per kind)",
+    )  # fmt: skip
+    backtest.add_argument("--config", type=Path, help="TOML settings file")
+    backtest.set_defaults(command=_backtest)
 
 
 def _bootstrap_servers(parser: argparse.ArgumentParser) -> None:
@@ -192,6 +271,19 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+def _backtest(args: argparse.Namespace, settings: Any) -> int:
+    from forecaster.backtest.run import backtest
+
+    metrics = backtest(
+        settings, args.input_csv, args.report,
+        cells=args.cells or [settings.cell], oracle=args.oracle, series=args.series,
+    )  # fmt: skip
+    for row, scores in metrics["kinds"]["all"].items():
+        print(f"{row:>8}  MASE {scores['mase']:.4f}  ({scores['points']} points)")
+    print(f"report: {args.report / 'report.html'}")
+    return 0
+
+
 def _produce(args: argparse.Namespace, settings: Any) -> int:
     from forecaster.produce import publish
 
@@ -207,4 +299,57 @@ def _produce(args: argparse.Namespace, settings: Any) -> int:
         lambda so_far: print(f"{so_far.messages} messages sent ...", file=sys.stderr),
     )
     print(f"{topic}: {done.summary()}")
+    return 0
+
+
+def _registry(settings: Any) -> Any:
+    from forecaster.errors import ConfigError
+    from forecaster.registry import Registry
+
+    if not settings.model_dir:
+        raise ConfigError("models needs --model-dir (or FORECASTER_MODEL_DIR)")
+    return Registry(Path(settings.model_dir))
+
+
+def _models_list(args: argparse.Namespace, settings: Any) -> int:
+    registry = _registry(settings)
+    promoted = registry.promoted()
+    print(f"{'':2}{'version':<20} {'created':<27} {'gate':<9} {'mase':>7} {'serving_mase':>12}")
+    for version in registry.versions():
+        metadata = registry.metadata(version)
+        checked = metadata.get("validation", {})
+        decision = {True: "passed", False: "rejected"}.get(checked.get("promote"), "-")
+        mase, serving = checked.get("candidate_mase"), checked.get("serving_mase")
+        print(f"{'*' if version == promoted else '':2}{version:<20} {metadata['created']:<27} "
+              f"{decision:<9} {_figure(mase):>7} {_figure(serving):>12}")  # fmt: skip
+    return 0
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _models_promote(args: argparse.Namespace, settings: Any) -> int:
+    registry = _registry(settings)
+    registry.promote(args.version)
+    print(f"promoted {args.version}")
+    return 0
+
+
+def _models_rollback(args: argparse.Namespace, settings: Any) -> int:
+    print(f"promoted {_registry(settings).rollback()}")
+    return 0
+
+
+def _retrain(args: argparse.Namespace, settings: Any) -> int:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{args.url.rstrip('/')}/retrain", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            print(response.read().decode().strip())
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"forecaster: error: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -20,13 +20,17 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forecaster.engine import EngineParams
 from forecaster.errors import ConfigError
 from forecaster.features import FeatureParams
 from forecaster.model.spec import ModelSpec
 from forecaster.quality import DEFAULT_HALFLIFE, MAX_LABELLED_SERIES
+from forecaster.ticks import InputLimits, rfc3339_ns
+
+if TYPE_CHECKING:
+    from forecaster.retraining import RetrainPolicy
 
 ENV_PREFIX = "FORECASTER_"
 SAMPLE_TICKS = Path(__file__).resolve().parent.parent / "sample_data" / "ticks.csv"
@@ -105,7 +109,7 @@ class Settings:
     min_history: int = _setting(32, "Returns a series needs before the model forecasts it")
     scale_halflife: float = _setting(500.0, "Half-life, in ticks, of the return scale estimate")
     level_halflife: float = _setting(50.0, "Half-life, in ticks, of the mean log price")
-    ring_length: int = _setting(128, "Recent steps kept per series for retraining and re-warming")
+    ring_length: int = _setting(512, "Recent steps kept per series for retraining and re-warming")
     # Training
     bootstrap_steps: int = _setting(
         20000, "Warm steps collected before the first model is trained when none exists"
@@ -113,6 +117,32 @@ class Settings:
     train_window: int = _setting(64, "Steps per training window")
     train_epochs: int = _setting(30, "Most training epochs (early stopping ends sooner)")
     seed: int = _setting(0, "Seed of training: equal data and seed give an equal model")
+    # Retraining (see README, "Retraining and the model registry")
+    retrain_interval_s: float = _setting(
+        0.0, "Seconds between retrainings (a replay counts tick time), e.g. 86400; 0 = off"
+    )
+    retrain_cron: str = _setting(
+        "", "Crontab (UTC) of retrainings instead of retrain_interval_s, e.g. '0 */6 * * *'"
+    )
+    retrain_every_ticks: int = _setting(0, "Also retrain after this many warm steps; 0 = off")
+    retrain_window_ticks: int = _setting(
+        0, "Train on the last N steps of each series (0 = all of its ring_length ring)"
+    )
+    retrain_window_s: float = _setting(
+        0.0, "Train only on steps of the last T seconds before the newest tick (0 = no limit)"
+    )
+    retrain_holdout: float = _setting(
+        0.2, "Share of each series' window held out to validate a candidate on"
+    )
+    retrain_margin: float = _setting(
+        0.01, "A candidate's holdout MAE must be below (1 - margin) x serving and naive MAE"
+    )
+    retrain_timeout_s: float = _setting(1800.0, "A live retraining running longer has failed")
+    retrain_threads: int = _setting(
+        1, "TensorFlow threads (intra- and inter-op each) of a training; 0 = TensorFlow's default"
+    )
+    keep_versions: int = _setting(10, "Model versions kept in model_dir (never the promoted "
+                                  "one or the rollback target)")  # fmt: skip
     # Operations
     metrics_port: int = _setting(9108, "Port of /metrics, /healthz and /readyz (0 = off)")
     metrics_host: str = _setting("0.0.0.0", "Address the metrics server binds")
@@ -125,6 +155,24 @@ class Settings:
         "exported with a series label",
     )
     log_level: str = _setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR")
+    # Reliability: state checkpoints, idle eviction, input limits
+    state_dir: str = _setting(
+        "", "Directory of per-partition state checkpoints (Kafka); empty = no checkpoints"
+    )
+    checkpoint_interval_s: float = _setting(
+        10.0, "Seconds between state checkpoints (also written on revoke and shutdown)"
+    )
+    evict_ttl_s: float = _setting(
+        86400.0,
+        "A series idle this long (event time: behind its partition's newest tick) is "
+        "evicted; 0 = never",
+    )
+    max_message_bytes: int = _setting(16384, "Longest tick message accepted, in bytes")
+    max_series_chars: int = _setting(200, "Longest series id accepted, in characters")
+    min_price: float = _setting(1e-9, "Lowest price accepted")
+    max_price: float = _setting(1e12, "Highest price accepted")
+    min_ts: str = _setting("1970-01-01T00:00:00Z", "Earliest tick ts accepted (RFC 3339)")
+    max_ts: str = _setting("2200-01-01T00:00:00Z", "Latest tick ts accepted (RFC 3339)")
 
     def __post_init__(self) -> None:
         self.model_spec()
@@ -149,6 +197,10 @@ class Settings:
                 f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level}"
             )
         self._check_kafka()
+        self.retrain_policy()
+        self.input_limits()
+        if self.checkpoint_interval_s < 0 or self.evict_ttl_s < 0:
+            raise ConfigError("checkpoint_interval_s and evict_ttl_s must be >= 0")
 
     def _check_kafka(self) -> None:
         if self.security_protocol not in SECURITY_PROTOCOLS:
@@ -175,10 +227,45 @@ class Settings:
             level_halflife=self.level_halflife,
         )
 
+    def retrain_policy(self) -> RetrainPolicy:
+        from forecaster.retraining import RetrainPolicy
+        from forecaster.window import WindowSpec
+
+        if self.retrain_threads < 0:
+            raise ConfigError(f"retrain_threads must be >= 0, got {self.retrain_threads}")
+        return RetrainPolicy(
+            interval_s=self.retrain_interval_s,
+            cron=self.retrain_cron,
+            every_ticks=self.retrain_every_ticks,
+            bootstrap_steps=self.bootstrap_steps,
+            window=WindowSpec(ticks=self.retrain_window_ticks, seconds=self.retrain_window_s),
+            holdout=self.retrain_holdout,
+            margin=self.retrain_margin,
+            timeout_s=self.retrain_timeout_s,
+            keep_versions=self.keep_versions,
+        )
+
     def engine_params(self) -> EngineParams:
         if self.ring_length < 2:
             raise ConfigError(f"ring_length must be >= 2, got {self.ring_length}")
-        return EngineParams(features=self.feature_params(), ring_length=self.ring_length)
+        return EngineParams(
+            features=self.feature_params(),
+            ring_length=self.ring_length,
+            evict_ttl_ns=int(self.evict_ttl_s * 1e9),
+        )
+
+    def input_limits(self) -> InputLimits:
+        try:
+            return InputLimits(
+                max_message_bytes=self.max_message_bytes,
+                max_series_chars=self.max_series_chars,
+                min_price=self.min_price,
+                max_price=self.max_price,
+                min_ts_ns=rfc3339_ns(self.min_ts),
+                max_ts_ns=rfc3339_ns(self.max_ts),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"input limits: {exc}") from exc
 
     def quality_series(self) -> tuple[str, ...]:
         """The series named in quality_series_labels, in order, without repeats."""

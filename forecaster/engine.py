@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from forecaster.features import FEATURE_NAMES, FeatureParams, FeatureStep, advance, model_inputs
 from forecaster.model.stepper import Stepper
+from forecaster.skill import calibrate
 from forecaster.state import SeriesTable, TableSnapshot
 from forecaster.ticks import RejectReason, TickColumns
 
@@ -45,6 +46,9 @@ StepRecorder = Callable[[IntArray, FloatArray, FloatArray, IntArray], None]
 class EngineParams:
     features: FeatureParams = field(default_factory=FeatureParams)
     ring_length: int = 128
+    # A series whose last tick is this much older than its partition's newest tick is
+    # evicted (its state dropped); 0 keeps every series.
+    evict_ttl_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class ForecastBatch:
 class EngineResult:
     forecasts: ForecastBatch
     rejects: list[OrderReject]
+    evicted: int = 0  # idle series dropped after this batch
 
 
 @dataclass(slots=True)
@@ -147,6 +152,7 @@ class Engine:
         self.model: Stepper | None = None
         self.recorder = recorder
         self.table = SeriesTable(params.ring_length, state_size=0)
+        self._evictions = IdleEviction(params.evict_ttl_ns)
         if model is not None:
             self.swap_model(model)
 
@@ -155,7 +161,9 @@ class Engine:
         work = _Work.start(ticks, self.table.slots_for(ticks.series, ticks.partition))
         for index in _rounds(work.slots):
             self._step_round(work, index)
-        return work.result(self._version())
+        result = work.result(self._version())
+        result.evicted = self._evictions.sweep(self.table, ticks)
+        return result
 
     def _step_round(self, work: _Work, index: IntArray) -> None:
         """Step the ticks at ``index``, which belong to distinct series."""
@@ -192,8 +200,9 @@ class Engine:
         prediction, self.table.recurrent[slots] = self.model.step(
             model_inputs(step.z, step.d, ts), self.table.recurrent[slots]
         )
+        trusted = calibrate(self.table.stats, slots, step.z, prediction.astype(np.float64))
         price = work.ticks.price[index]
-        work.forecast[index] = price * np.exp(step.scale * prediction.astype(np.float64))
+        work.forecast[index] = price * np.exp(step.scale * trusted)
         work.naive[index] = False
 
     def swap_model(self, model: Stepper) -> None:
@@ -214,6 +223,11 @@ class Engine:
         x = model_inputs(history.z, history.d, history.ts)
         _, self.table.recurrent[slots] = self.model.run(x, history.length)
 
+    def snapshot_partition(self, partition: int) -> PartitionState:
+        """A copy of the state of every series on ``partition`` (checkpoints)."""
+        slots = self.table.slots_of_partition(partition)
+        return PartitionState(partition, self._version(), self.table.snapshot(slots))
+
     def take_partition(self, partition: int) -> PartitionState:
         """Detach the state of every series on ``partition`` (revoke, hand-off)."""
         slots = self.table.slots_of_partition(partition)
@@ -233,6 +247,31 @@ class Engine:
 
     def _version(self) -> str:
         return self.model.version if self.model is not None else NAIVE
+
+
+@dataclass
+class IdleEviction:
+    """Evicts series idle for ``ttl_ns`` of event time: each partition's clock is the newest
+    ts it delivered, so a replay evicts exactly as the live run did and a partition that
+    lags behind the others loses nothing. A partition is swept each time its clock moved
+    on by an eighth of the TTL, so memory stays bounded at a small cost per batch."""
+
+    ttl_ns: int
+    newest: dict[int, int] = field(default_factory=dict)
+    swept: dict[int, int] = field(default_factory=dict)
+
+    def sweep(self, table: SeriesTable, ticks: TickColumns) -> int:
+        if self.ttl_ns <= 0 or not len(ticks):
+            return 0
+        evicted = 0
+        for partition in np.unique(ticks.partition).tolist():
+            newest = max(self.newest.get(partition, 0),
+                         int(ticks.ts[ticks.partition == partition].max()))  # fmt: skip
+            self.newest[partition] = newest
+            if newest - self.swept.get(partition, 0) >= self.ttl_ns // 8:
+                self.swept[partition] = newest
+                evicted += table.evict_idle(newest - self.ttl_ns, partition)
+        return evicted
 
 
 def _order_rejects(index: IntArray, ts: IntArray, last_ts: IntArray) -> list[OrderReject]:

@@ -38,6 +38,10 @@ STATS_DTYPE = np.dtype(
         ("n_returns", np.int64),
         ("scale_sq", np.float64),  # running mean of squared log-returns
         ("level", np.float64),  # running mean of the log price
+        # the model's track record on the series, kept by forecaster.skill
+        ("skill_cross", np.float64),
+        ("skill_power", np.float64),
+        ("last_prediction", np.float64),  # raw, standardised; 0 when the model made none
     ]
 )
 

@@ -208,6 +208,13 @@ class Metrics:
         self.checkpoint_failures = Counter(
             "forecaster_checkpoint_failures", "State checkpoints that failed", registry=r
         )
+        self.checkpoint_refused = _counter_with_labels(
+            "forecaster_checkpoint_refused",
+            "Checkpoints refused at restore, by reason (unreadable, corrupt, incompatible)",
+            "reason",
+            ["unreadable", "corrupt", "incompatible"],
+            r,
+        )
 
     def model_serving(self, version: str, cell: str) -> None:
         """Record that ``version`` serves from now on: its info labels, and its age from 0."""
@@ -312,10 +319,13 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Readiness = Callable[[], tuple[bool, str]]
 
 
-def http_app(registry: CollectorRegistry, ready: Readiness) -> WsgiApp:
+def http_app(
+    registry: CollectorRegistry, ready: Readiness, retrain: Callable[[], str] | None = None
+) -> WsgiApp:
     """/metrics (and /) from ``registry``; /healthz 200 while serving; /readyz asks ``ready``.
 
-    Only GET and HEAD are served; a readiness check that raises answers 503 with the error.
+    Only GET and HEAD are served, and POST /retrain, which calls ``retrain`` (202 Accepted).
+    A readiness check that raises answers 503 with the error.
     """
     metrics_app = make_wsgi_app(registry)
 
@@ -333,6 +343,8 @@ def http_app(registry: CollectorRegistry, ready: Readiness) -> WsgiApp:
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
+        if method == "POST" and environ.get("PATH_INFO") == "/retrain" and retrain is not None:
+            return _text(start_response, "202 Accepted", retrain() + "\n")
         if method not in ("GET", "HEAD"):
             return _text(
                 start_response,

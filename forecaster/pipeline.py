@@ -102,7 +102,8 @@ class Pipeline:
         m.forecasts_emitted.labels("model").inc(accepted - naive)
         m.batch_size.observe(parsed.received)
         m.active_series.set(len(self.engine.table))
-        m.series_created.inc(len(self.engine.table) - known_series)
+        m.series_created.inc(len(self.engine.table) - known_series + result.evicted)
+        m.series_evicted.inc(result.evicted)
         m.forecast_quality.observe(result.forecasts)
 
     def _swap_if_pending(self) -> None:

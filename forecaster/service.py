@@ -6,12 +6,13 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from forecaster.bootstrap import Bootstrap
+from forecaster.checkpoint import CheckpointStore
 from forecaster.config import Settings
 from forecaster.engine import Engine
 from forecaster.errors import DeliveryError
@@ -21,6 +22,7 @@ from forecaster.io.kafka import KafkaSink, KafkaSource
 from forecaster.metrics import HttpServer, Metrics, http_app
 from forecaster.pipeline import Pipeline, Totals
 from forecaster.registry import Registry
+from forecaster.retraining import Retrainer
 from forecaster.trainer import TrainedModel, Trainer
 
 log = logging.getLogger(__name__)
@@ -40,25 +42,31 @@ def trainer_of(settings: Settings, registry: Registry | None) -> Trainer:
         epochs=settings.train_epochs,
         seed=settings.seed,
         registry=registry,
+        threads=settings.retrain_threads,
     )
 
 
-def build_engine(settings: Settings, background_training: bool) -> tuple[Engine, Bootstrap | None]:
-    """The engine serving the promoted model, or a Bootstrap that will train the first one."""
+def build_engine(settings: Settings, background_training: bool) -> tuple[Engine, Retrainer]:
+    """The engine serving the promoted model (naive if none), and the Retrainer keeping it
+    fresh: training on a background thread live, inline at data-clock points in a replay."""
     registry = registry_of(settings)
     engine = Engine(settings.engine_params())
-    promoted = registry.promoted() if registry is not None else None
-    if registry is not None and promoted is not None:
-        artifact = registry.load(promoted, settings.feature_params())
+    artifact = registry.load_serving(settings.feature_params()) if registry is not None else None
+    if artifact is not None:
         engine.swap_model(artifact.stepper)
-        log.info("serving model %s from %s", promoted, registry.root)
-        return engine, None
-    bootstrap = Bootstrap(
-        trainer_of(settings, registry), settings.bootstrap_steps, background_training
+        log.info("serving model %s from %s", artifact.stepper.version, settings.model_dir)
+    else:
+        log.info("no trained model: forecasts are naive until %d warm steps train one",
+                 settings.bootstrap_steps)  # fmt: skip
+    retrainer = Retrainer(
+        engine,
+        trainer_of(settings, None).fit,
+        settings.retrain_policy(),
+        settings.feature_params(),
+        registry=registry,
+        background=background_training,
     )
-    engine.recorder = bootstrap.record
-    log.info("no trained model: forecasts are naive until %d warm steps train one", bootstrap.steps)
-    return engine, bootstrap
+    return engine, retrainer
 
 
 @dataclass
@@ -68,6 +76,7 @@ class Service:
     settings: Settings
     pipeline: Pipeline
     stop: threading.Event
+    retrain: Callable[[], str] | None = None  # POST /retrain
 
     def ready(self) -> tuple[bool, str]:
         if not self.pipeline.source.connected():
@@ -81,7 +90,7 @@ class Service:
             self.pipeline.metrics.model_serving(model.version, model.spec.cell)
         server = None
         if self.settings.metrics_port:
-            app = http_app(self.pipeline.metrics.registry, self.ready)
+            app = http_app(self.pipeline.metrics.registry, self.ready, self.retrain)
             server = HttpServer(app, self.settings.metrics_host, self.settings.metrics_port).start()
             log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, server.port)
         try:
@@ -111,17 +120,41 @@ class Service:
 def run_service(settings: Settings) -> Totals:
     """`forecaster run`: consume Kafka, or replay the tick file at a live pace, until stopped."""
     stop = _stop_on_signals()
-    engine, bootstrap = build_engine(settings, background_training=True)
+    engine, retrainer = build_engine(settings, background_training=True)
+    return serve(settings, engine, retrainer, stop)
+
+
+def serve(
+    settings: Settings, engine: Engine, retrainer: Retrainer | None, stop: threading.Event
+) -> Totals:
+    """The service around a built ``engine``, until ``stop`` is set (run_service's second half)."""
     metrics = Metrics(settings.quality_halflife, settings.quality_series())
     source, sink = _transport(settings, engine, metrics)
-    pipeline = Pipeline(source, engine, sink, metrics, updates=bootstrap)
-    return Service(settings, pipeline, stop).run()
+    pipeline = Pipeline(source, engine, sink, metrics, updates=retrainer)
+    if retrainer is None:
+        return Service(settings, pipeline, stop).run()
+    retrainer.metrics = metrics
+    retrainer.start()
+    try:
+        return Service(settings, pipeline, stop, retrainer.request).run()
+    finally:
+        retrainer.stop()
+
+
+def checkpoints_of(settings: Settings, metrics: Metrics) -> CheckpointStore | None:
+    """The checkpoint store of the input topic under ``state_dir``, if one is set."""
+    if not settings.state_dir:
+        return None
+    root = Path(settings.state_dir) / settings.input_topic
+    return CheckpointStore(root, settings.engine_params(), metrics)
 
 
 def _transport(settings: Settings, engine: Engine, metrics: Metrics) -> tuple[Source[Any], Sink]:
     """Kafka topics when bootstrap_servers is set, else the tick file and JSON lines."""
     if settings.bootstrap_servers:
-        return KafkaSource(settings, engine, metrics), KafkaSink(settings, metrics)
+        checkpoints = checkpoints_of(settings, metrics)
+        kafka = KafkaSource(settings, engine, metrics, checkpoints=checkpoints)
+        return kafka, KafkaSink(settings, metrics)
     source = CsvSource(settings.input_path(), settings.max_batch, settings.rate, settings.loop)
     sink = JsonLinesSink(
         open_output(settings.forecasts_out), open_output(settings.dead_letters_out)
@@ -129,15 +162,26 @@ def _transport(settings: Settings, engine: Engine, metrics: Metrics) -> tuple[So
     return source, sink
 
 
-def replay(settings: Settings, input_path: Path, out: Path, rejects: str) -> Totals:
-    """`forecaster replay`: the same engine over a whole file, as fast as it goes."""
-    engine, bootstrap = build_engine(settings, background_training=False)
+def replay(
+    settings: Settings,
+    input_path: Path,
+    out: Path,
+    rejects: str,
+    progress: Callable[[Totals], None] | None = None,
+) -> Totals:
+    """`forecaster replay`: the same engine over a whole file, as fast as it goes.
+
+    ``progress`` is called with the totals so far after every batch (the backtest's bar).
+    """
+    engine, retrainer = build_engine(settings, background_training=False)
     source = CsvSource(input_path, settings.max_batch)
     sink = JsonLinesSink(open_output(str(out)), open_output(rejects))
-    pipeline = Pipeline(source, engine, sink, Metrics(), updates=bootstrap)
+    pipeline = Pipeline(source, engine, sink, retrainer.metrics, updates=retrainer)
     started = time.perf_counter()
     try:
-        pipeline.run(threading.Event())
+        while pipeline.step():
+            if progress is not None:
+                progress(pipeline.totals)
     finally:
         sink.close()
     elapsed = time.perf_counter() - started

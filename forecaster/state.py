@@ -15,6 +15,12 @@ objects beyond its name.
 >>> snapshot = table.take(table.slots_of_partition(0))
 >>> len(table), snapshot.series
 (0, ['A', 'B'])
+
+Idle series are evicted by the time of their last tick (here: before ts 5):
+
+>>> table.stats["last_ts"][table.slots_for(["C", "D"])] = [3, 7]
+>>> table.evict_idle(cutoff_ts=5), list(table.slot_of)
+(1, ['D'])
 """
 
 from __future__ import annotations
@@ -149,21 +155,35 @@ class SeriesTable:
         on_partition: IntArray = active[self.partition[active] == partition]
         return on_partition
 
-    def take(self, slots: IntArray) -> TableSnapshot:
-        """Detach ``slots``: return their state and free them for other series."""
-        names = [self.series[s] for s in slots.tolist()]
-        snapshot = TableSnapshot(
-            series=[n for n in names if n is not None],
+    def snapshot(self, slots: IntArray) -> TableSnapshot:
+        """A copy of the state of ``slots`` (active slots), leaving them in place."""
+        return TableSnapshot(
+            series=[str(self.series[s]) for s in slots.tolist()],
             **{name: getattr(self, name)[slots].copy() for name in SLOT_ARRAYS},
         )
-        for slot, name in zip(slots.tolist(), names, strict=True):
-            if name is not None:
-                del self.slot_of[name]
-                self.series[slot] = None
-                self._free.append(slot)
+
+    def take(self, slots: IntArray) -> TableSnapshot:
+        """Detach ``slots``: return their state and free them for other series."""
+        snapshot = self.snapshot(slots)
+        self._free_slots(slots)
+        return snapshot
+
+    def _free_slots(self, slots: IntArray) -> None:
+        for slot in slots.tolist():
+            del self.slot_of[str(self.series[slot])]
+            self.series[slot] = None
+            self._free.append(slot)
         for name in SLOT_ARRAYS:
             getattr(self, name)[slots] = 0
-        return snapshot
+
+    def evict_idle(self, cutoff_ts: int, partition: int = 0) -> int:
+        """Drop every series of ``partition`` whose last tick is before ``cutoff_ts`` (epoch
+        ns); returns how many. Their slots are reused by new series, so the arrays stay as
+        large as the most series ever live at once, however many names come and go."""
+        slots = self.slots_of_partition(partition)
+        idle: IntArray = slots[self.stats["last_ts"][slots] < cutoff_ts]
+        self._free_slots(idle)
+        return len(idle)
 
     def put(self, snapshot: TableSnapshot) -> IntArray:
         """Attach the series of ``snapshot`` (replacing any state they had here)."""

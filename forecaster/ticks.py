@@ -65,6 +65,48 @@ class RejectReason(StrEnum):
     VOLUME_INVALID = "volume_invalid"
     TS_DUPLICATE = "ts_duplicate"
     TS_OUT_OF_ORDER = "ts_out_of_order"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    PRICE_OUT_OF_RANGE = "price_out_of_range"
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """Sanity bounds of a tick, beyond its format; a tick outside them is a dead letter.
+
+    >>> limits = InputLimits(max_price=1000.0)
+    >>> parse_messages([b'{"series":"X","ts":1,"price":5000}'], limits).rejects[0].reason.value
+    'price_out_of_range'
+    """
+
+    max_message_bytes: int = 16384  # a message longer than this is not even decoded
+    max_series_chars: int = MAX_SERIES_CHARS
+    min_price: float = 1e-9
+    max_price: float = 1e12
+    min_ts_ns: int = 0
+    max_ts_ns: int = MAX_EPOCH_MS * 1_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_message_bytes < 1 or self.max_series_chars < 1:
+            raise ValueError("max_message_bytes and max_series_chars must be >= 1")
+        if not 0 < self.min_price < self.max_price:
+            raise ValueError(f"need 0 < min_price < max_price, got {self.min_price}, "
+                             f"{self.max_price}")  # fmt: skip
+        if not 0 <= self.min_ts_ns < self.max_ts_ns <= MAX_EPOCH_MS * 1_000_000:
+            raise ValueError("need 1970 <= min_ts < max_ts <= 2255-03-14")
+
+
+DEFAULT_LIMITS = InputLimits()
+
+
+def rfc3339_ns(text: str) -> int:
+    """Epoch nanoseconds of an RFC 3339 timestamp with a zone; ValueError if it is not one.
+
+    >>> rfc3339_ns("1970-01-01T00:00:01Z")
+    1000000000
+    """
+    if not _RFC3339.fullmatch(text):
+        raise ValueError(f"{text!r} is not an RFC 3339 timestamp with a zone")
+    return int(pd.Timestamp(text.upper()).value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,15 +186,21 @@ class _Rows:
         return np.fromiter((r is None for r in self.reason), bool, len(self.reason))
 
 
-def parse_messages(payloads: Sequence[bytes]) -> ParsedBatch:
+def parse_messages(payloads: Sequence[bytes], limits: InputLimits = DEFAULT_LIMITS) -> ParsedBatch:
     """Parse JSON tick messages (one per payload)."""
     rows = _Rows(len(payloads))
     for i, payload in enumerate(payloads):
-        _extract_json(rows, i, payload)
-    return _finish(rows, raw_of=lambda i: bytes(payloads[i]))
+        if len(payload) > limits.max_message_bytes:
+            rows.fail(i, RejectReason.MESSAGE_TOO_LARGE,
+                      f"message of {len(payload)} bytes > {limits.max_message_bytes}")  # fmt: skip
+        else:
+            _extract_json(rows, i, payload)
+    return _finish(rows, limits, raw_of=lambda i: bytes(payloads[i]))
 
 
-def parse_csv_frame(frame: pd.DataFrame, first_position: int = 0) -> ParsedBatch:
+def parse_csv_frame(
+    frame: pd.DataFrame, first_position: int = 0, limits: InputLimits = DEFAULT_LIMITS
+) -> ParsedBatch:
     """Parse rows of a tick CSV read with ``dtype=str, keep_default_na=False``.
 
     ``first_position`` is the row number of the frame's first row in its file, so that
@@ -179,7 +227,7 @@ def parse_csv_frame(frame: pd.DataFrame, first_position: int = 0) -> ParsedBatch
         csv.writer(out, lineterminator="").writerow(records.iloc[position - first_position])
         return out.getvalue().encode()
 
-    return _finish(rows, raw_of=raw_of, first_position=first_position)
+    return _finish(rows, limits, raw_of=raw_of, first_position=first_position)
 
 
 def _csv_numbers(column: pd.Series[str], rows: _Rows, name: str) -> FloatArray:
@@ -263,9 +311,12 @@ def _kind(value: Any) -> str:
     )
 
 
-def _finish(rows: _Rows, raw_of: Callable[[int], bytes], first_position: int = 0) -> ParsedBatch:
-    _check_series(rows)
+def _finish(
+    rows: _Rows, limits: InputLimits, raw_of: Callable[[int], bytes], first_position: int = 0
+) -> ParsedBatch:
+    _check_series(rows, limits.max_series_chars)
     ts = _check_ts(rows)
+    _check_bounds(rows, limits, ts)
     _check_price(rows)
     _check_volume(rows)
     ok = rows.ok()
@@ -286,14 +337,32 @@ def _finish(rows: _Rows, raw_of: Callable[[int], bytes], first_position: int = 0
     return ParsedBatch(ticks=ticks, rejects=rejects, received=len(rows.reason), raw_of=raw_of)
 
 
-def _check_series(rows: _Rows) -> None:
+def _check_series(rows: _Rows, max_chars: int) -> None:
     for i, series in enumerate(rows.series):
-        if isinstance(series, str) and not 0 < len(series) <= MAX_SERIES_CHARS:
+        if isinstance(series, str) and not 0 < len(series) <= max_chars:
             rows.fail(
                 i,
                 RejectReason.SERIES_LENGTH,
-                f"series must be 1-{MAX_SERIES_CHARS} characters, got {len(series)}",
+                f"series must be 1-{max_chars} characters, got {len(series)}",
             )
+
+
+def _check_bounds(rows: _Rows, limits: InputLimits, ts: IntArray) -> None:
+    """The configurable sanity bounds of ts and price, on rows that are well-formed so far."""
+    ok = rows.ok()
+    for i in np.flatnonzero(ok & ((ts < limits.min_ts_ns) | (ts > limits.max_ts_ns))):
+        rows.fail(int(i), RejectReason.TS_OUT_OF_RANGE,
+                  f"ts {rows.ts[i]!r} is outside the configured min_ts..max_ts")  # fmt: skip
+    price = rows.price
+    with np.errstate(invalid="ignore"):
+        outside = (
+            np.isfinite(price)
+            & (price > 0)
+            & ((price < limits.min_price) | (price > limits.max_price))
+        )
+    for i in np.flatnonzero(ok & outside):
+        bounds = f"{limits.min_price}..{limits.max_price}"
+        rows.fail(int(i), RejectReason.PRICE_OUT_OF_RANGE, f"price {price[i]} is outside {bounds}")
 
 
 def _check_ts(rows: _Rows) -> IntArray:

@@ -1,4 +1,4 @@
-"""Turn recorded history into a serving model: train, save to the registry, export the step.
+"""Turn recorded history into a serving model: fit, export the step, save to the registry.
 
 Imports TensorFlow when a model is trained; constructing a Trainer does not.
 """
@@ -6,27 +6,36 @@ Imports TensorFlow when a model is trained; constructing a Trainer does not.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+import sys
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from forecaster.dataset import Sequence
 from forecaster.features import FeatureParams
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import Stepper
-from forecaster.registry import Registry
+from forecaster.registry import Registry, version_name
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainedModel:
+    """A fitted model: its serving step, its training figures and (from Keras) the full model."""
+
     stepper: Stepper
     details: dict[str, Any]
+    keras_model: Any = None
 
 
 @dataclass(frozen=True)
 class Trainer:
-    """Trains models of one spec on features computed with one set of params."""
+    """Trains models of one spec on features computed with one set of params.
+
+    ``threads`` > 0 bounds TensorFlow's intra- and inter-op thread pools, so that a
+    retraining in the background leaves cores to the serving path.
+    """
 
     spec: ModelSpec
     features: FeatureParams
@@ -35,9 +44,11 @@ class Trainer:
     seed: int = 0
     registry: Registry | None = None
     promote: bool = True
+    threads: int = 0
 
-    def train(self, sequences: list[Sequence], verbose: int = 0) -> TrainedModel:
-        """Fit, save (and promote) when a registry is set; raises TrainingError on failure."""
+    def fit(self, sequences: list[Sequence], verbose: int = 0) -> TrainedModel:
+        """Fit a fresh model on ``sequences``; raises TrainingError when it cannot."""
+        bound_tensorflow_threads(self.threads)
         from forecaster.model import keras_model, training
 
         params = training.TrainParams(
@@ -46,12 +57,43 @@ class Trainer:
         model, report = training.train(
             sequences, self.spec, params, clip=self.features.clip, verbose=verbose
         )
-        details = {"training": report.to_dict(), "series": len(sequences)}
-        if self.registry is None:
-            version = f"{self.spec.cell}-{keras_model.weights_digest(model)}"
-        else:
-            version = self.registry.save(model, self.features, details)
+        details = {
+            "training": report.to_dict(),
+            "train_params": asdict(params),
+            "series": len(sequences),
+        }
+        version = version_name(keras_model.to_stepper(model, ""))
+        log.info("trained model %s: %s", version, report)
+        return TrainedModel(keras_model.to_stepper(model, version), details, model)
+
+    def train(self, sequences: list[Sequence], verbose: int = 0) -> TrainedModel:
+        """Fit, then save (and promote) when a registry is set."""
+        trained = self.fit(sequences, verbose)
+        if self.registry is not None:
+            version = self.registry.save(
+                trained.stepper, self.features, trained.details, trained.keras_model
+            )
             if self.promote:
                 self.registry.promote(version)
-        log.info("trained model %s: %s", version, report)
-        return TrainedModel(keras_model.to_stepper(model, version), details)
+        return trained
+
+
+def bound_tensorflow_threads(threads: int) -> None:
+    """Cap TensorFlow's thread pools at ``threads`` each (0 = TensorFlow's default).
+
+    The pools are sized when TensorFlow starts, so before its import the environment
+    decides; once it has started, a new size can no longer be set and this logs why.
+    """
+    if threads <= 0:
+        return
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(threads))
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as exc:
+        log.debug("TensorFlow thread pools already sized: %s", exc)

@@ -23,3 +23,10 @@ def random_stepper(spec: ModelSpec, seed: int = 0, version: str = "test-v1") -> 
         inputs = spec.units
     head = rng.normal(0, 0.3, (spec.units, 1)).astype(np.float32)
     return Stepper(spec, version, layers, head, np.zeros(1, np.float32))
+
+
+def constant_stepper(spec: ModelSpec, value: float, version: str) -> Stepper:
+    """A model whose every prediction is ``value``: zero head weights, bias only."""
+    base = random_stepper(spec, seed=0, version=version)
+    head = np.zeros_like(base.head_kernel)
+    return Stepper(spec, version, base.layers, head, np.array([value], np.float32))

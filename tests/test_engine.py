@@ -108,3 +108,34 @@ def test_previous_forecast_is_reported_with_the_price_it_forecast() -> None:
         )
         made = np.where(result.naive[rows[:-1]], 0.0, result.forecast[rows[:-1]])
         np.testing.assert_array_equal(result.previous_forecast[rows[1:]], made)
+
+
+def messy_batches(seed: int, n_batches: int, size: int, n_series: int) -> list[TickColumns]:
+    """Random batches over a few series with duplicate and out-of-order timestamps mixed in."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for b in range(n_batches):
+        series = [f"S{i}" for i in rng.integers(0, n_series, size)]
+        ts = b * size + np.arange(1, size + 1)
+        late = rng.random(size) < 0.08
+        ts[late] -= rng.integers(0, 40, late.sum())  # equal or earlier than a tick before
+        price = 50 * np.exp(rng.normal(0, 0.01, size))
+        batches.append(columns(series, ts.tolist(), price.tolist()))
+    return batches
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_batched_engine_equals_a_tick_by_tick_reference(cell: str) -> None:
+    model = random_stepper(ModelSpec(cell=cell, layers=2, units=8), seed=2)
+    batched, reference = Engine(PARAMS, model), Engine(PARAMS, model)
+    for ticks in messy_batches(seed=8, n_batches=4, size=250, n_series=9):
+        got = batched.process(ticks)
+        singles = [reference.process(ticks.take(np.array([i]))) for i in range(len(ticks))]
+        kept = [i for i, r in enumerate(singles) if len(r.forecasts)]
+        expected_rejects = [(i, r.rejects[0].reason) for i, r in enumerate(singles) if r.rejects]
+        assert [(r.index, r.reason) for r in got.rejects] == expected_rejects
+        assert got.forecasts.ticks.position.tolist() == kept
+        for name in ("forecast", "naive", "previous_price", "previous_forecast"):
+            want = np.concatenate([getattr(singles[i].forecasts, name) for i in kept])
+            np.testing.assert_allclose(getattr(got.forecasts, name), want, rtol=1e-9, atol=0)
+        assert (~got.forecasts.naive).sum() > 100 and got.rejects

@@ -42,3 +42,26 @@ def test_take_and_put_move_a_partition_between_tables() -> None:
         1.0 if s == "A" else 3.0 for s in snapshot.series
     ]
     assert target.partition[moved].tolist() == [0, 0]
+
+
+def test_unbounded_series_names_stay_in_bounded_memory_with_eviction() -> None:
+    from forecaster.engine import Engine, EngineParams
+    from forecaster.ticks import TickColumns
+
+    ttl_ns = 10 * 1_000_000_000  # ten seconds of event time
+    engine = Engine(EngineParams(ring_length=4, evict_ttl_ns=ttl_ns))
+    evicted = 0
+    for second in range(300):  # 100 new names every second, each ticking once
+        names = [f"S{second}-{k}" for k in range(100)]
+        ticks = TickColumns(
+            position=np.arange(100),
+            series=names,
+            ts=np.full(100, second * 1_000_000_000),
+            price=np.full(100, 5.0),
+            volume=np.full(100, np.nan),
+            partition=np.zeros(100, np.int32),
+        )
+        evicted += engine.process(ticks).evicted
+    assert len(engine.table) <= 100 * (10 + 10 // 8 + 2)  # TTL plus one sweep interval
+    assert engine.table.capacity <= 2048  # 30,000 names seen, arrays never grew past this
+    assert evicted == 30_000 - len(engine.table)

@@ -58,13 +58,14 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from forecaster.checkpoint import CheckpointStore
 from forecaster.config import Settings
 from forecaster.engine import Engine, ForecastBatch, PartitionState
 from forecaster.errors import DeliveryError
 from forecaster.io.base import DeadLetter
 from forecaster.io.records import encode_forecasts
 from forecaster.metrics import Metrics
-from forecaster.ticks import ParsedBatch, parse_messages
+from forecaster.ticks import DEFAULT_LIMITS, InputLimits, ParsedBatch, parse_messages
 
 log = logging.getLogger(__name__)
 
@@ -240,11 +241,19 @@ class PartitionHandoff(ConsumerRebalanceListener):  # type: ignore[misc]
     ``stepped[tp]`` is the offset the engine's state of ``tp`` has reached: every tick
     before it has been stepped. kafka-python calls ``on_partitions_lost`` (forced
     eviction) as ``on_partitions_revoked``; the store rule then decides at assignment.
+    With ``checkpoints``, a revoked partition's state is also written to disk, and a
+    partition the store cannot restore is restored from its checkpoint (see ``restore``).
     """
 
-    def __init__(self, engine: Engine, store: PartitionStateStore) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: PartitionStateStore,
+        checkpoints: CheckpointStore | None = None,
+    ) -> None:
         self.engine = engine
         self.store = store
+        self.checkpoints = checkpoints
         self.stepped: dict[TopicPartition, int] = {}
         self._unrestored: set[TopicPartition] = set()
 
@@ -253,31 +262,72 @@ class PartitionHandoff(ConsumerRebalanceListener):  # type: ignore[misc]
             self._unrestored.discard(tp)
             state = self.engine.take_partition(tp.partition)
             offset = self.stepped.pop(tp, None)
+            if offset is not None and self.checkpoints is not None:
+                self.checkpoints.save(state, offset)
             if offset is not None and state.snapshot.series:
                 self.store.save(tp.partition, state, offset)
             log.info("partition %d revoked at offset %s", tp.partition, offset)
+
+    def checkpoint(self, assigned: set[TopicPartition]) -> None:
+        """Write the state of every assigned partition whose offset is known."""
+        if self.checkpoints is None:
+            return
+        for tp in sorted(assigned):
+            if (offset := self.stepped.get(tp)) is not None:
+                self.checkpoints.save(self.engine.snapshot_partition(tp.partition), offset)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Restoring needs the committed offsets, a blocking call the listener may not
         make on kafka-python's IO thread: ``restore`` does it right after the poll."""
         self._unrestored.update(assigned)
 
-    def restore(self, committed: Callable[[TopicPartition], int | None]) -> None:
-        """Put back the stored state of each newly assigned partition that is still valid."""
+    def restore(self, consumer: Any) -> set[TopicPartition]:
+        """Put back the state of each newly assigned partition; returns those repositioned.
+
+        The store's state is put back if it is still valid at the committed offset. Else,
+        with checkpoints, the partition's checkpoint is put back and consumption resumes
+        at its offset; with none usable, the partition is consumed again from its first
+        offset to rebuild the state. Without checkpoints, its series start afresh at the
+        committed offset.
+        """
+        repositioned: set[TopicPartition] = set()
         for tp in sorted(self._unrestored):
-            offset = committed(tp)
+            offset = _committed_offset(consumer, tp)
             saved = self.store.load(tp.partition)
             state = restorable(saved, offset)
             if state is not None:
                 self.engine.put_partition(state)
                 log.info("partition %d assigned: state of %d series restored at offset %d",
                          tp.partition, len(state.snapshot.series), offset)  # fmt: skip
+            elif self.checkpoints is not None:
+                offset = self._resume_from_disk(consumer, tp)
+                repositioned.add(tp)
+                if offset is None:
+                    self.stepped.pop(tp, None)
             elif saved is not None:
                 log.warning("partition %d assigned: its state at offset %d is stale (committed %s);"
                             " its series start afresh", tp.partition, saved[1], offset)  # fmt: skip
             if offset is not None:
                 self.stepped[tp] = offset
         self._unrestored.clear()
+        return repositioned
+
+    def _resume_from_disk(self, consumer: Any, tp: TopicPartition) -> int | None:
+        """Put back the checkpoint of ``tp`` and seek to its offset (returned), else seek to
+        the partition's first offset (None: the fetcher looks it up)."""
+        assert self.checkpoints is not None
+        checkpoint = self.checkpoints.load(tp.partition)
+        if checkpoint is None:
+            log.warning("partition %d assigned: no usable checkpoint; rebuilding its state "
+                        "from its first offset", tp.partition)  # fmt: skip
+            consumer.seek_to_beginning(tp)
+            return None
+        self.engine.put_partition(checkpoint.state)
+        series = len(checkpoint.state.snapshot.series)
+        log.info("partition %d assigned: checkpoint of %d series restored at offset %d",
+                 tp.partition, series, checkpoint.offset)  # fmt: skip
+        consumer.seek(tp, checkpoint.offset)
+        return checkpoint.offset
 
     def drop(self, tp: TopicPartition, offset: int) -> None:
         """Forget the engine's state of ``tp``, which is to be stepped again from ``offset``."""
@@ -295,6 +345,7 @@ class KafkaBatch:
     """Records of one poll, partition by partition, each partition in offset order."""
 
     by_partition: dict[TopicPartition, list[ConsumerRecord]]
+    limits: InputLimits = DEFAULT_LIMITS
     records: list[ConsumerRecord] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -302,7 +353,7 @@ class KafkaBatch:
         object.__setattr__(self, "records", records)
 
     def parse(self) -> ParsedBatch:
-        parsed = parse_messages([record.value or b"" for record in self.records])
+        parsed = parse_messages([record.value or b"" for record in self.records], self.limits)
         partitions = np.fromiter((r.partition for r in self.records), np.int32, len(self.records))
         parsed.ticks.partition = partitions[parsed.ticks.position]
         return parsed
@@ -337,9 +388,14 @@ class KafkaSource:
         metrics: Metrics,
         store: PartitionStateStore | None = None,
         connect: ConsumerFactory | None = None,
+        *,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         self.metrics = metrics
-        self.handoff = PartitionHandoff(engine, store or InMemoryPartitionStateStore())
+        self.handoff = PartitionHandoff(engine, store or InMemoryPartitionStateStore(), checkpoints)
+        self._checkpoint_interval = settings.checkpoint_interval_s
+        self._last_checkpoint = time.monotonic()
+        self._limits = settings.input_limits()
         self._connect = connect or partial(
             connect_consumer, consumer_configs(settings), settings.input_topic
         )
@@ -358,13 +414,17 @@ class KafkaSource:
         self._rewind_undelivered(consumer)
         try:
             polled = consumer.poll(timeout_ms=int(timeout * 1000))
-            self.handoff.restore(partial(_committed_offset, consumer))
+            repositioned = self.handoff.restore(consumer)
             assigned = consumer.assignment()
         except KafkaError as exc:
             log.warning("Kafka poll failed: %s", exc)
             return KafkaBatch({})
-        # kafka-python already drops records of partitions revoked during the poll.
-        batch = KafkaBatch({tp: records for tp, records in polled.items() if tp in assigned})
+        # kafka-python already drops records of partitions revoked during the poll; those
+        # of a partition restored from disk were read before the seek to its checkpoint.
+        current = assigned - repositioned
+        batch = KafkaBatch(
+            {tp: records for tp, records in polled.items() if tp in current}, self._limits
+        )
         self._undelivered = batch if batch.records else None
         self._report_lag(consumer, batch, assigned)
         return batch
@@ -409,6 +469,10 @@ class KafkaSource:
         self._undelivered = None
         self.handoff.stepped.update(batch.next_offsets())
         self._commit_stepped()
+        if time.monotonic() - self._last_checkpoint >= self._checkpoint_interval:
+            self._last_checkpoint = time.monotonic()
+            if self._consumer is not None:
+                self.handoff.checkpoint(self._consumer.assignment())
 
     def _commit_stepped(self) -> None:
         if self._consumer is None:

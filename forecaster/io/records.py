@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from forecaster.engine import ForecastBatch
+from forecaster.engine import NAIVE, ForecastBatch
 from forecaster.io.base import DeadLetter
 
 IntArray = npt.NDArray[np.int64]
@@ -49,7 +49,40 @@ def forecast_records(batch: ForecastBatch) -> list[dict[str, Any]]:
 
 
 def encode_forecasts(batch: ForecastBatch) -> list[bytes]:
-    return [json.dumps(r, ensure_ascii=False).encode() for r in forecast_records(batch)]
+    """Each forecast as JSON bytes, exactly as ``json.dumps(record, ensure_ascii=False)`` has it.
+
+    A format string does the work of json.dumps ~10x faster (json.dumps builds an encoder
+    per call); each series name is escaped once per batch. Non-finite numbers, which JSON
+    spells differently from ``repr``, take the slow path.
+
+    >>> from forecaster.ticks import parse_messages
+    >>> ticks = parse_messages([b'{"series":"A","ts":1,"price":2.0}']).ticks
+    >>> batch = ForecastBatch(ticks, np.array([2.5]), np.array([False]), "v1", np.zeros(1),
+    ...                       np.zeros(1))
+    >>> encode_forecasts(batch)[0] == json.dumps(forecast_records(batch)[0]).encode()
+    True
+    """
+    ticks = batch.ticks
+    if not (np.isfinite(ticks.price).all() and np.isfinite(batch.forecast).all()):
+        return [json.dumps(r, ensure_ascii=False).encode() for r in forecast_records(batch)]
+    names = {name: _json_string(name) for name in set(ticks.series)}
+    versions = {False: _json_string(batch.model_version), True: _json_string(NAIVE)}
+    return [
+        f'{{"series": {names[series]}, "ts": "{ts}", "price": {price!r}, '
+        f'"forecast": {forecast!r}, "model_version": {versions[naive]}}}'.encode()
+        for series, ts, price, forecast, naive in zip(
+            ticks.series,
+            format_rfc3339(ticks.ts),
+            ticks.price.tolist(),
+            batch.forecast.tolist(),
+            batch.naive.tolist(),
+            strict=True,
+        )
+    ]
+
+
+def _json_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 def dead_letter_record(letter: DeadLetter) -> dict[str, Any]:

@@ -5,7 +5,6 @@ Imports TensorFlow (through Keras); only training and artifact loading use this 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import keras
@@ -59,14 +58,6 @@ def to_stepper(model: keras.Model, version: str) -> Stepper:
         layers.append(LayerWeights(_f32(kernel), _f32(recurrent_kernel), _f32(bias)))
     head_kernel, head_bias = model.get_layer(HEAD_NAME).get_weights()
     return Stepper(spec, version, layers, _f32(head_kernel), _f32(head_bias))
-
-
-def weights_digest(model: keras.Model) -> str:
-    """A short content hash of the weights: equal weights, equal digest."""
-    digest = hashlib.sha256()
-    for array in model.get_weights():
-        digest.update(np.ascontiguousarray(array, np.float32).tobytes())
-    return digest.hexdigest()[:12]
 
 
 def _f32(array: Any) -> np.ndarray[Any, np.dtype[np.float32]]:

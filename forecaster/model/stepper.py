@@ -63,6 +63,7 @@ class Stepper:
         self.layers = layers
         self.head_kernel = head_kernel
         self.head_bias = head_bias
+        self._fused = [_fuse_lstm(w, spec.units) for w in layers] if spec.cell == "lstm" else []
 
     @property
     def state_size(self) -> int:
@@ -82,7 +83,7 @@ class Stepper:
             hidden = state[:, offset : offset + units]
             if self.spec.cell == "lstm":
                 cell = state[:, offset + units : offset + width]
-                hidden, cell = _lstm(weights, inputs, hidden, cell, units)
+                hidden, cell = _lstm(self._fused[index], inputs, hidden, cell, units)
                 new_state[:, offset + units : offset + width] = cell
             else:
                 hidden = _gru(weights, inputs, hidden, units)
@@ -105,15 +106,30 @@ class Stepper:
         return predictions, state
 
 
+@dataclass(frozen=True, slots=True)
+class _FusedLstm:
+    """One LSTM layer as a single matmul: [x, h] @ kernel + bias, gates ordered (i, f, o, c)
+    so that one sigmoid covers the first three; ~40% fewer NumPy calls than Keras' layout."""
+
+    kernel: Float32Array  # (inputs + units, 4 * units)
+    bias: Float32Array
+
+
+def _fuse_lstm(w: LayerWeights, units: int) -> _FusedLstm:
+    i, f, c, o = (slice(k * units, (k + 1) * units) for k in range(4))
+    order = np.r_[i, f, o, c]
+    kernel = np.concatenate([w.kernel, w.recurrent_kernel])[:, order]
+    return _FusedLstm(np.ascontiguousarray(kernel), np.ascontiguousarray(w.bias[order]))
+
+
 def _lstm(
-    w: LayerWeights, x: Float32Array, h: Float32Array, c: Float32Array, units: int
+    w: _FusedLstm, x: Float32Array, h: Float32Array, c: Float32Array, units: int
 ) -> tuple[Float32Array, Float32Array]:
-    gates = x @ w.kernel + h @ w.recurrent_kernel + w.bias
-    i = _sigmoid(gates[:, :units])
-    f = _sigmoid(gates[:, units : 2 * units])
-    g = np.tanh(gates[:, 2 * units : 3 * units])
-    o = _sigmoid(gates[:, 3 * units :])
-    c = f * c + i * g
+    gates = np.concatenate([x, h], axis=1) @ w.kernel
+    gates += w.bias
+    sigmoids = _sigmoid(gates[:, : 3 * units])
+    i, f, o = sigmoids[:, :units], sigmoids[:, units : 2 * units], sigmoids[:, 2 * units :]
+    c = f * c + i * np.tanh(gates[:, 3 * units :])
     return o * np.tanh(c), c
 
 

@@ -77,16 +77,18 @@ class ForecasterProcess:
     def get(self, path: str) -> tuple[int, str]:
         """Status and body of GET ``path``; status 0 while nothing listens."""
         try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as response:
+            with urllib.request.urlopen(self.url + path, timeout=30) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
         except (urllib.error.URLError, OSError):
             return 0, ""
 
-    def samples(self) -> Samples:
-        """Every sample of /metrics."""
+    def samples(self) -> Samples | None:
+        """Every sample of /metrics; None when the scrape did not answer (a loaded machine)."""
         status, text = self.get("/metrics")
+        if status == 0:
+            return None
         assert status == 200, text
         return {
             (sample.name, frozenset(sample.labels.items())): sample.value
@@ -103,6 +105,8 @@ class ForecasterProcess:
             if self.get("/healthz")[0] != 200:
                 return None
             samples = self.samples()
+            if samples is None:
+                return None
             done = samples[("forecaster_ticks_received_total", frozenset())] >= replay.received
             return samples if done else None
 

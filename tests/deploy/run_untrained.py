@@ -2,8 +2,8 @@
 script in the Prometheus test.
 
 It builds and promotes the model in the ``--model-dir`` it is given, then hands its
-arguments to the `forecaster` command line, all in one process, so TensorFlow is
-imported once (which can take minutes on a busy machine)::
+arguments to the `forecaster` command line, all in one process (serving a saved model
+needs no TensorFlow)::
 
     python -m tests.deploy.run_untrained run --model-dir DIR --input TICKS.csv ...
 """
@@ -13,14 +13,14 @@ from pathlib import Path
 
 from forecaster import cli
 from forecaster.features import FeatureParams
-from forecaster.model import keras_model
 from forecaster.model.spec import ModelSpec
 from forecaster.registry import Registry
+from tests.support_models import random_stepper
 
 
 def promote_untrained_model(model_dir: Path) -> str:
     registry = Registry(model_dir)
-    model = keras_model.build(ModelSpec(cell="lstm", layers=1, units=8), seed=3)
+    model = random_stepper(ModelSpec(cell="lstm", layers=1, units=8), seed=3)
     version = registry.save(model, FeatureParams(), {"note": "untrained test model"})
     registry.promote(version)
     return version

@@ -4,8 +4,13 @@ import numpy as np
 
 from forecaster.engine import ForecastBatch
 from forecaster.io.base import DeadLetter
-from forecaster.io.records import encode_dead_letter, encode_forecasts, format_rfc3339
-from forecaster.ticks import Rejected, RejectReason, parse_messages
+from forecaster.io.records import (
+    encode_dead_letter,
+    encode_forecasts,
+    forecast_records,
+    format_rfc3339,
+)
+from forecaster.ticks import Rejected, RejectReason, TickColumns, parse_messages
 
 
 def test_rfc3339_keeps_the_precision_each_timestamp_needs() -> None:
@@ -42,3 +47,23 @@ def test_dead_letters_carry_raw_bytes_reason_and_origin() -> None:
     record = json.loads(encode_dead_letter(letter))
     assert record["reason"] == "not_utf8" and record["source"] == {"file": "t.csv", "line": 5}
     assert record["raw_base64"] == "/29vcHM=" and "raw" not in record
+
+
+def test_fast_encoding_is_byte_for_byte_json_dumps() -> None:
+    rng = np.random.default_rng(11)
+    names = ["plain", 'quo"te', "back\\slash", "tab\tnew\nline", "\u00e9\u4e2d\U0001f600", "\x01"]
+    n = 300
+    ticks = TickColumns(
+        position=np.arange(n),
+        series=[names[i] for i in rng.integers(0, len(names), n)],
+        ts=rng.integers(0, 4 * 10**18, n),
+        price=np.exp(rng.normal(0, 8, n)),
+        volume=np.full(n, np.nan),
+        partition=np.zeros(n, np.int32),
+    )
+    forecast = ticks.price * np.exp(rng.normal(0, 0.01, n))
+    batch = ForecastBatch(ticks, forecast, rng.random(n) < 0.3, "v\u00e9", np.zeros(n), np.zeros(n))
+    expected = [json.dumps(r, ensure_ascii=False).encode() for r in forecast_records(batch)]
+    assert encode_forecasts(batch) == expected
+    batch.forecast[7] = np.inf  # JSON spells it Infinity, repr() says inf
+    assert json.loads(encode_forecasts(batch)[7])["forecast"] == float("inf")

@@ -1,0 +1,133 @@
+"""Benchmark 1, Kafka ceiling ratio: the service end to end against a bare pass-through pipe.
+
+On one Tansu broker, the same input topic is drained by (a) `forecaster run` with a
+2-layer LSTM (32 units), one process and then two in one group, and (b) a bare
+kafka-python pipe with the same client settings (consume, decode the JSON, encode a
+forecast-sized JSON message, produce, wait for the acknowledgements, commit). Each run
+is a fresh consumer group; rates come from the groups' committed offsets.
+
+    python benchmarks/bench_kafka.py --ticks 200000 --series 1000 \\
+        --json benchmarks/results/kafka.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    child_env,
+    median,
+    model_dir,
+    parser,
+    ratio,
+    report,
+    tick_file,
+)
+from kafka_rig import (
+    broker,
+    consumption_rate,
+    process,
+    publish_ticks,
+    service_command,
+    service_env,
+    settings_for,
+)
+
+TOPIC = "ticks"
+
+
+def pipe(bootstrap: str, topic: str, group: str) -> None:
+    """The ceiling: what a Python service does around its model, with the model taken out."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from forecaster.io.kafka import construct, consumer_configs, producer_configs
+
+    settings = settings_for(bootstrap, group_id=group)
+    consumer = construct(KafkaConsumer, consumer_configs(settings))[0]
+    producer = construct(KafkaProducer, producer_configs(settings))[0]
+    consumer.subscribe([topic])
+    while True:
+        batches = consumer.poll(timeout_ms=200, max_records=settings.poll_max_records)
+        for records in batches.values():
+            for record in records:
+                tick = json.loads(record.value)
+                forecast = {
+                    "series": tick["series"], "ts": tick["ts"], "price": tick["price"],
+                    "forecast": tick["price"] * 1.0001, "model_version": "lstm-pipe",
+                }  # fmt: skip
+                producer.send(f"forecasts-{group}", json.dumps(forecast).encode(), record.key)
+        if batches:
+            producer.flush()
+            consumer.commit()
+
+
+def pipe_command(bootstrap: str, group: str) -> list[str]:
+    return [sys.executable, __file__, "--pipe-child", bootstrap, group]
+
+
+def measure(
+    bootstrap: str, commands: list[list[str]], group: str, total: int, *, workdir: Path,
+    timeout: float,
+) -> float:  # fmt: skip
+    """Start the commands (one group), time the group through ``total`` messages, stop them."""
+    env = child_env() if commands[0][1] == __file__ else service_env()
+    with contextlib.ExitStack() as running:
+        for command in commands:
+            running.enter_context(process(command, workdir / f"{group}.log", env))
+        return consumption_rate(bootstrap, group, total, timeout)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    if argv is None and len(sys.argv) == 4 and sys.argv[1] == "--pipe-child":
+        pipe(sys.argv[2], TOPIC, sys.argv[3])
+    args = parser(__doc__.splitlines()[0])
+    args.add_argument("--ticks", type=int, default=200_000)
+    args.add_argument("--series", type=int, default=1000)
+    args.add_argument("--partitions", type=int, default=4)
+    args.add_argument("--timeout", type=float, default=1800.0)
+    options = args.parse_args(argv)
+    workdir = options.workdir / "kafka"
+    workdir.mkdir(parents=True, exist_ok=True)
+    models = model_dir(workdir / "models")
+    ticks = tick_file(workdir / f"ticks-{options.ticks}-{options.series}.csv", options.ticks,
+                      options.series)  # fmt: skip
+    runs: dict[str, list[float]] = {"pipe": [], "service": [], "service_x2": []}
+    with broker(workdir) as bootstrap:
+        total = publish_ticks(bootstrap, TOPIC, options.partitions, ticks)
+        for k in range(options.repeats):  # side by side: alternate within each repeat
+            for kind, group in (("pipe", f"pipe-{k}"), ("service", f"svc-{k}"),
+                                ("service_x2", f"svc2-{k}")):  # fmt: skip
+                if kind == "pipe":
+                    commands = [pipe_command(bootstrap, group)]
+                else:
+                    commands = [service_command(bootstrap, TOPIC, group, models)] * (
+                        2 if kind == "service_x2" else 1
+                    )
+                runs[kind].append(measure(bootstrap, commands, group, total, workdir=workdir,
+                                          timeout=options.timeout))  # fmt: skip
+    pipe_rate, service_rate = median(runs["pipe"]), median(runs["service"])
+    two = median(runs["service_x2"])
+    results = {
+        "runs_msg_per_s": runs,
+        "pipe_msg_per_s": pipe_rate,
+        "service_msg_per_s": service_rate,
+        "ceiling_ratio": ratio(service_rate, pipe_rate),
+        "two_processes_msg_per_s": two,
+        "two_over_one": ratio(two, service_rate),
+    }
+    settings = {"ticks": total, "series": options.series, "partitions": options.partitions,
+                "repeats": options.repeats, "model": "lstm 2x32",
+                "client": "forecaster defaults (fetch_max_wait_ms 20, max_poll_records 2000, "
+                          "linger_ms 5, batch 256 KiB, acks=all, idempotent, crc32c)"}  # fmt: skip
+    report("kafka", settings, results, options.json)
+    return results
+
+
+if __name__ == "__main__":
+    main()

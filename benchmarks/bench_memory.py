@@ -1,0 +1,130 @@
+"""Benchmark 6, memory and start-up: resident bytes per active series, time to first forecast.
+
+Memory: a fresh process builds the service's engine (default settings, 2-layer LSTM of
+32 units) and feeds every one of ``--series`` series a few ticks; resident set growth
+over the series count is the cost per series (state, statistics, history ring, the
+name). The bytes of the per-slot arrays per series are reported next to it.
+Start-up: `forecaster run` on a small tick file with a saved model in --model-dir,
+from process start to its first forecast line on disk.
+
+    python benchmarks/bench_memory.py --series 100000 --json benchmarks/results/memory.json
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+from common import (
+    REPO,
+    SERVING_SPEC,
+    START_NS,
+    child_env,
+    forecaster_command,
+    median,
+    model_dir,
+    parser,
+    report,
+    tick_file,
+    wait_for,
+)
+from kafka_rig import process
+
+TICKS_PER_SERIES = 3
+GOAL_BYTES_PER_SERIES = 4096
+GOAL_STARTUP_S = 10.0
+
+
+def resident_bytes() -> int:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * 4096
+
+
+def measure_memory(series: int) -> dict[str, float]:
+    """Run in a child process: RSS growth per series once ``series`` series are active."""
+    from forecaster.config import Settings
+    from forecaster.engine import Engine
+    from forecaster.state import SLOT_ARRAYS
+    from forecaster.ticks import TickColumns
+    from tests.support_models import random_stepper
+
+    engine = Engine(Settings().engine_params(), random_stepper(SERVING_SPEC, seed=1))
+    names = [f"S{i:06d}" for i in range(series)]
+    before = resident_bytes()
+    for tick in range(TICKS_PER_SERIES):
+        engine.process(TickColumns(
+            position=np.arange(series), series=list(names),
+            ts=np.full(series, START_NS + tick * 10**9, np.int64),
+            price=np.full(series, 50.0 + tick), volume=np.full(series, np.nan),
+            partition=np.zeros(series, np.int32),
+        ))  # fmt: skip
+    del names
+    grown = resident_bytes() - before
+    table = engine.table
+    slot_bytes = sum(getattr(table, name).nbytes for name in SLOT_ARRAYS)
+    return {"series": len(table), "rss_bytes_per_series": grown / len(table),
+            "array_bytes_per_series": slot_bytes / len(table), "capacity": table.capacity,
+            "ring_length": table.ring_length}  # fmt: skip
+
+
+def memory_in_child(series: int) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--memory-child", str(series)], capture_output=True,
+        text=True, env=child_env(), cwd=REPO, check=True, timeout=3600,
+    )  # fmt: skip
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def startup_seconds(workdir: Path, models: Path, timeout: float) -> float:
+    """Seconds from starting `forecaster run` to its first forecast line on disk."""
+    ticks = tick_file(workdir / "startup.csv", 200, 10)
+    out = workdir / "startup-forecasts.jsonl"
+    out.unlink(missing_ok=True)
+    command = forecaster_command(
+        "run", "--input", str(ticks), "--rate", "0", "--forecasts-out", str(out),
+        "--model-dir", str(models), "--metrics-port", "0",
+    )  # fmt: skip
+    started = time.perf_counter()
+    with process(command, workdir / "startup.log", child_env()):
+        wait_for(lambda: out.exists() and out.stat().st_size > 0, timeout, "first forecast", 0.01)
+        return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--memory-child":
+        print(json.dumps(measure_memory(int(sys.argv[2]))))
+        raise SystemExit(0)
+    args = parser(__doc__.splitlines()[0])
+    args.add_argument("--series", type=int, default=100_000)
+    args.add_argument("--timeout", type=float, default=600.0)
+    options = args.parse_args(argv)
+    workdir = options.workdir / "memory"
+    workdir.mkdir(parents=True, exist_ok=True)
+    models = model_dir(workdir / "models")
+    memory = [memory_in_child(options.series) for _ in range(options.repeats)]
+    startup = [startup_seconds(workdir, models, options.timeout) for _ in range(options.repeats)]
+    results = {
+        "memory_runs": memory,
+        "rss_bytes_per_series": median(m["rss_bytes_per_series"] for m in memory),
+        "array_bytes_per_series": median(m["array_bytes_per_series"] for m in memory),
+        "startup_runs_s": startup,
+        "startup_to_first_forecast_s": median(startup),
+        "goals": {"bytes_per_series": GOAL_BYTES_PER_SERIES, "startup_s": GOAL_STARTUP_S},
+    }
+    settings = {"series": options.series, "ticks_per_series": TICKS_PER_SERIES,
+                "repeats": options.repeats, "model": "lstm 2x32",
+                "engine": "Settings() defaults"}  # fmt: skip
+    report("memory", settings, results, options.json)
+    return results
+
+
+if __name__ == "__main__":
+    main()

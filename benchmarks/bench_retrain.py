@@ -1,0 +1,100 @@
+"""Benchmark 5, retraining interference: the data path while a model trains beside it.
+
+One process replays a tick file (looped) through the service's own Pipeline and engine
+(2-layer LSTM, 32 units) into JSON lines, batch by batch, first in steady state and then
+while a retraining runs on a background thread. Per phase: ticks per second and the p99
+of batch latency (batch arrival to its sink's flush, which is the service's
+tick_to_forecast metric). The retraining is started by ``start_retraining`` only, to be
+re-pointed when the retraining API changes.
+
+    python benchmarks/bench_retrain.py --seconds 30 --json benchmarks/results/retrain.json
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+from common import SERVING_SPEC, parser, ratio, report, tick_file
+
+from forecaster.dataset import sequences_from_history
+from forecaster.engine import Engine, EngineParams
+from forecaster.io.files import CsvSource, JsonLinesSink
+from forecaster.pipeline import Pipeline
+from forecaster.trainer import Trainer
+from tests.support_models import random_stepper
+
+
+def start_retraining(engine: Engine, epochs: int, window: int) -> threading.Thread:
+    """Train a new model on the engine's history rings on a background thread."""
+    table = engine.table
+    sequences = [s for s in sequences_from_history(table.history(table.active_slots()))
+                 if len(s.z) > window]  # fmt: skip
+    trainer = Trainer(SERVING_SPEC, engine.params.features, window=window, epochs=epochs)
+    thread = threading.Thread(target=trainer.train, args=(sequences,), daemon=True)
+    thread.start()
+    return thread
+
+
+def run_phase(pipeline: Pipeline, keep_going: Any) -> dict[str, float]:
+    """Step batches while ``keep_going()``; ticks/s and batch latency percentiles."""
+    latencies, ticks, started = [], 0, time.perf_counter()
+    while keep_going():
+        before = pipeline.totals.received
+        arrived = time.perf_counter()
+        pipeline.step()
+        latencies.append((time.perf_counter() - arrived) * 1e3)
+        ticks += pipeline.totals.received - before
+    seconds = time.perf_counter() - started
+    p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (np.nan, np.nan)
+    return {"ticks": ticks, "seconds": seconds, "ticks_per_s": ticks / max(seconds, 1e-9),
+            "batches": len(latencies), "p50_ms": float(p50), "p99_ms": float(p99)}  # fmt: skip
+
+
+def for_seconds(seconds: float) -> Any:
+    deadline = time.monotonic() + seconds
+    return lambda: time.monotonic() < deadline
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parser(__doc__.splitlines()[0])
+    args.add_argument("--seconds", type=float, default=30.0, help="steady phase length")
+    args.add_argument("--max-retrain-seconds", type=float, default=600.0)
+    args.add_argument("--series", type=int, default=1000)
+    args.add_argument("--batch", type=int, default=1000)
+    args.add_argument("--epochs", type=int, default=2)
+    args.add_argument("--window", type=int, default=32)
+    options = args.parse_args(argv)
+    workdir = options.workdir / "retrain"
+    ticks = tick_file(workdir / f"ticks-{options.series}.csv", 100 * options.series,
+                      options.series)  # fmt: skip
+    engine = Engine(EngineParams(), random_stepper(SERVING_SPEC, seed=1))
+    out = (workdir / "forecasts.jsonl").open("wb")
+    sink = JsonLinesSink(out, (workdir / "rejects.jsonl").open("wb"))
+    pipeline = Pipeline(CsvSource(ticks, options.batch, loop=True), engine, sink)
+    try:
+        run_phase(pipeline, for_seconds(options.seconds / 3))  # warm: rings fill, caches settle
+        steady = run_phase(pipeline, for_seconds(options.seconds))
+        training = start_retraining(engine, options.epochs, options.window)
+        limit = for_seconds(options.max_retrain_seconds)
+        during = run_phase(pipeline, lambda: training.is_alive() and limit())
+    finally:
+        sink.close()
+    results = {"steady": steady, "retraining": during,
+               "throughput_ratio": ratio(during["ticks_per_s"], steady["ticks_per_s"]),
+               "p99_ratio": ratio(during["p99_ms"], steady["p99_ms"])}  # fmt: skip
+    settings = {"series": options.series, "batch": options.batch, "epochs": options.epochs,
+                "window": options.window, "model": "lstm 2x32",
+                "note": "one repeat: the retraining phase is as long as the training"}  # fmt: skip
+    report("retrain", settings, results, options.json)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Benchmark 2, cost per tick: the engine's batched stateful step against the tutorial way.
+
+The forecaster: N series each with warm state, one tick each, one ``Engine.process`` call
+(features, one vectorised 2-layer LSTM step, forecasts); µs per tick = time / N. The bare
+``Stepper.step`` on N rows is timed too. The tutorial way, for the same architecture:
+Keras ``model.predict`` on the last 60 prices of the series, once per tick.
+
+    python benchmarks/bench_step.py --series 1 100 1000 10000 100000 \\
+        --json benchmarks/results/step.json
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+from common import SERVING_SPEC, START_NS, median, parser, ratio, report
+
+from forecaster.engine import Engine, EngineParams
+from forecaster.ticks import TickColumns
+from tests.support_models import random_stepper
+
+TUTORIAL_WINDOW = 60
+
+
+def one_tick_each(names: list[str], tick: int, rng: np.random.Generator) -> TickColumns:
+    n = len(names)
+    return TickColumns(
+        position=np.arange(n, dtype=np.int64),
+        series=names,
+        ts=np.full(n, START_NS + tick * 1_000_000, np.int64),
+        price=50.0 * np.exp(rng.normal(0, 0.001, n)),
+        volume=np.full(n, np.nan),
+        partition=np.zeros(n, np.int32),
+    )
+
+
+def engine_us_per_tick(series: int, repeats: int) -> tuple[float, float]:
+    """Median µs per tick of Engine.process and of the bare Stepper.step, N series warm."""
+    params = EngineParams()
+    model = random_stepper(SERVING_SPEC, seed=1)
+    engine = Engine(params, model)
+    names = [f"S{i:06d}" for i in range(series)]
+    rng = np.random.default_rng(0)
+    warm_up = params.features.min_history + 2
+    for tick in range(warm_up):
+        engine.process(one_tick_each(names, tick, rng))
+    batches = [one_tick_each(names, warm_up + k, rng) for k in range(repeats)]
+    process = []
+    for batch in batches:
+        started = time.perf_counter()
+        result = engine.process(batch)
+        process.append((time.perf_counter() - started) / series * 1e6)
+        assert not result.forecasts.naive.any()
+    x = rng.normal(size=(series, SERVING_SPEC.n_features)).astype(np.float32)
+    state = model.zero_state(series)
+    step = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.step(x, state)
+        step.append((time.perf_counter() - started) / series * 1e6)
+    return median(process), median(step)
+
+
+def tutorial_us_per_tick(ticks: int) -> float:
+    """Median µs of Keras ``predict`` on a 60-price window, the tutorials' per-tick forecast."""
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((TUTORIAL_WINDOW, 1))]
+        + [keras.layers.LSTM(SERVING_SPEC.units, return_sequences=True)
+           for _ in range(SERVING_SPEC.layers - 1)]
+        + [keras.layers.LSTM(SERVING_SPEC.units), keras.layers.Dense(1)]
+    )  # fmt: skip
+    window = np.random.default_rng(0).normal(size=(1, TUTORIAL_WINDOW, 1)).astype(np.float32)
+    model.predict(window, verbose=0)  # the first call traces the graph
+    times = []
+    for _ in range(ticks):
+        started = time.perf_counter()
+        model.predict(window, verbose=0)
+        times.append((time.perf_counter() - started) * 1e6)
+    return median(times)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parser(__doc__.splitlines()[0])
+    args.add_argument("--series", type=int, nargs="+", default=[1, 100, 1000, 10_000, 100_000])
+    args.add_argument("--tutorial-ticks", type=int, default=30, help="0 skips the Keras side")
+    options = args.parse_args(argv)
+    tutorial = tutorial_us_per_tick(options.tutorial_ticks) if options.tutorial_ticks else None
+    results: dict[str, Any] = {"tutorial_us_per_tick": tutorial, "by_series": {}}
+    for series in options.series:
+        process, step = engine_us_per_tick(series, options.repeats)
+        results["by_series"][str(series)] = {
+            "engine_us_per_tick": process,
+            "stepper_us_per_series_step": step,
+            "tutorial_over_engine": ratio(tutorial, process) if tutorial else None,
+        }
+    settings = {"model": "lstm 2x32", "series": options.series, "repeats": options.repeats,
+                "tutorial_window": TUTORIAL_WINDOW,
+                "tutorial_ticks": options.tutorial_ticks}  # fmt: skip
+    report("step", settings, results, options.json)
+    return results
+
+
+if __name__ == "__main__":
+    main()

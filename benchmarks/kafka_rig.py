@@ -1,0 +1,105 @@
+"""A real broker and real processes for the Kafka benchmarks (reuses tests/support/broker.py).
+
+with broker(workdir) as bootstrap:
+    publish_ticks(bootstrap, "ticks", partitions=4, path=tick_file(...))
+    with service(bootstrap, "ticks", "svc-1", models, workdir) as process:
+        rate = consumption_rate(bootstrap, "svc-1", total)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from common import REPO, child_env, forecaster_command
+
+from forecaster.config import Settings
+from forecaster.produce import publish
+from tests.support.broker import (
+    TansuBroker,
+    committed_offsets,
+    create_topics,
+    free_port,
+    verified_tansu,
+)
+
+WATCH_EVERY_S = 0.25
+STOP_TIMEOUT_S = 30.0
+
+
+def settings_for(bootstrap: str, **overrides: object) -> Settings:
+    """The service's own client settings (tuned defaults), pointed at ``bootstrap``."""
+    return replace(Settings(), bootstrap_servers=bootstrap, **overrides)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def broker(workdir: Path) -> Iterator[str]:
+    tansu = TansuBroker(verified_tansu(), free_port(), workdir / "tansu.log")
+    tansu.start()
+    try:
+        yield tansu.bootstrap
+    finally:
+        tansu.stop()
+
+
+def publish_ticks(bootstrap: str, topic: str, partitions: int, path: Path) -> int:
+    create_topics(bootstrap, {topic: partitions})
+    return publish(settings_for(bootstrap), path, topic).messages
+
+
+@contextlib.contextmanager
+def process(
+    command: list[str], log: Path, env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process, sent SIGTERM (then killed) when the block ends."""
+    with log.open("ab") as out:
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        try:
+            yield child
+        finally:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def service_command(bootstrap: str, topic: str, group: str, models: Path) -> list[str]:
+    return forecaster_command(
+        "run", "--bootstrap-servers", bootstrap, "--input-topic", topic,
+        "--output-topic", f"forecasts-{group}", "--dlq-topic", f"dlq-{group}",
+        "--group-id", group, "--model-dir", str(models), "--metrics-port", "0",
+    )  # fmt: skip
+
+
+def service_env() -> dict[str, str]:
+    return child_env({"FORECASTER_RETRAIN_INTERVAL_S": "0", "FORECASTER_LOG_LEVEL": "WARNING"})
+
+
+def consumption_rate(bootstrap: str, group: str, total: int, timeout: float) -> float:
+    """Messages per second the group committed, from its first commit to its last.
+
+    Measured from outside the process by the group's committed offsets, so the service and
+    the pass-through pipe are timed alike; start-up and the group join are not counted.
+    A run so short that its first commit covers everything is timed from the watch's start.
+    """
+    first_time = first_count = None
+    watched = time.monotonic()
+    deadline = watched + timeout
+    while time.monotonic() < deadline:
+        count = sum(committed_offsets(bootstrap, group).values())
+        now = time.monotonic()
+        if count and first_time is None:
+            first_time, first_count = now, count
+        if count >= total and first_time is not None and first_count is not None:
+            if first_count >= total:
+                return count / max(now - watched, 1e-9)
+            return (count - first_count) / max(now - first_time, 1e-9)
+        time.sleep(WATCH_EVERY_S)
+    raise TimeoutError(f"group {group} did not commit {total} messages within {timeout} s")

@@ -1,0 +1,7 @@
+"""The backtest: the service's replay path over a tick file, scored against honest baselines.
+
+``run.backtest`` replays the file once per cell type, ``points`` lines the forecasts up
+with the realised next prices (and the generator's oracle, when there is one),
+``baselines`` adds the classical forecasters, ``evaluate`` scores every row and
+``report`` writes ``metrics.json``, ``report.html`` and the PNGs.
+"""

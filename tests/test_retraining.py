@@ -1,0 +1,295 @@
+"""Retraining: the gate, the swap at a batch boundary, failures, triggers, replay determinism.
+
+Only the first test trains with Keras (a tiny model on a stream with learnable
+structure); the others hand the Retrainer NumPy candidates, good, bad or broken.
+"""
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forecaster import cli, synthetic
+from forecaster.config import Settings
+from forecaster.dataset import Sequence
+from forecaster.engine import NAIVE, Engine
+from forecaster.errors import TrainingError
+from forecaster.features import FeatureParams
+from forecaster.io.files import CsvSource, JsonLinesSink, open_output
+from forecaster.metrics import HttpServer, Metrics, http_app
+from forecaster.model.spec import ModelSpec
+from forecaster.model.stepper import Stepper
+from forecaster.pipeline import Pipeline
+from forecaster.registry import Registry
+from forecaster.retraining import DataClock, Retrainer, RetrainPolicy
+from forecaster.service import build_engine
+from forecaster.trainer import TrainedModel
+from tests.support_models import constant_stepper, random_stepper
+
+SPEC = ModelSpec(cell="gru", layers=1, units=4)
+SMALL = {"min_history": 8, "ring_length": 512, "max_batch": 250}
+Fit = Callable[[list[Sequence]], TrainedModel]
+
+
+@pytest.fixture(scope="module")
+def ar_ticks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten AR(1) series (phi 0.5: next return half the last one, plus noise), 500 ticks each."""
+    path = tmp_path_factory.mktemp("ar") / "ticks.csv"
+    synthetic.write_ticks_csv(synthetic.generate(synthetic.SERIES_SETS["ar1"], 500, seed=11), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def short_ticks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same kind of stream, 240 ticks per series (10 hours), for NumPy candidates."""
+    path = tmp_path_factory.mktemp("short") / "ticks.csv"
+    synthetic.write_ticks_csv(synthetic.generate(synthetic.SERIES_SETS["ar1"], 240, seed=11), path)
+    return path
+
+
+def read_forecasts(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def pipeline_over(path: Path, engine: Engine, retrainer: Retrainer, out: Path) -> Pipeline:
+    sink = JsonLinesSink(open_output(str(out)), open_output(str(out.with_suffix(".rejects"))))
+    return Pipeline(
+        CsvSource(path, SMALL["max_batch"]), engine, sink, retrainer.metrics, updates=retrainer
+    )
+
+
+def fixed_fit(model: Stepper) -> Fit:
+    return lambda sequences: TrainedModel(model, {"series": len(sequences)})
+
+
+def retrainer_for(engine: Engine, fit: Fit, registry: Registry | None = None, **policy: object
+                  ) -> Retrainer:  # fmt: skip
+    return Retrainer(
+        engine,
+        fit,
+        RetrainPolicy(**policy),  # type: ignore[arg-type]
+        FeatureParams(min_history=SMALL["min_history"]),
+        registry=registry,
+        background=False,
+    )
+
+
+def outcomes(retrainer: Retrainer, outcome: str) -> float:
+    value = retrainer.metrics.registry.get_sample_value(
+        "forecaster_retrains_total", {"outcome": outcome}
+    )
+    assert value is not None
+    return value
+
+
+def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_boundary(
+    ar_ticks: Path, tmp_path: Path
+) -> None:
+    settings = Settings(
+        model_dir=str(tmp_path / "models"), cell="gru", layers=1, units=8, train_window=32,
+        train_epochs=30, bootstrap_steps=3000, retrain_interval_s=0, retrain_margin=0.02,
+        **SMALL,  # type: ignore[arg-type]
+    )  # fmt: skip
+    engine, retrainer = build_engine(settings, background_training=False)
+    assert engine.model is None
+    pipeline = pipeline_over(ar_ticks, engine, retrainer, tmp_path / "f.jsonl")
+    replayed = synthetic.generate(synthetic.SERIES_SETS["ar1"], 500, seed=11)
+    swapped_after = None
+    while pipeline.step():
+        if engine.model is not None and swapped_after is None:
+            swapped_after = pipeline.totals.received
+            # A fresh engine serving the new model from the first tick has stepped every
+            # warm step with it; the swapped engine re-warmed from its rings (which hold
+            # every step so far): the states must agree.
+            fresh = Engine(settings.engine_params(), engine.model)
+            source = CsvSource(ar_ticks, swapped_after)
+            fresh.process(source.poll(0.0).parse().ticks)  # type: ignore[union-attr]
+            slots = engine.table.active_slots()
+            names = [engine.table.series[s] for s in slots.tolist()]
+            fresh_slots = np.array([fresh.table.slot_of[n] for n in names])
+            np.testing.assert_allclose(
+                engine.table.recurrent[slots], fresh.table.recurrent[fresh_slots], atol=1e-5
+            )
+    pipeline.sink.close()
+
+    (outcome,) = retrainer.outcomes
+    assert outcome.outcome == "promoted" and outcome.validation is not None
+    assert outcome.validation.candidate_mase < 1 - settings.retrain_margin
+    registry = Registry(tmp_path / "models")
+    assert registry.promoted() == outcome.version == engine.model.version  # type: ignore[union-attr]
+    metadata = registry.metadata(outcome.version)
+    assert metadata["validation"]["promote"] is True
+    assert metadata["data_window"]["series"] == 10
+    assert metadata["train_params"]["window"] == 32
+
+    forecasts = read_forecasts(tmp_path / "f.jsonl")
+    assert len(forecasts) == len(replayed) == pipeline.totals.accepted
+    versions = [f["model_version"] for f in forecasts]
+    first = versions.index(outcome.version)
+    assert first == swapped_after and first % SMALL["max_batch"] == 0
+    assert set(versions[:first]) == {NAIVE}
+    assert set(versions[first:]) == {outcome.version}
+
+
+def test_a_deliberately_worse_candidate_is_rejected_and_serving_is_unchanged(
+    short_ticks: Path, tmp_path: Path
+) -> None:
+    registry = Registry(tmp_path / "models")
+    serving = registry.load(
+        registry.save(constant_stepper(SPEC, 0.0, "zero"), FeatureParams(min_history=8), {}),
+        FeatureParams(min_history=8),
+    ).stepper
+    registry.promote(serving.version)
+    engine = Engine(Settings(**SMALL).engine_params(), serving)  # type: ignore[arg-type]
+    worse = constant_stepper(SPEC, 3.0, "always-up")  # forecasts +3 scales every tick
+    retrainer = retrainer_for(engine, fixed_fit(worse), registry, every_ticks=1000)
+    pipeline = pipeline_over(short_ticks, engine, retrainer, tmp_path / "f.jsonl")
+    pipeline.run(threading.Event())
+    pipeline.sink.close()
+
+    assert [o.outcome for o in retrainer.outcomes] == ["rejected", "rejected"]
+    assert outcomes(retrainer, "rejected") == 2 and outcomes(retrainer, "promoted") == 0
+    figures = retrainer.outcomes[0].validation
+    assert figures is not None and figures.candidate_mae > figures.naive_mae
+    assert engine.model is serving and registry.promoted() == serving.version
+    rejected = registry.metadata(retrainer.outcomes[0].version)  # type: ignore[arg-type]
+    assert rejected["validation"]["promote"] is False
+    assert rejected["validation"]["candidate_mae"] == figures.candidate_mae
+    versions = {f["model_version"] for f in read_forecasts(tmp_path / "f.jsonl")}
+    assert versions == {NAIVE, serving.version}
+
+
+def raising(sequences: list[Sequence]) -> TrainedModel:
+    raise TrainingError("training diverged (loss [nan])")
+
+
+def crashing(sequences: list[Sequence]) -> TrainedModel:
+    raise MemoryError("out of memory")
+
+
+@pytest.mark.parametrize(
+    "fit",
+    [raising, crashing, fixed_fit(constant_stepper(SPEC, float("nan"), "nan-weights"))],
+    ids=["nan-loss", "exception", "nan-forecasts"],
+)
+def test_a_training_that_raises_or_yields_nan_leaves_serving_untouched(
+    fit: Fit, short_ticks: Path, tmp_path: Path
+) -> None:
+    serving = random_stepper(SPEC, seed=5, version="serving")
+    engine = Engine(Settings(**SMALL).engine_params(), serving)  # type: ignore[arg-type]
+    retrainer = retrainer_for(engine, fit, every_ticks=1000)
+    pipeline = pipeline_over(short_ticks, engine, retrainer, tmp_path / "f.jsonl")
+    pipeline.run(threading.Event())
+    pipeline.sink.close()
+    assert [o.outcome for o in retrainer.outcomes] == ["failed", "failed"]
+    assert outcomes(retrainer, "failed") == 2
+    assert engine.model is serving
+    assert {f["model_version"] for f in read_forecasts(tmp_path / "f.jsonl")} == {
+        NAIVE,
+        "serving",
+    }
+
+
+def test_a_live_retraining_past_its_timeout_fails_and_serving_continues() -> None:
+    release = threading.Event()
+
+    def stuck(sequences: list[Sequence]) -> TrainedModel:
+        release.wait(60)
+        return TrainedModel(random_stepper(SPEC, seed=9, version="late"), {})
+
+    serving = random_stepper(SPEC, seed=5, version="serving")
+    engine = Engine(Settings(**SMALL).engine_params(), serving)  # type: ignore[arg-type]
+    retrainer = Retrainer(
+        engine, stuck, RetrainPolicy(timeout_s=0.05), FeatureParams(min_history=8)
+    )
+    retrainer.request()
+    deadline = time.monotonic() + 60
+    while not retrainer.outcomes and time.monotonic() < deadline:
+        assert retrainer.pending() is None
+        time.sleep(0.01)
+    (outcome,) = retrainer.outcomes
+    assert outcome.outcome == "failed" and "timed out" in outcome.error
+    release.set()
+    while retrainer.running and time.monotonic() < deadline:
+        assert retrainer.pending() is None  # the late result is discarded
+        time.sleep(0.01)
+    assert not retrainer.running and engine.model is serving
+
+
+def test_two_replays_retrain_at_the_same_data_clock_points_and_forecast_identically(
+    short_ticks: Path, tmp_path: Path
+) -> None:
+    def fit(sequences: list[Sequence]) -> TrainedModel:
+        steps = sum(len(s) for s in sequences)  # a different model for different data
+        return TrainedModel(random_stepper(SPEC, seed=steps, version=f"fit-{steps}"), {})
+
+    runs = []
+    for run in range(2):
+        serving = random_stepper(SPEC, seed=5, version="serving")
+        engine = Engine(Settings(**SMALL).engine_params(), serving)  # type: ignore[arg-type]
+        # margin -0.99: any candidate short of 100x worse than naive is taken.
+        retrainer = retrainer_for(engine, fit, interval_s=2 * 3600, margin=-0.99)
+        pipeline = pipeline_over(short_ticks, engine, retrainer, tmp_path / f"{run}.jsonl")
+        pipeline.run(threading.Event())
+        pipeline.sink.close()
+        runs.append(read_forecasts(tmp_path / f"{run}.jsonl"))
+        assert {o.outcome for o in retrainer.outcomes} == {"promoted"}
+    assert runs[0] == runs[1]
+    first_seen: dict[object, int] = {}
+    for row, forecast in enumerate(runs[0]):
+        first_seen.setdefault(forecast["model_version"], row)
+    swaps = [row for version, row in first_seen.items() if version not in (NAIVE, "serving")]
+    assert len(swaps) >= 3
+    assert all(row % SMALL["max_batch"] == 0 for row in swaps)
+
+
+def test_the_data_clock_fires_once_per_interval_of_tick_time_and_on_cron() -> None:
+    hour = 3600 * 10**9
+    start = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp()) * 10**9
+    clock = DataClock(RetrainPolicy(interval_s=3600))
+    fired = [t for t in range(0, 10 * hour, hour // 4) if clock.due(start + t)]
+    assert fired == [k * hour for k in range(1, 10)]
+    assert not DataClock(RetrainPolicy(interval_s=3600)).due(start + 5 * hour)  # first sight
+    cron = DataClock(RetrainPolicy(cron="0 */6 * * *"))
+    fired = [t for t in range(0, 24 * hour, hour // 2) if cron.due(start + 10**9 + t)]
+    assert [t // hour for t in fired] == [6, 12, 18]
+
+
+def test_the_interval_trigger_and_a_post_to_retrain_start_live_runs(tmp_path: Path) -> None:
+    serving = random_stepper(SPEC, seed=5, version="serving")
+    engine = Engine(Settings(**SMALL).engine_params(), serving)  # type: ignore[arg-type]
+    engine.process(CsvSource(Path("sample_data/ticks.csv"), 3000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
+    retrainer = Retrainer(
+        engine,
+        fixed_fit(constant_stepper(SPEC, 0.0, "candidate")),
+        RetrainPolicy(interval_s=0.2),
+        FeatureParams(min_history=8),
+        metrics=Metrics(),
+    )
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(retrainer.outcomes) < count and time.monotonic() < deadline:
+            retrainer.pending()
+            time.sleep(0.01)
+        assert len(retrainer.outcomes) >= count
+
+    retrainer.start()
+    try:
+        wait_for(1)
+    finally:
+        retrainer.stop()
+    server = HttpServer(http_app(Metrics().registry, lambda: (True, ""), retrainer.request),
+                        "127.0.0.1", 0).start()  # fmt: skip
+    try:
+        done = len(retrainer.outcomes)
+        assert cli.main(["retrain", "--url", f"http://127.0.0.1:{server.port}"]) == 0
+        wait_for(done + 1)
+    finally:
+        server.stop()
+    assert outcomes(retrainer, "rejected") == len(retrainer.outcomes)  # zero == naive: no gain
