@@ -2,10 +2,10 @@
 
 One process replays a tick file (looped) through the service's own Pipeline and engine
 (2-layer LSTM, 32 units) into JSON lines, batch by batch, first in steady state and then
-while a retraining runs on a background thread. Per phase: ticks per second and the p99
+while the service's Retrainer trains a candidate on a background thread (and swaps it
+in if it passes the gate). Per phase: ticks per second and the p99
 of batch latency (batch arrival to its sink's flush, which is the service's
-tick_to_forecast metric). The retraining is started by ``start_retraining`` only, to be
-re-pointed when the retraining API changes.
+tick_to_forecast metric).
 
     python benchmarks/bench_retrain.py --seconds 30 --json benchmarks/results/retrain.json
 """
@@ -13,7 +13,6 @@ re-pointed when the retraining API changes.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,23 +22,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from common import SERVING_SPEC, parser, ratio, report, tick_file
 
-from forecaster.dataset import sequences_from_history
 from forecaster.engine import Engine, EngineParams
 from forecaster.io.files import CsvSource, JsonLinesSink
 from forecaster.pipeline import Pipeline
+from forecaster.retraining import Retrainer, RetrainPolicy
 from forecaster.trainer import Trainer
+from forecaster.window import WindowSpec
 from tests.support_models import random_stepper
 
 
-def start_retraining(engine: Engine, epochs: int, window: int) -> threading.Thread:
-    """Train a new model on the engine's history rings on a background thread."""
-    table = engine.table
-    sequences = [s for s in sequences_from_history(table.history(table.active_slots()))
-                 if len(s.z) > window]  # fmt: skip
-    trainer = Trainer(SERVING_SPEC, engine.params.features, window=window, epochs=epochs)
-    thread = threading.Thread(target=trainer.train, args=(sequences,), daemon=True)
-    thread.start()
-    return thread
+def start_retraining(pipeline: Pipeline, epochs: int, window: int) -> Retrainer:
+    """Ask the service's Retrainer for a run; the pipeline launches it at its next batch
+    boundary on a background thread (TensorFlow bounded to one thread) and swaps the
+    model in, re-warming every series, when it is done."""
+    engine = pipeline.engine
+    trainer = Trainer(SERVING_SPEC, engine.params.features, window=window, epochs=epochs,
+                      threads=1)  # fmt: skip
+    policy = RetrainPolicy(window=WindowSpec(ticks=engine.params.ring_length))
+    retrainer = Retrainer(engine, trainer.fit, policy, engine.params.features, background=True)
+    pipeline.updates = retrainer
+    retrainer.request()
+    return retrainer
 
 
 def run_phase(pipeline: Pipeline, keep_going: Any) -> dict[str, float]:
@@ -81,12 +84,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         run_phase(pipeline, for_seconds(options.seconds / 3))  # warm: rings fill, caches settle
         steady = run_phase(pipeline, for_seconds(options.seconds))
-        training = start_retraining(engine, options.epochs, options.window)
+        retrainer = start_retraining(pipeline, options.epochs, options.window)
         limit = for_seconds(options.max_retrain_seconds)
-        during = run_phase(pipeline, lambda: training.is_alive() and limit())
+        pipeline.step()  # the boundary at which the run starts
+        during = run_phase(pipeline, lambda: retrainer.running and limit())
     finally:
         sink.close()
     results = {"steady": steady, "retraining": during,
+               "retrain_outcomes": [o.outcome for o in retrainer.outcomes],
                "throughput_ratio": ratio(during["ticks_per_s"], steady["ticks_per_s"]),
                "p99_ratio": ratio(during["p99_ms"], steady["p99_ms"])}  # fmt: skip
     settings = {"series": options.series, "batch": options.batch, "epochs": options.epochs,

@@ -67,4 +67,5 @@ def test_replay_gives_one_forecast_per_valid_tick(
     cold = sum(min(len(prices), settings.min_history) for prices in expected.values())
     assert versions.count(NAIVE) == cold
     assert len(set(versions) - {NAIVE}) == 1
-    assert sum(r["forecast"] != r["price"] for r in forecasts) > len(forecasts) // 2
+    # An untrained model earns little trust (forecaster.skill), but it does move forecasts.
+    assert any(r["forecast"] != r["price"] for r in forecasts if r["model_version"] != NAIVE)
