@@ -211,16 +211,11 @@ class Retrainer:
     def pending(self) -> Stepper | None:
         """Called at each batch boundary: the new model to swap in, if one is ready."""
         self._collect()
-        if self._ready is not None:
-            model, self._ready = self._ready, None
-            return model
-        if self._job is None and self._due():
+        if self._ready is None and self._job is None and self._due():
             self._launch()
-            self._collect()
-            if self._ready is not None:
-                model, self._ready = self._ready, None
-                return model
-        return None
+            self._collect()  # a run inline (replay) is already done
+        model, self._ready = self._ready, None
+        return model
 
     def _due(self) -> bool:
         # Live, APScheduler fires on the wall clock (and calls request); in a replay the

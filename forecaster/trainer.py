@@ -62,9 +62,10 @@ class Trainer:
             "train_params": asdict(params),
             "series": len(sequences),
         }
-        version = version_name(keras_model.to_stepper(model, ""))
-        log.info("trained model %s: %s", version, report)
-        return TrainedModel(keras_model.to_stepper(model, version), details, model)
+        stepper = keras_model.to_stepper(model, "")
+        stepper.version = version_name(stepper)
+        log.info("trained model %s: %s", stepper.version, report)
+        return TrainedModel(stepper, details, model)
 
     def train(self, sequences: list[Sequence], verbose: int = 0) -> TrainedModel:
         """Fit, then save (and promote) when a registry is set."""
