@@ -32,6 +32,8 @@ from forecaster.ticks import ParsedBatch, parse_csv_frame
 REQUIRED_COLUMNS = ("series", "ts", "price")
 PACING_INTERVAL_S = 0.05
 
+Chunk = tuple[int, pd.DataFrame]  # (row of the first tick in the file, its rows)
+
 
 @dataclass
 class CsvBatch:
@@ -102,6 +104,7 @@ class CsvSource:
         self.loop = loop
         self._check_header()
         self._chunks = self._read()
+        self._rest: Chunk | None = None  # the unread part of a chunk a paced poll cut
         self._started = time.monotonic()
         self._emitted = 0
         self._looper = _Looper() if loop else None
@@ -116,7 +119,7 @@ class CsvSource:
         if missing:
             raise SourceError(f"{self.path}: header lacks column(s) {missing}")
 
-    def _read(self) -> Iterator[tuple[int, pd.DataFrame]]:
+    def _read(self) -> Iterator[Chunk]:
         row = 0
         reader = pd.read_csv(self.path, dtype=str, keep_default_na=False, chunksize=self.max_batch)
         for frame in reader:
@@ -145,19 +148,22 @@ class CsvSource:
         if self.rate > 0:
             due = int((time.monotonic() - self._started) * self.rate) - self._emitted
             limit = max(1, min(limit, due, int(self.rate * PACING_INTERVAL_S) + 1))
-        for first_row, chunk in self._chunks:
-            if len(chunk) > limit:
-                self._push_back(first_row + limit, chunk.iloc[limit:].reset_index(drop=True))
-            return first_row, chunk.iloc[:limit]
+        if (chunk := self._next_chunk()) is not None:
+            first_row, frame = chunk
+            if len(frame) > limit:
+                self._rest = (first_row + limit, frame.iloc[limit:].reset_index(drop=True))
+            return first_row, frame.iloc[:limit]
         if self._looper is not None and self._emitted > 0:
             self._looper.passes += 1
             self._chunks = self._read()
             return self._next_frame()
         return 0, None
 
-    def _push_back(self, first_row: int, rest: pd.DataFrame) -> None:
-        remaining = self._chunks
-        self._chunks = _prepend((first_row, rest), remaining)
+    def _next_chunk(self) -> Chunk | None:
+        if self._rest is not None:
+            chunk, self._rest = self._rest, None
+            return chunk
+        return next(self._chunks, None)
 
     def connected(self) -> bool:
         return True
@@ -167,13 +173,7 @@ class CsvSource:
 
     def close(self) -> None:
         self._chunks = iter(())
-
-
-def _prepend(
-    item: tuple[int, pd.DataFrame], rest: Iterator[tuple[int, pd.DataFrame]]
-) -> Iterator[tuple[int, pd.DataFrame]]:
-    yield item
-    yield from rest
+        self._rest = None
 
 
 def open_output(target: str) -> IO[bytes]:
