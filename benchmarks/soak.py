@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from forecaster.engine import Engine, EngineParams
-from forecaster.features import FeatureParams
-from forecaster.model.spec import ModelSpec
+from forecaster.config import Settings
+from forecaster.engine import Engine
 from forecaster.ticks import TickColumns
 from tests.support_models import random_stepper
 
@@ -46,10 +45,8 @@ def batch(names: list[str], first_tick: int, rng: np.random.Generator) -> TickCo
 
 
 def run(ticks: int, series: int, ttl_s: float, churn: bool) -> dict[str, object]:
-    params = EngineParams(
-        FeatureParams(min_history=8), ring_length=32, evict_ttl_ns=int(ttl_s * NS)
-    )
-    engine = Engine(params, random_stepper(ModelSpec(cell="lstm", layers=2, units=16)))
+    settings = Settings(evict_ttl_s=ttl_s)  # the service's defaults otherwise
+    engine = Engine(settings.engine_params(), random_stepper(settings.model_spec()))
     rng, samples, evicted, started = np.random.default_rng(0), [], 0, time.perf_counter()
     for first in range(0, ticks, BATCH):
         ids = (
