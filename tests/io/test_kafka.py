@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from forecaster.io.records import format_rfc3339
 from forecaster.metrics import Metrics
 from forecaster.pipeline import Pipeline
 from forecaster.produce import publish
-from forecaster.service import Service
+from forecaster.service import Service, checkpoints_of
 from forecaster.ticks import parse_csv_frame, parse_messages
 from tests.support.broker import (
     TansuBroker,
@@ -157,7 +157,9 @@ class InProcessService:
 def start_in_process(settings: Settings) -> InProcessService:
     """The service's Kafka pipeline on a thread: what `forecaster run` builds, minus signals."""
     engine, metrics = Engine(settings.engine_params()), Metrics()
-    source, sink = KafkaSource(settings, engine, metrics), KafkaSink(settings, metrics)
+    checkpoints = checkpoints_of(settings, metrics)
+    source = KafkaSource(settings, engine, metrics, checkpoints=checkpoints)
+    sink = KafkaSink(settings, metrics)
     service = Service(settings, Pipeline(source, engine, sink, metrics), threading.Event())
     thread = threading.Thread(target=service.run, name="service")
     thread.start()
@@ -165,9 +167,13 @@ def start_in_process(settings: Settings) -> InProcessService:
 
 
 def test_every_tick_gets_one_forecast_or_one_dead_letter(
-    settings: Settings, sample_prefix: Path
+    settings: Settings, sample_prefix: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """...also when no checkpoint can be written: its state directory is unwritable."""
     make_topics(settings)
+    blocker = tmp_path / "blocked"  # a file where the state folder must be: even root fails
+    blocker.write_text("")
+    settings = replace(settings, state_dir=str(blocker / "state"), checkpoint_interval_s=0.05)
     malformed = SAMPLE / "malformed_ticks.csv"
     publish(settings, sample_prefix, settings.input_topic)
     reasons = pd.read_csv(malformed, dtype=str, keep_default_na=False)["expected_reason"]
@@ -210,6 +216,11 @@ def test_every_tick_gets_one_forecast_or_one_dead_letter(
     # Tansu's ListOffsets answers the last batch's base offset + 1, so the end offsets are
     # taken from the records themselves.
     assert committed == end_offsets
+    failures = service.service.pipeline.metrics.registry.get_sample_value(
+        "forecaster_checkpoint_failures_total"
+    )
+    assert failures is not None and failures > 0
+    assert "checkpoint of partition" in caplog.text and "failed" in caplog.text
 
 
 def produce_command(settings: Settings, path: Path, rows: int, not_ticks: int) -> None:
