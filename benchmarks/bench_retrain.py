@@ -1,11 +1,12 @@
 """Benchmark 5, retraining interference: the data path while a model trains beside it.
 
 One process replays a tick file (looped) through the service's own Pipeline and engine
-(2-layer LSTM, 32 units) into JSON lines, batch by batch, first in steady state and then
-while the service's Retrainer trains a candidate on a background thread (and swaps it
-in if it passes the gate). Per phase: ticks per second and the p99
-of batch latency (batch arrival to its sink's flush, which is the service's
-tick_to_forecast metric).
+(2-layer LSTM, 32 units) into JSON lines, batch by batch: first until every series'
+history ring holds ``--history`` steps (what the retraining trains on: time-based warm-up
+left the rings too short on a slow machine), then in steady state, then while the
+service's Retrainer trains a candidate in its child process (and swaps it in if it
+passes the gate). Per phase: ticks per second and the p99 of batch latency (batch
+arrival to its sink's flush, which is the service's tick_to_forecast metric).
 
     python benchmarks/bench_retrain.py --seconds 30 --json benchmarks/results/retrain.json
 """
@@ -31,15 +32,16 @@ from forecaster.window import WindowSpec
 from tests.support_models import random_stepper
 
 
-def start_retraining(pipeline: Pipeline, epochs: int, window: int) -> Retrainer:
+def start_retraining(pipeline: Pipeline, epochs: int, window: int, timeout_s: float
+                     ) -> Retrainer:  # fmt: skip
     """Ask the service's Retrainer for a run; the pipeline launches it at its next batch
-    boundary on a background thread (TensorFlow bounded to one thread) and swaps the
+    boundary in a child process (niced, TensorFlow bounded to one thread) and swaps the
     model in, re-warming every series, when it is done."""
     engine = pipeline.engine
     trainer = Trainer(SERVING_SPEC, engine.params.features, window=window, epochs=epochs,
                       threads=1)  # fmt: skip
-    policy = RetrainPolicy(window=WindowSpec(ticks=engine.params.ring_length))
-    retrainer = Retrainer(engine, trainer.fit, policy, engine.params.features, background=True)
+    policy = RetrainPolicy(window=WindowSpec(ticks=engine.params.ring_length), timeout_s=timeout_s)
+    retrainer = Retrainer(engine, trainer.named_fit(), policy, engine.params.features)
     pipeline.updates = retrainer
     retrainer.request()
     return retrainer
@@ -60,6 +62,12 @@ def run_phase(pipeline: Pipeline, keep_going: Any) -> dict[str, float]:
             "batches": len(latencies), "p50_ms": float(p50), "p99_ms": float(p99)}  # fmt: skip
 
 
+def least_history(engine: Engine) -> int:
+    """The fewest steps any series has in its history ring (0 before the first tick)."""
+    counts = engine.table.ring_count[engine.table.active_slots()]
+    return int(counts.min()) if len(counts) else 0
+
+
 def for_seconds(seconds: float) -> Any:
     deadline = time.monotonic() + seconds
     return lambda: time.monotonic() < deadline
@@ -68,11 +76,14 @@ def for_seconds(seconds: float) -> Any:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser(__doc__.splitlines()[0])
     args.add_argument("--seconds", type=float, default=30.0, help="steady phase length")
-    args.add_argument("--max-retrain-seconds", type=float, default=600.0)
+    args.add_argument("--max-retrain-seconds", type=float, default=600.0,
+                      help="the retraining's timeout: a longer run is stopped, failed")  # fmt: skip
     args.add_argument("--series", type=int, default=1000)
     args.add_argument("--batch", type=int, default=1000)
     args.add_argument("--epochs", type=int, default=2)
     args.add_argument("--window", type=int, default=32)
+    args.add_argument("--history", type=int, default=160,
+                      help="steps per series in the rings before the steady phase")  # fmt: skip
     options = args.parse_args(argv)
     workdir = options.workdir / "retrain"
     ticks = tick_file(workdir / f"ticks-{options.series}.csv", 100 * options.series,
@@ -82,20 +93,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sink = JsonLinesSink(out, (workdir / "rejects.jsonl").open("wb"))
     pipeline = Pipeline(CsvSource(ticks, options.batch, loop=True), engine, sink)
     try:
-        run_phase(pipeline, for_seconds(options.seconds / 3))  # warm: rings fill, caches settle
+        warm = run_phase(pipeline, lambda: least_history(engine) < options.history)
         steady = run_phase(pipeline, for_seconds(options.seconds))
-        retrainer = start_retraining(pipeline, options.epochs, options.window)
-        limit = for_seconds(options.max_retrain_seconds)
+        retrainer = start_retraining(pipeline, options.epochs, options.window,
+                                     options.max_retrain_seconds)  # fmt: skip
         pipeline.step()  # the boundary at which the run starts
-        during = run_phase(pipeline, lambda: retrainer.running and limit())
+        during = run_phase(pipeline, lambda: retrainer.running)
+        retrainer.stop()
     finally:
         sink.close()
-    results = {"steady": steady, "retraining": during,
+    results = {"warm": warm, "steady": steady, "retraining": during,
                "retrain_outcomes": [o.outcome for o in retrainer.outcomes],
+               "retrain_errors": [o.error for o in retrainer.outcomes if o.error],
+               "retrain_seconds": [round(o.seconds, 1) for o in retrainer.outcomes],
                "throughput_ratio": ratio(during["ticks_per_s"], steady["ticks_per_s"]),
                "p99_ratio": ratio(during["p99_ms"], steady["p99_ms"])}  # fmt: skip
     settings = {"series": options.series, "batch": options.batch, "epochs": options.epochs,
-                "window": options.window, "model": "lstm 2x32",
+                "window": options.window, "history": options.history, "model": "lstm 2x32",
                 "note": "one repeat: the retraining phase is as long as the training"}  # fmt: skip
     report("retrain", settings, results, options.json)
     return results

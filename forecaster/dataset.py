@@ -15,6 +15,7 @@ return of step t+1, i.e. the next step's ``z``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -86,23 +87,63 @@ def sequences_from_history(history: History) -> list[Sequence]:
     ]
 
 
+def save_sequences(path: Path, sequences: list[Sequence]) -> None:
+    """Write ``sequences`` as one NumPy archive (for a training process; no pickle).
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "window.npz"
+    >>> save_sequences(path, [Sequence(np.ones(2), np.zeros(2), np.arange(2)),
+    ...                       Sequence(np.ones(1), np.zeros(1), np.arange(1))])
+    >>> [len(s) for s in load_sequences(path)]
+    [2, 1]
+    """
+    z, d, ts = (
+        np.concatenate([getattr(s, name) for s in sequences]) if sequences else np.zeros(0)
+        for name in ("z", "d", "ts")
+    )
+    np.savez(path, length=np.array([len(s) for s in sequences], np.int64), z=z, d=d, ts=ts)
+
+
+def load_sequences(path: Path) -> list[Sequence]:
+    """The sequences ``save_sequences`` wrote."""
+    with np.load(path, allow_pickle=False) as data:
+        bounds = np.cumsum(data["length"])[:-1]
+        z, d, ts = (np.split(data[name], bounds) for name in ("z", "d", "ts"))
+        count = len(data["length"])
+    return [Sequence(z[i], d[i], ts[i].astype(np.int64)) for i in range(count)]
+
+
 def make_windows(
     sequences: list[Sequence], window: int, stride: int, validation_fraction: float, clip: float
 ) -> Windows:
     """Cut each sequence into windows; the last ``validation_fraction`` of each is held out.
 
     The held-out part starts where the training part ends, so validation is always
-    later in time than the data the model was fitted on.
+    later in time than the data the model was fitted on. It is at least one window
+    long when the rest still holds one: otherwise every series shorter than
+    ``window / validation_fraction`` steps gives training windows but no validation one.
     """
     train: list[tuple[Float32Array, Float32Array]] = []
     valid: list[tuple[Float32Array, Float32Array]] = []
     for sequence in sequences:
         x = model_inputs(sequence.z[:-1], sequence.d[:-1], sequence.ts[:-1])
         y = np.clip(sequence.z[1:], -clip, clip).astype(np.float32)
-        split = round(len(y) * (1.0 - validation_fraction))
+        split = _validation_start(len(y), window, validation_fraction)
         train.extend(_cut(x[:split], y[:split], window, stride))
         valid.extend(_cut(x[split:], y[split:], window, stride))
     return Windows(*_stack(train, window), *_stack(valid, window))
+
+
+def _validation_start(steps: int, window: int, fraction: float) -> int:
+    """Where a series' held-out part starts: its last ``fraction``, or one window if longer.
+
+    >>> [_validation_start(steps, window=32, fraction=0.2) for steps in (1000, 100, 40)]
+    [800, 68, 32]
+    """
+    held_out = round(steps * fraction)
+    if held_out < window <= steps - window:
+        held_out = window
+    return steps - held_out
 
 
 def _cut(

@@ -100,7 +100,7 @@ class Registry:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
         try:
-            np.savez(staging / WEIGHTS_FILE, **_arrays(stepper))  # type: ignore[arg-type]
+            save_weights(staging / WEIGHTS_FILE, stepper)
             if keras_model is not None:
                 keras_model.save(staging / MODEL_FILE)
             files = sorted(p.name for p in staging.iterdir())
@@ -192,7 +192,7 @@ class Registry:
                 f"the service computes {features.to_dict()}"
             )
         spec = ModelSpec(**metadata["spec"])
-        stepper = _load_weights(self.version_dir(version) / WEIGHTS_FILE, spec, version)
+        stepper = load_weights(self.version_dir(version) / WEIGHTS_FILE, spec, version)
         return Artifact(stepper, metadata)
 
     def load_serving(self, features: FeatureParams) -> Artifact | None:
@@ -253,7 +253,13 @@ def _arrays(stepper: Stepper) -> dict[str, np.ndarray[Any, Any]]:
     return arrays
 
 
-def _load_weights(path: Path, spec: ModelSpec, version: str) -> Stepper:
+def save_weights(path: Path, stepper: Stepper) -> None:
+    """Write the serving weights of ``stepper`` as a NumPy archive (``load_weights`` reads it)."""
+    np.savez(path, **_arrays(stepper))  # type: ignore[arg-type]
+
+
+def load_weights(path: Path, spec: ModelSpec, version: str) -> Stepper:
+    """The model ``save_weights`` wrote, loaded without pickle; ArtifactError if it cannot serve."""
     try:
         with np.load(path, allow_pickle=False) as data:
             layers = [

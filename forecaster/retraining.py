@@ -10,17 +10,19 @@ asks it for a model to swap in. A run goes
 2. *on what*: the first model (none serving yet) on every warm step seen so far, once
    there are ``bootstrap_steps``; later ones on the series' history rings. Either
    way through the training window (``forecaster.window``), read at the batch boundary.
-3. *training*: the head of each series; the tail is held out. Live on a background
-   thread (TensorFlow's pools bounded by the trainer) while ticks keep flowing; in a
-   replay inline, at that batch boundary.
-4. *the gate* (``forecaster.validation``): promoted only if better than the serving
-   model and naive by ``margin`` on the holdout. Promoted or rejected, the version is
-   saved to the registry with its figures; a promoted one is loaded back from disk and
-   handed to the pipeline, which re-warms every series' state and swaps it between
-   two batches.
+3. *training* (``forecaster.training_process``): fit on the head of each series, the
+   tail held out. Live in a spawned child process (niced, TensorFlow's threads
+   bounded) while ticks keep flowing, polled at batch boundaries; in a replay inline,
+   at that batch boundary.
+4. *the gate* (``forecaster.validation``, in the same process as the fit): promoted
+   only if better than the serving model and naive by ``margin`` on the holdout.
+   Promoted or rejected, the version is saved to the registry with its figures; a
+   promoted one is loaded back from disk (without TensorFlow) and handed to the
+   pipeline, which re-warms every series' state and swaps it between two batches.
 
-Any failure (exception, NaN loss, non-finite forecasts, a corrupt artifact, a live run
-exceeding ``timeout``) is logged and counted; the serving model keeps serving.
+Any failure (exception, NaN loss, non-finite forecasts, a corrupt artifact, a child
+process that crashes or is killed, a live run exceeding ``timeout``, which terminates
+it) is logged and counted; the serving model keeps serving.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,22 +37,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from forecaster.dataset import HistoryRecorder, Sequence, sequences_from_history
+from forecaster.dataset import HistoryRecorder, sequences_from_history
 from forecaster.engine import Engine
 from forecaster.errors import ConfigError
 from forecaster.features import FeatureParams
 from forecaster.metrics import Metrics
 from forecaster.model.stepper import Stepper
 from forecaster.registry import Registry
-from forecaster.trainer import TrainedModel
-from forecaster.validation import Validation, split_holdout, validate
+from forecaster.trainer import Fit, NamedFit
+from forecaster.training_process import Candidate, TrainingJob, TrainingProcess, run_job
+from forecaster.validation import Validation
 from forecaster.window import WindowSpec, select_window
 
 log = logging.getLogger(__name__)
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
-Fit = Callable[[list[Sequence]], TrainedModel]
 
 MIN_SERIES_STEPS = 4  # a series with fewer steps in the window can neither train nor score
 NS = 1_000_000_000
@@ -140,7 +141,11 @@ class DataClock:
 
 
 class Retrainer:
-    """Decides, runs and gates retraining; hands promoted models to the pipeline."""
+    """Decides, runs and gates retraining; hands promoted models to the pipeline.
+
+    ``background`` (live): each run is a ``TrainingProcess``, so ``fit`` must be a
+    ``NamedFit`` the child can rebuild; otherwise ``fit`` is called inline.
+    """
 
     def __init__(
         self,
@@ -153,6 +158,8 @@ class Retrainer:
         metrics: Metrics | None = None,
         background: bool = True,
     ) -> None:
+        if background and not isinstance(fit, NamedFit):
+            raise ConfigError("a background Retrainer fits in a child process: give it a NamedFit")
         self.engine = engine
         self.fit = fit
         self.policy = policy
@@ -161,6 +168,7 @@ class Retrainer:
         self.metrics = metrics or Metrics()
         self.background = background
         self.outcomes: list[Outcome] = []
+        self.training: TrainingProcess | None = None  # the live run in its child process
         self._bootstrap: HistoryRecorder | None = (
             HistoryRecorder() if engine.model is None else None
         )
@@ -169,8 +177,6 @@ class Retrainer:
         self._steps_since = 0
         self._newest_ts = 0
         self._requested = threading.Event()
-        self._lock = threading.Lock()
-        self._job: _Job | None = None
         self._ready: Stepper | None = None
         self._scheduler: Any = None
         engine.recorder = self.record
@@ -184,8 +190,8 @@ class Retrainer:
 
     @property
     def running(self) -> bool:
-        """A run started and its outcome not collected yet (or it timed out, still going)."""
-        return self._job is not None
+        """A live run started and its outcome not collected yet."""
+        return self.training is not None
 
     def request(self) -> str:
         """Ask for a retraining run at the next batch boundary (manual trigger)."""
@@ -204,16 +210,20 @@ class Retrainer:
         self._scheduler.start()
 
     def stop(self) -> None:
+        """Stop the trigger and end a running training process (service shutdown)."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        if self.training is not None:
+            log.info("stopping the retraining process %s", self.training.pid)
+            self.training.stop()
+            self.training = None
 
     def pending(self) -> Stepper | None:
         """Called at each batch boundary: the new model to swap in, if one is ready."""
         self._collect()
-        if self._ready is None and self._job is None and self._due():
+        if self._ready is None and self.training is None and self._due():
             self._launch()
-            self._collect()  # a run inline (replay) is already done
         model, self._ready = self._ready, None
         return model
 
@@ -231,35 +241,66 @@ class Retrainer:
         """Read the window (on the pipeline thread, between batches) and start a run."""
         self._requested.clear()
         self._steps_since = 0
+        started = time.monotonic()
         if self._bootstrap is not None:
             sequences = self._bootstrap.sequences()
         else:
             table = self.engine.table
             sequences = sequences_from_history(table.history(np.sort(table.active_slots())))
         window = select_window(sequences, self.policy.window, MIN_SERIES_STEPS)
-        job = _Job(self, window.sequences, window.summary, self.engine.model)
-        self._job = job
-        if self.background:
-            job.thread = threading.Thread(target=job.run, name="retrain", daemon=True)
-            job.thread.start()
-        else:
-            job.run()
+        job = TrainingJob(
+            self.policy.holdout, self.policy.margin, self.features, window.summary, self.registry
+        )
+        serving = self.engine.model
+        try:
+            if isinstance(self.fit, NamedFit) and self.background:
+                self.training = TrainingProcess(job, self.fit, window.sequences, serving)
+                return
+            self._judge(run_job(job, self.fit, window.sequences, serving), started)
+        except Exception as exc:  # whatever a run runs into, the serving model must keep serving
+            self._failed(f"{type(exc).__name__}: {exc}", started)
 
     def _collect(self) -> None:
-        """Take the outcome of a finished run, or fail a live run that ran out of time."""
-        job = self._job
-        if job is None:
+        """Judge the result of a finished training process, or stop one out of time."""
+        training = self.training
+        if training is None:
             return
-        if job.thread is not None and job.thread.is_alive():
-            if not job.abandoned and time.monotonic() - job.started > self.policy.timeout_s:
-                job.abandoned = True
-                self._finish(job, _failure(job, f"timed out after {self.policy.timeout_s:g} s"))
+        if not training.finished():
+            if time.monotonic() - training.started > self.policy.timeout_s:
+                training.stop()
+                self.training = None
+                self._failed(f"timed out after {self.policy.timeout_s:g} s", training.started)
             return
-        self._job = None
-        if not job.abandoned and job.outcome is not None:
-            self._finish(job, job.outcome)
+        self.training = None
+        try:
+            self._judge(training.result(), training.started)
+        except Exception as exc:
+            self._failed(f"{type(exc).__name__}: {exc}", training.started)
+        finally:
+            training.stop()
 
-    def _finish(self, job: _Job, outcome: Outcome) -> None:
+    def _judge(self, candidate: Candidate, started: float) -> None:
+        """Promote a candidate that passed the gate (loaded back as a restart would)."""
+        _show_losses(self.metrics, candidate.details)
+        registry, version = self.registry, candidate.version
+        if not candidate.validation.promote:
+            if registry is not None:
+                registry.prune(self.policy.keep_versions)
+            self._finish(Outcome("rejected", version, candidate.validation, "", _since(started)))
+            return
+        serving = candidate.stepper
+        if registry is not None:
+            serving = registry.load(version, self.features).stepper
+            registry.promote(version)
+            registry.prune(self.policy.keep_versions)
+        self._ready = serving
+        self._bootstrap = None
+        self._finish(Outcome("promoted", version, candidate.validation, "", _since(started)))
+
+    def _failed(self, error: str, started: float) -> None:
+        self._finish(Outcome("failed", None, None, error, _since(started)))
+
+    def _finish(self, outcome: Outcome) -> None:
         m = self.metrics
         m.retrains.labels(outcome.outcome).inc()
         m.retrain_seconds.observe(outcome.seconds)
@@ -269,67 +310,13 @@ class Retrainer:
         else:
             reason = outcome.validation.reason if outcome.validation else ""
             log.info("retraining %s %s: %s", outcome.outcome, outcome.version, reason)
-        if outcome.outcome == "promoted":
-            self._ready = job.promoted
-            self._bootstrap = None
-        elif self._bootstrap is not None:
+        if outcome.outcome != "promoted" and self._bootstrap is not None:
             self._bootstrap_at = 2 * self._bootstrap.steps
             log.warning("no first model yet; next try after %d warm steps", self._bootstrap_at)
 
-    def publish(
-        self, trained: TrainedModel, validation: Validation, window: dict[str, Any]
-    ) -> tuple[str, Stepper | None]:
-        """Record the candidate (and promote it if it passed): its name and what to serve."""
-        details = {
-            **trained.details,
-            "data_window": window,
-            "validation": validation.to_dict(),
-            "retraining": {"holdout": self.policy.holdout, "margin": self.policy.margin},
-        }
-        registry = self.registry
-        if registry is None:
-            return trained.stepper.version, trained.stepper if validation.promote else None
-        version = registry.save(trained.stepper, self.features, details, trained.keras_model)
-        if not validation.promote:
-            registry.prune(self.policy.keep_versions)
-            return version, None
-        serving = registry.load(version, self.features).stepper  # what a restart would serve
-        registry.promote(version)
-        registry.prune(self.policy.keep_versions)
-        return version, serving
 
-
-@dataclass
-class _Job:
-    """One retraining run: the data it was given, and where it got to."""
-
-    retrainer: Retrainer
-    sequences: list[Sequence]
-    window: dict[str, Any]
-    serving: Stepper | None
-    started: float = field(default_factory=time.monotonic)
-    thread: threading.Thread | None = None
-    abandoned: bool = False
-    outcome: Outcome | None = None
-    promoted: Stepper | None = None
-
-    def run(self) -> None:
-        r = self.retrainer
-        try:
-            holdout = split_holdout(self.sequences, r.policy.holdout)
-            trained = r.fit(holdout.fit)
-            _show_losses(r.metrics, trained.details)
-            validation = validate(trained.stepper, self.serving, holdout, r.policy.margin)
-            version, self.promoted = r.publish(trained, validation, self.window)
-        except Exception as exc:  # whatever a run runs into, the serving model must keep serving
-            self.outcome = _failure(self, f"{type(exc).__name__}: {exc}")
-            return
-        decision = "promoted" if self.promoted is not None else "rejected"
-        self.outcome = Outcome(decision, version, validation, "", time.monotonic() - self.started)
-
-
-def _failure(job: _Job, error: str) -> Outcome:
-    return Outcome("failed", None, None, error, time.monotonic() - job.started)
+def _since(started: float) -> float:
+    return time.monotonic() - started
 
 
 def _show_losses(metrics: Metrics, details: dict[str, Any]) -> None:

@@ -48,7 +48,7 @@ def trainer_of(settings: Settings, registry: Registry | None) -> Trainer:
 
 def build_engine(settings: Settings, background_training: bool) -> tuple[Engine, Retrainer]:
     """The engine serving the promoted model (naive if none), and the Retrainer keeping it
-    fresh: training on a background thread live, inline at data-clock points in a replay."""
+    fresh: training in a child process live, inline at data-clock points in a replay."""
     registry = registry_of(settings)
     engine = Engine(settings.engine_params())
     artifact = registry.load_serving(settings.feature_params()) if registry is not None else None
@@ -60,7 +60,7 @@ def build_engine(settings: Settings, background_training: bool) -> tuple[Engine,
                  settings.bootstrap_steps)  # fmt: skip
     retrainer = Retrainer(
         engine,
-        trainer_of(settings, None).fit,
+        trainer_of(settings, None).named_fit(),
         settings.retrain_policy(),
         settings.feature_params(),
         registry=registry,

@@ -5,10 +5,12 @@ Imports TensorFlow when a model is trained; constructing a Trainer does not.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from forecaster.dataset import Sequence
@@ -27,6 +29,30 @@ class TrainedModel:
     stepper: Stepper
     details: dict[str, Any]
     keras_model: Any = None
+
+
+Fit = Callable[[list[Sequence]], TrainedModel]
+
+
+@dataclass(frozen=True)
+class NamedFit:
+    """A fit another process can rebuild from JSON: the module-level function ``function``
+    (``"module:name"``), called as ``function(sequences, **params)``.
+
+    >>> fit = NamedFit("forecaster.trainer:fit_trainer", {"spec": {"units": 0}, "features": {}})
+    >>> fit([])
+    Traceback (most recent call last):
+    ...
+    forecaster.errors.ConfigError: units must be 1-1024, got 0
+    """
+
+    function: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, sequences: list[Sequence]) -> TrainedModel:
+        module, _, name = self.function.partition(":")
+        fit: Callable[..., TrainedModel] = getattr(importlib.import_module(module), name)
+        return fit(sequences, **self.params)
 
 
 @dataclass(frozen=True)
@@ -67,6 +93,13 @@ class Trainer:
         log.info("trained model %s: %s", stepper.version, report)
         return TrainedModel(stepper, details, model)
 
+    def named_fit(self) -> NamedFit:
+        """This Trainer's ``fit`` (not its registry) in a form a training process rebuilds."""
+        params = {"spec": self.spec.to_dict(), "features": self.features.to_dict(),
+                  "window": self.window, "epochs": self.epochs, "seed": self.seed,
+                  "threads": self.threads}  # fmt: skip
+        return NamedFit("forecaster.trainer:fit_trainer", params)
+
     def train(self, sequences: list[Sequence], verbose: int = 0) -> TrainedModel:
         """Fit, then save (and promote) when a registry is set."""
         trained = self.fit(sequences, verbose)
@@ -77,6 +110,13 @@ class Trainer:
             if self.promote:
                 self.registry.promote(version)
         return trained
+
+
+def fit_trainer(
+    sequences: list[Sequence], spec: dict[str, Any], features: dict[str, Any], **fields: Any
+) -> TrainedModel:
+    """``Trainer.fit`` of the Trainer that ``Trainer.named_fit`` described."""
+    return Trainer(ModelSpec(**spec), FeatureParams(**features), **fields).fit(sequences)
 
 
 def bound_tensorflow_threads(threads: int) -> None:

@@ -1,10 +1,14 @@
-"""Retraining: the gate, the swap at a batch boundary, failures, triggers, replay determinism.
+"""Retraining: the gate, the swap at a batch boundary, failures, triggers, replay determinism,
+and live runs in a child process (promoted, crashed, killed, timed out, stopped).
 
 Only the first test trains with Keras (a tiny model on a stream with learnable
-structure); the others hand the Retrainer NumPy candidates, good, bad or broken.
+structure); the others hand the Retrainer NumPy candidates, good, bad or broken; the
+child processes run the NumPy fits of tests/support/training_fits.py by name.
 """
 
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +22,7 @@ from forecaster import cli, synthetic
 from forecaster.config import Settings
 from forecaster.dataset import Sequence
 from forecaster.engine import NAIVE, Engine
-from forecaster.errors import TrainingError
+from forecaster.errors import ConfigError, TrainingError
 from forecaster.features import FeatureParams
 from forecaster.io.files import CsvSource, JsonLinesSink, open_output
 from forecaster.metrics import HttpServer, Metrics, http_app
@@ -28,7 +32,7 @@ from forecaster.pipeline import Pipeline
 from forecaster.registry import Registry
 from forecaster.retraining import DataClock, Retrainer, RetrainPolicy
 from forecaster.service import build_engine
-from forecaster.trainer import TrainedModel
+from forecaster.trainer import NamedFit, TrainedModel
 from tests.support_models import constant_stepper, random_stepper
 
 SPEC = ModelSpec(cell="gru", layers=1, units=4)
@@ -77,6 +81,40 @@ def retrainer_for(engine: Engine, fit: Fit, registry: Registry | None = None, **
         registry=registry,
         background=False,
     )
+
+
+def live_retrainer(engine: Engine, fit: NamedFit, registry: Registry | None = None,
+                   **policy: object) -> Retrainer:  # fmt: skip
+    return Retrainer(engine, fit, RetrainPolicy(**policy), FeatureParams(min_history=8),  # type: ignore[arg-type]
+                     registry=registry)  # fmt: skip
+
+
+def warmed_engine(model: Stepper, ticks: Path) -> Engine:
+    """An engine serving ``model`` whose history rings hold all of ``ticks``."""
+    engine = Engine(Settings(**SMALL).engine_params(), model)  # type: ignore[arg-type]
+    engine.process(CsvSource(ticks, 100_000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
+    return engine
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = 300.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {seconds:g} s"
+        time.sleep(0.05)
+
+
+def collect(retrainer: Retrainer, seconds: float = 300.0) -> Stepper | None:
+    """Poll like the pipeline at its batch boundaries until the live run is over."""
+    deadline = time.monotonic() + seconds
+    while (model := retrainer.pending()) is None and retrainer.running:
+        assert time.monotonic() < deadline, f"the run did not end within {seconds:g} s"
+        time.sleep(0.05)
+    return model
+
+
+def hang(started: Path, ignore_sigterm: bool = False) -> NamedFit:
+    params = {"started": str(started), "ignore_sigterm": ignore_sigterm}
+    return NamedFit("tests.support.training_fits:hang", params)
 
 
 def outcomes(retrainer: Retrainer, outcome: str) -> float:
@@ -195,30 +233,96 @@ def test_a_training_that_raises_or_yields_nan_leaves_serving_untouched(
     }
 
 
-def test_a_live_retraining_past_its_timeout_fails_and_serving_continues() -> None:
-    release = threading.Event()
-
-    def stuck(sequences: list[Sequence]) -> TrainedModel:
-        release.wait(60)
-        return TrainedModel(random_stepper(SPEC, seed=9, version="late"), {})
-
-    serving = random_stepper(SPEC, seed=5, version="serving")
-    engine = Engine(Settings(**SMALL).engine_params(), serving)  # type: ignore[arg-type]
-    retrainer = Retrainer(
-        engine, stuck, RetrainPolicy(timeout_s=0.05), FeatureParams(min_history=8)
-    )
+def test_a_live_retraining_promotes_a_candidate_fitted_and_validated_in_a_child_process(
+    short_ticks: Path, tmp_path: Path
+) -> None:
+    features = FeatureParams(min_history=8)
+    registry = Registry(tmp_path / "models")
+    always_up = constant_stepper(SPEC, 3.0, "always-up")
+    serving = registry.load(registry.save(always_up, features, {}), features).stepper
+    registry.promote(serving.version)
+    engine = warmed_engine(serving, short_ticks)
+    fit = NamedFit("tests.support.training_fits:constant", {"value": 0.0, "units": SPEC.units})
+    # margin -0.5: the zero forecast (as good as naive) beats 1.5 x naive and always-up.
+    retrainer = live_retrainer(engine, fit, registry, margin=-0.5)
     retrainer.request()
-    deadline = time.monotonic() + 60
-    while not retrainer.outcomes and time.monotonic() < deadline:
-        assert retrainer.pending() is None
-        time.sleep(0.01)
+    assert retrainer.pending() is None and retrainer.training is not None
+    child, folder = retrainer.training.process, retrainer.training.directory
+    swapped = collect(retrainer)
+
     (outcome,) = retrainer.outcomes
-    assert outcome.outcome == "failed" and "timed out" in outcome.error
-    release.set()
-    while retrainer.running and time.monotonic() < deadline:
-        assert retrainer.pending() is None  # the late result is discarded
-        time.sleep(0.01)
+    assert outcome.outcome == "promoted" and swapped is not None
+    assert outcome.version == swapped.version
+    assert registry.promoted() == outcome.version and registry.history() == [serving.version]
+    metadata = registry.metadata(outcome.version)
+    assert metadata["fitted_by_pid"] == child.pid != os.getpid()
+    assert metadata["validation"]["serving_mae"] > metadata["validation"]["candidate_mae"]
+    assert metadata["data_window"]["series"] == 10
+    assert child.exitcode == 0 and not folder.exists() and not retrainer.running
+    assert engine.model is serving  # the pipeline swaps, at its next batch boundary
+
+
+@pytest.mark.parametrize("failure", ["raises", "killed"])
+def test_a_training_process_that_raises_or_is_killed_fails_and_serving_is_untouched(
+    failure: str, short_ticks: Path, tmp_path: Path
+) -> None:
+    serving = random_stepper(SPEC, seed=5, version="serving")
+    engine = warmed_engine(serving, short_ticks)
+    started = tmp_path / "started"
+    # The real trainer's entry point, given a spec no model can have: raises in the child.
+    invalid = NamedFit("forecaster.trainer:fit_trainer", {"spec": {"units": 0}, "features": {}})
+    retrainer = live_retrainer(engine, invalid if failure == "raises" else hang(started))
+    retrainer.request()
+    assert retrainer.pending() is None and retrainer.training is not None
+    if failure == "killed":
+        wait_until(started.exists, "training start")
+        os.kill(retrainer.training.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    assert collect(retrainer) is None
+
+    (outcome,) = retrainer.outcomes
+    expected = {"raises": "code 1: ConfigError: units must be 1-1024", "killed": "code -9"}
+    assert outcome.outcome == "failed" and expected[failure] in outcome.error
+    assert outcomes(retrainer, "failed") == 1 and outcomes(retrainer, "promoted") == 0
+    assert engine.model is serving and not retrainer.running
+
+
+def test_a_live_retraining_past_its_timeout_is_killed_and_serving_continues(
+    short_ticks: Path, tmp_path: Path
+) -> None:
+    serving = random_stepper(SPEC, seed=5, version="serving")
+    engine = warmed_engine(serving, short_ticks)
+    started = tmp_path / "started"
+    retrainer = live_retrainer(engine, hang(started, ignore_sigterm=True), timeout_s=0.05)
+    retrainer.request()
+    assert retrainer.pending() is None and retrainer.training is not None
+    child = retrainer.training.process
+    wait_until(started.exists, "training start")  # deaf to SIGTERM from here on
+    assert collect(retrainer) is None  # past its timeout: terminated, then killed
+
+    (outcome,) = retrainer.outcomes
+    assert outcome.outcome == "failed" and "timed out after 0.05 s" in outcome.error
+    assert not child.is_alive() and child.exitcode == -signal.SIGKILL
     assert not retrainer.running and engine.model is serving
+
+
+def test_stop_ends_a_running_training_process(short_ticks: Path, tmp_path: Path) -> None:
+    engine = warmed_engine(random_stepper(SPEC, seed=5, version="serving"), short_ticks)
+    started = tmp_path / "started"
+    retrainer = live_retrainer(engine, hang(started))  # a fit that never finishes
+    retrainer.request()
+    retrainer.pending()
+    assert retrainer.training is not None
+    child, folder = retrainer.training.process, retrainer.training.directory
+    wait_until(started.exists, "training start")
+    retrainer.stop()
+    assert not child.is_alive() and child.exitcode == -signal.SIGTERM
+    assert not retrainer.running and not folder.exists() and retrainer.outcomes == []
+
+
+def test_a_live_retrainer_needs_a_fit_a_child_process_can_rebuild() -> None:
+    engine = Engine(Settings(**SMALL).engine_params())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="NamedFit"):
+        Retrainer(engine, raising, RetrainPolicy(), FeatureParams(min_history=8))
 
 
 def test_two_replays_retrain_at_the_same_data_clock_points_and_forecast_identically(
@@ -260,7 +364,7 @@ def test_the_data_clock_fires_once_per_interval_of_tick_time_and_on_cron() -> No
     assert [t // hour for t in fired] == [6, 12, 18]
 
 
-def test_the_interval_trigger_and_a_post_to_retrain_start_live_runs(tmp_path: Path) -> None:
+def test_the_interval_trigger_and_a_post_to_retrain_start_runs(tmp_path: Path) -> None:
     serving = random_stepper(SPEC, seed=5, version="serving")
     engine = Engine(Settings(**SMALL).engine_params(), serving)  # type: ignore[arg-type]
     engine.process(CsvSource(Path("sample_data/ticks.csv"), 3000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
@@ -270,6 +374,7 @@ def test_the_interval_trigger_and_a_post_to_retrain_start_live_runs(tmp_path: Pa
         RetrainPolicy(interval_s=0.2),
         FeatureParams(min_history=8),
         metrics=Metrics(),
+        background=False,  # the triggers are under test here; runs are inline
     )
 
     def wait_for(count: int) -> None:
