@@ -63,7 +63,7 @@ from forecaster.state import SLOT_ARRAYS, TableSnapshot
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 CURRENT, PREVIOUS = "current.npz", "previous.npz"
 HEADER = "header"
 REFUSAL_REASONS = ("unreadable", "corrupt", "incompatible")

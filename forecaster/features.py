@@ -30,6 +30,7 @@ from forecaster.errors import ConfigError
 FEATURE_NAMES = ("return_z", "level_z", "tod_sin", "tod_cos")
 NS_PER_DAY = 86_400 * 1_000_000_000
 MIN_SCALE = 1e-12
+N_REGRESSORS = 1 + len(FEATURE_NAMES)  # forecaster.skill: the model's prediction and its inputs
 
 STATS_DTYPE = np.dtype(
     [
@@ -38,10 +39,14 @@ STATS_DTYPE = np.dtype(
         ("n_returns", np.int64),
         ("scale_sq", np.float64),  # running mean of squared log-returns
         ("level", np.float64),  # running mean of the log price
-        # the model's track record on the series, kept by forecaster.skill
+        ("last_d", np.float64),  # the last tick's standardised distance from the mean
+        # the series' own linear head and its track record, kept by forecaster.skill
+        ("head_gram", np.float64, (N_REGRESSORS, N_REGRESSORS)),
+        ("head_cross", np.float64, (N_REGRESSORS,)),
+        ("head_inputs", np.float64, (N_REGRESSORS,)),  # of the last tick; 0 before any
         ("skill_cross", np.float64),
         ("skill_power", np.float64),
-        ("last_prediction", np.float64),  # raw, standardised; 0 when the model made none
+        ("last_head", np.float64),  # the head's last forecast; 0 before any
     ]
 )
 
@@ -129,6 +134,7 @@ def advance(
     stats["n_returns"] = n_returns
     stats["scale_sq"] = scale_sq
     stats["level"] = level
+    stats["last_d"] = d
     return FeatureStep(z=z, d=d, scale=scale, warm=n_returns >= params.min_history)
 
 

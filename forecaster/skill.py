@@ -1,26 +1,29 @@
-"""Per-series trust in the model: its prediction, shrunk toward naive by its track record.
+"""Per-series trust: each series' own linear head on the shared model, shrunk toward naive.
 
-One model serves every series, and on a series without structure (a random walk) any
-non-zero prediction only adds error: a model that is "never confidently wrong" must
-learn, per series, how far to trust itself. Each series keeps exponentially weighted
-sums of ``prediction * outcome`` and ``prediction**2`` over the model's past predictions
-of its next standardised return (the outcome being the standardised return that
-followed), and the served prediction is ``gain * prediction`` with
+One model serves every series, and it cannot tell them apart: trained on the pool, it
+predicts the pool's average structure, which is too little for a series with strong
+structure (an AR(1) with phi = 0.5 among random walks) and only noise for a random walk.
+So every series keeps, online and strictly causally, two small regressions of the
+standardised return that followed each tick (the *outcome*):
 
-    gain = clip(sum(prediction * outcome) / (sum(prediction**2) + PRIOR), 0, MAX_GAIN)
+1. its **head**: the ridge regression, exponentially forgetting (``HALFLIFE``), of the
+   outcome on the tick's ``REGRESSORS``: the model's prediction and the model's own
+   inputs (return, distance from the recent mean, time of day). It learns the series'
+   structure (its phi, its intraday swing) and how far the model's prediction holds on
+   it; ``HEAD_PRIOR`` shrinks every weight toward 0, the naive forecast.
+2. its **trust**: ``gain = clip(sum(head * outcome) / (sum(head**2) + PRIOR), 0, MAX_GAIN)``
+   over the head's past forecasts, each made before its outcome was known. A head that
+   only fits noise (a random walk) has no record and earns a gain near 0, so the model
+   is "never confidently wrong"; one that forecasts well earns a gain near 1.
 
-the ridge estimate of the regression of outcomes on predictions, shrunk toward 0 (the
-naive forecast). Outcomes have unit variance, so ``PRIOR`` is the weight, in squared
-standardised returns, of the prior belief that the model has no skill on a series it
-has not yet been seen to forecast. Only pairs already realised enter: strictly causal.
+The served prediction of the next standardised return is ``gain * head``.
 
 >>> from forecaster.features import new_stats
->>> stats = new_stats(1)
->>> outcomes = [0.0, 0.8, 0.5, 0.9, 0.6, 0.7]  # the model keeps predicting 0.7, rightly
->>> gains = [calibrate(stats, np.array([0]), np.array([z]), np.array([0.7]))[0] / 0.7
-...          for z in outcomes]
->>> [round(float(g), 2) for g in gains]
-[0.0, 0.38, 0.46, 0.62, 0.66, 0.71]
+>>> stats, slot = new_stats(1), np.array([0])
+>>> stats["last_ts"] = 6 * 3_600_000_000_000  # the tick's features, as advance left them
+>>> served = [calibrate(stats, slot, np.array([z]), np.array([0.0])) for z in (1.0, 0.5)]
+>>> [float(s[0]) for s in served]  # no record yet: naive
+[0.0, 0.0]
 """
 
 from __future__ import annotations
@@ -28,30 +31,47 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from forecaster.features import FEATURE_NAMES, model_inputs
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-SKILL_HALFLIFE = 2000.0  # in forecasts of the series: long, the gain is a slow property
-PRIOR = 1.0
-MAX_GAIN = 2.0
-_DECAY = 0.5 ** (1.0 / SKILL_HALFLIFE)
+REGRESSORS = ("prediction", *FEATURE_NAMES)
+HALFLIFE = 2000.0  # in ticks of the series: structure is a slow property
+HEAD_PRIOR = 20.0  # ridge penalty of the head, in squared standardised returns
+PRIOR = 1.0  # weight of the belief that a head without a record has no skill
+MAX_GAIN = 1.0
+_DECAY = 0.5 ** (1.0 / HALFLIFE)
+_IDENTITY = np.eye(len(REGRESSORS))
 
 
 def calibrate(
     stats: npt.NDArray[np.void], slots: IntArray, z: FloatArray, prediction: FloatArray
 ) -> FloatArray:
-    """Fold this tick's outcome ``z`` into each series' record, return the shrunk predictions.
+    """Fold this tick's outcome ``z`` into each series' record; return the served predictions.
 
-    ``stats`` is the series table's statistics array (updated in place at ``slots``);
-    ``prediction`` is the model's raw prediction of the next standardised return.
+    ``stats`` is the series table's statistics array (updated in place at ``slots``), with
+    this tick already folded in by ``forecaster.features.advance``; ``prediction`` is the
+    model's raw prediction of the next standardised return.
     """
     rows = stats[slots]
-    previous = rows["last_prediction"]
-    decay = np.where(previous != 0.0, _DECAY, 1.0)
-    rows["skill_cross"] = decay * rows["skill_cross"] + previous * z
-    rows["skill_power"] = decay * rows["skill_power"] + previous * previous
+    previous = rows["head_inputs"]  # zeros before the series' first head forecast
+    rows["head_gram"] = _DECAY * rows["head_gram"] + previous[:, :, None] * previous[:, None, :]
+    rows["head_cross"] = _DECAY * rows["head_cross"] + previous * z[:, None]
+    last_head = rows["last_head"]
+    rows["skill_cross"] = _DECAY * rows["skill_cross"] + last_head * z
+    rows["skill_power"] = _DECAY * rows["skill_power"] + last_head * last_head
+
+    inputs = np.column_stack(
+        [prediction, model_inputs(z, rows["last_d"], rows["last_ts"]).astype(np.float64)]
+    )
+    weights = np.linalg.solve(
+        rows["head_gram"] + HEAD_PRIOR * _IDENTITY, rows["head_cross"][:, :, None]
+    )[:, :, 0]
+    head = np.einsum("ij,ij->i", inputs, weights)
     gain = np.clip(rows["skill_cross"] / (rows["skill_power"] + PRIOR), 0.0, MAX_GAIN)
-    rows["last_prediction"] = prediction
+    rows["head_inputs"] = inputs
+    rows["last_head"] = head
     stats[slots] = rows
-    shrunk: FloatArray = gain * prediction
-    return shrunk
+    served: FloatArray = gain * head
+    return served

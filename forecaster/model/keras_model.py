@@ -29,9 +29,9 @@ def build(spec: ModelSpec, seed: int = 0) -> keras.Model:
             kernel_initializer=keras.initializers.GlorotUniform(seed=seed + index),
             recurrent_initializer=keras.initializers.Orthogonal(seed=seed + 100 + index),
         )(x)
-    outputs = keras.layers.Dense(
-        1, name=HEAD_NAME, kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 200)
-    )(x)
+    # A zero head: the untrained model predicts "no change" (naive), and training moves it
+    # away only as far as the data supports, instead of starting from random predictions.
+    outputs = keras.layers.Dense(1, name=HEAD_NAME, kernel_initializer="zeros")(x)
     return keras.Model(inputs, outputs, name=f"forecaster_{spec.cell}")
 
 

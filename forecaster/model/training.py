@@ -26,7 +26,7 @@ class TrainParams:
     stride: int = 32
     burn_in: int = 8
     epochs: int = 30
-    batch_size: int = 64
+    batch_size: int = 16  # small: a few thousand steps make only a few hundred windows
     learning_rate: float = 2e-3
     validation_fraction: float = 0.2
     patience: int = 4

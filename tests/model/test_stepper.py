@@ -38,7 +38,7 @@ def test_step_by_step_equals_keras_full_sequence(spec: ModelSpec) -> None:
         stepped[:, t], state = stepper.step(x[:, t], state)
 
     assert np.max(np.abs(stepped - expected)) <= 1e-5
-    assert np.std(expected) > 0.05  # the comparison is not between two constants
+    assert np.std(expected) > 0.02  # the comparison is not between two constants
 
 
 @pytest.mark.parametrize("spec", SPECS[:2], ids=lambda s: s.cell)
