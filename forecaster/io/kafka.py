@@ -158,6 +158,10 @@ def connect_consumer(
     configs: Mapping[str, Any], topic: str, listener: ConsumerRebalanceListener
 ) -> tuple[Any, Any]:
     consumer, net_client = construct(KafkaConsumer, configs)
+    # The topic's metadata first: a group leader that assigns before it knows the topic's
+    # partitions asks for a second rebalance right after the first, and kafka-python
+    # (3.0.12) can lose its assignment in that one (stable in the group, consuming nothing).
+    consumer.partitions_for_topic(topic)
     consumer.subscribe([topic], listener=listener)
     return consumer, net_client
 
