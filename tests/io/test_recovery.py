@@ -138,8 +138,11 @@ def test_kill_9_at_random_points_loses_nothing_and_changes_nothing(
         publish(settings, tmp_path / "chunk.csv", settings.input_topic)
         first, published = published + 1, published + len(chunk)
         service = start_service(settings, log)
-        reach(settings, rng.randint(first, published) if i < KILLS else published, service, log)
-        kill_9(service)
+        try:
+            reach(settings, rng.randint(first, published) if i < KILLS else published, service, log)
+        finally:  # a failed wait must not leave a service running past the test
+            if service.is_alive():
+                kill_9(service)
     forecasts = forecasts_until(settings, published, None)
 
     assert keys_of(forecasts) == set(expected), "ticks without a forecast"
