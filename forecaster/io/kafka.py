@@ -158,10 +158,6 @@ def connect_consumer(
     configs: Mapping[str, Any], topic: str, listener: ConsumerRebalanceListener
 ) -> tuple[Any, Any]:
     consumer, net_client = construct(KafkaConsumer, configs)
-    # The topic's metadata first: a group leader that assigns before it knows the topic's
-    # partitions asks for a second rebalance right after the first, and kafka-python
-    # (3.0.12) can lose its assignment in that one (stable in the group, consuming nothing).
-    consumer.partitions_for_topic(topic)
     consumer.subscribe([topic], listener=listener)
     return consumer, net_client
 
@@ -409,7 +405,6 @@ class KafkaSource:
         self._undelivered: KafkaBatch | None = None
         self._acknowledged: dict[TopicPartition, int] = {}
         self._lag_labels: set[str] = set()
-        self._rebalance_wait_ms = settings.session_timeout_ms
 
     def poll(self, timeout: float) -> KafkaBatch:
         consumer = self._connected_consumer()
@@ -418,7 +413,7 @@ class KafkaSource:
             return KafkaBatch({})
         self._rewind_undelivered(consumer)
         try:
-            polled = consumer.poll(timeout_ms=self._poll_timeout_ms(consumer, timeout))
+            polled = consumer.poll(timeout_ms=int(timeout * 1000))
             repositioned = self.handoff.restore(consumer)
             assigned = consumer.assignment()
         except KafkaError as exc:
@@ -433,15 +428,6 @@ class KafkaSource:
         self._undelivered = batch if batch.records else None
         self._report_lag(consumer, batch, assigned)
         return batch
-
-    def _poll_timeout_ms(self, consumer: Any, timeout: float) -> int:
-        """Without partitions, wait as long as a group join may take: a poll that gives up
-        while a JoinGroup/SyncGroup is in flight can leave kafka-python (3.0.12) stable in
-        the group but holding no partition, consuming nothing until restarted (seen after
-        kill -9 restarts on Tansu)."""
-        if consumer.assignment():
-            return int(timeout * 1000)
-        return max(int(timeout * 1000), self._rebalance_wait_ms)
 
     def _connected_consumer(self) -> Any:
         if self._consumer is None and self._backoff.due():
