@@ -197,10 +197,11 @@ class Engine:
             self.recorder(slots, step.z, step.d, ts)
         if self.model is None:
             return
+        inputs = model_inputs(step.z, step.d, ts)
         prediction, self.table.recurrent[slots] = self.model.step(
-            model_inputs(step.z, step.d, ts), self.table.recurrent[slots]
+            inputs, self.table.recurrent[slots]
         )
-        trusted = calibrate(self.table.stats, slots, step.z, prediction.astype(np.float64))
+        trusted = calibrate(self.table.stats, slots, step.z, prediction.astype(np.float64), inputs)
         price = work.ticks.price[index]
         work.forecast[index] = price * np.exp(step.scale * trusted)
         work.naive[index] = False

@@ -39,7 +39,6 @@ STATS_DTYPE = np.dtype(
         ("n_returns", np.int64),
         ("scale_sq", np.float64),  # running mean of squared log-returns
         ("level", np.float64),  # running mean of the log price
-        ("last_d", np.float64),  # the last tick's standardised distance from the mean
         # the series' own linear head and its track record, kept by forecaster.skill
         ("head_gram", np.float64, (N_REGRESSORS, N_REGRESSORS)),
         ("head_cross", np.float64, (N_REGRESSORS,)),
@@ -134,7 +133,6 @@ def advance(
     stats["n_returns"] = n_returns
     stats["scale_sq"] = scale_sq
     stats["level"] = level
-    stats["last_d"] = d
     return FeatureStep(z=z, d=d, scale=scale, warm=n_returns >= params.min_history)
 
 

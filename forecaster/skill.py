@@ -18,10 +18,10 @@ standardised return that followed each tick (the *outcome*):
 
 The served prediction of the next standardised return is ``gain * head``.
 
->>> from forecaster.features import new_stats
->>> stats, slot = new_stats(1), np.array([0])
->>> stats["last_ts"] = 6 * 3_600_000_000_000  # the tick's features, as advance left them
->>> served = [calibrate(stats, slot, np.array([z]), np.array([0.0])) for z in (1.0, 0.5)]
+>>> from forecaster.features import model_inputs, new_stats
+>>> stats, slot, ts = new_stats(1), np.array([0]), np.array([6 * 3_600_000_000_000])
+>>> served = [calibrate(stats, slot, np.array([z]), np.array([0.0]),
+...                     model_inputs(np.array([z]), np.array([0.0]), ts)) for z in (1.0, 0.5)]
 >>> [float(s[0]) for s in served]  # no record yet: naive
 [0.0, 0.0]
 """
@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from forecaster.features import FEATURE_NAMES, model_inputs
+from forecaster.features import FEATURE_NAMES
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -46,13 +46,17 @@ _IDENTITY = np.eye(len(REGRESSORS))
 
 
 def calibrate(
-    stats: npt.NDArray[np.void], slots: IntArray, z: FloatArray, prediction: FloatArray
+    stats: npt.NDArray[np.void],
+    slots: IntArray,
+    z: FloatArray,
+    prediction: FloatArray,
+    inputs: npt.NDArray[np.float32],
 ) -> FloatArray:
     """Fold this tick's outcome ``z`` into each series' record; return the served predictions.
 
-    ``stats`` is the series table's statistics array (updated in place at ``slots``), with
-    this tick already folded in by ``forecaster.features.advance``; ``prediction`` is the
-    model's raw prediction of the next standardised return.
+    ``stats`` is the series table's statistics array (updated in place at ``slots``);
+    ``prediction`` is the model's raw prediction of the next standardised return, made
+    from ``inputs``, this tick's model input rows (``forecaster.features.model_inputs``).
     """
     rows = stats[slots]
     previous = rows["head_inputs"]  # zeros before the series' first head forecast
@@ -62,15 +66,13 @@ def calibrate(
     rows["skill_cross"] = _DECAY * rows["skill_cross"] + last_head * z
     rows["skill_power"] = _DECAY * rows["skill_power"] + last_head * last_head
 
-    inputs = np.column_stack(
-        [prediction, model_inputs(z, rows["last_d"], rows["last_ts"]).astype(np.float64)]
-    )
+    regressors = np.column_stack([prediction, inputs.astype(np.float64)])
     weights = np.linalg.solve(
         rows["head_gram"] + HEAD_PRIOR * _IDENTITY, rows["head_cross"][:, :, None]
     )[:, :, 0]
-    head = np.einsum("ij,ij->i", inputs, weights)
+    head = np.einsum("ij,ij->i", regressors, weights)
     gain = np.clip(rows["skill_cross"] / (rows["skill_power"] + PRIOR), 0.0, MAX_GAIN)
-    rows["head_inputs"] = inputs
+    rows["head_inputs"] = regressors
     rows["last_head"] = head
     stats[slots] = rows
     served: FloatArray = gain * head

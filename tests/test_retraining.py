@@ -33,6 +33,7 @@ from forecaster.registry import Registry
 from forecaster.retraining import DataClock, Retrainer, RetrainPolicy
 from forecaster.service import build_engine
 from forecaster.trainer import NamedFit, TrainedModel
+from tests.support.waiting import wait_for
 from tests.support_models import constant_stepper, random_stepper
 
 SPEC = ModelSpec(cell="gru", layers=1, units=4)
@@ -94,13 +95,6 @@ def warmed_engine(model: Stepper, ticks: Path) -> Engine:
     engine = Engine(Settings(**SMALL).engine_params(), model)  # type: ignore[arg-type]
     engine.process(CsvSource(ticks, 100_000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
     return engine
-
-
-def wait_until(condition: Callable[[], bool], what: str, seconds: float = 300.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {seconds:g} s"
-        time.sleep(0.05)
 
 
 def collect(retrainer: Retrainer, seconds: float = 300.0) -> Stepper | None:
@@ -275,7 +269,7 @@ def test_a_training_process_that_raises_or_is_killed_fails_and_serving_is_untouc
     retrainer.request()
     assert retrainer.pending() is None and retrainer.training is not None
     if failure == "killed":
-        wait_until(started.exists, "training start")
+        wait_for(started.exists, "training start")
         os.kill(retrainer.training.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
     assert collect(retrainer) is None
 
@@ -296,7 +290,7 @@ def test_a_live_retraining_past_its_timeout_is_killed_and_serving_continues(
     retrainer.request()
     assert retrainer.pending() is None and retrainer.training is not None
     child = retrainer.training.process
-    wait_until(started.exists, "training start")  # deaf to SIGTERM from here on
+    wait_for(started.exists, "training start")  # deaf to SIGTERM from here on
     assert collect(retrainer) is None  # past its timeout: terminated, then killed
 
     (outcome,) = retrainer.outcomes
@@ -313,7 +307,7 @@ def test_stop_ends_a_running_training_process(short_ticks: Path, tmp_path: Path)
     retrainer.pending()
     assert retrainer.training is not None
     child, folder = retrainer.training.process, retrainer.training.directory
-    wait_until(started.exists, "training start")
+    wait_for(started.exists, "training start")
     retrainer.stop()
     assert not child.is_alive() and child.exitcode == -signal.SIGTERM
     assert not retrainer.running and not folder.exists() and retrainer.outcomes == []
@@ -377,7 +371,7 @@ def test_the_interval_trigger_and_a_post_to_retrain_start_runs(tmp_path: Path) -
         background=False,  # the triggers are under test here; runs are inline
     )
 
-    def wait_for(count: int) -> None:
+    def pend_until_outcomes(count: int) -> None:
         deadline = time.monotonic() + 60
         while len(retrainer.outcomes) < count and time.monotonic() < deadline:
             retrainer.pending()
@@ -386,7 +380,7 @@ def test_the_interval_trigger_and_a_post_to_retrain_start_runs(tmp_path: Path) -
 
     retrainer.start()
     try:
-        wait_for(1)
+        pend_until_outcomes(1)
     finally:
         retrainer.stop()
     server = HttpServer(http_app(Metrics().registry, lambda: (True, ""), retrainer.request),
@@ -394,7 +388,7 @@ def test_the_interval_trigger_and_a_post_to_retrain_start_runs(tmp_path: Path) -
     try:
         done = len(retrainer.outcomes)
         assert cli.main(["retrain", "--url", f"http://127.0.0.1:{server.port}"]) == 0
-        wait_for(done + 1)
+        pend_until_outcomes(done + 1)
     finally:
         server.stop()
     assert outcomes(retrainer, "rejected") == len(retrainer.outcomes)  # zero == naive: no gain

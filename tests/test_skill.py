@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from forecaster.features import new_stats
+from forecaster.features import model_inputs, new_stats
 from forecaster.skill import MAX_GAIN, calibrate
 
 TICK_NS = 150 * 1_000_000_000
@@ -17,8 +17,8 @@ def served(predictions: np.ndarray, outcomes: np.ndarray) -> np.ndarray:
     slots = np.arange(predictions.shape[1])
     rows = []
     for tick, (prediction, z) in enumerate(zip(predictions, outcomes, strict=True)):
-        stats["last_ts"] = tick * TICK_NS  # what features.advance leaves for skill
-        rows.append(calibrate(stats, slots, z, prediction))
+        ts = np.full(len(z), tick * TICK_NS)
+        rows.append(calibrate(stats, slots, z, prediction, model_inputs(z, np.zeros_like(z), ts)))
     return np.array(rows)
 
 
