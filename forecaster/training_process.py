@@ -165,6 +165,9 @@ class TrainingProcess:
 
 def child_main(directory: str) -> None:
     """The child process: run the job in ``directory`` and write ``result.json``."""
+    # A session of its own: a signal meant for the service (Ctrl-C, `timeout`, a process
+    # group kill) must not end the fit behind its back; the service stops it itself.
+    os.setsid()
     os.nice(NICENESS)
     _exit_with(os.getppid())
     folder = Path(directory)

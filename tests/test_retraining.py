@@ -308,6 +308,8 @@ def test_stop_ends_a_running_training_process(short_ticks: Path, tmp_path: Path)
     assert retrainer.training is not None
     child, folder = retrainer.training.process, retrainer.training.directory
     wait_for(started.exists, "training start")
+    # In a session of its own: Ctrl-C or `timeout` signalling the service's group misses it.
+    assert os.getsid(child.pid) == child.pid != os.getsid(0)  # type: ignore[arg-type]
     retrainer.stop()
     assert not child.is_alive() and child.exitcode == -signal.SIGTERM
     assert not retrainer.running and not folder.exists() and retrainer.outcomes == []
