@@ -13,6 +13,7 @@ arrival to its sink's flush, which is the service's tick_to_forecast metric).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -22,11 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from common import SERVING_SPEC, parser, ratio, report, tick_file
+from threadpoolctl import threadpool_limits
 
 from forecaster.engine import Engine, EngineParams
 from forecaster.io.files import CsvSource, JsonLinesSink
 from forecaster.pipeline import Pipeline
 from forecaster.retraining import Retrainer, RetrainPolicy
+from forecaster.service import BLAS_THREADS
 from forecaster.trainer import Trainer
 from forecaster.window import WindowSpec
 from tests.support_models import random_stepper
@@ -92,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = (workdir / "forecasts.jsonl").open("wb")
     sink = JsonLinesSink(out, (workdir / "rejects.jsonl").open("wb"))
     pipeline = Pipeline(CsvSource(ticks, options.batch, loop=True), engine, sink)
-    try:
+    # One BLAS thread, as the service runs.
+    with threadpool_limits(BLAS_THREADS, user_api="blas"), contextlib.closing(sink):
         warm = run_phase(pipeline, lambda: least_history(engine) < options.history)
         steady = run_phase(pipeline, for_seconds(options.seconds))
         retrainer = start_retraining(pipeline, options.epochs, options.window,
@@ -100,8 +104,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pipeline.step()  # the boundary at which the run starts
         during = run_phase(pipeline, lambda: retrainer.running)
         retrainer.stop()
-    finally:
-        sink.close()
     results = {"warm": warm, "steady": steady, "retraining": during,
                "retrain_outcomes": [o.outcome for o in retrainer.outcomes],
                "retrain_errors": [o.error for o in retrainer.outcomes if o.error],

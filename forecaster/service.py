@@ -12,6 +12,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from forecaster.checkpoint import CheckpointStore
 from forecaster.config import Settings
 from forecaster.engine import Engine
@@ -28,6 +30,10 @@ from forecaster.trainer import TrainedModel, Trainer
 log = logging.getLogger(__name__)
 
 DELIVERY_RETRY_S = 1.0  # pause before a batch whose delivery failed is processed again
+# The engine's matrix products are small: extra BLAS threads buy nothing, and beside a
+# training child they spin for a core it needs (retraining cut throughput to 0.31x with
+# OpenBLAS's default threads, 0.98x with one; benchmarks/bench_retrain.py).
+BLAS_THREADS = 1
 
 
 def registry_of(settings: Settings) -> Registry | None:
@@ -131,14 +137,15 @@ def serve(
     metrics = Metrics(settings.quality_halflife, settings.quality_series())
     source, sink = _transport(settings, engine, metrics)
     pipeline = Pipeline(source, engine, sink, metrics, updates=retrainer)
-    if retrainer is None:
-        return Service(settings, pipeline, stop).run()
-    retrainer.metrics = metrics
-    retrainer.start()
-    try:
-        return Service(settings, pipeline, stop, retrainer.request).run()
-    finally:
-        retrainer.stop()
+    with threadpool_limits(BLAS_THREADS, user_api="blas"):
+        if retrainer is None:
+            return Service(settings, pipeline, stop).run()
+        retrainer.metrics = metrics
+        retrainer.start()
+        try:
+            return Service(settings, pipeline, stop, retrainer.request).run()
+        finally:
+            retrainer.stop()
 
 
 def checkpoints_of(settings: Settings, metrics: Metrics) -> CheckpointStore | None:
@@ -179,9 +186,10 @@ def replay(
     pipeline = Pipeline(source, engine, sink, retrainer.metrics, updates=retrainer)
     started = time.perf_counter()
     try:
-        while pipeline.step():
-            if progress is not None:
-                progress(pipeline.totals)
+        with threadpool_limits(BLAS_THREADS, user_api="blas"):
+            while pipeline.step():
+                if progress is not None:
+                    progress(pipeline.totals)
     finally:
         sink.close()
     elapsed = time.perf_counter() - started

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_info
 
 from forecaster.config import Settings
 from forecaster.engine import NAIVE
-from forecaster.service import replay
+from forecaster.service import BLAS_THREADS, replay
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 
@@ -69,3 +70,17 @@ def test_replay_gives_one_forecast_per_valid_tick(
     assert len(set(versions) - {NAIVE}) == 1
     # An untrained model earns little trust (forecaster.skill), but it does move forecasts.
     assert any(r["forecast"] != r["price"] for r in forecasts if r["model_version"] != NAIVE)
+
+
+def test_a_replay_steps_the_engine_on_one_blas_thread(tmp_path: Path) -> None:
+    """Spare BLAS threads would spin beside a training child for the core it needs."""
+    settings = Settings(bootstrap_steps=10**9, max_batch=100)  # naive, no TensorFlow
+    blas_threads: list[set[int]] = []
+
+    def record(_: object) -> None:
+        pools = threadpool_info()
+        blas_threads.append({p["num_threads"] for p in pools if p["user_api"] == "blas"})
+
+    replay(settings, SAMPLE / "malformed_ticks.csv", tmp_path / "f.jsonl",
+           str(tmp_path / "r.jsonl"), record)  # fmt: skip
+    assert blas_threads and all(threads == {BLAS_THREADS} for threads in blas_threads)
