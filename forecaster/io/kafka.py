@@ -159,6 +159,12 @@ def connect_consumer(
 ) -> tuple[Any, Any]:
     consumer, net_client = construct(KafkaConsumer, configs)
     consumer.subscribe([topic], listener=listener)
+    # Fetch the topic's metadata before the first join. kafka-python 3.0.12's leader
+    # otherwise assigns from metadata it fetched before subscribing, asks for a second
+    # rebalance as soon as the topic's partitions arrive, and loses that rebalance's
+    # assignment if a poll times out while it is in flight: the member then sits in the
+    # group with no partition and no listener call, consuming nothing.
+    consumer.topics()
     return consumer, net_client
 
 

@@ -1,0 +1,35 @@
+"""The Kafka service the kill -9 test kills: `forecaster run`'s assembly (``service.serve``)
+around an engine serving a random-weight NumPy model, so that no TensorFlow is loaded.
+
+The test starts it with ``multiprocessing``'s forkserver, this module preloaded: each
+start is a fork of a process that has imported everything already, not a new interpreter.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from forecaster.config import Settings
+from forecaster.engine import Engine
+from forecaster.model.spec import ModelSpec
+from forecaster.service import serve
+from tests.support_models import random_stepper
+
+SPEC = ModelSpec(cell="lstm", layers=2, units=8)
+
+
+def serving_engine(settings: Settings) -> Engine:
+    return Engine(settings.engine_params(), model=random_stepper(SPEC, seed=11))
+
+
+def run(settings: Settings, log_path: Path) -> None:
+    """Serve until killed (the test never stops it any other way)."""
+    logging.basicConfig(
+        filename=log_path,
+        level=logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+        force=True,
+    )
+    serve(settings, serving_engine(settings), None, threading.Event())
