@@ -162,6 +162,11 @@ class Metrics:
         self.kafka_produce_errors = Counter(
             "forecaster_kafka_produce_errors", "Records the producer failed to deliver", registry=r
         )
+        self.kafka_rejoins = Counter(
+            "forecaster_kafka_rejoins",
+            "Times the consumer joined its group again: a rebalance it saw begin never assigned",
+            registry=r,
+        )
 
     def _define_model(self) -> None:
         r = self.registry

@@ -261,9 +261,11 @@ class PartitionHandoff(ConsumerRebalanceListener):  # type: ignore[misc]
         self.store = store
         self.checkpoints = checkpoints
         self.stepped: dict[TopicPartition, int] = {}
+        self.rebalancing_since: float | None = None  # a revoke no assignment has followed yet
         self._unrestored: set[TopicPartition] = set()
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.rebalancing_since = time.monotonic()
         for tp in revoked:
             self._unrestored.discard(tp)
             state = self.engine.take_partition(tp.partition)
@@ -285,6 +287,7 @@ class PartitionHandoff(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Restoring needs the committed offsets, a blocking call the listener may not
         make on kafka-python's IO thread: ``restore`` does it right after the poll."""
+        self.rebalancing_since = None
         self._unrestored.update(assigned)
 
     def restore(self, consumer: Any) -> set[TopicPartition]:
@@ -400,6 +403,11 @@ class KafkaSource:
         self.metrics = metrics
         self.handoff = PartitionHandoff(engine, store or InMemoryPartitionStateStore(), checkpoints)
         self._checkpoint_interval = settings.checkpoint_interval_s
+        # The longest a rebalance may take: the group waits up to the rebalance timeout
+        # (max_poll_interval_ms) for members to rejoin, a session timeout for a dead one.
+        self._rebalance_limit_s = (
+            settings.max_poll_interval_ms + settings.session_timeout_ms
+        ) / 1000
         self._last_checkpoint = time.monotonic()
         self._limits = settings.input_limits()
         self._connect = connect or partial(
@@ -425,6 +433,9 @@ class KafkaSource:
         except KafkaError as exc:
             log.warning("Kafka poll failed: %s", exc)
             return KafkaBatch({})
+        if self._rebalance_stalled():
+            self._rejoin()
+            return KafkaBatch({})
         # kafka-python already drops records of partitions revoked during the poll; those
         # of a partition restored from disk were read before the seek to its checkpoint.
         current = assigned - repositioned
@@ -445,6 +456,21 @@ class KafkaSource:
                 log.warning("Kafka not reachable (%s); next attempt in %.1f s", exc,
                             self._backoff.failed())  # fmt: skip
         return self._consumer
+
+    def _rebalance_stalled(self) -> bool:
+        since = self.handoff.rebalancing_since
+        return since is not None and time.monotonic() - since > self._rebalance_limit_s
+
+    def _rejoin(self) -> None:
+        """Leave the group and join it again: kafka-python can lose a rebalance's outcome
+        (see ``connect_consumer``) and then sit in the group with no partition for good."""
+        log.warning("no partition assigned %.0f s after a rebalance began; joining the group "
+                    "again", self._rebalance_limit_s)  # fmt: skip
+        self.metrics.kafka_rejoins.inc()
+        consumer, self._consumer, self._net_client = self._consumer, None, None
+        with contextlib.suppress(KafkaError):
+            consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_S * 1000))
+        self.handoff.rebalancing_since = None  # the close revoked too; the next join starts
 
     def _rewind_undelivered(self, consumer: Any) -> None:
         """The last batch was not committed (its delivery failed): poll it again."""

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from forecaster.metrics import Metrics
 from forecaster.pipeline import Pipeline
 from forecaster.produce import tick_messages
 from forecaster.ticks import Rejected, RejectReason, parse_csv_frame, parse_messages
+from tests.support.waiting import wait_for
 
 SAMPLE = Path(__file__).resolve().parent.parent.parent / "sample_data"
 TOPIC = "ticks"
@@ -216,6 +217,7 @@ class FakeConsumer:
         self.assigned: set[Any] = set()
         self.committed_offsets = {tp(p): offset for p, offset in committed.items()}
         self.seeks: list[tuple[Any, int]] = []
+        self.closed = False
 
     def poll(self, timeout_ms: int) -> dict[Any, list[Any]]:
         assignment, records = self.polls.popleft() if self.polls else (None, {})
@@ -242,6 +244,7 @@ class FakeConsumer:
 
     def close(self, autocommit: bool, timeout_ms: int) -> None:
         self.listener.on_partitions_revoked(self.assigned)
+        self.closed = True
 
 
 @dataclass
@@ -256,16 +259,18 @@ class Fixture:
         return self.consumers[0]
 
 
-def kafka_source(polls: list[Poll], committed: dict[int, int] | None = None) -> Fixture:
+def kafka_source(
+    polls: list[Poll], committed: dict[int, int] | None = None, settings: Settings = SETTINGS
+) -> Fixture:
     engine = Engine(EngineParams())
     holder: list[FakeConsumer] = []
 
     def connect(listener: Any) -> tuple[FakeConsumer, None]:
         holder.append(FakeConsumer(polls, listener, committed or {}))
-        return holder[0], None
+        return holder[-1], None
 
     metrics = Metrics()
-    source = KafkaSource(SETTINGS, engine, metrics, connect=connect)
+    source = KafkaSource(settings, engine, metrics, connect=connect)
     pipeline = Pipeline(source, engine, KafkaSink(SETTINGS, metrics, connect=FakeProducer), metrics)
     return Fixture(engine, source, holder, pipeline)
 
@@ -308,6 +313,23 @@ def test_a_revoked_partition_gets_its_state_back_only_if_nobody_moved_it_on(
     f.source.poll(0.0)
     assert ("A" in f.engine.table.slot_of) == restored
     assert "B" in f.engine.table.slot_of  # committed where we left it: restored
+
+
+def test_a_rebalance_that_never_assigns_makes_the_consumer_join_again() -> None:
+    """kafka-python can lose a rebalance's outcome: partitions revoked, then none, for good."""
+    quick = replace(SETTINGS, max_poll_interval_ms=20, session_timeout_ms=20,
+                    heartbeat_interval_ms=5)  # fmt: skip
+    f = kafka_source([({0}, {0: [tick(0, 0, "A", 1)]})], settings=quick)
+    f.pipeline.step()
+    first = f.consumer
+    first.listener.on_partitions_revoked(first.assigned)  # a rebalance begins ...
+    first.assigned = set()  # ... and its assignment is lost
+    wait_for(lambda: bool(f.source.poll(0.0).records), "the consumer joining again", 30.0)
+
+    assert first.closed and len(f.consumers) == 2
+    assert f.consumers[1].assignment() == {tp(0)}
+    rejoins = f.source.metrics.registry.get_sample_value("forecaster_kafka_rejoins_total")
+    assert rejoins == 1
 
 
 def test_a_broker_down_at_start_means_empty_polls_and_not_connected() -> None:
