@@ -146,11 +146,55 @@ class ListSource:
         pass
 
 
+# One message of every kind of bad, whatever hypothesis happens to draw.
+EVERY_BAD_KIND = [
+    (b"{]", "invalid_json"),
+    (b"\xff{}", "not_utf8"),
+    (message(ts=T0_MS, price=2.0), "missing_series"),
+    (message(series="S1", price=2.0), "missing_ts"),
+    (message(series="S1", ts=T0_MS), "missing_price"),
+    (message(series=True, ts=T0_MS, price=1.0), "series_type"),
+    (message(series="S0", ts=1.5, price=1.0), "ts_type"),
+    (message(series="S0", ts=T0_MS, price="1.0"), "price_type"),
+    (json_literal("S2", T0_MS, "NaN"), "price_not_finite"),
+    (message(series="S2", ts=T0_MS, price=0.0), "price_not_positive"),
+    (message(series="S2", ts=T0_MS, price=1e12), "price_out_of_range"),
+    (message(series="S0", ts="yesterday", price=1.0), "ts_format"),
+    (message(series="S0", ts="2026-01-05T10:00:00", price=1.0), "ts_no_timezone"),
+    (message(series="S0", ts=T0_MS, price=1.0, pad="x" * 5000), "message_too_large"),
+    (message(series="S" * 201, ts=T0_MS, price=1.0), "series_length"),
+]
+
+
+def every_bad_kind_between_valid_ticks() -> Stream:
+    stream = Stream()
+    for i, (payload, reason) in enumerate(EVERY_BAD_KIND):
+        ts = T0_MS + 1000 * (i + 1)
+        stream.payloads.append(message(series="S0", ts=ts, price=1.0 + i))
+        stream.valid.add(("S0", format_rfc3339(np.array([ts * 1_000_000]))[0]))
+        stream.reasons[len(stream.payloads)] = reason
+        stream.payloads.append(payload)
+    last = T0_MS + 1000 * len(EVERY_BAD_KIND)
+    for ts, reason in ((last, "ts_duplicate"), (last - 1, "ts_out_of_order")):
+        stream.reasons[len(stream.payloads)] = reason
+        stream.payloads.append(message(series="S0", ts=ts, price=3.0))
+    return stream
+
+
+def test_every_kind_of_bad_message_is_a_dead_letter_with_its_reason() -> None:
+    check_stream(every_bad_kind_between_valid_ticks(), batch_size=4)
+
+
 @settings(max_examples=60)
 @given(streams(), st.integers(1, 9))
 def test_bad_messages_are_dead_letters_and_valid_ticks_forecasts(
     stream: Stream, batch_size: int
 ) -> None:
+    check_stream(stream, batch_size)
+
+
+def check_stream(stream: Stream, batch_size: int) -> None:
+    """Through the pipeline: one dead letter per bad message, one forecast per valid tick."""
     records = [Record("ticks", 0, i, None, p) for i, p in enumerate(stream.payloads)]
     model = random_stepper(ModelSpec(cell="lstm", layers=1, units=4))
     engine = Engine(EngineParams(features=FeatureParams(min_history=2), ring_length=4), model)

@@ -122,9 +122,10 @@ def outcomes(retrainer: Retrainer, outcome: str) -> float:
 def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_boundary(
     ar_ticks: Path, tmp_path: Path
 ) -> None:
+    # 8 epochs reach a holdout MASE of 0.92 here (29 reach 0.85): well inside the 0.98 bar.
     settings = Settings(
         model_dir=str(tmp_path / "models"), cell="gru", layers=1, units=8, train_window=32,
-        train_epochs=30, bootstrap_steps=3000, retrain_interval_s=0, retrain_margin=0.02,
+        train_epochs=8, bootstrap_steps=3000, retrain_interval_s=0, retrain_margin=0.02,
         **SMALL,  # type: ignore[arg-type]
     )  # fmt: skip
     engine, retrainer = build_engine(settings, background_training=False)

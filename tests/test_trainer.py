@@ -14,7 +14,7 @@ from forecaster.registry import MODEL_FILE, Registry
 from forecaster.service import replay, train
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "ticks.csv"
-SMALL = {"units": 8, "layers": 2, "train_epochs": 2, "train_window": 32, "max_batch": 1000}
+SMALL = {"units": 8, "layers": 2, "train_epochs": 1, "train_window": 32, "max_batch": 1000}
 
 
 @pytest.fixture(scope="module")
