@@ -20,7 +20,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -35,12 +35,15 @@ CSV_COLUMNS = ("series", "ts", "price", "volume")
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
 )
 _RFC3339_NO_ZONE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?")
 _EPOCH_MS = re.compile(r"[+-]?\d{1,19}")
+_PLAIN_DIGITS = 18  # the most decimal digits that always fit in an int64
+_POWERS_OF_TEN = 10 ** np.arange(_PLAIN_DIGITS + 1, dtype=np.int64)
 
 
 class RejectReason(StrEnum):
@@ -137,7 +140,7 @@ class TickColumns:
         """The rows at ``index``, in that order."""
         return TickColumns(
             position=self.position[index],
-            series=[self.series[i] for i in index],
+            series=_pick(self.series, index),
             ts=self.ts[index],
             price=self.price[index],
             volume=self.volume[index],
@@ -166,24 +169,36 @@ def empty_columns() -> TickColumns:
     )
 
 
+def _pick(values: list[Any], index: npt.NDArray[np.intp]) -> list[Any]:
+    return list(map(values.__getitem__, index.tolist()))
+
+
 class _Rows:
     """Per-row raw fields plus the first failure of each row, filled in rule by rule."""
 
     def __init__(self, size: int) -> None:
         self.series: list[Any] = [None] * size
         self.ts: list[Any] = [None] * size
+        # Epoch ms of each ts already known to be a plain digit string; -1: check it row by row.
+        self.plain_ts_ms = np.full(size, -1, np.int64)
         self.price = np.full(size, np.nan)
         self.volume = np.full(size, np.nan)
         self.reason: list[RejectReason | None] = [None] * size
         self.detail: list[str] = [""] * size
+        self.failed = np.zeros(size, bool)
 
     def fail(self, row: int, reason: RejectReason, detail: str) -> None:
         if self.reason[row] is None:
             self.reason[row] = reason
             self.detail[row] = detail
+            self.failed[row] = True
 
-    def ok(self) -> npt.NDArray[np.bool_]:
-        return np.fromiter((r is None for r in self.reason), bool, len(self.reason))
+    def fail_each(self, rows: Iterable[int], reason: RejectReason, detail: str) -> None:
+        for row in rows:
+            self.fail(row, reason, detail)
+
+    def ok(self) -> BoolArray:
+        return ~self.failed
 
 
 def parse_messages(payloads: Sequence[bytes], limits: InputLimits = DEFAULT_LIMITS) -> ParsedBatch:
@@ -207,37 +222,78 @@ def parse_csv_frame(
     positions stay meaningful across chunks.
     """
     rows = _Rows(len(frame))
-    series = frame["series"].tolist()
-    ts = frame["ts"].tolist()
-    for i in range(len(frame)):
-        if series[i] == "":
-            rows.fail(i, RejectReason.MISSING_SERIES, "series is empty")
-        if ts[i] == "":
-            rows.fail(i, RejectReason.MISSING_TS, "ts is empty")
-    rows.series = series
-    rows.ts = [text if _EPOCH_MS.fullmatch(text) is None else int(text) for text in ts]
+    rows.series = frame["series"].tolist()
+    rows.fail_each(_empty(frame["series"]), RejectReason.MISSING_SERIES, "series is empty")
+    rows.fail_each(_empty(frame["ts"]), RejectReason.MISSING_TS, "ts is empty")
+    texts = frame["ts"].tolist()
+    rows.plain_ts_ms = _plain_digits(texts)
+    rows.ts = rows.plain_ts_ms.tolist()
+    # The other texts row by row: a signed or non-ASCII epoch ms is still one, to be checked.
+    for i in np.flatnonzero(rows.plain_ts_ms < 0).tolist():
+        rows.ts[i] = texts[i] if _EPOCH_MS.fullmatch(texts[i]) is None else int(texts[i])
     rows.price = _csv_numbers(frame["price"], rows, "price")
     if "volume" in frame.columns:
         rows.volume = _csv_numbers(frame["volume"], rows, "volume")
     columns = [c for c in CSV_COLUMNS if c in frame.columns]
-    records = frame[columns]
 
     def raw_of(position: int) -> bytes:
         out = io.StringIO()
-        csv.writer(out, lineterminator="").writerow(records.iloc[position - first_position])
+        row = position - first_position
+        csv.writer(out, lineterminator="").writerow([frame[c].iat[row] for c in columns])
         return out.getvalue().encode()
 
     return _finish(rows, limits, raw_of=raw_of, first_position=first_position)
 
 
+def _empty(column: pd.Series[str]) -> list[int]:
+    return np.flatnonzero(column.to_numpy(object) == "").tolist()
+
+
+def _plain_digits(texts: list[str]) -> IntArray:
+    """The value of each text that is 1-18 ASCII digits; -1 for any other text.
+
+    >>> _plain_digits(["1700000000000", "007", "+5", "", "1.5", "\u0661", "1" * 19]).tolist()
+    [1700000000000, 7, -1, -1, -1, -1, -1]
+    """
+    width = _PLAIN_DIGITS
+    lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+    # One row of code points per text, cut at ``width`` (a longer text fails on its length);
+    # code points below "0" wrap around to huge values, so "<= 9" alone tests for a digit.
+    codes = np.array(texts, dtype=f"U{width}").view(np.uint32).reshape(len(texts), width)
+    digits = codes - np.uint32(ord("0"))
+    in_text = np.arange(width) < lengths[:, None]
+    is_digit = digits <= 9
+    plain = (is_digit | ~in_text).all(axis=1) & (lengths >= 1) & (lengths <= width)
+    # Read as ``width`` digits padded with zeros on the right, then shifted back.
+    padded = np.where(in_text & is_digit, digits, 0) @ _POWERS_OF_TEN[width - 1 :: -1]
+    values = padded // _POWERS_OF_TEN[width - np.minimum(lengths, width)]
+    return np.where(plain, values, -1)
+
+
 def _csv_numbers(column: pd.Series[str], rows: _Rows, name: str) -> FloatArray:
-    """The column as floats; NaN marks an empty volume (absent) and any row that failed."""
+    """The column as floats; NaN marks an empty volume (absent) and any row that failed.
+
+    A text that pandas reads as a number as it stands is taken as read; only the others
+    (padded, NaN, empty, not a number) are stripped and classified, row by row.
+    """
+    numbers = np.array(pd.to_numeric(column, errors="coerce"), np.float64)  # writable
+    suspect = np.flatnonzero(np.isnan(numbers))
+    if len(suspect):
+        numbers[suspect] = _classify_numbers(column.iloc[suspect], suspect, rows, name)
+    return numbers
+
+
+def _classify_numbers(
+    column: pd.Series[str], row_of: IntArray, rows: _Rows, name: str
+) -> FloatArray:
+    """Numbers of texts that are not plain numbers; each row that is none fails with its reason."""
     text = column.str.strip()
     numbers = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
     nan_literal = text.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy()
     empty = (text == "").to_numpy()
-    for i in np.flatnonzero(np.isnan(numbers) & ~(empty & (name == "volume"))):
-        rows.fail(int(i), *_number_failure(name, str(column.iat[int(i)]), empty[i], nan_literal[i]))
+    for k in np.flatnonzero(np.isnan(numbers) & ~(empty & (name == "volume"))).tolist():
+        failure = _number_failure(name, str(column.iat[k]), empty[k], nan_literal[k])
+        rows.fail(int(row_of[k]), *failure)
     return numbers
 
 
@@ -323,7 +379,7 @@ def _finish(
     index = np.flatnonzero(ok)
     ticks = TickColumns(
         position=index.astype(np.int64) + first_position,
-        series=[rows.series[i] for i in index],
+        series=rows.series if len(index) == len(ok) else _pick(rows.series, index),
         ts=ts[index],
         price=rows.price[index],
         volume=rows.volume[index],
@@ -338,13 +394,12 @@ def _finish(
 
 
 def _check_series(rows: _Rows, max_chars: int) -> None:
-    for i, series in enumerate(rows.series):
-        if isinstance(series, str) and not 0 < len(series) <= max_chars:
-            rows.fail(
-                i,
-                RejectReason.SERIES_LENGTH,
-                f"series must be 1-{max_chars} characters, got {len(series)}",
-            )
+    lengths = np.fromiter(
+        (len(s) if isinstance(s, str) else 1 for s in rows.series), np.int64, len(rows.series)
+    )  # a series that is no string failed already
+    for i in np.flatnonzero((lengths < 1) | (lengths > max_chars)).tolist():
+        rows.fail(i, RejectReason.SERIES_LENGTH,
+                  f"series must be 1-{max_chars} characters, got {lengths[i]}")  # fmt: skip
 
 
 def _check_bounds(rows: _Rows, limits: InputLimits, ts: IntArray) -> None:
@@ -367,9 +422,13 @@ def _check_bounds(rows: _Rows, limits: InputLimits, ts: IntArray) -> None:
 
 def _check_ts(rows: _Rows) -> IntArray:
     """Epoch nanoseconds of every row (0 where the row failed)."""
-    out = np.zeros(len(rows.ts), np.int64)
+    plain = rows.plain_ts_ms
+    out = np.where((plain >= 0) & (plain <= MAX_EPOCH_MS), plain, 0) * 1_000_000
+    for i in np.flatnonzero(plain > MAX_EPOCH_MS).tolist():
+        rows.fail(i, RejectReason.TS_OUT_OF_RANGE, f"epoch ms {rows.ts[i]} is out of range")
     text_rows: list[int] = []
-    for i, ts in enumerate(rows.ts):
+    for i in np.flatnonzero(plain < 0).tolist():
+        ts = rows.ts[i]
         if isinstance(ts, bool) or ts is None:
             continue
         if isinstance(ts, int):

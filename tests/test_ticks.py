@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forecaster.ticks import MAX_SERIES_CHARS, RejectReason, parse_csv_frame, parse_messages
@@ -121,6 +121,82 @@ def test_csv_rows_follow_the_same_rules() -> None:
         (17, RejectReason.TS_OUT_OF_RANGE),
     ]
     assert batch.rejects[0].raw == b"A,1767571202000,abc,"
+
+
+# 1767571201000 in Arabic-Indic digits, which int() reads as it reads ASCII ones
+ARABIC_INDIC_DIGITS = "".join(chr(0x0660 + int(d)) for d in "1767571201000")
+
+
+@pytest.mark.parametrize(
+    ("ts", "price", "expected"),
+    [
+        ("0001767571201000", "1.5", (1_767_571_201_000_000_000, 1.5)),
+        ("+1767571201000", " 2", (1_767_571_201_000_000_000, 2.0)),
+        (ARABIC_INDIC_DIGITS, "3", (1_767_571_201_000_000_000, 3.0)),
+        ("1767571201000", "4\u00a0", (1_767_571_201_000_000_000, 4.0)),
+        ("999999999999999999", "1", RejectReason.TS_OUT_OF_RANGE),
+        ("9999999999999999999", "1", RejectReason.TS_OUT_OF_RANGE),
+        (" 1767571201000", "1", RejectReason.TS_FORMAT),
+        ("1767571201000\x00", "1", RejectReason.TS_FORMAT),
+        ("1767571201000", " nan", RejectReason.PRICE_NOT_FINITE),
+        ("1767571201000", "1_000", RejectReason.PRICE_TYPE),
+    ],
+)
+def test_csv_digits_and_numbers_read_alike_alone_or_among_plain_rows(
+    ts: str, price: str, expected: tuple[int, float] | RejectReason
+) -> None:
+    """Plain digit timestamps and plain numbers are read a whole chunk at a time; any other
+    text row by row. Either way a row comes out the same, next to plain rows or alone."""
+    plain = pd.DataFrame({"series": ["P"] * 3, "ts": ["1767571200000"] * 3, "price": ["1.5"] * 3})
+    row = pd.DataFrame({"series": ["A"], "ts": [ts], "price": [price]})
+    alone = parse_csv_frame(row)
+    among = parse_csv_frame(pd.concat([plain, row, plain], ignore_index=True))
+    for batch in (alone, among):
+        if isinstance(expected, RejectReason):
+            assert [r.reason for r in batch.rejects] == [expected]
+        else:
+            accepted = batch.ticks.series.index("A")
+            assert (batch.ticks.ts[accepted], batch.ticks.price[accepted]) == expected
+    assert [(r.reason, r.detail) for r in alone.rejects] == [
+        (r.reason, r.detail) for r in among.rejects
+    ]
+
+
+CSV_TEXT = st.sampled_from(
+    ["", "1", "0", "-1", "+1", " 1", "1 ", "nan", "inf", "1e3", "x", "\u0661"]
+)
+
+
+@settings(max_examples=30)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["A", "B", ""]),
+            CSV_TEXT | st.integers(0, 10**20).map(str),
+            CSV_TEXT | st.floats(allow_nan=False).map(repr),
+            CSV_TEXT,
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_a_csv_row_parses_the_same_in_any_chunk(rows: list[tuple[str, str, str, str]]) -> None:
+    frame = pd.DataFrame(rows, columns=["series", "ts", "price", "volume"], dtype=str)
+    whole = parse_csv_frame(frame, first_position=5)
+    outcomes = {r.position: (r.reason, r.detail, r.raw) for r in whole.rejects}
+    outcomes.update(
+        (int(p), (s, int(t), float(x))) for p, s, t, x in zip(
+            whole.ticks.position, whole.ticks.series, whole.ticks.ts, whole.ticks.price,
+            strict=True)
+    )  # fmt: skip
+    for i in range(len(frame)):
+        alone = parse_csv_frame(frame.iloc[[i]].reset_index(drop=True), first_position=5 + i)
+        if alone.rejects:
+            (r,) = alone.rejects
+            assert outcomes[5 + i] == (r.reason, r.detail, r.raw)
+        else:
+            ticks = alone.ticks
+            assert outcomes[5 + i] == (ticks.series[0], int(ticks.ts[0]), float(ticks.price[0]))
 
 
 @given(st.lists(st.binary(max_size=80) | st.builds(tick, price=st.floats()), max_size=20))

@@ -26,7 +26,7 @@ import pandas as pd
 from forecaster.engine import ForecastBatch
 from forecaster.errors import SourceError
 from forecaster.io.base import DeadLetter
-from forecaster.io.records import encode_dead_letter, encode_forecasts
+from forecaster.io.records import encode_dead_letter, encode_forecast_lines
 from forecaster.ticks import ParsedBatch, parse_csv_frame
 
 REQUIRED_COLUMNS = ("series", "ts", "price")
@@ -195,11 +195,10 @@ class JsonLinesSink:
         self.dead_letters = dead_letters
 
     def write(self, forecasts: ForecastBatch, dead_letters: list[DeadLetter]) -> None:
-        lines = encode_forecasts(forecasts)
-        if lines:
-            self.forecasts.write(b"\n".join(lines) + b"\n")
-        for letter in dead_letters:
-            self.dead_letters.write(encode_dead_letter(letter) + b"\n")
+        if lines := encode_forecast_lines(forecasts):
+            self.forecasts.write(lines)
+        if dead_letters:
+            self.dead_letters.write(b"".join(encode_dead_letter(d) + b"\n" for d in dead_letters))
 
     def flush(self) -> None:
         self.forecasts.flush()

@@ -6,6 +6,7 @@ from forecaster.engine import ForecastBatch
 from forecaster.io.base import DeadLetter
 from forecaster.io.records import (
     encode_dead_letter,
+    encode_forecast_lines,
     encode_forecasts,
     forecast_records,
     format_rfc3339,
@@ -65,5 +66,9 @@ def test_fast_encoding_is_byte_for_byte_json_dumps() -> None:
     batch = ForecastBatch(ticks, forecast, rng.random(n) < 0.3, "v\u00e9", np.zeros(n), np.zeros(n))
     expected = [json.dumps(r, ensure_ascii=False).encode() for r in forecast_records(batch)]
     assert encode_forecasts(batch) == expected
+    assert encode_forecast_lines(batch) == b"".join(line + b"\n" for line in expected)
+    whole_ms = batch.ticks.ts // 1_000_000 * 1_000_000  # one unit for every timestamp
+    stamps = (whole_ms // 10**6).astype("datetime64[ms]")
+    assert format_rfc3339(whole_ms) == [f"{stamp}Z" for stamp in stamps]
     batch.forecast[7] = np.inf  # JSON spells it Infinity, repr() says inf
     assert json.loads(encode_forecasts(batch)[7])["forecast"] == float("inf")
