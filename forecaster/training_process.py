@@ -3,9 +3,12 @@
 ``run_job`` is the run itself: fit a candidate on the head of every series, validate it
 on the tail against the serving model and naive (``forecaster.validation``), save it to
 the registry with its figures. A replay calls it inline; live, ``TrainingProcess`` runs
-it in a child (multiprocessing *spawn*: a fresh interpreter, so neither the GIL nor
-TensorFlow's thread pools are shared with the serving thread). The child lowers its
-priority (nice ``NICENESS``); the fit bounds TensorFlow's threads itself.
+it in a child (a fresh interpreter, so neither the GIL nor TensorFlow's thread pools are
+shared with the serving thread). The child starts in a session of its own, so a signal
+meant for the service (Ctrl-C, ``timeout``, a process-group kill) never ends a fit
+behind its back, even while the child is still importing; the service stops it itself.
+The child lowers its priority (nice ``NICENESS``); the fit bounds TensorFlow's threads
+itself.
 
 Nothing crosses the process boundary pickled. The parent writes a temporary directory::
 
@@ -23,10 +26,11 @@ TensorFlow. ``stop()`` terminates the child (then kills it) and removes the dire
 
 from __future__ import annotations
 
+import contextlib
 import json
-import multiprocessing
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -48,6 +52,7 @@ NICENESS = 10  # the child yields the CPU to the serving process whenever both w
 STOP_GRACE_S = 2.0  # after SIGTERM, how long the child gets before SIGKILL
 JOB_FILE, RESULT_FILE = "job.json", "result.json"
 SEQUENCES_FILE, SERVING_FILE, CANDIDATE_FILE = "sequences.npz", "serving.npz", "candidate.npz"
+CHILD_CODE = "import sys; from forecaster import training_process as t; t.child_main(sys.argv[1])"
 
 
 @dataclass(frozen=True)
@@ -122,31 +127,30 @@ class TrainingProcess:
             request = {"job": job.to_json(), "serving": described,
                        "fit": {"function": fit.function, "params": fit.params}}  # fmt: skip
             (self.directory / JOB_FILE).write_text(json.dumps(request))
-            context = multiprocessing.get_context("spawn")
-            self.process = context.Process(
-                target=child_main, args=(str(self.directory),), name="retrain", daemon=True
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", CHILD_CODE, str(self.directory)],
+                start_new_session=True,
+                env=os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, sys.path))},
             )
-            self.process.start()
         except BaseException:
             shutil.rmtree(self.directory, ignore_errors=True)
             raise
 
     @property
-    def pid(self) -> int | None:
+    def pid(self) -> int:
         return self.process.pid
 
     def finished(self) -> bool:
-        return not self.process.is_alive()
+        return self.process.poll() is not None
 
     def result(self) -> Candidate:
         """The finished child's candidate; TrainingError (with its exit code) if it failed."""
-        self.process.join()
+        code = self.process.wait()
         path = self.directory / RESULT_FILE
         record: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-        if self.process.exitcode != 0 or "error" in record:
+        if code != 0 or "error" in record:
             error = record.get("error", "no result")
-            raise TrainingError(f"training process exited with code {self.process.exitcode}: "
-                                f"{error}")  # fmt: skip
+            raise TrainingError(f"training process exited with code {code}: {error}")
         spec = ModelSpec(**record["spec"])
         stepper = load_weights(self.directory / CANDIDATE_FILE, spec, record["version"])
         validation = Validation(**record["validation"])
@@ -154,20 +158,18 @@ class TrainingProcess:
 
     def stop(self) -> None:
         """End the child (SIGTERM, SIGKILL after STOP_GRACE_S) and remove its directory."""
-        if self.process.is_alive():
+        if self.process.poll() is None:
             self.process.terminate()
-            self.process.join(STOP_GRACE_S)
-        if self.process.is_alive():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(STOP_GRACE_S)
+        if self.process.poll() is None:
             self.process.kill()
-        self.process.join()
+        self.process.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def child_main(directory: str) -> None:
     """The child process: run the job in ``directory`` and write ``result.json``."""
-    # A session of its own: a signal meant for the service (Ctrl-C, `timeout`, a process
-    # group kill) must not end the fit behind its back; the service stops it itself.
-    os.setsid()
     os.nice(NICENESS)
     _exit_with(os.getppid())
     folder = Path(directory)

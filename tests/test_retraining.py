@@ -9,6 +9,8 @@ child processes run the NumPy fits of tests/support/training_fits.py by name.
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -253,7 +255,7 @@ def test_a_live_retraining_promotes_a_candidate_fitted_and_validated_in_a_child_
     assert metadata["fitted_by_pid"] == child.pid != os.getpid()
     assert metadata["validation"]["serving_mae"] > metadata["validation"]["candidate_mae"]
     assert metadata["data_window"]["series"] == 10
-    assert child.exitcode == 0 and not folder.exists() and not retrainer.running
+    assert child.returncode == 0 and not folder.exists() and not retrainer.running
     assert engine.model is serving  # the pipeline swaps, at its next batch boundary
 
 
@@ -271,7 +273,7 @@ def test_a_training_process_that_raises_or_is_killed_fails_and_serving_is_untouc
     assert retrainer.pending() is None and retrainer.training is not None
     if failure == "killed":
         wait_for(started.exists, "training start")
-        os.kill(retrainer.training.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        os.kill(retrainer.training.pid, signal.SIGKILL)
     assert collect(retrainer) is None
 
     (outcome,) = retrainer.outcomes
@@ -296,7 +298,7 @@ def test_a_live_retraining_past_its_timeout_is_killed_and_serving_continues(
 
     (outcome,) = retrainer.outcomes
     assert outcome.outcome == "failed" and "timed out after 0.05 s" in outcome.error
-    assert not child.is_alive() and child.exitcode == -signal.SIGKILL
+    assert child.returncode == -signal.SIGKILL
     assert not retrainer.running and engine.model is serving
 
 
@@ -310,10 +312,21 @@ def test_stop_ends_a_running_training_process(short_ticks: Path, tmp_path: Path)
     child, folder = retrainer.training.process, retrainer.training.directory
     wait_for(started.exists, "training start")
     # In a session of its own: Ctrl-C or `timeout` signalling the service's group misses it.
-    assert os.getsid(child.pid) == child.pid != os.getsid(0)  # type: ignore[arg-type]
+    assert os.getsid(child.pid) == child.pid != os.getsid(0)
     retrainer.stop()
-    assert not child.is_alive() and child.exitcode == -signal.SIGTERM
+    assert child.returncode == -signal.SIGTERM
     assert not retrainer.running and not folder.exists() and retrainer.outcomes == []
+
+
+def test_a_signal_to_the_service_group_while_the_child_starts_does_not_end_it(
+    tmp_path: Path,
+) -> None:
+    started = tmp_path / "started"
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.support.group_signal", str(started)],
+        capture_output=True, text=True, timeout=600, start_new_session=True, check=True,
+    )  # fmt: skip
+    assert run.stdout.split() == ["survived", "stopped", str(-signal.SIGTERM)], run.stderr
 
 
 def test_a_live_retrainer_needs_a_fit_a_child_process_can_rebuild() -> None:
