@@ -1,10 +1,14 @@
-"""Per-partition state checkpoints on disk, so that a restart resumes where the state was.
+"""Per-partition state checkpoints, so that a restart resumes where the state was.
 
 A checkpoint holds the state of every series of one source partition (statistics,
 recurrent state, history ring, last forecast), the input offset it corresponds to
 (every tick before it has been stepped and its forecast delivered), the version of the
 model whose recurrent states it holds, and the feature parameters they were computed
-with. Layout under ``state_dir``::
+with. Two stores keep them (``Checkpoints``): this module's CheckpointStore, a
+directory for a single instance, and ``forecaster.io.changelog.ChangelogStore``, a
+compacted Kafka topic that any instance of the group can restore from. Both hold the
+same bytes (``encode``) and refuse the same defects (``decode``). Layout under
+``state_dir``::
 
     partition-<n>/current.npz      the newest checkpoint
     partition-<n>/previous.npz     the one before, to fall back to
@@ -50,7 +54,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -72,8 +76,8 @@ REFUSAL_REASONS = ("unreadable", "corrupt", "incompatible")
 class CheckpointError(ForecasterError):
     """A checkpoint that must not be restored: ``reason`` is one of REFUSAL_REASONS."""
 
-    def __init__(self, path: Path, reason: str, detail: str) -> None:
-        super().__init__(f"checkpoint {path} refused ({reason}): {detail}")
+    def __init__(self, origin: str, reason: str, detail: str) -> None:
+        super().__init__(f"checkpoint {origin} refused ({reason}): {detail}")
         self.reason = reason
 
 
@@ -83,6 +87,23 @@ class Checkpoint:
 
     state: PartitionState
     offset: int
+
+
+class Checkpoints(Protocol):
+    """Where the checkpoints of an input's partitions are kept."""
+
+    def save(self, state: PartitionState, offset: int) -> bool:
+        """Keep ``state``, which has stepped every tick before ``offset``; False if that failed
+        (logged and counted: the service keeps forecasting)."""
+        ...
+
+    def load(self, partition: int) -> Checkpoint | None:
+        """The newest checkpoint of ``partition`` that passes every check; None if none does."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (the last checkpoints are written before, on revoke)."""
+        ...
 
 
 class CheckpointStore:
@@ -119,16 +140,27 @@ class CheckpointStore:
             path = self.folder(partition) / name
             if not path.exists():
                 continue
-            try:
-                checkpoint = decode(path, self.params)
-            except CheckpointError as refusal:
-                self.metrics.checkpoint_refused.labels(refusal.reason).inc()
-                log.warning("%s", refusal)
-                continue
-            if checkpoint.state.partition != partition:
-                continue
-            return checkpoint
+            checkpoint = checked(path, str(path), partition, self.params, self.metrics)
+            if checkpoint is not None:
+                return checkpoint
         return None
+
+    def close(self) -> None:
+        """Nothing to release: every write is complete when ``save`` returns."""
+
+
+def checked(
+    data: bytes | Path, origin: str, partition: int, params: EngineParams, metrics: Metrics
+) -> Checkpoint | None:
+    """``decode(data)`` if it is a checkpoint of ``partition`` to trust, else None (a
+    refusal is logged and counted in ``checkpoint_refused``)."""
+    try:
+        checkpoint = decode(data, params, origin)
+    except CheckpointError as refusal:
+        metrics.checkpoint_refused.labels(refusal.reason).inc()
+        log.warning("%s", refusal)
+        return None
+    return checkpoint if checkpoint.state.partition == partition else None
 
 
 def write(folder: Path, data: bytes) -> None:
@@ -170,26 +202,28 @@ def encode(checkpoint: Checkpoint, params: EngineParams) -> bytes:
     return buffer.getvalue()
 
 
-def decode(path: Path, params: EngineParams) -> Checkpoint:
-    """Read and check the checkpoint at ``path``; CheckpointError if it cannot be trusted."""
+def decode(data: bytes | Path, params: EngineParams, origin: str = "") -> Checkpoint:
+    """Read and check a checkpoint, its bytes or its file (``origin`` names it in errors);
+    CheckpointError if it cannot be trusted."""
+    file = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(file, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         header = json.loads(arrays.pop(HEADER).tobytes())
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(path, "unreadable", str(exc) or type(exc).__name__) from exc
+        raise CheckpointError(origin, "unreadable", str(exc) or type(exc).__name__) from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise CheckpointError(path, "incompatible", "not a checkpoint of format " + str(FORMAT))
+        raise CheckpointError(origin, "incompatible", "not a checkpoint of format " + str(FORMAT))
     if header.get("sha256") != _digest(arrays):
-        raise CheckpointError(path, "corrupt", "arrays do not match their SHA-256")
+        raise CheckpointError(origin, "corrupt", "arrays do not match their SHA-256")
     wanted = {"features": params.features.to_dict(), "ring_length": params.ring_length}
     found = {name: header.get(name) for name in wanted}
     if found != wanted:
-        raise CheckpointError(path, "incompatible", f"made with {found}, serving {wanted}")
+        raise CheckpointError(origin, "incompatible", f"made with {found}, serving {wanted}")
     try:
         snapshot = _snapshot(arrays, int(header["series"]))
     except (KeyError, ValueError) as exc:
-        raise CheckpointError(path, "corrupt", str(exc)) from exc
+        raise CheckpointError(origin, "corrupt", str(exc)) from exc
     state = PartitionState(int(header["partition"]), str(header["model_version"]), snapshot)
     return Checkpoint(state, int(header["offset"]))
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 ENV_PREFIX = "FORECASTER_"
 SAMPLE_TICKS = Path(__file__).resolve().parent.parent / "sample_data" / "ticks.csv"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+STATE_STORES = ("directory", "kafka")
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -143,6 +144,11 @@ class Settings:
     )
     keep_versions: int = _setting(10, "Model versions kept in model_dir (never the promoted "
                                   "one or the rollback target)")  # fmt: skip
+    registry_poll_s: float = _setting(
+        5.0,
+        "Seconds between checks of model_dir for a version another instance promoted "
+        "(live; 0 = never)",
+    )
     # Operations
     metrics_port: int = _setting(9108, "Port of /metrics, /healthz and /readyz (0 = off)")
     metrics_host: str = _setting("0.0.0.0", "Address the metrics server binds")
@@ -156,8 +162,18 @@ class Settings:
     )
     log_level: str = _setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR")
     # Reliability: state checkpoints, idle eviction, input limits
+    state_store: str = _setting(
+        "directory",
+        "Where per-partition state checkpoints go (Kafka input): `directory` (state_dir, one "
+        "instance) or `kafka` (changelog_topic, shared by every instance of the group)",
+    )
     state_dir: str = _setting(
         "", "Directory of per-partition state checkpoints (Kafka); empty = no checkpoints"
+    )
+    changelog_topic: str = _setting(
+        "forecaster-state",
+        "Compacted topic of state checkpoints when state_store is `kafka` (created with the "
+        "input topic's partition count if missing)",
     )
     checkpoint_interval_s: float = _setting(
         10.0, "Seconds between state checkpoints (also written on revoke and shutdown)"
@@ -201,6 +217,10 @@ class Settings:
         self.input_limits()
         if self.checkpoint_interval_s < 0 or self.evict_ttl_s < 0:
             raise ConfigError("checkpoint_interval_s and evict_ttl_s must be >= 0")
+        if self.state_store not in STATE_STORES:
+            raise ConfigError(
+                f"state_store must be one of {STATE_STORES}, got {self.state_store!r}"
+            )
 
     def _check_kafka(self) -> None:
         if self.security_protocol not in SECURITY_PROTOCOLS:
@@ -243,6 +263,7 @@ class Settings:
             margin=self.retrain_margin,
             timeout_s=self.retrain_timeout_s,
             keep_versions=self.keep_versions,
+            registry_poll_s=self.registry_poll_s,
         )
 
     def engine_params(self) -> EngineParams:

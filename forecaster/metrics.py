@@ -59,7 +59,7 @@ BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 CHECKPOINT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 RETRAIN_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 FORECAST_KINDS = ("model", NAIVE)
-RETRAIN_OUTCOMES = ("promoted", "rejected", "failed")
+RETRAIN_OUTCOMES = ("promoted", "rejected", "failed", "skipped")
 
 _SUM_HELP = {
     "points": "Model forecasts scored against the price that followed them",
@@ -219,6 +219,17 @@ class Metrics:
             "reason",
             ["unreadable", "corrupt", "incompatible"],
             r,
+        )
+        self.restoring_partitions = Gauge(
+            "forecaster_state_restoring_partitions",
+            "Assigned partitions whose state is being restored (their ticks wait; others flow)",
+            registry=r,
+        )
+        self.restore_seconds = Histogram(
+            "forecaster_state_restore_duration_seconds",
+            "Time from a partition's assignment to its state restored (or found to be none)",
+            buckets=CHECKPOINT_BUCKETS,
+            registry=r,
         )
 
     def model_serving(self, version: str, cell: str) -> None:

@@ -7,12 +7,19 @@ Layout::
     MODEL_DIR/versions/<version>/metadata.json    spec, features, data window, training and
                                                   validation figures, sha256 of every file
     MODEL_DIR/promoted.json                       {"version": ..., "history": [...]}, atomic
+    MODEL_DIR/retrain.lock                        flock-ed by the instance retraining
+    MODEL_DIR/retrain-started.json                when the last retraining run started, atomic
 
 A version name is the cell type plus a hash of the weights, so equal training gives an
 equal name. Serving reads ``weights.npz`` only (``np.load(allow_pickle=False)``), so
 starting a service never imports TensorFlow; every file is checked against its
 recorded SHA-256 first. ``history`` lists the versions promoted before, oldest first:
 a rollback promotes the last of them again.
+
+Several instances may share one registry (a mounted volume): ``retrain_lock`` lets one
+of them retrain at a time. It is an ``flock`` on ``retrain.lock``, which the kernel
+frees when its holder exits, however it exits (SIGKILL too), so the volume must support
+flock (a local disk, NFSv4, CephFS).
 
 >>> import tempfile
 >>> from forecaster.model.spec import ModelSpec
@@ -26,10 +33,15 @@ a rollback promotes the last of them again.
 >>> registry.promote(version)
 >>> registry.load(registry.promoted(), FeatureParams()).stepper.version == version
 True
+>>> lock = registry.retrain_lock()
+>>> registry.retrain_lock() is None  # held: by this process here, by another instance live
+True
+>>> lock.release()
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -58,6 +70,8 @@ MODEL_FILE = "model.keras"
 WEIGHTS_FILE = "weights.npz"
 METADATA_FILE = "metadata.json"
 PROMOTED_FILE = "promoted.json"
+RETRAIN_LOCK_FILE = "retrain.lock"
+RETRAIN_STARTED_FILE = "retrain-started.json"
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,18 @@ class Artifact:
 
     stepper: Stepper
     metadata: dict[str, Any]
+
+
+class RetrainLock:
+    """The registry's retrain lock, held until ``release`` (or until the holder exits)."""
+
+    def __init__(self, descriptor: int) -> None:
+        self._descriptor: int | None = descriptor
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing the only descriptor drops the flock
+            self._descriptor = None
 
 
 def version_name(stepper: Stepper) -> str:
@@ -211,6 +237,39 @@ class Registry:
                 log.error("%s; serving the previously promoted %s instead", refused, version)
                 return artifact
             raise
+
+    def retrain_lock(self) -> RetrainLock | None:
+        """The retrain lock, or None while another holder (another instance) has it.
+
+        ArtifactError if the registry's file system cannot lock.
+        """
+        path = self.root / RETRAIN_LOCK_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return None
+        except OSError as exc:
+            os.close(descriptor)
+            message = f"cannot lock {path} (the volume must support flock): {exc}"
+            raise ArtifactError(message) from exc
+        return RetrainLock(descriptor)
+
+    def record_retrain_start(self, when: float) -> None:
+        """Record that a retraining run started at ``when`` (epoch seconds); hold the lock."""
+        record = {"started": when, "host": os.uname().nodename}
+        _write_json(self.root / RETRAIN_STARTED_FILE, record)
+
+    def last_retrain_start(self) -> float | None:
+        """When the last run of any instance started (epoch seconds), None if none did."""
+        try:
+            return float(json.loads((self.root / RETRAIN_STARTED_FILE).read_text())["started"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"{self.root / RETRAIN_STARTED_FILE} is unreadable: {exc}") from exc
 
     def _promotions(self) -> dict[str, Any]:
         path = self.root / PROMOTED_FILE

@@ -23,6 +23,15 @@ asks it for a model to swap in. A run goes
 Any failure (exception, NaN loss, non-finite forecasts, a corrupt artifact, a child
 process that crashes or is killed, a live run exceeding ``timeout``, which terminates
 it) is logged and counted; the serving model keeps serving.
+
+Several instances on one registry (live): a run first takes the registry's retrain lock
+and holds it from the fit to the promotion; while another instance holds it, the run is
+*skipped* (counted). A run of the interval/cron trigger is skipped too when any instance
+started one less than ``RECENT_SHARE`` of the trigger's period ago, so N instances
+retrain once per period, not N times. Every ``registry_poll_s`` an instance compares
+the registry's promoted version with the one it serves and, if they differ (another
+instance promoted, or a ``forecaster models`` promote or rollback), loads it and hands
+it to the pipeline like a promotion of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -39,11 +49,11 @@ import numpy.typing as npt
 
 from forecaster.dataset import HistoryRecorder, sequences_from_history
 from forecaster.engine import Engine
-from forecaster.errors import ConfigError
+from forecaster.errors import ArtifactError, ConfigError
 from forecaster.features import FeatureParams
 from forecaster.metrics import Metrics
 from forecaster.model.stepper import Stepper
-from forecaster.registry import Registry
+from forecaster.registry import Registry, RetrainLock
 from forecaster.trainer import Fit, NamedFit
 from forecaster.training_process import Candidate, TrainingJob, TrainingProcess, run_job
 from forecaster.validation import Validation
@@ -56,6 +66,8 @@ FloatArray = npt.NDArray[np.float64]
 
 MIN_SERIES_STEPS = 4  # a series with fewer steps in the window can neither train nor score
 NS = 1_000_000_000
+RECENT_SHARE = 0.9  # a scheduled run this close (in periods) after any instance's run is skipped
+CRON_FIRES_SCANNED = 32  # the fires of a crontab searched for its shortest period
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,7 @@ class RetrainPolicy:
     margin: float = 0.01
     timeout_s: float = 1800.0
     keep_versions: int = 10
+    registry_poll_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.interval_s and self.cron:
@@ -85,6 +98,8 @@ class RetrainPolicy:
             raise ConfigError(f"retrain_margin must be in (-1, 1), got {self.margin}")
         if self.keep_versions < 2:
             raise ConfigError(f"keep_versions must be >= 2, got {self.keep_versions}")
+        if self.registry_poll_s < 0:
+            raise ConfigError(f"registry_poll_s must be >= 0, got {self.registry_poll_s}")
         self.trigger(datetime.now(UTC))
 
     def trigger(self, start: datetime) -> Any:
@@ -105,10 +120,28 @@ class RetrainPolicy:
                 raise ConfigError(f"retrain_cron {self.cron!r} is not a crontab: {exc}") from exc
         return None
 
+    def period_s(self) -> float:
+        """The shortest time between two fires of the interval or cron trigger (0: neither).
+
+        >>> RetrainPolicy(cron="0 9,10 * * *").period_s()
+        3600.0
+        """
+        if not self.cron:
+            return self.interval_s
+        now = datetime.now(UTC)
+        trigger = self.trigger(now)
+        fires = [trigger.get_next_fire_time(None, now)]
+        for _ in range(CRON_FIRES_SCANNED):
+            fires.append(
+                trigger.get_next_fire_time(fires[-1], fires[-1] + timedelta(microseconds=1))
+            )
+        return min(float((later - earlier).total_seconds()) for earlier, later in pairwise(fires))
+
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one retraining run came to: ``promoted``, ``rejected`` or ``failed``."""
+    """What one retraining run came to: ``promoted``, ``rejected``, ``failed`` or
+    ``skipped`` (another instance retrains or just did; ``error`` says which)."""
 
     outcome: str
     version: str | None
@@ -144,7 +177,9 @@ class Retrainer:
     """Decides, runs and gates retraining; hands promoted models to the pipeline.
 
     ``background`` (live): each run is a ``TrainingProcess``, so ``fit`` must be a
-    ``NamedFit`` the child can rebuild; otherwise ``fit`` is called inline.
+    ``NamedFit`` the child can rebuild, it holds the registry's retrain lock, and the
+    registry is followed for versions other instances promote; otherwise (a replay)
+    ``fit`` is called inline, without the lock, and the registry is not followed.
     """
 
     def __init__(
@@ -177,6 +212,11 @@ class Retrainer:
         self._steps_since = 0
         self._newest_ts = 0
         self._requested = threading.Event()
+        self._fired = threading.Event()  # the live interval/cron trigger fired
+        self._period_s = policy.period_s()
+        self._lock: RetrainLock | None = None
+        self._next_poll = 0.0
+        self._refused: str | None = None  # a promoted version that could not serve here
         self._ready: Stepper | None = None
         self._scheduler: Any = None
         engine.recorder = self.record
@@ -198,6 +238,11 @@ class Retrainer:
         self._requested.set()
         return "retraining requested: it starts at the next batch boundary"
 
+    def schedule_fired(self) -> None:
+        """What the wall-clock trigger calls: a run at the next batch boundary, skipped if
+        any instance on the registry started one less than RECENT_SHARE periods ago."""
+        self._fired.set()
+
     def start(self) -> None:
         """Run the interval/cron trigger on the wall clock (live service)."""
         trigger = self.policy.trigger(datetime.now(UTC))
@@ -206,7 +251,9 @@ class Retrainer:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self._scheduler = BackgroundScheduler(timezone=UTC)
-        self._scheduler.add_job(self.request, trigger, id="retrain", coalesce=True, max_instances=1)
+        self._scheduler.add_job(
+            self.schedule_fired, trigger, id="retrain", coalesce=True, max_instances=1
+        )
         self._scheduler.start()
 
     def stop(self) -> None:
@@ -218,30 +265,39 @@ class Retrainer:
             log.info("stopping the retraining process %s", self.training.pid)
             self.training.stop()
             self.training = None
+        self._release()
 
     def pending(self) -> Stepper | None:
         """Called at each batch boundary: the new model to swap in, if one is ready."""
         self._collect()
-        if self._ready is None and self.training is None and self._due():
-            self._launch()
+        if self._ready is None and self.training is None and (reason := self._due()):
+            self._launch(reason)
+        if self._ready is None:
+            self._follow_registry()
         model, self._ready = self._ready, None
         return model
 
-    def _due(self) -> bool:
-        # Live, APScheduler fires on the wall clock (and calls request); in a replay the
-        # same trigger fires on the data's clock.
+    def _due(self) -> str:
+        """Why a run is due now ('' if it is not): requested, schedule, ticks or bootstrap."""
+        # Live, APScheduler fires on the wall clock (and calls schedule_fired); in a replay
+        # the same trigger fires on the data's clock.
         clock_fired = not self.background and self._clock.due(self._newest_ts)
-        requested = self._requested.is_set()
+        if self._requested.is_set():
+            return "requested"
         if self._bootstrap is not None:  # no model yet: the first one waits for its data
-            return requested or self._bootstrap.steps >= self._bootstrap_at
-        counted = 0 < self.policy.every_ticks <= self._steps_since
-        return requested or clock_fired or counted
+            return "bootstrap" if self._bootstrap.steps >= self._bootstrap_at else ""
+        if clock_fired or self._fired.is_set():
+            return "schedule"
+        return "ticks" if 0 < self.policy.every_ticks <= self._steps_since else ""
 
-    def _launch(self) -> None:
+    def _launch(self, reason: str) -> None:
         """Read the window (on the pipeline thread, between batches) and start a run."""
         self._requested.clear()
+        self._fired.clear()
         self._steps_since = 0
         started = time.monotonic()
+        if self.background and self.registry is not None and not self._take_lock(reason):
+            return
         if self._bootstrap is not None:
             sequences = self._bootstrap.sequences()
         else:
@@ -258,7 +314,59 @@ class Retrainer:
                 return
             self._judge(run_job(job, self.fit, window.sequences, serving), started)
         except Exception as exc:  # whatever a run runs into, the serving model must keep serving
+            self._release()
             self._failed(f"{type(exc).__name__}: {exc}", started)
+
+    def _take_lock(self, reason: str) -> bool:
+        """Take the registry's retrain lock for this run; False (run skipped) if another
+        instance holds it, or for a scheduled run if any instance ran less than
+        RECENT_SHARE periods ago. Held until the run's outcome is in."""
+        registry = self.registry
+        assert registry is not None
+        try:
+            self._lock = registry.retrain_lock()
+            if self._lock is None:
+                self._skipped("another instance holds the retrain lock")
+                return False
+            last = registry.last_retrain_start() if reason == "schedule" else None
+            ago = time.time() - last if last is not None else float("inf")
+            if ago < RECENT_SHARE * self._period_s:
+                self._release()
+                self._skipped(f"a retraining run started {ago:.0f} s ago")
+                return False
+            registry.record_retrain_start(time.time())
+        except ArtifactError as exc:
+            self._release()
+            self._failed(str(exc), time.monotonic())
+            return False
+        return True
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _follow_registry(self) -> None:
+        """Every registry_poll_s (live): take up the promoted version if it is not the one
+        serving (another instance promoted it, or an operator promoted or rolled back)."""
+        registry, poll_s = self.registry, self.policy.registry_poll_s
+        now = time.monotonic()
+        if not self.background or registry is None or not poll_s or now < self._next_poll:
+            return
+        self._next_poll = now + poll_s
+        serving = self.engine.model.version if self.engine.model is not None else None
+        try:
+            promoted = registry.promoted()
+            if promoted is None or promoted in (serving, self._refused):
+                return
+            self._refused = promoted  # until it loaded: an error is logged once per version
+            self._ready = registry.load(promoted, self.features).stepper
+        except ArtifactError as exc:
+            log.error("cannot take up the promoted model (%s); serving %s still", exc, serving)
+            return
+        self._refused = None
+        self._bootstrap = None
+        log.info("taking up model %s, promoted in %s", promoted, registry.root)
 
     def _collect(self) -> None:
         """Judge the result of a finished training process, or stop one out of time."""
@@ -269,6 +377,7 @@ class Retrainer:
             if time.monotonic() - training.started > self.policy.timeout_s:
                 training.stop()
                 self.training = None
+                self._release()
                 self._failed(f"timed out after {self.policy.timeout_s:g} s", training.started)
             return
         self.training = None
@@ -278,6 +387,7 @@ class Retrainer:
             self._failed(f"{type(exc).__name__}: {exc}", training.started)
         finally:
             training.stop()
+            self._release()
 
     def _judge(self, candidate: Candidate, started: float) -> None:
         """Promote a candidate that passed the gate (loaded back as a restart would)."""
@@ -300,14 +410,20 @@ class Retrainer:
     def _failed(self, error: str, started: float) -> None:
         self._finish(Outcome("failed", None, None, error, _since(started)))
 
+    def _skipped(self, why: str) -> None:
+        self._finish(Outcome("skipped", None, None, why, 0.0))
+
     def _finish(self, outcome: Outcome) -> None:
         m = self.metrics
         m.retrains.labels(outcome.outcome).inc()
-        m.retrain_seconds.observe(outcome.seconds)
         self.outcomes.append(outcome)
-        if outcome.outcome == "failed":
+        if outcome.outcome == "skipped":
+            log.info("retraining skipped: %s", outcome.error)
+        elif outcome.outcome == "failed":
+            m.retrain_seconds.observe(outcome.seconds)
             log.error("retraining failed (%s); the serving model keeps serving", outcome.error)
         else:
+            m.retrain_seconds.observe(outcome.seconds)
             reason = outcome.validation.reason if outcome.validation else ""
             log.info("retraining %s %s: %s", outcome.outcome, outcome.version, reason)
         if outcome.outcome != "promoted" and self._bootstrap is not None:

@@ -14,13 +14,12 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from forecaster.checkpoint import CheckpointStore
+from forecaster.checkpoint import Checkpoints, CheckpointStore
 from forecaster.config import Settings
 from forecaster.engine import Engine
 from forecaster.errors import DeliveryError
 from forecaster.io.base import Sink, Source
 from forecaster.io.files import CsvSource, JsonLinesSink, open_output
-from forecaster.io.kafka import KafkaSink, KafkaSource
 from forecaster.metrics import HttpServer, Metrics, http_app
 from forecaster.pipeline import Pipeline, Totals
 from forecaster.registry import Registry
@@ -87,6 +86,8 @@ class Service:
     def ready(self) -> tuple[bool, str]:
         if not self.pipeline.source.connected():
             return False, "source not connected"
+        if restoring := self.pipeline.source.restoring():
+            return False, f"restoring the state of {restoring} partitions"
         if self.pipeline.engine.model is None:
             return False, "no model loaded yet (serving naive forecasts)"
         return True, f"serving {self.pipeline.engine.model.version}"
@@ -148,8 +149,12 @@ def serve(
             retrainer.stop()
 
 
-def checkpoints_of(settings: Settings, metrics: Metrics) -> CheckpointStore | None:
-    """The checkpoint store of the input topic under ``state_dir``, if one is set."""
+def checkpoints_of(settings: Settings, metrics: Metrics) -> Checkpoints | None:
+    """The input topic's checkpoints: its changelog topic, or under ``state_dir`` if set."""
+    if settings.state_store == "kafka":
+        from forecaster.io.changelog import ChangelogStore  # kafka-python: only when used
+
+        return ChangelogStore(settings, settings.engine_params(), metrics)
     if not settings.state_dir:
         return None
     root = Path(settings.state_dir) / settings.input_topic
@@ -159,6 +164,8 @@ def checkpoints_of(settings: Settings, metrics: Metrics) -> CheckpointStore | No
 def _transport(settings: Settings, engine: Engine, metrics: Metrics) -> tuple[Source[Any], Sink]:
     """Kafka topics when bootstrap_servers is set, else the tick file and JSON lines."""
     if settings.bootstrap_servers:
+        from forecaster.io.kafka import KafkaSink, KafkaSource  # a file replay never needs them
+
         checkpoints = checkpoints_of(settings, metrics)
         kafka = KafkaSource(settings, engine, metrics, checkpoints=checkpoints)
         return kafka, KafkaSink(settings, metrics)

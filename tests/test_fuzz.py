@@ -142,6 +142,9 @@ class ListSource:
     def connected(self) -> bool:
         return True
 
+    def restoring(self) -> int:
+        return 0
+
     def close(self) -> None:
         pass
 

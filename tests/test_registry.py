@@ -1,4 +1,5 @@
-"""The model registry: versions, promotion history, rollback, restart, integrity, pruning.
+"""The model registry: versions, promotion history, rollback, restart, integrity, pruning,
+the retrain lock.
 
 Versions here are random NumPy steppers: serving a version reads weights.npz only, so
 none of these tests imports TensorFlow.
@@ -17,7 +18,7 @@ from forecaster.config import Settings
 from forecaster.errors import ArtifactError
 from forecaster.features import FeatureParams
 from forecaster.model.spec import ModelSpec
-from forecaster.registry import PROMOTED_FILE, WEIGHTS_FILE, Registry
+from forecaster.registry import PROMOTED_FILE, RETRAIN_LOCK_FILE, WEIGHTS_FILE, Registry
 from forecaster.service import build_engine
 from tests.support_models import random_stepper
 
@@ -130,3 +131,25 @@ def test_serving_a_saved_version_does_not_import_tensorflow(model_dir: Path) -> 
         [sys.executable, "-c", code, str(model_dir)], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_the_retrain_lock_is_free_again_once_its_holder_is_killed(tmp_path: Path) -> None:
+    code = (
+        "import sys, time; from pathlib import Path; from forecaster.registry import Registry; "
+        "lock = Registry(Path(sys.argv[1])).retrain_lock(); print(lock is not None, flush=True); "
+        "time.sleep(600)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
+        assert Registry(tmp_path).retrain_lock() is None  # another process holds it
+    finally:
+        holder.kill()  # SIGKILL: no chance to release it itself
+        holder.wait()
+        holder.stdout.close()  # type: ignore[union-attr]
+    lock = Registry(tmp_path).retrain_lock()
+    assert lock is not None
+    lock.release()
+    assert (tmp_path / RETRAIN_LOCK_FILE).exists()

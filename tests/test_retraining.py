@@ -1,5 +1,7 @@
 """Retraining: the gate, the swap at a batch boundary, failures, triggers, replay determinism,
-and live runs in a child process (promoted, crashed, killed, timed out, stopped).
+live runs in a child process (promoted, crashed, killed, timed out, stopped), and
+instances sharing one registry (one retraining at a time, every instance serving the
+promoted version).
 
 Only the first test trains with Keras (a tiny model on a stream with learnable
 structure); the others hand the Retrainer NumPy candidates, good, bad or broken; the
@@ -8,6 +10,7 @@ child processes run the NumPy fits of tests/support/training_fits.py by name.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,6 +38,7 @@ from forecaster.registry import Registry
 from forecaster.retraining import DataClock, Retrainer, RetrainPolicy
 from forecaster.service import build_engine
 from forecaster.trainer import NamedFit, TrainedModel
+from tests.support import retrain_instance
 from tests.support.waiting import wait_for
 from tests.support_models import constant_stepper, random_stepper
 
@@ -408,3 +412,117 @@ def test_the_interval_trigger_and_a_post_to_retrain_start_runs(tmp_path: Path) -
     finally:
         server.stop()
     assert outcomes(retrainer, "rejected") == len(retrainer.outcomes)  # zero == naive: no gain
+
+
+def test_instances_on_one_registry_retrain_one_at_a_time_and_skip_while_another_does(
+    short_ticks: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "runs").mkdir()
+    registry = tmp_path / "models"
+    holder = retrain_instance.instance(registry, short_ticks, tmp_path)  # this process
+    holder.request()
+    assert holder.pending() is None and holder.running  # its fit waits for "proceed"
+    names = ["b", "c"]
+    command = [sys.executable, "-m", "tests.support.retrain_instance"]
+    args = [str(registry), str(short_ticks), str(tmp_path)]
+    logs = {name: (tmp_path / f"{name}.log").open("w") for name in names}
+    others = [subprocess.Popen([*command, *args, name], stderr=logs[name]) for name in names]
+    try:
+        outcome_files = [tmp_path / f"{name}.outcomes" for name in names]
+        wait_for(lambda: all(path.exists() for path in outcome_files), "both others skipped")
+        (tmp_path / "proceed").touch()
+        collect(holder)
+        for name, other in zip(names, others, strict=True):
+            assert other.wait(timeout=300) == 0, (tmp_path / f"{name}.log").read_text()
+    finally:
+        holder.stop()
+        for name, other in zip(names, others, strict=True):
+            other.kill()
+            other.wait()
+            logs[name].close()
+
+    assert [o.outcome for o in holder.outcomes] == ["rejected"]  # zero == naive: no gain
+    for name in names:
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        assert report["outcomes"] and set(report["outcomes"]) == {"skipped"}
+        assert report["skipped"] == len(report["outcomes"])
+    # Three instances asked while the holder's run lasted: one fit ran, to its end.
+    (run,) = [json.loads(path.read_text()) for path in (tmp_path / "runs").iterdir()]
+    assert run["end"] > run["start"]
+
+
+def test_a_scheduled_run_is_skipped_while_another_instance_retrains_or_just_did(
+    short_ticks: Path, tmp_path: Path
+) -> None:
+    registry = Registry(tmp_path / "models")
+    fit = NamedFit("tests.support.training_fits:constant", {"value": 0.0, "units": SPEC.units})
+    first, second = (
+        live_retrainer(
+            warmed_engine(random_stepper(SPEC, seed=5), short_ticks),
+            fit,
+            registry,
+            interval_s=3600,
+            registry_poll_s=0,
+        )
+        for _ in range(2)
+    )
+    first.schedule_fired()
+    assert first.pending() is None and first.running
+    second.schedule_fired()
+    second.pending()  # first holds the lock
+    collect(first)
+    second.schedule_fired()
+    second.pending()  # first started a run less than 0.9 x 3600 s ago
+    held, recent = [o.error for o in second.outcomes]
+    assert held == "another instance holds the retrain lock"
+    assert re.fullmatch(r"a retraining run started \d+ s ago", recent)
+    assert outcomes(second, "skipped") == 2 and not second.running
+    assert [o.outcome for o in first.outcomes] == ["rejected"]  # zero == naive: no gain
+    second.request()  # a manual request does not wait for the schedule's period
+    second.pending()
+    assert second.running
+    second.stop()
+    assert registry.retrain_lock() is not None  # stop released it
+
+
+def test_every_instance_serves_what_another_promotes_or_rolls_back_within_its_poll(
+    short_ticks: Path, tmp_path: Path
+) -> None:
+    features = FeatureParams(min_history=8)
+    registry = Registry(tmp_path / "models")
+    first = registry.load(registry.save(random_stepper(SPEC, seed=5), features, {}), features)
+    registry.promote(first.stepper.version)
+    fit = NamedFit("tests.support.training_fits:constant", {"value": 0.0, "units": SPEC.units})
+    pipelines = []
+    for index in range(3):
+        engine = Engine(Settings(**SMALL).engine_params(), first.stepper)  # type: ignore[arg-type]
+        # margin -0.99: any candidate short of 100x worse than naive is taken.
+        retrainer = live_retrainer(engine, fit, registry, margin=-0.99, registry_poll_s=0.2)
+        pipeline = pipeline_over(short_ticks, engine, retrainer, tmp_path / f"{index}.jsonl")
+        pipeline.source = CsvSource(short_ticks, 50, rate=1000.0, loop=True)
+        pipelines.append(pipeline)
+
+    def step_until(condition: Callable[[], bool], what: str) -> None:
+        def stepped() -> bool:
+            for pipeline in pipelines:
+                pipeline.step()
+            return condition()
+
+        wait_for(stepped, what, deadline_s=120)
+
+    def serving() -> set[str]:
+        return {p.engine.model.version for p in pipelines}  # type: ignore[union-attr]
+
+    step_until(lambda: pipelines[0].totals.accepted >= 1000, "data to train on")
+    retrainers = [p.updates for p in pipelines]
+    retrainers[0].request()  # type: ignore[union-attr]
+    step_until(lambda: registry.promoted() != first.stepper.version, "the promotion")
+    step_until(lambda: serving() == {registry.promoted()}, "every instance on the promoted")
+    assert [o.outcome for o in retrainers[0].outcomes] == ["promoted"]  # type: ignore[union-attr]
+    assert retrainers[1].outcomes == retrainers[2].outcomes == []  # type: ignore[union-attr]
+
+    registry.rollback()  # an operator, on any instance
+    step_until(lambda: serving() == {first.stepper.version}, "every instance rolled back")
+    for pipeline in pipelines:
+        pipeline.updates.stop()  # type: ignore[union-attr]
+        pipeline.sink.close()

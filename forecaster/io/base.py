@@ -35,6 +35,10 @@ class Source(Protocol[BatchT]):
         """Whether the source can deliver now (a broker is reachable, a file is open)."""
         ...
 
+    def restoring(self) -> int:
+        """How many of its partitions wait for their state to be restored."""
+        ...
+
     def close(self) -> None: ...
 
 

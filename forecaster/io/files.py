@@ -168,6 +168,9 @@ class CsvSource:
     def connected(self) -> bool:
         return True
 
+    def restoring(self) -> int:
+        return 0
+
     def commit(self, batch: CsvBatch) -> None:
         self.committed_rows = batch.first_row + len(batch.frame)
 

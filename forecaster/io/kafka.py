@@ -22,8 +22,13 @@ Series state belongs to partitions. When the group takes partitions away, the
 rebalance listener detaches their state from the engine into a PartitionStateStore,
 noting the offset that state has reached; when a partition is assigned, its stored
 state is put back only if that offset is still the partition's committed offset (no
-other instance moved it on since). Otherwise the series start afresh from the
-committed offset: an instance never steps a series with stale state. kafka-python
+other instance moved it on since). Otherwise the partition's checkpoint (a directory or
+the Kafka changelog, ``forecaster.checkpoint``) is restored and consumption resumes at
+its offset; without checkpoints the series start afresh from the committed offset: an
+instance never steps a series with stale state. Restoring a checkpoint runs in a
+background thread while the partition's records are held back (dropped, then fetched
+again from the checkpoint's offset): the other partitions keep flowing, and
+``restoring()`` (readiness, ``forecaster_state_restoring_partitions``) shows it. kafka-python
 calls the listener only from inside ``poll()`` (the caller blocks while the listener
 runs on the client's IO thread), so between two polls the engine is never mid-rebalance.
 
@@ -49,6 +54,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -58,10 +64,10 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from forecaster.checkpoint import CheckpointStore
+from forecaster.checkpoint import Checkpoint, Checkpoints
 from forecaster.config import Settings
 from forecaster.engine import Engine, ForecastBatch, PartitionState
-from forecaster.errors import DeliveryError
+from forecaster.errors import DeliveryError, ForecasterError
 from forecaster.io.base import DeadLetter
 from forecaster.io.records import encode_forecasts
 from forecaster.metrics import Metrics
@@ -73,6 +79,8 @@ CLIENT_ID = "forecaster"
 CONNECT_TIMEOUT_MS = 5000  # one attempt to reach a broker (kafka-python's bootstrap)
 FIRST_RECONNECT_S = 0.5  # first wait before connecting again; doubles up to the setting
 CLOSE_TIMEOUT_S = 5.0
+RESTORE_RETRY_S = 1.0  # wait before reading a checkpoint store again that could not be read
+RESTORE_THREADS = 2
 HEADER_PREFIX = "forecaster."
 SOURCE = ("topic", "partition", "offset")  # origin fields of a record, also dead-letter headers
 
@@ -247,7 +255,7 @@ class PartitionHandoff(ConsumerRebalanceListener):  # type: ignore[misc]
     ``stepped[tp]`` is the offset the engine's state of ``tp`` has reached: every tick
     before it has been stepped. kafka-python calls ``on_partitions_lost`` (forced
     eviction) as ``on_partitions_revoked``; the store rule then decides at assignment.
-    With ``checkpoints``, a revoked partition's state is also written to disk, and a
+    With ``checkpoints``, a revoked partition's state is also checkpointed, and a
     partition the store cannot restore is restored from its checkpoint (see ``restore``).
     """
 
@@ -255,19 +263,24 @@ class PartitionHandoff(ConsumerRebalanceListener):  # type: ignore[misc]
         self,
         engine: Engine,
         store: PartitionStateStore,
-        checkpoints: CheckpointStore | None = None,
+        checkpoints: Checkpoints | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.checkpoints = checkpoints
+        self.metrics = metrics or Metrics()
         self.stepped: dict[TopicPartition, int] = {}
         self.rebalancing_since: float | None = None  # a revoke no assignment has followed yet
         self._unrestored: set[TopicPartition] = set()
+        self._restoring: dict[TopicPartition, Restore] = {}
+        self._loader: ThreadPoolExecutor | None = None
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self.rebalancing_since = time.monotonic()
         for tp in revoked:
             self._unrestored.discard(tp)
+            self._restoring.pop(tp, None)  # its load may finish; nobody will use it
             state = self.engine.take_partition(tp.partition)
             offset = self.stepped.pop(tp, None)
             if offset is not None and self.checkpoints is not None:
@@ -291,15 +304,15 @@ class PartitionHandoff(ConsumerRebalanceListener):  # type: ignore[misc]
         self._unrestored.update(assigned)
 
     def restore(self, consumer: Any) -> set[TopicPartition]:
-        """Put back the state of each newly assigned partition; returns those repositioned.
+        """Put back the state of each newly assigned partition; returns the partitions whose
+        records of this poll must be dropped (restoring, or repositioned by a restore).
 
         The store's state is put back if it is still valid at the committed offset. Else,
-        with checkpoints, the partition's checkpoint is put back and consumption resumes
-        at its offset; with none usable, the partition is consumed again from its first
-        offset to rebuild the state. Without checkpoints, its series start afresh at the
-        committed offset.
+        with checkpoints, the partition's records are held back while its checkpoint loads
+        in the background; a later call puts it back and resumes consumption at its
+        offset, or, with none usable, from the partition's first offset to rebuild the
+        state. Without checkpoints, its series start afresh at the committed offset.
         """
-        repositioned: set[TopicPartition] = set()
         for tp in sorted(self._unrestored):
             offset = _committed_offset(consumer, tp)
             saved = self.store.load(tp.partition)
@@ -309,34 +322,78 @@ class PartitionHandoff(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.info("partition %d assigned: state of %d series restored at offset %d",
                          tp.partition, len(state.snapshot.series), offset)  # fmt: skip
             elif self.checkpoints is not None:
-                offset = self._resume_from_disk(consumer, tp)
-                repositioned.add(tp)
-                if offset is None:
-                    self.stepped.pop(tp, None)
+                # Not consumer.pause: kafka-python 3.0.12 can leave a partition paused
+                # after an assignment and resumed a poll later without fetching it again.
+                self._restoring[tp] = Restore(self._load(tp.partition), time.monotonic())
+                continue
             elif saved is not None:
                 log.warning("partition %d assigned: its state at offset %d is stale (committed %s);"
                             " its series start afresh", tp.partition, saved[1], offset)  # fmt: skip
             if offset is not None:
                 self.stepped[tp] = offset
         self._unrestored.clear()
-        return repositioned
+        held = self._finish_restores(consumer) | set(self._restoring)
+        self.metrics.restoring_partitions.set(len(self._restoring))
+        return held
 
-    def _resume_from_disk(self, consumer: Any, tp: TopicPartition) -> int | None:
-        """Put back the checkpoint of ``tp`` and seek to its offset (returned), else seek to
-        the partition's first offset (None: the fetcher looks it up)."""
-        assert self.checkpoints is not None
-        checkpoint = self.checkpoints.load(tp.partition)
+    def restoring(self) -> int:
+        """How many assigned partitions wait for their checkpoint."""
+        return len(self._restoring)
+
+    def _load(self, partition: int, delay_s: float = 0.0) -> Future[Checkpoint | None]:
+        if self._loader is None:
+            self._loader = ThreadPoolExecutor(RESTORE_THREADS, thread_name_prefix="restore")
+        checkpoints = self.checkpoints
+        assert checkpoints is not None
+
+        def load() -> Checkpoint | None:
+            time.sleep(delay_s)
+            return checkpoints.load(partition)
+
+        return self._loader.submit(load)
+
+    def _finish_restores(self, consumer: Any) -> set[TopicPartition]:
+        """Put back every checkpoint that finished loading; returns their partitions."""
+        finished = {tp for tp, restore in self._restoring.items() if restore.loading.done()}
+        for tp in sorted(finished):
+            restore = self._restoring.pop(tp)
+            try:
+                checkpoint = restore.loading.result()
+            except ForecasterError as exc:
+                log.warning("partition %d: %s; trying again in %.0f s", tp.partition, exc,
+                            RESTORE_RETRY_S)  # fmt: skip
+                self._restoring[tp] = Restore(self._load(tp.partition, RESTORE_RETRY_S),
+                                              restore.started)  # fmt: skip
+                continue
+            self._resume(consumer, tp, checkpoint)
+            self.metrics.restore_seconds.observe(time.monotonic() - restore.started)
+        return finished
+
+    def _resume(self, consumer: Any, tp: TopicPartition, checkpoint: Checkpoint | None) -> None:
+        """Put back ``checkpoint`` and consume ``tp`` from its offset, else from the
+        partition's first offset (the fetcher looks it up)."""
         if checkpoint is None:
             log.warning("partition %d assigned: no usable checkpoint; rebuilding its state "
                         "from its first offset", tp.partition)  # fmt: skip
             consumer.seek_to_beginning(tp)
-            return None
-        self.engine.put_partition(checkpoint.state)
-        series = len(checkpoint.state.snapshot.series)
-        log.info("partition %d assigned: checkpoint of %d series restored at offset %d",
-                 tp.partition, series, checkpoint.offset)  # fmt: skip
-        consumer.seek(tp, checkpoint.offset)
-        return checkpoint.offset
+            self.stepped.pop(tp, None)
+        else:
+            self.engine.put_partition(checkpoint.state)
+            series = len(checkpoint.state.snapshot.series)
+            log.info("partition %d assigned: checkpoint of %d series restored at offset %d",
+                     tp.partition, series, checkpoint.offset)  # fmt: skip
+            consumer.seek(tp, checkpoint.offset)
+            self.stepped[tp] = checkpoint.offset
+
+    def close(self) -> None:
+        """Stop waiting for checkpoint loads (a load in flight finishes, unused) and close
+        the checkpoint store."""
+        self._restoring.clear()
+        if self._loader is not None:
+            self._loader.shutdown(wait=False, cancel_futures=True)
+            self._loader = None
+        if self.checkpoints is not None:
+            self.checkpoints.close()
 
     def drop(self, tp: TopicPartition, offset: int) -> None:
         """Forget the engine's state of ``tp``, which is to be stepped again from ``offset``."""
@@ -344,6 +401,14 @@ class PartitionHandoff(ConsumerRebalanceListener):  # type: ignore[misc]
         self.stepped[tp] = offset
         log.warning("partition %d: batch not delivered; %d series restart from offset %d",
                     tp.partition, len(series), offset)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Restore:
+    """A partition's checkpoint being loaded in the background since ``started``."""
+
+    loading: Future[Checkpoint | None]
+    started: float
 
 
 # --- source ---------------------------------------------------------------------------------
@@ -398,10 +463,12 @@ class KafkaSource:
         store: PartitionStateStore | None = None,
         connect: ConsumerFactory | None = None,
         *,
-        checkpoints: CheckpointStore | None = None,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.metrics = metrics
-        self.handoff = PartitionHandoff(engine, store or InMemoryPartitionStateStore(), checkpoints)
+        self.handoff = PartitionHandoff(
+            engine, store or InMemoryPartitionStateStore(), checkpoints, metrics
+        )
         self._checkpoint_interval = settings.checkpoint_interval_s
         # The longest a rebalance may take: the group waits up to the rebalance timeout
         # (max_poll_interval_ms) for members to rejoin, a session timeout for a dead one.
@@ -437,7 +504,7 @@ class KafkaSource:
             self._rejoin()
             return KafkaBatch({})
         # kafka-python already drops records of partitions revoked during the poll; those
-        # of a partition restored from disk were read before the seek to its checkpoint.
+        # of a partition being restored, or just restored, precede its checkpoint's offset.
         current = assigned - repositioned
         batch = KafkaBatch(
             {tp: records for tp, records in polled.items() if tp in current}, self._limits
@@ -529,13 +596,16 @@ class KafkaSource:
     def connected(self) -> bool:
         return self._net_client is not None and reaches_a_broker(self._net_client)
 
+    def restoring(self) -> int:
+        return self.handoff.restoring()
+
     def close(self) -> None:
         """Commit what is due, then leave the group (its listener hands off every partition)."""
-        if self._consumer is None:
-            return
-        self._commit_stepped()
-        self._consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_S * 1000))
-        self._consumer = self._net_client = None
+        if self._consumer is not None:
+            self._commit_stepped()
+            self._consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_S * 1000))
+            self._consumer = self._net_client = None
+        self.handoff.close()
 
 
 def _committed_offset(consumer: Any, tp: TopicPartition) -> int | None:

@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 from kafka.record import util as record_util
 
+from forecaster.checkpoint import Checkpoint, Checkpoints, CheckpointStore
 from forecaster.config import Settings
 from forecaster.engine import Engine, EngineParams, PartitionState
 from forecaster.errors import ConfigError, DeliveryError
@@ -239,6 +241,9 @@ class FakeConsumer:
     def seek(self, partition: Any, offset: int) -> None:
         self.seeks.append((partition, offset))
 
+    def seek_to_beginning(self, partition: Any) -> None:
+        self.seeks.append((partition, 0))
+
     def highwater(self, partition: Any) -> int:
         return 100
 
@@ -260,7 +265,10 @@ class Fixture:
 
 
 def kafka_source(
-    polls: list[Poll], committed: dict[int, int] | None = None, settings: Settings = SETTINGS
+    polls: list[Poll],
+    committed: dict[int, int] | None = None,
+    settings: Settings = SETTINGS,
+    checkpoints: Checkpoints | None = None,
 ) -> Fixture:
     engine = Engine(EngineParams())
     holder: list[FakeConsumer] = []
@@ -270,7 +278,7 @@ def kafka_source(
         return holder[-1], None
 
     metrics = Metrics()
-    source = KafkaSource(settings, engine, metrics, connect=connect)
+    source = KafkaSource(settings, engine, metrics, connect=connect, checkpoints=checkpoints)
     pipeline = Pipeline(source, engine, KafkaSink(SETTINGS, metrics, connect=FakeProducer), metrics)
     return Fixture(engine, source, holder, pipeline)
 
@@ -447,3 +455,52 @@ def test_dead_letter_for_the_json_sink_stays_json_serialisable() -> None:
         KafkaBatch({tp(0): [record(0, 0, b"\xff", b"\xfe")]}).origin(0),
     )
     assert json.dumps(letter.origin)
+
+
+@dataclass
+class GatedCheckpoints:
+    """A directory of checkpoints whose loads of ``gated`` partitions wait for ``opened``."""
+
+    store: CheckpointStore
+    gated: set[int]
+    opened: threading.Event = field(default_factory=threading.Event)
+
+    def save(self, state: PartitionState, offset: int) -> bool:
+        return self.store.save(state, offset)
+
+    def load(self, partition: int) -> Checkpoint | None:
+        if partition in self.gated:
+            self.opened.wait(60.0)
+        return self.store.load(partition)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def test_a_partition_restoring_its_checkpoint_holds_back_only_its_own_ticks(
+    tmp_path: Path,
+) -> None:
+    saved = Engine(EngineParams())
+    saved.process(parse_messages([b'{"series": "A", "ts": 1000, "price": 2.0}']).ticks)
+    store = CheckpointStore(tmp_path, EngineParams())
+    assert store.save(saved.snapshot_partition(0), offset=1)
+    gated = GatedCheckpoints(store, gated={0})
+    f = kafka_source([({0, 1}, {})], checkpoints=gated)
+    gauge = "forecaster_state_restoring_partitions"
+    f.source.poll(0.0)
+    assert f.source.restoring() == 2
+    wait_for(lambda: f.source.poll(0.0) is not None and f.source.restoring() == 1, "partition 1")
+    assert (tp(1), 0) in f.consumer.seeks  # no checkpoint: rebuilt from its first offset
+
+    f.consumer.polls.append((None, {0: [tick(0, 1, "A", 2)], 1: [tick(1, 0, "B", 1)]}))
+    assert f.source.poll(0.0).parse().ticks.series == ["B"]  # partition 1 flows meanwhile
+    assert f.source.restoring() == 1
+    assert f.source.metrics.registry.get_sample_value(gauge) == 1
+    gated.opened.set()
+    wait_for(lambda: f.source.poll(0.0) is not None and f.source.restoring() == 0, "partition 0")
+
+    assert (tp(0), 1) in f.consumer.seeks
+    assert "A" in f.engine.table.slot_of  # the checkpoint's series is back
+    assert f.source.metrics.registry.get_sample_value(gauge) == 0
+    restores = "forecaster_state_restore_duration_seconds_count"
+    assert f.source.metrics.registry.get_sample_value(restores) == 2

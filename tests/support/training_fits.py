@@ -3,6 +3,7 @@
 Their parameters are JSON; each one stands for one way a live training can go.
 """
 
+import json
 import os
 import signal
 import time
@@ -27,3 +28,15 @@ def hang(sequences: list[Sequence], started: str, ignore_sigterm: bool) -> Train
     Path(started).touch()
     while True:
         time.sleep(1.0)
+
+
+def timed(sequences: list[Sequence], runs: str, proceed: str, units: int) -> TrainedModel:
+    """Record when the fit starts and ends (``runs/<pid>.json``), waiting in between for the
+    file ``proceed`` to exist; the model always forecasts 0."""
+    record = Path(runs) / f"{os.getpid()}.json"
+    started = time.time()
+    record.write_text(json.dumps({"start": started}))
+    while not Path(proceed).exists():
+        time.sleep(0.05)
+    record.write_text(json.dumps({"start": started, "end": time.time()}))
+    return constant(sequences, 0.0, units)

@@ -1,0 +1,61 @@
+"""One instance's retraining on a shared registry, in a process of its own, as a service
+replica would run it: asks for a retraining run again and again while its runs are
+skipped, until one runs or, skipped, it finds ``WORKDIR/proceed``.
+
+Run as ``python -m tests.support.retrain_instance REGISTRY TICKS WORKDIR NAME``. Appends
+each outcome to ``WORKDIR/NAME.outcomes`` and ends by writing ``WORKDIR/NAME.json``: its
+outcomes and its ``forecaster_retrains_total{outcome="skipped"}``. The fit (in the
+training child) is ``training_fits.timed``: it records its run in ``WORKDIR/runs`` and
+waits for ``WORKDIR/proceed``.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from forecaster.config import Settings
+from forecaster.engine import Engine
+from forecaster.features import FeatureParams
+from forecaster.io.files import CsvSource
+from forecaster.model.spec import ModelSpec
+from forecaster.registry import Registry
+from forecaster.retraining import Retrainer, RetrainPolicy
+from forecaster.trainer import NamedFit
+from tests.support_models import random_stepper
+
+SPEC = ModelSpec(cell="gru", layers=1, units=4)
+RETRY_S = 0.1  # between two requests of an instance whose runs were skipped
+
+
+def instance(registry: Path, ticks: Path, workdir: Path) -> Retrainer:
+    """An engine that has seen ``ticks`` and its live Retrainer, fitting ``timed``."""
+    engine = Engine(Settings(min_history=8).engine_params(), random_stepper(SPEC, seed=5))
+    engine.process(CsvSource(ticks, 100_000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
+    params = {"runs": str(workdir / "runs"), "proceed": str(workdir / "proceed"), "units": 4}
+    fit = NamedFit("tests.support.training_fits:timed", params)
+    policy = RetrainPolicy(registry_poll_s=0)
+    return Retrainer(engine, fit, policy, FeatureParams(min_history=8), registry=Registry(registry))
+
+
+def main(registry: Path, ticks: Path, workdir: Path, name: str) -> None:
+    retrainer = instance(registry, ticks, workdir)
+    while not retrainer.outcomes or (
+        retrainer.outcomes[-1].outcome == "skipped" and not (workdir / "proceed").exists()
+    ):
+        retrainer.request()
+        seen = len(retrainer.outcomes)
+        while len(retrainer.outcomes) == seen:
+            retrainer.pending()
+            time.sleep(RETRY_S)
+        with (workdir / f"{name}.outcomes").open("a") as log:
+            log.write(retrainer.outcomes[-1].outcome + "\n")
+    skipped = retrainer.metrics.registry.get_sample_value(
+        "forecaster_retrains_total", {"outcome": "skipped"}
+    )
+    outcomes = [outcome.outcome for outcome in retrainer.outcomes]
+    (workdir / f"{name}.json").write_text(json.dumps({"outcomes": outcomes, "skipped": skipped}))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4])
