@@ -141,11 +141,14 @@ class SeriesTable:
         return slot
 
     def _grow(self, capacity: int) -> None:
-        extra = capacity - self.capacity
+        # Fresh zeroed memory, of which only the copied rows are written: the pages of the
+        # spare capacity stay unmapped until a series uses them, so doubling costs no RSS.
+        used = self.capacity
         for name in SLOT_ARRAYS:
             array = getattr(self, name)
-            padding = np.zeros((extra, *array.shape[1:]), array.dtype)
-            setattr(self, name, np.concatenate([array, padding]))
+            grown = np.zeros((capacity, *array.shape[1:]), array.dtype)
+            grown[:used] = array
+            setattr(self, name, grown)
 
     def active_slots(self) -> IntArray:
         return np.fromiter(self.slot_of.values(), np.int64, len(self.slot_of))
