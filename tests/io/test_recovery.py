@@ -42,7 +42,7 @@ from tests.support.broker import read_topic
 
 pytestmark = pytest.mark.kafka
 
-KILLS = 10
+KILLS = 7
 SERIES, TICKS_PER_SERIES = 12, 200
 SEED = 20261121
 
