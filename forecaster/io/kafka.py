@@ -322,8 +322,10 @@ class PartitionHandoff(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.info("partition %d assigned: state of %d series restored at offset %d",
                          tp.partition, len(state.snapshot.series), offset)  # fmt: skip
             elif self.checkpoints is not None:
-                # Not consumer.pause: kafka-python 3.0.12 can leave a partition paused
-                # after an assignment and resumed a poll later without fetching it again.
+                # Its records are dropped until the load is done, not held by
+                # consumer.pause(): in one kill -9 test run with kafka-python 3.0.12, a
+                # partition paused at its assignment and resumed a poll later was never
+                # fetched again.
                 self._restoring[tp] = Restore(self._load(tp.partition), time.monotonic())
                 continue
             elif saved is not None:
