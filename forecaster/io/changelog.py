@@ -57,7 +57,13 @@ from forecaster.checkpoint import Checkpoint, checked, encode
 from forecaster.config import Settings
 from forecaster.engine import EngineParams, PartitionState
 from forecaster.errors import ForecasterError
-from forecaster.io.kafka import CLOSE_TIMEOUT_S, client_configs, construct, producer_configs
+from forecaster.io.kafka import (
+    CLOSE_TIMEOUT_S,
+    client_configs,
+    close_producer,
+    construct,
+    producer_configs,
+)
 from forecaster.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -265,8 +271,7 @@ class ChangelogStore:
 
     def _close_producer(self, timeout: float) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.close(timeout=timeout)
+        close_producer(producer, timeout)
 
 
 def ensure_changelog(settings: Settings) -> None:
