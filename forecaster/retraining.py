@@ -417,13 +417,13 @@ class Retrainer:
         m = self.metrics
         m.retrains.labels(outcome.outcome).inc()
         self.outcomes.append(outcome)
+        if outcome.outcome != "skipped":  # a skipped run never ran: no duration
+            m.retrain_seconds.observe(outcome.seconds)
         if outcome.outcome == "skipped":
             log.info("retraining skipped: %s", outcome.error)
         elif outcome.outcome == "failed":
-            m.retrain_seconds.observe(outcome.seconds)
             log.error("retraining failed (%s); the serving model keeps serving", outcome.error)
         else:
-            m.retrain_seconds.observe(outcome.seconds)
             reason = outcome.validation.reason if outcome.validation else ""
             log.info("retraining %s %s: %s", outcome.outcome, outcome.version, reason)
         if outcome.outcome != "promoted" and self._bootstrap is not None:

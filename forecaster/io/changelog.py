@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from forecaster.checkpoint import Checkpoint, checked, encode
 from forecaster.config import Settings
@@ -70,9 +70,8 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 512 * 1024
 RECORD_OVERHEAD_BYTES = 64 * 1024  # key, headers and batch framing around a chunk
-SLOTS = (0, 1)
 HEADER = "forecaster.checkpoint."
-TOPIC_EXISTS = 36  # Kafka's TOPIC_ALREADY_EXISTS error code
+TOPIC_EXISTS = TopicAlreadyExistsError.errno
 # Compaction only cleans closed segments: roll them every 10 minutes, so a restore reads
 # little more than the last two checkpoints of each partition.
 CHANGELOG_CONFIGS = {"cleanup.policy": "compact", "segment.ms": "600000",

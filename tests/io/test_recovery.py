@@ -110,21 +110,19 @@ def reach(config: Settings, count: int, service: Any, log: Path) -> None:
     assert seen >= count, f"{seen} of {count} forecasts in {WAIT_S} s; see {log}"
 
 
+def crash_settings(base: Settings, **overrides: Any) -> Settings:
+    """A service killed and restarted often: small batches, frequent checkpoints, a short
+    history, a session that lets the group notice a dead member within seconds."""
+    return replace(base, checkpoint_interval_s=0.3, poll_max_records=40, min_history=8,
+                   ring_length=16, evict_ttl_s=0.0, session_timeout_ms=2000,
+                   heartbeat_interval_ms=300, **overrides)  # fmt: skip
+
+
 def test_kill_9_at_random_points_loses_nothing_and_changes_nothing(
     settings: Settings,  # noqa: F811 (the fixture)
     tmp_path: Path,
 ) -> None:
-    settings = replace(
-        settings,
-        state_dir=str(tmp_path / "state"),
-        checkpoint_interval_s=0.3,
-        poll_max_records=40,
-        min_history=8,
-        ring_length=16,
-        evict_ttl_s=0.0,
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=300,
-    )
+    settings = crash_settings(settings, state_dir=str(tmp_path / "state"))
     make_topics(settings)
     path = tick_file(tmp_path / "ticks.csv")
     expected = uninterrupted(settings, path)

@@ -25,6 +25,7 @@ from forecaster.config import Settings
 from forecaster.produce import publish
 from tests.io.test_kafka import broker, settings, wait_for  # noqa: F401 (fixtures)
 from tests.io.test_recovery import (
+    crash_settings,
     forecasts_until,
     keys_of,
     kill_9,
@@ -51,16 +52,9 @@ def test_three_instances_one_killed_one_joining_forecast_as_one_uninterrupted_en
     tmp_path: Path,
 ) -> None:
     config = replace(
-        settings,
-        state_store="kafka",
+        crash_settings(settings, state_store="kafka"),
         changelog_topic=f"{settings.input_topic}.state",
-        checkpoint_interval_s=0.3,
-        poll_max_records=40,
-        min_history=8,
-        ring_length=16,
-        evict_ttl_s=0.0,
         session_timeout_ms=3000,
-        heartbeat_interval_ms=300,
     )
     create_topics(config.bootstrap_servers,
                   {config.input_topic: PARTITIONS, config.output_topic: PARTITIONS,
