@@ -30,6 +30,7 @@ from common import (
     tick_file,
 )
 from kafka_rig import (
+    all_assigned,
     broker,
     consumption_rate,
     process,
@@ -75,12 +76,18 @@ def measure(
     bootstrap: str, commands: list[list[str]], group: str, total: int, *, workdir: Path,
     timeout: float,
 ) -> float:  # fmt: skip
-    """Start the commands (one group), time the group through ``total`` messages, stop them."""
-    env = child_env() if commands[0][1] == __file__ else service_env()
+    """Start the commands (one group), time the group through ``total`` messages, stop them.
+
+    A service group is timed from its first commit after every member logged its
+    partitions, so a member joining late puts no rebalance into the timed window."""
+    pipe_run = commands[0][1] == __file__
+    env = child_env() if pipe_run else service_env()
+    logs = [workdir / f"{group}-{n}.log" for n in range(len(commands))]
+    formed = (lambda: True) if pipe_run else all_assigned(logs)
     with contextlib.ExitStack() as running:
-        for command in commands:
-            running.enter_context(process(command, workdir / f"{group}.log", env))
-        return consumption_rate(bootstrap, group, total, timeout)
+        for command, log in zip(commands, logs, strict=True):
+            running.enter_context(process(command, log, env))
+        return consumption_rate(bootstrap, group, total, timeout, formed)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

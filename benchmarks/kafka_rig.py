@@ -9,10 +9,11 @@ with broker(workdir) as bootstrap:
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from tests.support.broker import (
 
 WATCH_EVERY_S = 0.25
 STOP_TIMEOUT_S = 30.0
+ASSIGNED = re.compile(r"partitions assigned: \[\d")  # a non-empty one, as the service logs it
 
 
 def settings_for(bootstrap: str, **overrides: object) -> Settings:
@@ -79,14 +81,19 @@ def service_command(bootstrap: str, topic: str, group: str, models: Path) -> lis
 
 
 def service_env() -> dict[str, str]:
-    return child_env({"FORECASTER_RETRAIN_INTERVAL_S": "0", "FORECASTER_LOG_LEVEL": "WARNING"})
+    return child_env({"FORECASTER_RETRAIN_INTERVAL_S": "0", "FORECASTER_LOG_LEVEL": "INFO"})
 
 
-def consumption_rate(bootstrap: str, group: str, total: int, timeout: float) -> float:
-    """Messages per second the group committed, from its first commit to its last.
+def consumption_rate(
+    bootstrap: str, group: str, total: int, timeout: float,
+    formed: Callable[[], bool] = lambda: True,
+) -> float:  # fmt: skip
+    """Messages per second the group committed, from its first commit once ``formed()``
+    holds to its last.
 
     Measured from outside the process by the group's committed offsets, so the service and
-    the pass-through pipe are timed alike; start-up and the group join are not counted.
+    the pass-through pipe are timed alike; start-up and the group join are not counted, nor
+    is anything committed before ``formed()`` (every member has its partitions).
     A run so short that its first commit covers everything is timed from the watch's start.
     """
     first_time = first_count = None
@@ -95,7 +102,7 @@ def consumption_rate(bootstrap: str, group: str, total: int, timeout: float) -> 
     while time.monotonic() < deadline:
         count = sum(committed_offsets(bootstrap, group).values())
         now = time.monotonic()
-        if count and first_time is None:
+        if count and first_time is None and formed():
             first_time, first_count = now, count
         if count >= total and first_time is not None and first_count is not None:
             if first_count >= total:
@@ -103,3 +110,8 @@ def consumption_rate(bootstrap: str, group: str, total: int, timeout: float) -> 
             return (count - first_count) / max(now - first_time, 1e-9)
         time.sleep(WATCH_EVERY_S)
     raise TimeoutError(f"group {group} did not commit {total} messages within {timeout} s")
+
+
+def all_assigned(logs: list[Path]) -> Callable[[], bool]:
+    """True once every service log shows a partition assignment (the group has formed)."""
+    return lambda: all(ASSIGNED.search(log.read_text()) for log in logs)

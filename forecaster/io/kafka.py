@@ -302,6 +302,7 @@ class PartitionHandoff(ConsumerRebalanceListener):  # type: ignore[misc]
         make on kafka-python's IO thread: ``restore`` does it right after the poll."""
         self.rebalancing_since = None
         self._unrestored.update(assigned)
+        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
     def restore(self, consumer: Any) -> set[TopicPartition]:
         """Put back the state of each newly assigned partition; returns the partitions whose
