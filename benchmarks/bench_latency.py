@@ -6,7 +6,8 @@ read from ``--max-json``, by default). Each tick's ``ts`` is its send time in ns
 its forecast echoes. Two latencies per forecast: to the forecast record's producer
 timestamp (the service handed it to its producer; a lower bound of acknowledgement) and
 to its arrival at a consumer of the forecasts topic (an upper bound: it includes that
-consumer's fetch wait). The first quarter of forecasts (warm-up) is left out.
+consumer's fetch wait). Feeding starts once the service has its partitions, and the
+first quarter of forecasts (warm-up) is left out.
 
     python benchmarks/bench_latency.py --max-json benchmarks/results/kafka.json --seconds 60 \\
         --json benchmarks/results/latency.json
@@ -24,8 +25,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from common import model_dir, parser, report
+from common import model_dir, parser, report, wait_for
 from kafka_rig import (
+    all_assigned,
     broker,
     process,
     service_command,
@@ -40,6 +42,7 @@ from tests.support.broker import create_topics
 TOPIC = "ticks"
 GROUP = "latency"
 BURST_S = 0.01  # the feeder sends a burst every 10 ms
+JOIN_TIMEOUT_S = 300.0
 
 
 def feed(bootstrap: str, rate: float, seconds: float, series: int, stop: threading.Event) -> int:
@@ -124,7 +127,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with broker(workdir) as bootstrap:
         create_topics(bootstrap, {TOPIC: options.partitions, f"forecasts-{GROUP}": 1})
         command = service_command(bootstrap, TOPIC, GROUP, models)
-        with process(command, workdir / "service.log", service_env()):
+        log = workdir / "service.log"
+        log.unlink(missing_ok=True)
+        with process(command, log, service_env()):
+            wait_for(all_assigned([log]), JOIN_TIMEOUT_S, "the service's partition assignment")
             stop = threading.Event()
             sent: list[int] = []
             feeder = threading.Thread(
