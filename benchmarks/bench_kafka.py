@@ -4,7 +4,9 @@ On one Tansu broker, the same input topic is drained by (a) `forecaster run` wit
 2-layer LSTM (32 units), one process and then two in one group, and (b) a bare
 kafka-python pipe with the same client settings (consume, decode the JSON, encode a
 forecast-sized JSON message, produce, wait for the acknowledgements, commit). Each run
-is a fresh consumer group; rates come from the groups' committed offsets.
+is a fresh consumer group; rates come from the groups' committed offsets. Each repeat
+runs the three on a fresh broker (Tansu keeps every message and slows as it fills), and
+the ratios are the medians of each repeat's side-by-side ratios.
 
     python benchmarks/bench_kafka.py --ticks 200000 --series 1000 \\
         --json benchmarks/results/kafka.json
@@ -41,6 +43,7 @@ from kafka_rig import (
 )
 
 TOPIC = "ticks"
+KINDS = ("pipe", "service", "service_x2")
 
 
 def pipe(bootstrap: str, topic: str, group: str) -> None:
@@ -83,11 +86,32 @@ def measure(
     pipe_run = commands[0][1] == __file__
     env = child_env() if pipe_run else service_env()
     logs = [workdir / f"{group}-{n}.log" for n in range(len(commands))]
+    for log in logs:  # process() appends: an earlier run's assignment must not count
+        log.unlink(missing_ok=True)
     formed = (lambda: True) if pipe_run else all_assigned(logs)
     with contextlib.ExitStack() as running:
         for command, log in zip(commands, logs, strict=True):
             running.enter_context(process(command, log, env))
         return consumption_rate(bootstrap, group, total, timeout, formed)
+
+
+def one_repeat(
+    k: int, ticks: Path, models: Path, partitions: int, *, workdir: Path, timeout: float
+) -> tuple[dict[str, float], int]:
+    """The three runs side by side on one fresh broker (Tansu slows as it fills up)."""
+    rates: dict[str, float] = {}
+    with broker(workdir) as bootstrap:
+        total = publish_ticks(bootstrap, TOPIC, partitions, ticks)
+        for kind in KINDS:
+            group = f"{kind}-{k}"
+            if kind == "pipe":
+                commands = [pipe_command(bootstrap, group)]
+            else:
+                service = service_command(bootstrap, TOPIC, group, models)
+                commands = [service] * (2 if kind == "service_x2" else 1)
+            rates[kind] = measure(bootstrap, commands, group, total, workdir=workdir,
+                                  timeout=timeout)  # fmt: skip
+    return rates, total
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -104,29 +128,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     models = model_dir(workdir / "models")
     ticks = tick_file(workdir / f"ticks-{options.ticks}-{options.series}.csv", options.ticks,
                       options.series)  # fmt: skip
-    runs: dict[str, list[float]] = {"pipe": [], "service": [], "service_x2": []}
-    with broker(workdir) as bootstrap:
-        total = publish_ticks(bootstrap, TOPIC, options.partitions, ticks)
-        for k in range(options.repeats):  # side by side: alternate within each repeat
-            for kind, group in (("pipe", f"pipe-{k}"), ("service", f"svc-{k}"),
-                                ("service_x2", f"svc2-{k}")):  # fmt: skip
-                if kind == "pipe":
-                    commands = [pipe_command(bootstrap, group)]
-                else:
-                    commands = [service_command(bootstrap, TOPIC, group, models)] * (
-                        2 if kind == "service_x2" else 1
-                    )
-                runs[kind].append(measure(bootstrap, commands, group, total, workdir=workdir,
-                                          timeout=options.timeout))  # fmt: skip
-    pipe_rate, service_rate = median(runs["pipe"]), median(runs["service"])
-    two = median(runs["service_x2"])
+    runs: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for k in range(options.repeats):
+        rates, total = one_repeat(
+            k, ticks, models, options.partitions, workdir=workdir, timeout=options.timeout
+        )
+        for kind, rate in rates.items():
+            runs[kind].append(rate)
+    per_repeat = {
+        "ceiling_ratio": [ratio(s, p) for s, p in zip(runs["service"], runs["pipe"], strict=True)],
+        "two_over_one": [
+            ratio(two, one) for two, one in zip(runs["service_x2"], runs["service"], strict=True)
+        ],
+    }
     results = {
         "runs_msg_per_s": runs,
-        "pipe_msg_per_s": pipe_rate,
-        "service_msg_per_s": service_rate,
-        "ceiling_ratio": ratio(service_rate, pipe_rate),
-        "two_processes_msg_per_s": two,
-        "two_over_one": ratio(two, service_rate),
+        "pipe_msg_per_s": median(runs["pipe"]),
+        "service_msg_per_s": median(runs["service"]),
+        "two_processes_msg_per_s": median(runs["service_x2"]),
+        "runs_ratios": per_repeat,
+        "ceiling_ratio": median(per_repeat["ceiling_ratio"]),
+        "two_over_one": median(per_repeat["two_over_one"]),
     }
     settings = {"ticks": total, "series": options.series, "partitions": options.partitions,
                 "repeats": options.repeats, "model": "lstm 2x32",
