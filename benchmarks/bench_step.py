@@ -2,8 +2,9 @@
 
 The forecaster: N series each with warm state, one tick each, one ``Engine.process`` call
 (features, one vectorised 2-layer LSTM step, forecasts); µs per tick = time / N. The bare
-``Stepper.step`` on N rows is timed too. The tutorial way, for the same architecture:
-Keras ``model.predict`` on the last 60 prices of the series, once per tick.
+``Stepper.step`` on N rows is timed too, both with the service's BLAS thread limit. The
+tutorial way, for the same architecture: Keras ``model.predict`` on the last 60 prices of
+the series, once per tick.
 
     python benchmarks/bench_step.py --series 1 100 1000 10000 100000 \\
         --json benchmarks/results/step.json
@@ -20,8 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from common import SERVING_SPEC, START_NS, median, parser, ratio, report
+from threadpoolctl import threadpool_limits
 
 from forecaster.engine import Engine, EngineParams
+from forecaster.service import BLAS_THREADS
 from forecaster.ticks import TickColumns
 from tests.support_models import random_stepper
 
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tutorial = tutorial_us_per_tick(options.tutorial_ticks) if options.tutorial_ticks else None
     results: dict[str, Any] = {"tutorial_us_per_tick": tutorial, "by_series": {}}
     for series in options.series:
-        process, step = engine_us_per_tick(series, options.repeats)
+        with threadpool_limits(BLAS_THREADS, user_api="blas"):  # as the service runs it
+            process, step = engine_us_per_tick(series, options.repeats)
         results["by_series"][str(series)] = {
             "engine_us_per_tick": process,
             "stepper_us_per_series_step": step,
