@@ -93,6 +93,11 @@ class Settings:
     reconnect_backoff_max_ms: int = _setting(
         10000, "Longest wait between two attempts to reach a broker that is down"
     )
+    metadata_max_age_ms: int = _setting(
+        30000,
+        "Longest the Kafka clients keep topic metadata (a topic's partitions appearing "
+        "or growing is seen within this)",
+    )
     linger_ms: int = _setting(5, "Producer wait for more records to fill a batch")
     producer_batch_bytes: int = _setting(262144, "Producer batch size per partition, in bytes")
     delivery_timeout_ms: int = _setting(
@@ -228,6 +233,8 @@ class Settings:
                 f"security_protocol must be one of {SECURITY_PROTOCOLS}, "
                 f"got {self.security_protocol!r}"
             )
+        if self.metadata_max_age_ms < 1:
+            raise ConfigError(f"metadata_max_age_ms must be >= 1, got {self.metadata_max_age_ms}")
         if self.poll_max_records < 1:
             raise ConfigError(f"poll_max_records must be >= 1, got {self.poll_max_records}")
         if not self.heartbeat_interval_ms < self.session_timeout_ms:

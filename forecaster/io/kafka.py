@@ -98,6 +98,9 @@ def client_configs(settings: Settings) -> dict[str, Any]:
         "security_protocol": settings.security_protocol,
         "request_timeout_ms": settings.request_timeout_ms,
         "reconnect_backoff_max_ms": settings.reconnect_backoff_max_ms,
+        # kafka-python's 5 minutes: a leader that was assigned a topic while its partitions
+        # were still being created stays idle with none until the next refresh.
+        "metadata_max_age_ms": settings.metadata_max_age_ms,
         "bootstrap_timeout_ms": CONNECT_TIMEOUT_MS,
     }
     optional = {

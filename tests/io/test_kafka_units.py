@@ -38,6 +38,8 @@ from forecaster.io.kafka import (
     KafkaSink,
     KafkaSource,
     client_configs,
+    consumer_configs,
+    producer_configs,
     restorable,
 )
 from forecaster.metrics import Metrics
@@ -380,6 +382,15 @@ def test_security_settings_pass_through_and_empty_ones_stay_unset() -> None:
     assert "s3cret" not in repr(Settings(sasl_password="s3cret"))
 
 
+def test_both_clients_refresh_topic_metadata_as_often_as_configured() -> None:
+    """kafka-python's default (5 min) left a leader assigned nothing for minutes when it
+    joined while its topic's partitions were being created (seen in a suite run)."""
+    settings = replace(SETTINGS, group_id="g", metadata_max_age_ms=7000)
+    assert consumer_configs(settings)["metadata_max_age_ms"] == 7000
+    assert producer_configs(settings)["metadata_max_age_ms"] == 7000
+    assert Settings().metadata_max_age_ms < 300_000
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -388,6 +399,7 @@ def test_security_settings_pass_through_and_empty_ones_stay_unset() -> None:
         ({"fetch_max_wait_ms": 30000}, "fetch_max_wait_ms must be"),
         ({"delivery_timeout_ms": 1000}, "delivery_timeout_ms must be"),
         ({"poll_max_records": 0}, "poll_max_records must be >= 1"),
+        ({"metadata_max_age_ms": 0}, "metadata_max_age_ms must be >= 1"),
     ],
 )
 def test_inconsistent_kafka_settings_are_refused(values: dict[str, Any], message: str) -> None:
