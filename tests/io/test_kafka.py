@@ -50,6 +50,7 @@ PREFIX_ROWS = 2000  # of sample_data/ticks.csv: enough for many batches, quick t
 BATCH = 200  # poll_max_records of the service under test
 PARTITIONS = 4
 WAIT_S = 120.0  # deadline of any wait; generous, the machines are slow
+PUBLISH_TIMEOUT_MS = 60_000  # the test's own producer, per request
 EXIT_BOUND_S = 30.0  # SIGTERM to exit, in-flight batch and group leave included
 
 Key = tuple[str, str]  # (series, ts as the forecast writes it)
@@ -83,6 +84,15 @@ def settings(broker: TansuBroker, request: pytest.FixtureRequest) -> Settings:
         delivery_timeout_ms=10000,
         reconnect_backoff_max_ms=1000,
     )
+
+
+def publish_input(settings: Settings, path: Path) -> None:
+    """Publish ticks with the test's own producer, which is not under test: it waits as
+    long as a starved broker needs, where the service's settings give up in seconds (a
+    5 s request timeout failed this set-up once in a clean-clone run)."""
+    patient = replace(settings, request_timeout_ms=PUBLISH_TIMEOUT_MS,
+                      delivery_timeout_ms=2 * PUBLISH_TIMEOUT_MS)  # fmt: skip
+    publish(patient, path, settings.input_topic)
 
 
 def make_topics(settings: Settings) -> None:
@@ -175,7 +185,7 @@ def test_every_tick_gets_one_forecast_or_one_dead_letter(
     blocker.write_text("")
     settings = replace(settings, state_dir=str(blocker / "state"), checkpoint_interval_s=0.05)
     malformed = SAMPLE / "malformed_ticks.csv"
-    publish(settings, sample_prefix, settings.input_topic)
+    publish_input(settings, sample_prefix)
     reasons = pd.read_csv(malformed, dtype=str, keep_default_na=False)["expected_reason"]
     expected_reasons = Counter(reason for reason in reasons if reason)
     engine_rejects = expected_reasons["ts_duplicate"] + expected_reasons["ts_out_of_order"]
@@ -355,7 +365,7 @@ def test_a_stopped_and_restarted_service_skips_no_tick(
     make_topics(settings)
     head, tail = split_csv(sample_prefix, BATCH, tmp_path)
     expected = expected_keys(sample_prefix)
-    publish(settings, head, settings.input_topic)
+    publish_input(settings, head)
     first = ServiceProcess(settings, service_log)
     read_topic(settings.bootstrap_servers, settings.output_topic, lambda r: len(r) > 0, WAIT_S)
     # The rest arrives while the service works, paced so that SIGTERM lands mid-stream.
@@ -401,7 +411,7 @@ def test_the_service_rides_out_a_broker_that_is_down_or_killed(
 
         broker.start()
         make_topics(settings)
-        publish(settings, head, settings.input_topic)
+        publish_input(settings, head)
         service.wait_readiness("no model loaded yet")  # connected again; naive, as configured
         before = set(forecast_keys(read_until_complete(settings, expected_keys(head))))
         assert before == expected_keys(head)
@@ -412,7 +422,7 @@ def test_the_service_rides_out_a_broker_that_is_down_or_killed(
 
         broker.start()
         make_topics(settings)
-        publish(settings, sample_prefix, settings.input_topic)
+        publish_input(settings, sample_prefix)
         service.wait_readiness("no model loaded yet")
         expected = expected_keys(sample_prefix)
         after = set(forecast_keys(read_until_complete(settings, expected, lambda: before)))
