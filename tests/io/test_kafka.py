@@ -87,9 +87,10 @@ def settings(broker: TansuBroker, request: pytest.FixtureRequest) -> Settings:
 
 
 def publish_input(settings: Settings, path: Path) -> None:
-    """Publish ticks with the test's own producer, which is not under test: it waits as
+    """Publish ticks with the tests' own producer, which is not under test: it waits as
     long as a starved broker needs, where the service's settings give up in seconds (a
-    5 s request timeout failed this set-up once in a clean-clone run)."""
+    5 s request timeout failed a set-up here, and 13 s batch expiry the scale-out test's,
+    in clean-clone runs)."""
     patient = replace(settings, request_timeout_ms=PUBLISH_TIMEOUT_MS,
                       delivery_timeout_ms=2 * PUBLISH_TIMEOUT_MS)  # fmt: skip
     publish(patient, path, settings.input_topic)

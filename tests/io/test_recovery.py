@@ -27,7 +27,6 @@ import pytest
 
 from forecaster.config import Settings
 from forecaster.io.records import format_rfc3339
-from forecaster.produce import publish
 from forecaster.ticks import parse_csv_frame
 from tests.io import recovery_service
 from tests.io.test_kafka import (  # noqa: F401 (broker, settings: fixtures)
@@ -35,6 +34,7 @@ from tests.io.test_kafka import (  # noqa: F401 (broker, settings: fixtures)
     Key,
     broker,
     make_topics,
+    publish_input,
     settings,
     wait_for,
 )
@@ -133,7 +133,7 @@ def test_kill_9_at_random_points_loses_nothing_and_changes_nothing(
     published = 0
     for i, chunk in enumerate(chunks):
         chunk.to_csv(tmp_path / "chunk.csv", index=False)
-        publish(settings, tmp_path / "chunk.csv", settings.input_topic)
+        publish_input(settings, tmp_path / "chunk.csv")
         first, published = published + 1, published + len(chunk)
         service = start_service(settings, log)
         try:

@@ -22,8 +22,12 @@ import pandas as pd
 import pytest
 
 from forecaster.config import Settings
-from forecaster.produce import publish
-from tests.io.test_kafka import broker, settings, wait_for  # noqa: F401 (fixtures)
+from tests.io.test_kafka import (  # noqa: F401 (broker, settings: fixtures)
+    broker,
+    publish_input,
+    settings,
+    wait_for,
+)
 from tests.io.test_recovery import (
     crash_settings,
     forecasts_until,
@@ -43,7 +47,7 @@ RESTORED = re.compile(r"partition \d+ assigned: checkpoint of \d+ series restore
 
 def published(config: Settings, frame: pd.DataFrame, folder: Path) -> int:
     frame.to_csv(folder / "chunk.csv", index=False)
-    publish(config, folder / "chunk.csv", config.input_topic)
+    publish_input(config, folder / "chunk.csv")
     return len(frame)
 
 
