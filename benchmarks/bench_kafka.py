@@ -86,8 +86,6 @@ def measure(
     pipe_run = commands[0][1] == __file__
     env = child_env() if pipe_run else service_env()
     logs = [workdir / f"{group}-{n}.log" for n in range(len(commands))]
-    for log in logs:  # process() appends: an earlier run's assignment must not count
-        log.unlink(missing_ok=True)
     formed = (lambda: True) if pipe_run else all_assigned(logs)
     with contextlib.ExitStack() as running:
         for command, log in zip(commands, logs, strict=True):

@@ -128,7 +128,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         create_topics(bootstrap, {TOPIC: options.partitions, f"forecasts-{GROUP}": 1})
         command = service_command(bootstrap, TOPIC, GROUP, models)
         log = workdir / "service.log"
-        log.unlink(missing_ok=True)
         with process(command, log, service_env()):
             wait_for(all_assigned([log]), JOIN_TIMEOUT_S, "the service's partition assignment")
             stop = threading.Event()

@@ -58,8 +58,9 @@ def publish_ticks(bootstrap: str, topic: str, partitions: int, path: Path) -> in
 def process(
     command: list[str], log: Path, env: dict[str, str]
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process, sent SIGTERM (then killed) when the block ends."""
-    with log.open("ab") as out:
+    """A child process writing to a fresh ``log``, sent SIGTERM (then killed) when the block
+    ends."""
+    with log.open("wb") as out:  # an earlier run's lines must not be read as this one's
         child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         try:
             yield child
