@@ -2,8 +2,9 @@
 
 Per batch the engine maps series to slots, then steps in *rounds*: round k holds the
 k-th tick of every series that ticked k+1 times or more, so each round touches each
-series at most once and every round is one vectorised step across all its series.
-Several ticks of one series are thereby stepped in order.
+series at most once and every round is one vectorised step across all its series
+(in blocks of ``block_rows`` series). Several ticks of one series are thereby stepped
+in order.
 
 A tick whose ts is not after its series' last accepted ts is rejected, not stepped.
 A series with less than ``min_history`` returns, or any series while no model is
@@ -49,6 +50,15 @@ class EngineParams:
     # A series whose last tick is this much older than its partition's newest tick is
     # evicted (its state dropped); 0 keeps every series.
     evict_ttl_ns: int = 0
+    # A round of more series is stepped in blocks of this many: a block's temporaries
+    # stay in cache and are reused from malloc's heap. Whole rounds of 100,000 series
+    # made ~50 MB arrays that were mapped fresh on every step, and page faults cost tens
+    # of µs each on virtual machines (see benchmarks/README.md).
+    block_rows: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.block_rows < 1:
+            raise ValueError(f"block_rows must be >= 1, got {self.block_rows}")
 
 
 @dataclass(frozen=True)
@@ -159,14 +169,17 @@ class Engine:
     def process(self, ticks: TickColumns) -> EngineResult:
         """Step every tick of the batch; returns forecasts of the accepted ones and the rejects."""
         work = _Work.start(ticks, self.table.slots_for(ticks.series, ticks.partition))
+        block = self.params.block_rows
         for index in _rounds(work.slots):
-            self._step_round(work, index)
+            for start in range(0, len(index), block):
+                self._step_round(work, index[start : start + block])
         result = work.result(self._version())
         result.evicted = self._evictions.sweep(self.table, ticks)
         return result
 
     def _step_round(self, work: _Work, index: IntArray) -> None:
-        """Step the ticks at ``index``, which belong to distinct series."""
+        """Step the ticks at ``index``, which belong to distinct series (a round, or a block
+        of one)."""
         table = self.table
         slots, ts = work.slots[index], work.ticks.ts[index]
         stats = table.stats[slots]

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -42,6 +44,29 @@ def test_batching_does_not_change_forecasts(cell: str) -> None:
     np.testing.assert_allclose(one_by_one, whole.forecast, rtol=1e-6)
     assert np.concatenate([p.naive for p in pieces]).tolist() == whole.naive.tolist()
     assert (~whole.naive).sum() == 600 - 7 * PARAMS.features.min_history
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_stepping_rounds_in_blocks_does_not_change_forecasts_or_states(cell: str) -> None:
+    ticks = random_ticks(600, 40, seed=4)
+    model = random_stepper(ModelSpec(cell=cell, layers=2, units=8))
+    whole, blocked = Engine(PARAMS, model), Engine(replace(PARAMS, block_rows=3), model)
+    expected, got = whole.process(ticks).forecasts, blocked.process(ticks).forecasts
+    np.testing.assert_allclose(got.forecast, expected.forecast, rtol=1e-6)
+    assert got.naive.tolist() == expected.naive.tolist()
+    assert (~got.naive).sum() > 300  # the model stepped most ticks, in rounds of up to 40
+    order = [blocked.table.slot_of[s] for s in whole.table.slot_of]
+    np.testing.assert_allclose(
+        blocked.table.recurrent[order],
+        whole.table.recurrent[list(whole.table.slot_of.values())],
+        rtol=1e-6,
+        atol=1e-7,
+    )
+
+
+def test_block_rows_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="block_rows must be >= 1"):
+        EngineParams(block_rows=0)
 
 
 def test_naive_until_warm_then_model() -> None:
