@@ -2,7 +2,9 @@
 
 Each run is the real command in its own process with a promoted 2-layer LSTM (32 units);
 the rate is the one `replay` logs (ticks over the time from its first poll to its last
-flush, start-up excluded). Wall time of the whole process is reported next to it.
+flush, start-up excluded), and so is its rate per CPU second over the same span (the
+share of a core the replay got is the ratio of the two). Wall time of the whole process
+is reported next to them.
 
     python benchmarks/bench_replay.py --ticks 1000000 --series 10 100 1000 10000 100000 \\
         --json benchmarks/results/replay.json
@@ -28,7 +30,9 @@ from common import (
     tick_file,
 )
 
-RATE_LINE = re.compile(r"replayed (\d+) ticks .* in ([0-9.]+) s \((\d+) ticks/s\)")
+RATE_LINE = re.compile(
+    r"replayed (\d+) ticks .* in ([0-9.]+) s \((\d+) ticks/s; ([0-9.]+) s of CPU, (\d+) ticks per"
+)
 GOAL_TICKS_PER_S = 100_000
 
 
@@ -44,7 +48,9 @@ def replay_once(ticks: Path, models: Path, workdir: Path, timeout: float) -> dic
     found = RATE_LINE.search(log.read_text())
     if found is None:
         raise RuntimeError(f"no rate line in {log}")
-    return {"ticks_per_s": float(found.group(3)), "seconds": float(found.group(2)), "wall_s": wall}
+    return {"ticks_per_s": float(found.group(3)), "seconds": float(found.group(2)),
+            "ticks_per_cpu_s": float(found.group(5)), "cpu_s": float(found.group(4)),
+            "wall_s": wall}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -63,7 +69,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             replay_once(ticks, models, workdir, options.timeout) for _ in range(options.repeats)
         ]
         rate = median(r["ticks_per_s"] for r in runs)
+        cpu_rate = median(r["ticks_per_cpu_s"] for r in runs)
         results[str(series)] = {"runs": runs, "median_ticks_per_s": rate,
+                                "median_ticks_per_cpu_s": cpu_rate,
                                 "ratio_to_goal": rate / GOAL_TICKS_PER_S}  # fmt: skip
     settings = {"ticks": options.ticks, "series": options.series, "repeats": options.repeats,
                 "model": "lstm 2x32",

@@ -61,8 +61,18 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "load_average": os.getloadavg(),
+        # Share of time runnable tasks waited for a CPU (Linux PSI), over 10, 60, 300 s.
+        "cpu_pressure": _cpu_pressure(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _cpu_pressure() -> dict[str, float]:
+    """``/proc/pressure/cpu``'s "some" averages (percent), e.g. {"avg10": 28.8, ...}."""
+    some = next((line.split()[1:] for line in _lines("/proc/pressure/cpu")
+                 if line.startswith("some")), [])  # fmt: skip
+    return {key: float(value) for key, value in (field.split("=") for field in some)
+            if key.startswith("avg")}  # fmt: skip
 
 
 def _lines(path: str) -> list[str]:
