@@ -230,12 +230,15 @@ class Engine:
         self._rewarm(self.table.active_slots())
 
     def _rewarm(self, slots: IntArray) -> None:
-        """Recompute the recurrent state of ``slots`` by running the model over their rings."""
-        if self.model is None or not len(slots):
+        """Recompute the recurrent state of ``slots`` by running the model over their rings,
+        ``block_rows`` series at a time (a whole ring of 100,000 series is gigabytes)."""
+        if self.model is None:
             return
-        history = self.table.history(slots)
-        x = model_inputs(history.z, history.d, history.ts)
-        _, self.table.recurrent[slots] = self.model.run(x, history.length)
+        for start in range(0, len(slots), self.params.block_rows):
+            block = slots[start : start + self.params.block_rows]
+            history = self.table.history(block)
+            x = model_inputs(history.z, history.d, history.ts)
+            _, self.table.recurrent[block] = self.model.run(x, history.length)
 
     def snapshot_partition(self, partition: int) -> PartitionState:
         """A copy of the state of every series on ``partition`` (checkpoints)."""

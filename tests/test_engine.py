@@ -106,8 +106,9 @@ def test_duplicates_and_out_of_order_are_rejected_not_stepped() -> None:
     assert engine.table.stats["last_price"][engine.table.slot_of["A"]] == 1.2
 
 
-def test_swap_rewarms_states_from_history() -> None:
-    engine = Engine(PARAMS)
+@pytest.mark.parametrize("block_rows", [3, PARAMS.block_rows])
+def test_swap_rewarms_states_from_history(block_rows: int) -> None:
+    engine = Engine(replace(PARAMS, block_rows=block_rows))
     engine.process(random_ticks(300, 4, seed=5))
     model = random_stepper(ModelSpec(cell="gru", layers=2, units=6), seed=9, version="new")
     engine.swap_model(model)
