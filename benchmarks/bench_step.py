@@ -3,9 +3,8 @@
 The forecaster: N series each with warm state, one tick each, one ``Engine.process`` call
 (features, one vectorised 2-layer LSTM step, forecasts); µs per tick = time / N. The bare
 ``Stepper.step`` on N rows is timed too, in the engine's blocks of ``block_rows``, both
-with the service's BLAS thread limit. The
-tutorial way, for the same architecture: Keras ``model.predict`` on the last 60 prices of
-the series, once per tick.
+with the service's BLAS thread limit. The tutorial way, for the same architecture: Keras
+``model.predict`` on the last 60 prices of the series, once per tick.
 
     python benchmarks/bench_step.py --series 1 100 1000 10000 100000 \\
         --json benchmarks/results/step.json
@@ -24,7 +23,7 @@ import numpy as np
 from common import SERVING_SPEC, START_NS, median, parser, ratio, report
 from threadpoolctl import threadpool_limits
 
-from forecaster.engine import Engine, EngineParams
+from forecaster.engine import Engine, EngineParams, row_blocks
 from forecaster.service import BLAS_THREADS
 from forecaster.ticks import TickColumns
 from tests.support_models import random_stepper
@@ -63,11 +62,11 @@ def engine_us_per_tick(series: int, repeats: int) -> tuple[float, float]:
         assert not result.forecasts.naive.any()
     x = rng.normal(size=(series, SERVING_SPEC.n_features)).astype(np.float32)
     state = model.zero_state(series)
-    step, block = [], params.block_rows
+    step = []
     for _ in range(repeats):
         started = time.perf_counter()
-        for start in range(0, series, block):  # as the engine steps a round
-            model.step(x[start : start + block], state[start : start + block])
+        for block in row_blocks(series, params.block_rows):
+            model.step(x[block], state[block])
         step.append((time.perf_counter() - started) / series * 1e6)
     return median(process), median(step)
 

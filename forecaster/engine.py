@@ -21,7 +21,7 @@ loaded, gets the naive forecast (its last price), flagged ``model_version="naive
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -50,10 +50,10 @@ class EngineParams:
     # A series whose last tick is this much older than its partition's newest tick is
     # evicted (its state dropped); 0 keeps every series.
     evict_ttl_ns: int = 0
-    # A round of more series is stepped in blocks of this many: a block's temporaries
-    # stay in cache and are reused from malloc's heap. Whole rounds of 100,000 series
-    # made ~50 MB arrays that were mapped fresh on every step, and page faults cost tens
-    # of µs each on virtual machines (see benchmarks/README.md).
+    # A round (or re-warm) of more series is stepped in blocks of this many: a block's
+    # temporaries stay in cache and are reused from malloc's heap. Whole rounds of
+    # 100,000 series made ~50 MB arrays that were mapped and faulted in afresh on every
+    # step, 6x slower per tick (see benchmarks/README.md).
     block_rows: int = 4096
 
     def __post_init__(self) -> None:
@@ -169,10 +169,9 @@ class Engine:
     def process(self, ticks: TickColumns) -> EngineResult:
         """Step every tick of the batch; returns forecasts of the accepted ones and the rejects."""
         work = _Work.start(ticks, self.table.slots_for(ticks.series, ticks.partition))
-        block = self.params.block_rows
         for index in _rounds(work.slots):
-            for start in range(0, len(index), block):
-                self._step_round(work, index[start : start + block])
+            for block in row_blocks(len(index), self.params.block_rows):
+                self._step_round(work, index[block])
         result = work.result(self._version())
         result.evicted = self._evictions.sweep(self.table, ticks)
         return result
@@ -234,11 +233,11 @@ class Engine:
         ``block_rows`` series at a time (a whole ring of 100,000 series is gigabytes)."""
         if self.model is None:
             return
-        for start in range(0, len(slots), self.params.block_rows):
-            block = slots[start : start + self.params.block_rows]
-            history = self.table.history(block)
+        for block in row_blocks(len(slots), self.params.block_rows):
+            rows = slots[block]
+            history = self.table.history(rows)
             x = model_inputs(history.z, history.d, history.ts)
-            _, self.table.recurrent[block] = self.model.run(x, history.length)
+            _, self.table.recurrent[rows] = self.model.run(x, history.length)
 
     def snapshot_partition(self, partition: int) -> PartitionState:
         """A copy of the state of every series on ``partition`` (checkpoints)."""
@@ -300,6 +299,15 @@ def _order_rejects(index: IntArray, ts: IntArray, last_ts: IntArray) -> list[Ord
         )
         for i, t, last in zip(index.tolist(), ts.tolist(), last_ts.tolist(), strict=True)
     ]
+
+
+def row_blocks(rows: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` of ``rows`` rows, how the engine steps them.
+
+    >>> list(row_blocks(5, 2))
+    [slice(0, 2, None), slice(2, 4, None), slice(4, 6, None)]
+    """
+    return (slice(start, start + size) for start in range(0, rows, size))
 
 
 def _rounds(slots: IntArray) -> list[IntArray]:
