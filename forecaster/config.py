@@ -36,6 +36,9 @@ ENV_PREFIX = "FORECASTER_"
 SAMPLE_TICKS = Path(__file__).resolve().parent.parent / "sample_data" / "ticks.csv"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 STATE_STORES = ("directory", "kafka")
+# Half of the Kafka producer's default max_request_size (1 MiB): a dead letter's kept bytes
+# plus its key and headers always fit in one request.
+MAX_DEAD_LETTER_BYTES = 524288
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -157,6 +160,13 @@ class Settings:
     # Operations
     metrics_port: int = _setting(9108, "Port of /metrics, /healthz and /readyz (0 = off)")
     metrics_host: str = _setting("0.0.0.0", "Address the metrics server binds")
+    admin_token: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "help": "Bearer token that POST /retrain requires; empty = POST /retrain is off"
+        },
+    )
     quality_halflife: float = _setting(
         DEFAULT_HALFLIFE, "Half-life, in scored forecasts, of the rolling forecast-quality gauges"
     )
@@ -188,7 +198,25 @@ class Settings:
         "A series idle this long (event time: behind its partition's newest tick) is "
         "evicted; 0 = never",
     )
-    max_message_bytes: int = _setting(16384, "Longest tick message accepted, in bytes")
+    max_message_bytes: int = _setting(
+        16384,
+        "Longest tick message accepted, in bytes; a longer one's dead letter keeps this many "
+        "of its first bytes (at most 524288)",
+    )
+    max_series: int = _setting(
+        50000,
+        "Most series one instance holds; a tick of a new series beyond it is a dead letter "
+        "(series_limit). 0 = no limit",
+    )
+    max_future_skew_s: float = _setting(
+        300.0,
+        "On Kafka input, a tick more than this many seconds ahead of the wall clock is a "
+        "dead letter (ts_in_future); 0 = no check",
+    )
+    require_series_key: bool = _setting(
+        True, "On Kafka input, a tick whose message key is not its series id is a dead letter "
+        "(key_mismatch)"
+    )
     max_series_chars: int = _setting(200, "Longest series id accepted, in characters")
     min_price: float = _setting(1e-9, "Lowest price accepted")
     max_price: float = _setting(1e12, "Highest price accepted")
@@ -222,6 +250,15 @@ class Settings:
         self.input_limits()
         if self.checkpoint_interval_s < 0 or self.evict_ttl_s < 0:
             raise ConfigError("checkpoint_interval_s and evict_ttl_s must be >= 0")
+        if self.max_future_skew_s < 0:
+            raise ConfigError(f"max_future_skew_s must be >= 0, got {self.max_future_skew_s}")
+        if self.max_series < 0:
+            raise ConfigError(f"max_series must be >= 0, got {self.max_series}")
+        if self.max_message_bytes > MAX_DEAD_LETTER_BYTES:
+            raise ConfigError(
+                f"max_message_bytes must be <= {MAX_DEAD_LETTER_BYTES} (a dead letter keeps that "
+                f"many bytes and must fit in one produce request), got {self.max_message_bytes}"
+            )
         if self.state_store not in STATE_STORES:
             raise ConfigError(
                 f"state_store must be one of {STATE_STORES}, got {self.state_store!r}"
@@ -280,6 +317,7 @@ class Settings:
             features=self.feature_params(),
             ring_length=self.ring_length,
             evict_ttl_ns=int(self.evict_ttl_s * 1e9),
+            max_series=self.max_series,
         )
 
     def input_limits(self) -> InputLimits:
@@ -291,6 +329,7 @@ class Settings:
                 max_price=self.max_price,
                 min_ts_ns=rfc3339_ns(self.min_ts),
                 max_ts_ns=rfc3339_ns(self.max_ts),
+                max_future_skew_ns=int(self.max_future_skew_s * 1e9),
             )
         except ValueError as exc:
             raise ConfigError(f"input limits: {exc}") from exc

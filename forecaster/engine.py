@@ -55,10 +55,15 @@ class EngineParams:
     # 100,000 series made ~50 MB arrays that were mapped and faulted in afresh on every
     # step, 6x slower per tick (see benchmarks/README.md).
     block_rows: int = 4096
+    # The most series held at once; a tick of a new series beyond it is rejected
+    # (series_limit) while the known series go on. 0 = no limit.
+    max_series: int = 0
 
     def __post_init__(self) -> None:
         if self.block_rows < 1:
             raise ValueError(f"block_rows must be >= 1, got {self.block_rows}")
+        if self.max_series < 0:
+            raise ValueError(f"max_series must be >= 0, got {self.max_series}")
 
 
 @dataclass(frozen=True)

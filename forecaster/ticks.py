@@ -70,6 +70,11 @@ class RejectReason(StrEnum):
     TS_OUT_OF_ORDER = "ts_out_of_order"
     MESSAGE_TOO_LARGE = "message_too_large"
     PRICE_OUT_OF_RANGE = "price_out_of_range"
+    SERIES_INVALID = "series_invalid"
+    TS_IN_FUTURE = "ts_in_future"
+    SERIES_LIMIT = "series_limit"
+    KEY_MISMATCH = "key_mismatch"
+    INTERNAL_ERROR = "internal_error"
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,9 @@ class InputLimits:
     max_price: float = 1e12
     min_ts_ns: int = 0
     max_ts_ns: int = MAX_EPOCH_MS * 1_000_000
+    # Live input only: a tick this far ahead of the wall clock (``now_ns`` at parse) is
+    # rejected as ts_in_future; 0 = no check.
+    max_future_skew_ns: int = 0
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 1 or self.max_series_chars < 1:
