@@ -13,6 +13,10 @@ class ArtifactError(ForecasterError):
     """A model artifact is missing, truncated, unsafe or does not match this build."""
 
 
+class VersionNameError(ArtifactError):
+    """A model version name that is no plain name (a path, empty, odd characters, too long)."""
+
+
 class TrainingError(ForecasterError):
     """Training could not produce a usable model (too little data, NaN loss, ...)."""
 
