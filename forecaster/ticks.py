@@ -1,16 +1,33 @@
-"""The tick format: parse raw messages or CSV rows into columns, or reject them with a reason.
+r"""The tick format: parse raw messages or CSV rows into columns, or reject them with a reason.
 
 A tick is a JSON object ``{"series": str, "ts": str | int, "price": number}`` with an
-optional ``"volume"``; unknown fields are ignored. ``ts`` is an RFC 3339 timestamp with a
-zone, or epoch milliseconds. Parsing never raises on bad input: every message either
-becomes a row of :class:`TickColumns` or a :class:`Rejected` naming the rule it broke.
+optional ``"volume"``; unknown fields are ignored (of a key given twice, the last value
+counts, as in most JSON parsers). ``ts`` is an RFC 3339 timestamp with a zone, or epoch
+milliseconds. Parsing never raises on bad input: every message either becomes a row of
+:class:`TickColumns` or a :class:`Rejected` naming the rule it broke, and a message that
+makes the parser itself raise is rejected alone (internal_error), the others parsed.
+
+A series id is 1-``max_series_chars`` Unicode characters that can be printed and sent:
+no control characters (category Cc), surrogates (Cs: from a JSON ``\uD800`` escape, or
+a CSV byte that is not UTF-8), line or paragraph separators (Zl, Zp), invisible format
+characters (Cf; but ZWNJ and ZWJ, U+200C and U+200D, which some scripts and emoji need)
+or noncharacters, and no whitespace at either end; else it is rejected (series_invalid).
+Any other character is fine: "EUR/USD", "日経225", "BRK.B" are ids. A detail never
+quotes the message's text unescaped: it names code points, or shows ``repr``.
+
+Live input is checked against the wall clock: with ``max_future_skew_ns`` set and the
+``now_ns`` of :func:`parse_messages` given, a tick further ahead is rejected
+(ts_in_future). CSV replays run on the data's own clock and have no such check.
 
 >>> batch = parse_messages([b'{"series": "AAPL", "ts": 1700000000000, "price": 189.5}',
-...                         b'{"series": "AAPL", "price": -1}'])
+...                         b'{"series": "AAPL", "price": -1}',
+...                         b'{"series": "AAPL\\u0000", "ts": 1700000000000, "price": 1}'])
 >>> batch.ticks.series, batch.ticks.price.tolist()
 (['AAPL'], [189.5])
->>> batch.rejects[0].reason
-<RejectReason.MISSING_TS: 'missing_ts'>
+>>> for reject in batch.rejects:
+...     print(reject.position, reject.reason.value, reject.detail)
+1 missing_ts field 'ts' is missing
+2 series_invalid series has a control character (U+0000) at index 4
 """
 
 from __future__ import annotations
@@ -18,8 +35,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -29,6 +48,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from forecaster.faults import internal_error_detail, log_internal_error
+
+log = logging.getLogger(__name__)
+
 MAX_SERIES_CHARS = 200
 MAX_EPOCH_MS = 9_000_000_000_000  # 2255-03-14; beyond it nanoseconds overflow int64
 CSV_COLUMNS = ("series", "ts", "price", "volume")
@@ -37,10 +60,16 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
+# ASCII digits only: pandas reads no others in a timestamp (int() does, in epoch ms).
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
-_RFC3339_NO_ZONE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?")
+_RFC3339_NO_ZONE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+)
+# Beyond these years int64 nanoseconds may not hold a time: pandas gives NaT or a coarser unit.
+_FIRST_NS_YEAR, _LAST_NS_YEAR = 1678, 2261
 _EPOCH_MS = re.compile(r"[+-]?\d{1,19}")
 _PLAIN_DIGITS = 18  # the most decimal digits that always fit in an int64
 _POWERS_OF_TEN = 10 ** np.arange(_PLAIN_DIGITS + 1, dtype=np.int64)
@@ -104,6 +133,8 @@ class InputLimits:
                              f"{self.max_price}")  # fmt: skip
         if not 0 <= self.min_ts_ns < self.max_ts_ns <= MAX_EPOCH_MS * 1_000_000:
             raise ValueError("need 1970 <= min_ts < max_ts <= 2255-03-14")
+        if self.max_future_skew_ns < 0:
+            raise ValueError(f"max_future_skew_ns must be >= 0, got {self.max_future_skew_ns}")
 
 
 DEFAULT_LIMITS = InputLimits()
@@ -117,7 +148,10 @@ def rfc3339_ns(text: str) -> int:
     """
     if not _RFC3339.fullmatch(text):
         raise ValueError(f"{text!r} is not an RFC 3339 timestamp with a zone")
-    return int(pd.Timestamp(text.upper()).value)
+    try:
+        return int(pd.Timestamp(text.upper()).value)
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of the range of int64 nanoseconds") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,28 +243,60 @@ class _Rows:
         return ~self.failed
 
 
-def parse_messages(payloads: Sequence[bytes], limits: InputLimits = DEFAULT_LIMITS) -> ParsedBatch:
-    """Parse JSON tick messages (one per payload)."""
-    rows = _Rows(len(payloads))
-    for i, payload in enumerate(payloads):
-        if len(payload) > limits.max_message_bytes:
-            rows.fail(i, RejectReason.MESSAGE_TOO_LARGE,
-                      f"message of {len(payload)} bytes > {limits.max_message_bytes}")  # fmt: skip
-        else:
-            _extract_json(rows, i, payload)
-    return _finish(rows, limits, raw_of=lambda i: bytes(payloads[i]))
+def parse_messages(
+    payloads: Sequence[bytes], limits: InputLimits = DEFAULT_LIMITS, now_ns: int | None = None
+) -> ParsedBatch:
+    """Parse JSON tick messages (one per payload); ``now_ns``, the wall clock in epoch
+    nanoseconds, checks ``limits.max_future_skew_ns``.
+
+    >>> limits = InputLimits(max_future_skew_ns=60 * 10**9)
+    >>> batch = parse_messages([b'{"series": "A", "ts": 120001, "price": 1}'], limits, 0)
+    >>> batch.rejects[0].reason.value, batch.rejects[0].detail
+    ('ts_in_future', 'ts 120001 is 120.001 s ahead of the clock (at most 60 s allowed)')
+    """
+
+    def raw_of(position: int) -> bytes:
+        return bytes(payloads[position])
+
+    def parse(first: int, end: int) -> ParsedBatch:
+        rows = _Rows(end - first)
+        for i, payload in enumerate(payloads[first:end]):
+            if len(payload) <= limits.max_message_bytes:
+                _extract_json(rows, i, payload)
+            else:
+                detail = f"message of {len(payload)} bytes > {limits.max_message_bytes}"
+                rows.fail(i, RejectReason.MESSAGE_TOO_LARGE, detail)
+        return _finish(rows, limits, raw_of, first, now_ns)
+
+    return _isolated(parse, len(payloads), raw_of)
 
 
 def parse_csv_frame(
     frame: pd.DataFrame, first_position: int = 0, limits: InputLimits = DEFAULT_LIMITS
 ) -> ParsedBatch:
-    """Parse rows of a tick CSV read with ``dtype=str, keep_default_na=False``.
+    """Parse rows of a tick CSV read with ``dtype=str, keep_default_na=False`` (and
+    ``encoding_errors="surrogateescape"``, so that a row that is not UTF-8 is a reject).
 
     ``first_position`` is the row number of the frame's first row in its file, so that
     positions stay meaningful across chunks.
     """
+    columns = [c for c in CSV_COLUMNS if c in frame.columns]
+
+    def raw_of(position: int) -> bytes:
+        return _csv_row_bytes([frame[c].iat[position - first_position] for c in columns])
+
+    def parse(first: int, end: int) -> ParsedBatch:
+        part = frame if end - first == len(frame) else frame.iloc[first:end]
+        return _finish(_csv_rows(part), limits, raw_of, first_position + first)
+
+    return _isolated(parse, len(frame), raw_of, first_position)
+
+
+def _csv_rows(frame: pd.DataFrame) -> _Rows:
     rows = _Rows(len(frame))
     rows.series = frame["series"].tolist()
+    for i in _not_utf8(frame):
+        rows.fail(i, RejectReason.NOT_UTF8, "row is not UTF-8")
     rows.fail_each(_empty(frame["series"]), RejectReason.MISSING_SERIES, "series is empty")
     rows.fail_each(_empty(frame["ts"]), RejectReason.MISSING_TS, "ts is empty")
     texts = frame["ts"].tolist()
@@ -242,15 +308,87 @@ def parse_csv_frame(
     rows.price = _csv_numbers(frame["price"], rows, "price")
     if "volume" in frame.columns:
         rows.volume = _csv_numbers(frame["volume"], rows, "volume")
-    columns = [c for c in CSV_COLUMNS if c in frame.columns]
+    return rows
 
-    def raw_of(position: int) -> bytes:
-        out = io.StringIO()
-        row = position - first_position
-        csv.writer(out, lineterminator="").writerow([frame[c].iat[row] for c in columns])
-        return out.getvalue().encode()
 
-    return _finish(rows, limits, raw_of=raw_of, first_position=first_position)
+def _csv_row_bytes(fields: list[Any]) -> bytes:
+    """A CSV row as its file had it: surrogate escapes back to the bytes they stand for."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(fields)
+    try:
+        return out.getvalue().encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file read gives: the frame was built so
+        return out.getvalue().encode("utf-8", "backslashreplace")
+
+
+def _not_utf8(frame: pd.DataFrame) -> list[int]:
+    """Rows holding a lone surrogate, which is how surrogateescape reads a byte that is
+    not UTF-8. A whole column is tested at once; only a column that fails, row by row."""
+    bad: set[int] = set()
+    for column in (c for c in CSV_COLUMNS if c in frame.columns):
+        texts = frame[column].tolist()
+        if not _is_utf8(texts):
+            bad.update(i for i, text in enumerate(texts) if not _is_utf8([text]))
+    return sorted(bad)
+
+
+def _is_utf8(texts: list[Any]) -> bool:
+    """Whether the texts hold no lone surrogate (a value that is no text holds none)."""
+    try:
+        "".join(texts).encode("utf-8")
+    except TypeError:
+        return _is_utf8([t for t in texts if isinstance(t, str)])
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _isolated(
+    parse: Callable[[int, int], ParsedBatch],
+    size: int,
+    raw_of: Callable[[int], bytes],
+    first_position: int = 0,
+) -> ParsedBatch:
+    """``parse(0, size)``, the whole batch at once; if that raises (a bug, or input numpy
+    or pandas choke on), each message alone, so that only one that raises by itself is
+    lost, as a reject (internal_error)."""
+    try:
+        return parse(0, size)
+    except Exception as exc:  # whatever it is, it must not cost the other messages
+        log.debug("parsing a batch of %d ticks raised (%s); parsing each alone",
+                  size, internal_error_detail(exc))  # fmt: skip
+    parts, rejects = [empty_columns()], []
+    for i in range(size):
+        try:
+            alone = parse(i, i + 1)
+        except Exception as exc:  # this message is the one; it becomes a dead letter
+            log_internal_error("parsing a tick", exc)
+            raw = _raw_or_nothing(raw_of, first_position + i)
+            detail = internal_error_detail(exc)
+            rejects.append(Rejected(first_position + i, raw, RejectReason.INTERNAL_ERROR, detail))
+            continue
+        parts.append(alone.ticks)
+        rejects.extend(alone.rejects)
+    return ParsedBatch(_concat(parts), rejects, received=size, raw_of=raw_of)
+
+
+def _raw_or_nothing(raw_of: Callable[[int], bytes], position: int) -> bytes:
+    try:
+        return raw_of(position)
+    except Exception as exc:  # a dead letter without its bytes beats none at all
+        log_internal_error("keeping a tick's raw bytes", exc)
+        return b""
+
+
+def _concat(parts: list[TickColumns]) -> TickColumns:
+    return TickColumns(
+        position=np.concatenate([p.position for p in parts]),
+        series=[name for p in parts for name in p.series],
+        ts=np.concatenate([p.ts for p in parts]),
+        price=np.concatenate([p.price for p in parts]),
+        volume=np.concatenate([p.volume for p in parts]),
+        partition=np.concatenate([p.partition for p in parts]),
+    )
 
 
 def _empty(column: pd.Series[str]) -> list[int]:
@@ -344,9 +482,10 @@ def _extract_json(rows: _Rows, i: int, payload: bytes) -> None:
         obj.get("price"),
         obj.get("volume"),
     )
-    if series is not None and not isinstance(series, str):
+    if isinstance(series, str):
+        rows.series[i] = series
+    elif series is not None:
         rows.fail(i, RejectReason.SERIES_TYPE, f"series must be a string, not {_kind(series)}")
-    rows.series[i] = series
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | str)):
         rows.fail(i, RejectReason.TS_TYPE, f"ts must be a string or integer, not {_kind(ts)}")
     rows.ts[i] = ts
@@ -376,11 +515,17 @@ def _kind(value: Any) -> str:
 
 
 def _finish(
-    rows: _Rows, limits: InputLimits, raw_of: Callable[[int], bytes], first_position: int = 0
+    rows: _Rows,
+    limits: InputLimits,
+    raw_of: Callable[[int], bytes],
+    first_position: int,
+    now_ns: int | None = None,
 ) -> ParsedBatch:
     _check_series(rows, limits.max_series_chars)
     ts = _check_ts(rows)
     _check_bounds(rows, limits, ts)
+    if now_ns is not None and limits.max_future_skew_ns > 0:
+        _check_future(rows, ts, now_ns, limits.max_future_skew_ns)
     _check_price(rows)
     _check_volume(rows)
     ok = rows.ok()
@@ -402,12 +547,57 @@ def _finish(
 
 
 def _check_series(rows: _Rows, max_chars: int) -> None:
-    lengths = np.fromiter(
-        (len(s) if isinstance(s, str) else 1 for s in rows.series), np.int64, len(rows.series)
-    )  # a series that is no string failed already
-    for i in np.flatnonzero((lengths < 1) | (lengths > max_chars)).tolist():
-        rows.fail(i, RejectReason.SERIES_LENGTH,
-                  f"series must be 1-{max_chars} characters, got {lengths[i]}")  # fmt: skip
+    """Each distinct series id once (a batch has far fewer ids than ticks)."""
+    faults = {
+        name: fault
+        for name in set(rows.series)
+        if isinstance(name, str) and (fault := _series_fault(name, max_chars)) is not None
+    }  # an id that is no string failed already
+    if faults:
+        for i, name in enumerate(rows.series):
+            if isinstance(name, str) and (fault := faults.get(name)) is not None:
+                rows.fail(i, *fault)
+
+
+def _series_fault(name: str, max_chars: int) -> tuple[RejectReason, str] | None:
+    """Why ``name`` is no series id (module docstring), or None if it is one.
+
+    >>> _series_fault("日経225", 200) is None, _series_fault("EUR/USD ", 200)
+    (True, (<RejectReason.SERIES_INVALID: 'series_invalid'>, 'series has whitespace at an end'))
+    """
+    if not 1 <= len(name) <= max_chars:
+        detail = f"series must be 1-{max_chars} characters, got {len(name)}"
+        return RejectReason.SERIES_LENGTH, detail
+    if name.isprintable() and name[0] != " " and name[-1] != " ":
+        return None  # the usual id, at C speed: no C*, Z* but the space, nor unassigned
+    for index, char in enumerate(name):
+        if (kind := _forbidden_kind(char)) is not None:
+            detail = f"series has {kind} (U+{ord(char):04X}) at index {index}"
+            return RejectReason.SERIES_INVALID, detail
+    if name != name.strip():
+        return RejectReason.SERIES_INVALID, "series has whitespace at an end"
+    return None
+
+
+_FORBIDDEN_CATEGORIES = {
+    "Cc": "a control character",
+    "Cs": "a surrogate",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+    "Cf": "an invisible format character",
+}
+_JOINERS = frozenset("\u200c\u200d")  # ZWNJ and ZWJ: some scripts and emoji are spelt with them
+
+
+def _forbidden_kind(char: str) -> str | None:
+    """What kind of character a series id may not hold ``char`` is, or None."""
+    category = unicodedata.category(char)
+    if category in _FORBIDDEN_CATEGORIES and char not in _JOINERS:
+        return _FORBIDDEN_CATEGORIES[category]
+    code = ord(char)
+    if 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE:
+        return "a noncharacter"
+    return None
 
 
 def _check_bounds(rows: _Rows, limits: InputLimits, ts: IntArray) -> None:
@@ -428,6 +618,14 @@ def _check_bounds(rows: _Rows, limits: InputLimits, ts: IntArray) -> None:
         rows.fail(int(i), RejectReason.PRICE_OUT_OF_RANGE, f"price {price[i]} is outside {bounds}")
 
 
+def _check_future(rows: _Rows, ts: IntArray, now_ns: int, skew_ns: int) -> None:
+    latest = min(now_ns + skew_ns, int(np.iinfo(np.int64).max))
+    for i in np.flatnonzero(rows.ok() & (ts > latest)).tolist():
+        ahead = f"{(int(ts[i]) - now_ns) / 1e9:.3f} s ahead of the clock"
+        detail = f"ts {rows.ts[i]!r} is {ahead} (at most {skew_ns / 1e9:g} s allowed)"
+        rows.fail(i, RejectReason.TS_IN_FUTURE, detail)
+
+
 def _check_ts(rows: _Rows) -> IntArray:
     """Epoch nanoseconds of every row (0 where the row failed)."""
     plain = rows.plain_ts_ms
@@ -443,7 +641,8 @@ def _check_ts(rows: _Rows) -> IntArray:
             if 0 <= ts <= MAX_EPOCH_MS:
                 out[i] = ts * 1_000_000
             else:
-                rows.fail(i, RejectReason.TS_OUT_OF_RANGE, f"epoch ms {ts} is out of range")
+                rows.fail(i, RejectReason.TS_OUT_OF_RANGE,
+                          f"epoch ms {_digits(ts)} is out of range")  # fmt: skip
         elif isinstance(ts, str):
             if _RFC3339.fullmatch(ts):
                 text_rows.append(i)
@@ -456,24 +655,52 @@ def _check_ts(rows: _Rows) -> IntArray:
     return out
 
 
+def _digits(number: int) -> str:
+    """``number`` in decimal, its middle cut out if it is long.
+
+    >>> _digits(-10**30)
+    '-100000000...000000000 (31 digits)'
+    """
+    text = str(number)
+    digits = len(text.lstrip("-"))
+    return text if digits <= 24 else f"{text[:10]}...{text[-9:]} ({digits} digits)"
+
+
 def _parse_rfc3339(rows: _Rows, text_rows: list[int], out: IntArray) -> None:
     """Parse the well-formed timestamp strings at ``text_rows`` into ``out`` (epoch ns)."""
+    texts = [rows.ts[i] for i in text_rows]
     parsed = pd.to_datetime(
         # RFC 3339 allows a lower-case "t" and "z"; pandas does not.
-        pd.Series([rows.ts[i].upper() for i in text_rows]),
+        pd.Series([text.upper() for text in texts]),
         format="ISO8601",
         utc=True,
         errors="coerce",
     )
+    # In pandas' unit of this batch (us unless a text has ns), to test before scaling to ns:
+    # a year like 5000 would wrap around int64 into the valid range.
+    unit = parsed.dt.unit
+    values = parsed.to_numpy(dtype=f"datetime64[{unit}]").view(np.int64)
+    ns_per_unit = int(np.timedelta64(1, unit) // np.timedelta64(1, "ns"))
     nat = parsed.isna().to_numpy()
-    values = parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    for k, i in enumerate(text_rows):
-        if nat[k]:
-            rows.fail(i, RejectReason.TS_FORMAT, f"ts {rows.ts[i]!r} is not a valid time")
-        elif values[k] < 0:
-            rows.fail(i, RejectReason.TS_OUT_OF_RANGE, f"ts {rows.ts[i]!r} is before 1970")
+    fine = ~nat & (values >= 0) & (values <= MAX_EPOCH_MS * 1_000_000 // ns_per_unit)
+    at = np.asarray(text_rows, np.intp)
+    out[at[fine]] = values[fine] * ns_per_unit
+    for k in np.flatnonzero(~fine).tolist():
+        text = texts[k]
+        if nat[k]:  # out of range for ns in a batch that has them; else not a valid time
+            year = int(text[:4])
+            rows.fail(text_rows[k], *_time_failure(text, year < _FIRST_NS_YEAR,
+                                                   year > _LAST_NS_YEAR))  # fmt: skip
         else:
-            out[i] = values[k]
+            rows.fail(text_rows[k], *_time_failure(text, values[k] < 0, values[k] >= 0))
+
+
+def _time_failure(text: str, early: bool, late: bool) -> tuple[RejectReason, str]:
+    if early:
+        return RejectReason.TS_OUT_OF_RANGE, f"ts {text!r} is before 1970"
+    if late:
+        return RejectReason.TS_OUT_OF_RANGE, f"ts {text!r} is after 2255-03-14"
+    return RejectReason.TS_FORMAT, f"ts {text!r} is not a valid time"
 
 
 def _check_price(rows: _Rows) -> None:
@@ -492,4 +719,5 @@ def _check_volume(rows: _Rows) -> None:
     with np.errstate(invalid="ignore"):
         bad = np.isinf(volume) | (volume < 0)
     for i in np.flatnonzero(bad):
-        rows.fail(int(i), RejectReason.VOLUME_INVALID, f"volume {volume[i]} must be >= 0")
+        rows.fail(int(i), RejectReason.VOLUME_INVALID,
+                  f"volume {volume[i]} must be finite and >= 0")  # fmt: skip

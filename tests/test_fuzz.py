@@ -30,7 +30,7 @@ from tests.support_models import random_stepper
 
 LIMITS = InputLimits(max_message_bytes=4096, max_price=1e9)
 TOPIC = TopicPartition("ticks", 0)
-Record = namedtuple("Record", "topic partition offset key value")
+Record = namedtuple("Record", "topic partition offset key value headers")
 T0_MS = 1_767_225_600_000
 SERIES = ("S0", "S1", "S2")
 
@@ -198,7 +198,7 @@ def test_bad_messages_are_dead_letters_and_valid_ticks_forecasts(
 
 def check_stream(stream: Stream, batch_size: int) -> None:
     """Through the pipeline: one dead letter per bad message, one forecast per valid tick."""
-    records = [Record("ticks", 0, i, None, p) for i, p in enumerate(stream.payloads)]
+    records = [Record("ticks", 0, i, None, p, []) for i, p in enumerate(stream.payloads)]
     model = random_stepper(ModelSpec(cell="lstm", layers=1, units=4))
     engine = Engine(EngineParams(features=FeatureParams(min_history=2), ring_length=4), model)
     forecasts, letters = io.BytesIO(), io.BytesIO()

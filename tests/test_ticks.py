@@ -1,5 +1,7 @@
 import io
 import json
+import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -7,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forecaster.ticks import MAX_SERIES_CHARS, RejectReason, parse_csv_frame, parse_messages
+import forecaster.ticks as ticks_module
+from forecaster.ticks import (
+    MAX_SERIES_CHARS,
+    InputLimits,
+    RejectReason,
+    parse_csv_frame,
+    parse_messages,
+    rfc3339_ns,
+)
 
 
 def one(payload: bytes) -> RejectReason | None:
@@ -165,14 +175,19 @@ def test_csv_digits_and_numbers_read_alike_alone_or_among_plain_rows(
 CSV_TEXT = st.sampled_from(
     ["", "1", "0", "-1", "+1", " 1", "1 ", "nan", "inf", "1e3", "x", "\u0661"]
 )
+# Timestamps pandas reads in different units, or not at all, depending on their neighbours
+CSV_STAMP = st.sampled_from(
+    ["2026-01-05T00:00:00Z", "2023-11-14T22:13:20.123456789Z", "5000-01-01T00:00:00Z",
+     "1600-01-01T00:00:00.5Z", "2016-12-31T23:59:60Z", "2026-01-05 00:00:00+01:00"]
+)  # fmt: skip
 
 
 @settings(max_examples=30)
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["A", "B", ""]),
-            CSV_TEXT | st.integers(0, 10**20).map(str),
+            st.sampled_from(["A", "B", "", " B", "A\x00", "\udcff"]),
+            CSV_TEXT | CSV_STAMP | st.integers(0, 10**20).map(str),
             CSV_TEXT | st.floats(allow_nan=False).map(repr),
             CSV_TEXT,
         ),
@@ -205,3 +220,235 @@ def test_every_message_is_accepted_or_rejected_exactly_once(payloads: list[bytes
     positions = batch.ticks.position.tolist() + [r.position for r in batch.rejects]
     assert sorted(positions) == list(range(len(payloads)))
     assert np.all(batch.ticks.price > 0) and np.all(np.isfinite(batch.ticks.price))
+
+
+def series_tick(escaped: str) -> bytes:
+    """A tick whose series is ``escaped`` as written inside a JSON string."""
+    return b'{"series": "%s", "ts": 1767571200000, "price": 1.5}' % escaped.encode()
+
+
+@pytest.mark.parametrize(
+    "series",
+    ["EUR/USD", "日経225", "BRK.B", "ES 2026-03", "Ω-1", "\U0001f468\u200d\U0001f469", "\ue000x"],
+)
+def test_ordinary_series_ids_are_accepted(series: str) -> None:
+    batch = parse_messages([json.dumps({"series": series, "ts": 1, "price": 1.0}).encode()])
+    assert batch.ticks.series == [series]
+
+
+@pytest.mark.parametrize(
+    ("escaped", "detail"),
+    [
+        ("\\ud800", "a surrogate (U+D800) at index 0"),
+        ("A\\udfff", "a surrogate (U+DFFF) at index 1"),
+        ("A\\u0000", "a control character (U+0000) at index 1"),
+        ("A\\tB", "a control character (U+0009) at index 1"),
+        ("A\\u007f", "a control character (U+007F) at index 1"),
+        ("A\\u0085", "a control character (U+0085) at index 1"),
+        ("A\\u2028", "a line separator (U+2028) at index 1"),
+        ("A\\u2029", "a paragraph separator (U+2029) at index 1"),
+        ("\\u202eLPAA", "an invisible format character (U+202E) at index 0"),
+        ("AA\\u200bPL", "an invisible format character (U+200B) at index 2"),
+        ("\\ufeffAAPL", "an invisible format character (U+FEFF) at index 0"),
+        ("A\\ufdd0", "a noncharacter (U+FDD0) at index 1"),
+        ("A\\uffff", "a noncharacter (U+FFFF) at index 1"),
+        ("A\\udbff\\udfff", "a noncharacter (U+10FFFF) at index 1"),
+        (" AAPL", "whitespace at an end"),
+        ("AAPL ", "whitespace at an end"),
+        ("AAPL\\u00a0", "whitespace at an end"),
+        ("\\u3000AAPL", "whitespace at an end"),
+    ],
+)
+def test_series_ids_that_cannot_be_printed_or_sent_are_invalid(escaped: str, detail: str) -> None:
+    (reject,) = parse_messages([series_tick(escaped)]).rejects
+    assert (reject.reason, reject.detail) == (RejectReason.SERIES_INVALID, f"series has {detail}")
+
+
+def test_a_surrogate_pair_escape_is_one_character_and_fine() -> None:
+    assert parse_messages([series_tick("\\ud83d\\ude00")]).ticks.series == ["\U0001f600"]
+
+
+def test_csv_series_ids_follow_the_same_rule() -> None:
+    names = ["A\x00", "A ", "\ud800", "\u2028", "日経225", "EUR/USD"]
+    frame = pd.DataFrame({"series": names, "ts": ["1", "2", "3", "4", "5", "6"], "price": "1"})
+    batch = parse_csv_frame(frame)
+    assert batch.ticks.series == ["日経225", "EUR/USD"]
+    assert [r.reason for r in batch.rejects] == [RejectReason.SERIES_INVALID] * 2 + [
+        RejectReason.NOT_UTF8  # a lone surrogate is how a CSV byte that is not UTF-8 reads
+    ] + [RejectReason.SERIES_INVALID]
+
+
+def test_a_csv_row_with_bytes_that_are_not_utf8_keeps_them() -> None:
+    frame = pd.DataFrame({"series": ["A\udcff", "A"], "ts": ["1", "2\udcc3"], "price": "1"})
+    batch = parse_csv_frame(frame, first_position=4)
+    assert [(r.position, r.reason, r.raw) for r in batch.rejects] == [
+        (4, RejectReason.NOT_UTF8, b"A\xff,1,1"),
+        (5, RejectReason.NOT_UTF8, b"A,2\xc3,1"),
+    ]
+
+
+NOW_NS = 1_767_571_200_000_000_000
+SKEW = InputLimits(max_future_skew_ns=60 * 10**9)
+
+
+@pytest.mark.parametrize(
+    ("ts_ms", "limits", "now_ns", "reason"),
+    [
+        (NOW_NS // 10**6 + 60_000, SKEW, NOW_NS, None),
+        (NOW_NS // 10**6 + 60_001, SKEW, NOW_NS, RejectReason.TS_IN_FUTURE),
+        (NOW_NS // 10**6 + 60_001, SKEW, None, None),
+        (NOW_NS // 10**6 + 10**9, InputLimits(), NOW_NS, None),
+        (NOW_NS // 10**6 - 10**9, SKEW, NOW_NS, None),
+    ],
+)
+def test_ticks_too_far_ahead_of_the_clock_are_in_the_future(
+    ts_ms: int, limits: InputLimits, now_ns: int | None, reason: RejectReason | None
+) -> None:
+    batch = parse_messages([tick(ts=ts_ms)], limits, now_ns=now_ns)
+    assert [r.reason for r in batch.rejects] == ([reason] if reason else [])
+
+
+def test_the_future_detail_says_how_far_ahead() -> None:
+    stamp = "2026-01-05T00:05:00Z"  # 300 s after NOW_NS
+    (reject,) = parse_messages([tick(ts=stamp)], SKEW, now_ns=NOW_NS).rejects
+    assert reject.detail == f"ts {stamp!r} is 300.000 s ahead of the clock (at most 60 s allowed)"
+
+
+def test_a_negative_future_skew_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_future_skew_ns"):
+        InputLimits(max_future_skew_ns=-1)
+
+
+class PoisonError(Exception):
+    """What a bug, or a value numpy or pandas choke on, raises inside the parser."""
+
+
+def poison_price(monkeypatch: pytest.MonkeyPatch, price: float) -> None:
+    """Make the parser raise while checking any batch holding a tick of ``price``."""
+    check_price = ticks_module._check_price
+
+    def checking(rows: Any) -> None:
+        if np.any(rows.price == price):
+            raise PoisonError(f"price {price} bites\nhard")
+        check_price(rows)
+
+    monkeypatch.setattr(ticks_module, "_check_price", checking)
+
+
+def test_a_message_the_parser_raises_on_is_an_internal_error_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    poison_price(monkeypatch, 666.0)
+    payloads = [tick(price=1.0), tick(price=666.0), tick(price=-1.0), tick(price=2.0)]
+    with caplog.at_level(logging.DEBUG, logger="forecaster.faults"):
+        batch = parse_messages(payloads)
+    assert batch.received == 4
+    assert batch.ticks.position.tolist() == [0, 3]
+    assert batch.ticks.price.tolist() == [1.0, 2.0]
+    assert [(r.position, r.raw, r.reason, r.detail) for r in batch.rejects] == [
+        (1, payloads[1], RejectReason.INTERNAL_ERROR, "PoisonError: price 666.0 bites hard"),
+        (2, payloads[2], RejectReason.PRICE_NOT_POSITIVE, "price -1.0 is not > 0"),
+    ]
+    assert any("parsing a tick" in record.getMessage() for record in caplog.records)
+
+
+def test_a_csv_row_the_parser_raises_on_is_an_internal_error_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    poison_price(monkeypatch, 666.0)
+    frame = read("series,ts,price\nA,1000,1.5\nA,2000,666\nA,3000,2\n")
+    batch = parse_csv_frame(frame, first_position=7)
+    assert batch.ticks.position.tolist() == [7, 9]
+    assert batch.ticks.ts.tolist() == [1000 * 10**6, 3000 * 10**6]
+    assert [(r.position, r.raw, r.reason) for r in batch.rejects] == [
+        (8, b"A,2000,666", RejectReason.INTERNAL_ERROR)
+    ]
+
+
+def test_a_batch_that_raises_only_as_a_whole_still_parses_every_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    check_price = ticks_module._check_price
+
+    def raising_on_batches(rows: Any) -> None:
+        if len(rows.price) > 1:
+            raise PoisonError("only in company")
+        check_price(rows)
+
+    monkeypatch.setattr(ticks_module, "_check_price", raising_on_batches)
+    payloads = [tick(price=1.0), tick(price=0.0), tick(price=3.0)]
+    alone = parse_messages(payloads)
+    assert alone.ticks.position.tolist() == [0, 2]
+    assert [r.reason for r in alone.rejects] == [RejectReason.PRICE_NOT_POSITIVE]
+
+
+def ts_tick(ts: str) -> bytes:
+    return b'{"series": "A", "ts": "%s", "price": 1}' % ts.encode()
+
+
+@pytest.mark.parametrize(
+    ("ts", "reason", "detail"),
+    [
+        # pandas reads these years in microseconds: scaled to ns they wrapped around int64,
+        # and year 5000 was accepted as 2077.
+        ("5000-06-01T00:00:00Z", RejectReason.TS_OUT_OF_RANGE, "is after 2255-03-14"),
+        ("2800-06-01T00:00:00Z", RejectReason.TS_OUT_OF_RANGE, "is after 2255-03-14"),
+        ("9999-12-31T23:59:59.999999999+23:59", RejectReason.TS_OUT_OF_RANGE, "is after 2255"),
+        ("2262-04-11T23:47:16.854775808Z", RejectReason.TS_OUT_OF_RANGE, "is after 2255-03-14"),
+        ("0000-01-01T00:00:00Z", RejectReason.TS_OUT_OF_RANGE, "is before 1970"),
+        ("1677-09-21T00:12:43.145224191Z", RejectReason.TS_OUT_OF_RANGE, "is before 1970"),
+        ("2026-01-01T00:00:00+99:99", RejectReason.TS_FORMAT, "is not a valid time"),
+        ("2016-12-31T23:59:60Z", RejectReason.TS_FORMAT, "is not a valid time"),
+        ("2026-01-01T24:00:00Z", RejectReason.TS_FORMAT, "is not a valid time"),
+        ("\uff12\uff10\uff12\uff16-01-01T00:00:00Z", RejectReason.TS_FORMAT, "is not RFC 3339"),
+        ("2026-01-01T00:00:00\\ud800Z", RejectReason.TS_FORMAT, "is not RFC 3339"),
+    ],
+)
+def test_extreme_timestamps_are_rejected_alike_alone_and_among_others(
+    ts: str, reason: RejectReason, detail: str
+) -> None:
+    for neighbour in ("2023-11-14T22:13:20.123456789Z", "2023-11-14T22:13:20Z"):
+        batch = parse_messages([ts_tick(neighbour), ts_tick(ts), ts_tick(neighbour)])
+        assert len(batch.ticks) == 2
+        (reject,) = batch.rejects
+        assert reject.reason is reason and detail in reject.detail
+        assert reject.detail.isprintable()  # repr escapes any surrogate or control character
+
+
+def test_rfc3339_ns_refuses_a_time_int64_nanoseconds_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="range"):
+        rfc3339_ns("5000-01-01T00:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (tick(price=1e308), RejectReason.PRICE_OUT_OF_RANGE),
+        (tick(price=-0.0), RejectReason.PRICE_NOT_POSITIVE),
+        (tick(price=5e-324), RejectReason.PRICE_OUT_OF_RANGE),
+        (tick(ts=10**4000), RejectReason.TS_OUT_OF_RANGE),
+        (tick(ts=-(2**63) - 1), RejectReason.TS_OUT_OF_RANGE),
+        (tick(volume=10**400), RejectReason.VOLUME_INVALID),
+        (b'{"series": "A", "ts": 1, "price": 1%s}' % (b"0" * 5000), RejectReason.INVALID_JSON),
+        (b'{"series": "A", "ts": 1, "price": 1, "x": %s}' % (b"[" * 8000 + b"]" * 8000),
+         RejectReason.INVALID_JSON),
+        (b"\xef\xbb\xbf" + tick(), RejectReason.INVALID_JSON),
+        (tick() + b"\x00", RejectReason.INVALID_JSON),
+        (b"\x00", RejectReason.INVALID_JSON),
+        (b"", RejectReason.INVALID_JSON),
+        (b"null", RejectReason.NOT_AN_OBJECT),
+        (tick(series=1.5), RejectReason.SERIES_TYPE),
+        (tick(series=None, ts=None), RejectReason.MISSING_SERIES),
+        (tick(volume="1"), RejectReason.VOLUME_TYPE),
+    ],
+    ids=lambda value: repr(value)[:40] if isinstance(value, bytes) else None,
+)  # fmt: skip
+def test_hostile_values_are_rejected_not_raised_on(payload: bytes, reason: RejectReason) -> None:
+    (reject,) = parse_messages([payload, tick()]).rejects
+    assert reject.reason is reason
+    assert len(reject.detail) < 200 and reject.detail.isprintable()
+
+
+def test_of_a_key_given_twice_the_last_value_counts() -> None:
+    batch = parse_messages([b'{"series": "A", "series": "B", "ts": 1, "price": 1}'])
+    assert batch.ticks.series == ["B"]

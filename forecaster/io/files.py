@@ -27,7 +27,7 @@ from forecaster.engine import ForecastBatch
 from forecaster.errors import SourceError
 from forecaster.io.base import DeadLetter
 from forecaster.io.records import encode_dead_letter, encode_forecast_lines
-from forecaster.ticks import ParsedBatch, parse_csv_frame
+from forecaster.ticks import DEFAULT_LIMITS, InputLimits, ParsedBatch, Rejected, parse_csv_frame
 
 REQUIRED_COLUMNS = ("series", "ts", "price")
 PACING_INTERVAL_S = 0.05
@@ -43,15 +43,19 @@ class CsvBatch:
     first_row: int
     path: Path
     looper: _Looper | None = None
+    limits: InputLimits = DEFAULT_LIMITS
 
     def parse(self) -> ParsedBatch:
-        parsed = parse_csv_frame(self.frame, self.first_row)
+        parsed = parse_csv_frame(self.frame, self.first_row, self.limits)
         if self.looper is not None:
             self.looper.on_parsed(parsed)
         return parsed
 
     def origin(self, position: int) -> dict[str, Any]:
         return {"file": str(self.path), "line": position + 2}  # 1-based, after the header
+
+    def dead_letter(self, rejected: Rejected) -> DeadLetter:
+        return DeadLetter(rejected, self.origin(rejected.position))
 
 
 @dataclass
@@ -94,14 +98,23 @@ class CsvSource:
 
     ``rate`` > 0 paces the replay at that many ticks per second; ``loop`` replays the
     file again when it ends, each pass shifted after the previous one in time and its
-    prices scaled to continue where each series left off, so a demo runs for ever.
+    prices scaled to continue where each series left off, so a demo runs for ever. A row
+    with bytes that are not UTF-8 is a dead letter (not_utf8) that keeps those bytes.
     """
 
-    def __init__(self, path: Path, max_batch: int, rate: float = 0.0, loop: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_batch: int,
+        rate: float = 0.0,
+        loop: bool = False,
+        limits: InputLimits = DEFAULT_LIMITS,
+    ) -> None:
         self.path = Path(path)
         self.max_batch = max_batch
         self.rate = rate
         self.loop = loop
+        self.limits = limits
         self._check_header()
         self._chunks = self._read()
         self._rest: Chunk | None = None  # the unread part of a chunk a paced poll cut
@@ -121,7 +134,14 @@ class CsvSource:
 
     def _read(self) -> Iterator[Chunk]:
         row = 0
-        reader = pd.read_csv(self.path, dtype=str, keep_default_na=False, chunksize=self.max_batch)
+        # surrogateescape: a byte that is not UTF-8 fails its row (parse_csv_frame), not the file
+        reader = pd.read_csv(
+            self.path,
+            dtype=str,
+            keep_default_na=False,
+            encoding_errors="surrogateescape",
+            chunksize=self.max_batch,
+        )
         for frame in reader:
             yield row, frame.reset_index(drop=True)
             row += len(frame)
@@ -133,7 +153,7 @@ class CsvSource:
         if frame is None:
             return None
         self._emitted += len(frame)
-        return CsvBatch(frame, first_row, self.path, self._looper)
+        return CsvBatch(frame, first_row, self.path, self._looper, self.limits)
 
     def _wait_for_due_tick(self, timeout: float) -> bool:
         wait = (self._emitted + 1) / self.rate - (time.monotonic() - self._started)
@@ -191,17 +211,28 @@ def open_output(target: str) -> IO[bytes]:
 
 
 class JsonLinesSink:
-    """Forecasts and dead letters as JSON lines, each to its own stream."""
+    """Forecasts and dead letters as JSON lines, each to its own stream; a dead letter keeps
+    at most ``keep_bytes`` of its message (see :func:`~forecaster.io.records.kept_bytes`).
+    """
 
-    def __init__(self, forecasts: IO[bytes], dead_letters: IO[bytes]) -> None:
+    def __init__(
+        self,
+        forecasts: IO[bytes],
+        dead_letters: IO[bytes],
+        keep_bytes: int = DEFAULT_LIMITS.max_message_bytes,
+    ) -> None:
         self.forecasts = forecasts
         self.dead_letters = dead_letters
+        self.keep_bytes = keep_bytes
 
     def write(self, forecasts: ForecastBatch, dead_letters: list[DeadLetter]) -> None:
-        if lines := encode_forecast_lines(forecasts):
+        """Write both, or raise before writing anything if a forecast cannot be encoded."""
+        lines = encode_forecast_lines(forecasts)
+        letters = b"".join(encode_dead_letter(d, self.keep_bytes) + b"\n" for d in dead_letters)
+        if lines:
             self.forecasts.write(lines)
-        if dead_letters:
-            self.dead_letters.write(b"".join(encode_dead_letter(d) + b"\n" for d in dead_letters))
+        if letters:
+            self.dead_letters.write(letters)
 
     def flush(self) -> None:
         self.forecasts.flush()

@@ -1,5 +1,10 @@
 """Wire encodings of forecasts and dead letters (JSON, one object per record).
 
+Every encoding is valid UTF-8 JSON with no NaN or Infinity. A forecast that JSON cannot
+carry so (a non-finite number, a string with a lone surrogate) raises ValueError, and
+:func:`unencodable_rows` tells which rows of a batch do; a dead letter always encodes
+(what cannot go as it is goes escaped) and keeps at most ``keep_bytes`` of its message.
+
 >>> format_rfc3339(np.array([1_700_000_000_123_000_000, 1_700_000_000_000_000_001]))
 ['2023-11-14T22:13:20.123Z', '2023-11-14T22:13:20.000000001Z']
 """
@@ -7,7 +12,9 @@
 from __future__ import annotations
 
 import base64
+import codecs
 import json
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -15,6 +22,7 @@ import numpy.typing as npt
 
 from forecaster.engine import NAIVE, ForecastBatch
 from forecaster.io.base import DeadLetter
+from forecaster.ticks import DEFAULT_LIMITS
 
 IntArray = npt.NDArray[np.int64]
 
@@ -55,6 +63,8 @@ def forecast_records(batch: ForecastBatch) -> list[dict[str, Any]]:
 def encode_forecasts(batch: ForecastBatch) -> list[bytes]:
     """Each forecast as JSON bytes, exactly as ``json.dumps(record, ensure_ascii=False)`` has it.
 
+    Raises ValueError if a row cannot be encoded (see :func:`unencodable_rows`).
+
     >>> from forecaster.ticks import parse_messages
     >>> ticks = parse_messages([b'{"series":"A","ts":1,"price":2.0}']).ticks
     >>> batch = ForecastBatch(ticks, np.array([2.5]), np.array([False]), "v1", np.zeros(1),
@@ -79,13 +89,33 @@ def encode_forecast_lines(batch: ForecastBatch) -> bytes:
     return ("\n".join(texts) + "\n").encode() if texts else b""
 
 
+def unencodable_rows(batch: ForecastBatch) -> list[tuple[int, Exception]]:
+    """The rows whose forecast cannot be encoded, each with why, found by encoding each row
+    alone: for a batch whose encoding raised. The other rows encode together.
+
+    >>> from forecaster.ticks import parse_messages
+    >>> ticks = parse_messages([b'{"series":"A","ts":1,"price":2.0}'] * 3).ticks
+    >>> batch = ForecastBatch(ticks, np.array([2.5, np.inf, 3.0]), np.array([False] * 3), "v1",
+    ...                       np.zeros(3), np.zeros(3))
+    >>> [(row, str(exc)) for row, exc in unencodable_rows(batch)]
+    [(1, "forecast inf of series 'A' is not finite (JSON has no NaN or Infinity)")]
+    """
+    failed: list[tuple[int, Exception]] = []
+    for row, record in enumerate(forecast_records(batch)):
+        try:
+            _record_text(record).encode()
+        except Exception as exc:  # whatever the cause, this row is one that cannot go
+            failed.append((row, exc))
+    return failed
+
+
 def _forecast_texts(batch: ForecastBatch) -> list[str]:
     """A format string does the work of json.dumps ~10x faster (json.dumps builds an encoder
     per call); each series name is escaped once per batch. Non-finite numbers, which JSON
-    spells differently from ``repr``, take the slow path."""
+    has no form for, take the slow path, which raises on them."""
     ticks = batch.ticks
     if not (np.isfinite(ticks.price).all() and np.isfinite(batch.forecast).all()):
-        return [json.dumps(r, ensure_ascii=False) for r in forecast_records(batch)]
+        return [_record_text(r) for r in forecast_records(batch)]
     names = {name: _json_string(name) for name in set(ticks.series)}
     versions = {False: _json_string(batch.model_version), True: _json_string(NAIVE)}
     return [
@@ -102,24 +132,106 @@ def _forecast_texts(batch: ForecastBatch) -> list[str]:
     ]
 
 
+def _record_text(record: dict[str, Any]) -> str:
+    for name in ("price", "forecast"):
+        if not math.isfinite(record[name]):
+            raise ValueError(f"{name} {record[name]} of series {record['series'][:64]!a} "
+                             "is not finite (JSON has no NaN or Infinity)")  # fmt: skip
+    return json.dumps(record, ensure_ascii=False, allow_nan=False)
+
+
 def _json_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def dead_letter_record(letter: DeadLetter) -> dict[str, Any]:
-    """The envelope of a rejected record: its reason, where it came from, and its raw bytes."""
+def kept_bytes(raw: bytes, limit: int) -> bytes:
+    r"""The first ``limit`` bytes of ``raw``; if they are UTF-8, cut back to the last whole
+    character, so that the kept text still decodes.
+
+    >>> kept_bytes("añb".encode(), 2), kept_bytes(b"\xff\xfe\xfd", 2), kept_bytes(b"ab", 5)
+    (b'a', b'\xff\xfe', b'ab')
+    """
+    if len(raw) <= limit:
+        return raw
+    kept = raw[:limit]
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        decoder.decode(kept)  # not final: a character cut at the end waits in the decoder
+    except UnicodeDecodeError:
+        return kept  # not UTF-8: there are no characters to keep whole
+    cut, _ = decoder.getstate()
+    return kept[: len(kept) - len(cut)]
+
+
+def dead_letter_record(letter: DeadLetter, keep_bytes: int) -> dict[str, Any]:
+    """The envelope of a rejected record: its reason, where it came from, its size, and its
+    first ``keep_bytes`` bytes (:func:`kept_bytes`; ``truncated`` if that is not all of them),
+    as ``raw`` text if they are UTF-8, else as ``raw_base64``.
+
+    >>> from forecaster.ticks import Rejected, RejectReason
+    >>> letter = DeadLetter(Rejected(0, b'{"series": 1}', RejectReason.SERIES_TYPE, "not a string"),
+    ...                     {"file": "t.csv", "line": 2})
+    >>> dead_letter_record(letter, keep_bytes=8)
+    {'reason': 'series_type', 'detail': 'not a string', 'source': {'file': 't.csv', 'line': 2}, \
+'size': 13, 'truncated': True, 'raw': '{"series'}
+    """
     rejected = letter.rejected
+    kept = kept_bytes(rejected.raw, keep_bytes)
     record: dict[str, Any] = {
         "reason": rejected.reason.value,
         "detail": rejected.detail,
         "source": letter.origin,
+        "size": len(rejected.raw),
     }
+    if len(kept) < len(rejected.raw):
+        record["truncated"] = True
     try:
-        record["raw"] = rejected.raw.decode("utf-8")
+        record["raw"] = kept.decode("utf-8")
     except UnicodeDecodeError:
-        record["raw_base64"] = base64.b64encode(rejected.raw).decode("ascii")
+        record["raw_base64"] = base64.b64encode(kept).decode("ascii")
     return record
 
 
-def encode_dead_letter(letter: DeadLetter) -> bytes:
-    return json.dumps(dead_letter_record(letter), ensure_ascii=False).encode()
+def encode_dead_letter(
+    letter: DeadLetter, keep_bytes: int = DEFAULT_LIMITS.max_message_bytes
+) -> bytes:
+    r"""The dead letter as UTF-8 JSON (:func:`dead_letter_record`); never raises: a string
+    that is not Unicode text (a lone surrogate) goes backslash-escaped, and anything else
+    JSON has no form for (NaN, an object) as its ``repr``.
+
+    >>> from forecaster.ticks import Rejected, RejectReason
+    >>> letter = DeadLetter(Rejected(0, b"", RejectReason.INTERNAL_ERROR, "\ud800"),
+    ...                     {"n": float("nan")})
+    >>> print(encode_dead_letter(letter).decode())
+    {"reason": "internal_error", "detail": "\\ud800", "source": {"n": "nan"}, "size": 0, "raw": ""}
+    """
+    record = dead_letter_record(letter, keep_bytes)
+    try:
+        return json.dumps(record, ensure_ascii=False, allow_nan=False).encode()
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False).encode()
+
+
+_MAX_DEPTH = 20
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """``value`` in a form json.dumps takes and UTF-8 can carry, whatever it is."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, int):
+        return value if value.bit_length() <= 64 else hex(value)  # str() of a huge int raises
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, dict) and depth < _MAX_DEPTH:
+        return {_jsonable(str(k)): _jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple) and depth < _MAX_DEPTH:
+        return [_jsonable(v, depth + 1) for v in value]
+    try:
+        return _jsonable(repr(value))
+    except Exception:  # a repr that raises: there is nothing of it to show
+        return f"<{type(value).__name__}>"

@@ -1,10 +1,15 @@
+import io
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from forecaster.engine import ForecastBatch
 from forecaster.errors import SourceError
-from forecaster.io.files import CsvSource
+from forecaster.io.base import DeadLetter
+from forecaster.io.files import CsvSource, JsonLinesSink
+from forecaster.ticks import InputLimits, Rejected, RejectReason, parse_messages
 
 
 def write(path: Path, rows: list[str], header: str = "series,ts,price") -> Path:
@@ -40,3 +45,48 @@ def test_loop_continues_each_series_in_time_and_price(tmp_path: Path) -> None:
     np.testing.assert_array_equal(passes[2].ts - passes[0].ts, 2 * span_ns)
     np.testing.assert_allclose(passes[1].price, [11, 2, 12.1, 4])
     assert np.all(np.diff(np.concatenate([t.ts[[0, 2]] for t in passes])) > 0)
+
+
+def test_a_row_that_is_not_utf8_is_a_dead_letter_with_its_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"series,ts,price\nA,1000,1.5\nA\xff\xfe,2000,2\nA,3000,2.5\n")
+    (parsed,) = drain(CsvSource(path, max_batch=10))
+    assert parsed.ticks.ts.tolist() == [1000 * 10**6, 3000 * 10**6]
+    (reject,) = parsed.rejects
+    assert (reject.position, reject.reason, reject.raw) == (
+        1,
+        RejectReason.NOT_UTF8,
+        b"A\xff\xfe,2000,2",
+    )
+
+
+def test_csv_rows_are_held_to_the_source_limits(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.csv", ["A,1000,50", "A,2000,5"])
+    (parsed,) = drain(CsvSource(path, max_batch=10, limits=InputLimits(max_price=10.0)))
+    assert [r.reason for r in parsed.rejects] == [RejectReason.PRICE_OUT_OF_RANGE]
+
+
+def test_the_sink_keeps_keep_bytes_of_each_dead_letter() -> None:
+    raw = b'{"series": "A", "pad": "' + b"x" * 500 + b'"}'
+    letter = DeadLetter(Rejected(0, raw, RejectReason.MESSAGE_TOO_LARGE, "big"), {"line": 2})
+    out, dead = io.BytesIO(), io.BytesIO()
+    JsonLinesSink(out, dead, keep_bytes=16).write(no_forecasts(), [letter])
+    record = json.loads(dead.getvalue())
+    assert (record["raw"], record["size"], record["truncated"]) == ('{"series": "A", ', 526, True)
+    assert out.getvalue() == b""
+
+
+def no_forecasts() -> ForecastBatch:
+    ticks = parse_messages([]).ticks
+    return ForecastBatch(ticks, np.empty(0), np.empty(0, bool), "v1", np.empty(0), np.empty(0))
+
+
+def test_the_sink_writes_nothing_when_a_forecast_cannot_be_encoded() -> None:
+    ticks = parse_messages([b'{"series": "A", "ts": 1, "price": 2.0}']).ticks
+    forecasts = ForecastBatch(ticks, np.array([np.nan]), np.array([False]), "v1", np.zeros(1),
+                              np.zeros(1))  # fmt: skip
+    letter = DeadLetter(Rejected(1, b"{", RejectReason.INVALID_JSON, "not JSON"), {"line": 3})
+    out, dead = io.BytesIO(), io.BytesIO()
+    with pytest.raises(ValueError, match="not finite"):
+        JsonLinesSink(out, dead).write(forecasts, [letter])
+    assert out.getvalue() == dead.getvalue() == b""

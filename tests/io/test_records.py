@@ -1,15 +1,23 @@
+import base64
 import json
+from typing import Any
 
 import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from forecaster.engine import ForecastBatch
 from forecaster.io.base import DeadLetter
 from forecaster.io.records import (
+    dead_letter_record,
     encode_dead_letter,
     encode_forecast_lines,
     encode_forecasts,
     forecast_records,
     format_rfc3339,
+    kept_bytes,
+    unencodable_rows,
 )
 from forecaster.ticks import Rejected, RejectReason, TickColumns, parse_messages
 
@@ -70,5 +78,122 @@ def test_fast_encoding_is_byte_for_byte_json_dumps() -> None:
     whole_ms = batch.ticks.ts // 1_000_000 * 1_000_000  # one unit for every timestamp
     stamps = (whole_ms // 10**6).astype("datetime64[ms]")
     assert format_rfc3339(whole_ms) == [f"{stamp}Z" for stamp in stamps]
-    batch.forecast[7] = np.inf  # JSON spells it Infinity, repr() says inf
-    assert json.loads(encode_forecasts(batch)[7])["forecast"] == float("inf")
+    batch.forecast[7] = np.inf  # JSON has no Infinity: never written, the encoding raises
+    with pytest.raises(ValueError, match=r"forecast inf of series .* is not finite"):
+        encode_forecasts(batch)
+
+
+def strict_json(line: bytes) -> Any:
+    """The JSON object of ``line``, which must be UTF-8 and have no NaN or Infinity."""
+
+    def no_constant(name: str) -> None:
+        raise AssertionError(f"{name} in {line!r}")
+
+    return json.loads(line.decode("utf-8"), parse_constant=no_constant)
+
+
+def forecasts_of(series: list[str], forecast: list[float], version: str = "v1") -> ForecastBatch:
+    n = len(series)
+    ticks = TickColumns(
+        position=np.arange(n),
+        series=series,
+        ts=np.arange(n, dtype=np.int64) * 10**9,
+        price=np.full(n, 2.0),
+        volume=np.full(n, np.nan),
+        partition=np.zeros(n, np.int32),
+    )
+    naive = np.array([name.startswith("naive") for name in series])
+    return ForecastBatch(ticks, np.array(forecast), naive, version, np.zeros(n), np.zeros(n))
+
+
+def test_unencodable_rows_are_the_ones_that_make_the_batch_raise() -> None:
+    batch = forecasts_of(["A", "B", "\ud800", "C", "D"], [1.0, np.nan, 1.0, -np.inf, 1.0])
+    with pytest.raises(ValueError):
+        encode_forecast_lines(batch)
+    failed = unencodable_rows(batch)
+    assert [row for row, _ in failed] == [1, 2, 3]
+    assert "forecast nan of series 'B' is not finite" in str(failed[0][1])
+    assert isinstance(failed[1][1], UnicodeEncodeError)
+    keep = np.array([0, 4])
+    rest = ForecastBatch(batch.ticks.take(keep), batch.forecast[keep], batch.naive[keep], "v1",
+                         np.zeros(2), np.zeros(2))  # fmt: skip
+    lines = encode_forecast_lines(rest).splitlines()
+    assert [strict_json(line)["series"] for line in lines] == ["A", "D"]
+
+
+def test_a_model_version_that_is_not_unicode_text_fails_only_its_rows() -> None:
+    batch = forecasts_of(["naive-A", "B", "naive-C"], [1.0, 1.0, 1.0], version="v\udc80")
+    with pytest.raises(UnicodeEncodeError):
+        encode_forecasts(batch)  # the fast path: finite numbers
+    assert [row for row, _ in unencodable_rows(batch)] == [1]
+    naive_only = forecasts_of(["naive-A"], [1.0], version="v\udc80")
+    assert strict_json(encode_forecasts(naive_only)[0])["model_version"] == "naive"
+
+
+def test_an_encodable_batch_has_no_unencodable_rows() -> None:
+    assert unencodable_rows(forecasts_of(["A", "\u65e5\u7d4c225"], [1.0, 2.0])) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "limit", "kept"),
+    [
+        (b"abc", 3, b"abc"),
+        (b"abc", 2, b"ab"),
+        (b"abc", 0, b""),
+        ("a\u00e9".encode(), 2, b"a"),  # a 2-byte character cut after its first byte
+        ("a\u65e5".encode(), 3, b"a"),  # a 3-byte one, after its second
+        ("a\U0001f600b".encode(), 4, b"a"),  # a 4-byte one, after its third
+        ("a\U0001f600b".encode(), 5, "a\U0001f600".encode()),
+        (b"\xff\xfe\xfd\xfc", 3, b"\xff\xfe\xfd"),  # not UTF-8: cut where the limit is
+        (b"ab\xe6\x97", 3, b"ab"),  # UTF-8 up to the cut: the cut character goes
+    ],
+)
+def test_kept_bytes_keep_whole_characters(raw: bytes, limit: int, kept: bytes) -> None:
+    assert kept_bytes(raw, limit) == kept
+
+
+def letter_of(raw: bytes, detail: str = "why", origin: dict[str, Any] | None = None) -> DeadLetter:
+    rejected = Rejected(0, raw, RejectReason.MESSAGE_TOO_LARGE, detail)
+    return DeadLetter(rejected, origin if origin is not None else {"offset": 7})
+
+
+def test_a_dead_letter_keeps_its_first_bytes_and_says_how_many_there_were() -> None:
+    long_text = ("x" * 9 + "\u00e9").encode() * 10
+    record = strict_json(encode_dead_letter(letter_of(long_text), keep_bytes=10))
+    assert (record["size"], record["truncated"], record["raw"]) == (110, True, "x" * 9)
+    binary = bytes(range(255, -1, -1))
+    record = strict_json(encode_dead_letter(letter_of(binary), keep_bytes=100))
+    assert (record["size"], record["truncated"]) == (256, True)
+    assert base64.b64decode(record["raw_base64"]) == binary[:100]
+    whole = dead_letter_record(letter_of(b"{}"), keep_bytes=2)
+    assert (whole["size"], whole["raw"], "truncated" in whole) == (2, "{}", False)
+
+
+ANY_CHARACTER = st.characters(
+    categories=["L", "M", "N", "P", "S", "Z", "Cc", "Cf", "Cs", "Co", "Cn"]
+)
+ODD_VALUES = st.one_of(
+    st.text(ANY_CHARACTER, max_size=10),
+    st.floats(),
+    st.integers(-(10**5000), 10**5000) | st.integers(),
+    st.binary(max_size=8),
+    st.none(),
+    st.builds(object),
+)
+
+
+@given(
+    st.binary(max_size=64),
+    st.text(ANY_CHARACTER, max_size=30),
+    st.dictionaries(st.text(ANY_CHARACTER, max_size=5), ODD_VALUES | st.lists(ODD_VALUES)),
+    st.integers(0, 80),
+)
+def test_a_dead_letter_always_encodes_to_utf8_json(
+    raw: bytes, detail: str, origin: dict[str, Any], keep: int
+) -> None:
+    record = strict_json(encode_dead_letter(letter_of(raw, detail, origin), keep_bytes=keep))
+    assert record["reason"] == "message_too_large" and record["size"] == len(raw)
+    kept = record["raw"].encode() if "raw" in record else base64.b64decode(record["raw_base64"])
+    assert kept == raw[: len(kept)]
+    assert kept == raw if len(raw) <= keep else keep - 3 <= len(kept) <= keep
+    assert record.get("truncated", False) == (len(kept) < len(raw))
