@@ -47,9 +47,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from forecaster.dataset import HistoryRecorder, sequences_from_history
+from forecaster.dataset import HistoryRecorder, Sequence, sequences_from_history
 from forecaster.engine import Engine
 from forecaster.errors import ArtifactError, ConfigError
+from forecaster.faults import internal_error_detail
 from forecaster.features import FeatureParams
 from forecaster.metrics import Metrics
 from forecaster.model.stepper import Stepper
@@ -217,6 +218,7 @@ class Retrainer:
         self._lock: RetrainLock | None = None
         self._next_poll = 0.0
         self._refused: str | None = None  # a promoted version that could not serve here
+        self._refusal = ""  # the last reason the registry's promotion was not taken up
         self._ready: Stepper | None = None
         self._scheduler: Any = None
         engine.recorder = self.record
@@ -298,24 +300,25 @@ class Retrainer:
         started = time.monotonic()
         if self.background and self.registry is not None and not self._take_lock(reason):
             return
-        if self._bootstrap is not None:
-            sequences = self._bootstrap.sequences()
-        else:
-            table = self.engine.table
-            sequences = sequences_from_history(table.history(np.sort(table.active_slots())))
-        window = select_window(sequences, self.policy.window, MIN_SERIES_STEPS)
-        job = TrainingJob(
-            self.policy.holdout, self.policy.margin, self.features, window.summary, self.registry
-        )
-        serving = self.engine.model
         try:
+            window = select_window(self._sequences(), self.policy.window, MIN_SERIES_STEPS)
+            job = TrainingJob(self.policy.holdout, self.policy.margin, self.features,
+                              window.summary, self.registry)  # fmt: skip
+            serving = self.engine.model
             if isinstance(self.fit, NamedFit) and self.background:
                 self.training = TrainingProcess(job, self.fit, window.sequences, serving)
                 return
             self._judge(run_job(job, self.fit, window.sequences, serving), started)
         except Exception as exc:  # whatever a run runs into, the serving model must keep serving
             self._release()
-            self._failed(f"{type(exc).__name__}: {exc}", started)
+            self._failed(internal_error_detail(exc), started)
+
+    def _sequences(self) -> list[Sequence]:
+        """What a run trains on: every warm step so far for the first model, else the rings."""
+        if self._bootstrap is not None:
+            return self._bootstrap.sequences()
+        table = self.engine.table
+        return sequences_from_history(table.history(np.sort(table.active_slots())))
 
     def _take_lock(self, reason: str) -> bool:
         """Take the registry's retrain lock for this run; False (run skipped) if another
@@ -328,9 +331,10 @@ class Retrainer:
             if self._lock is None:
                 self._skipped("another instance holds the retrain lock")
                 return False
-            last = registry.last_retrain_start() if reason == "schedule" else None
+            last = _last_start(registry) if reason == "schedule" else None
             ago = time.time() - last if last is not None else float("inf")
-            if ago < RECENT_SHARE * self._period_s:
+            # abs: a start a little ahead is another instance's clock; far ahead, a bad record
+            if abs(ago) < RECENT_SHARE * self._period_s:
                 self._release()
                 self._skipped(f"a retraining run started {ago:.0f} s ago")
                 return False
@@ -359,12 +363,14 @@ class Retrainer:
             promoted = registry.promoted()
             if promoted is None or promoted in (serving, self._refused):
                 return
-            self._refused = promoted  # until it loaded: an error is logged once per version
+            self._refused = promoted  # until it loaded: its load is not tried again
             self._ready = registry.load(promoted, self.features).stepper
         except ArtifactError as exc:
-            log.error("cannot take up the promoted model (%s); serving %s still", exc, serving)
+            if str(exc) != self._refusal:  # logged once, not at every poll
+                log.error("cannot take up the promoted model (%s); serving %s still", exc, serving)
+            self._refusal = str(exc)
             return
-        self._refused = None
+        self._refused, self._refusal = None, ""
         self._bootstrap = None
         log.info("taking up model %s, promoted in %s", promoted, registry.root)
 
@@ -384,7 +390,7 @@ class Retrainer:
         try:
             self._judge(training.result(), training.started)
         except Exception as exc:
-            self._failed(f"{type(exc).__name__}: {exc}", training.started)
+            self._failed(internal_error_detail(exc), training.started)
         finally:
             training.stop()
             self._release()
@@ -394,18 +400,27 @@ class Retrainer:
         _show_losses(self.metrics, candidate.details)
         registry, version = self.registry, candidate.version
         if not candidate.validation.promote:
-            if registry is not None:
-                registry.prune(self.policy.keep_versions)
+            self._prune()
             self._finish(Outcome("rejected", version, candidate.validation, "", _since(started)))
             return
         serving = candidate.stepper
         if registry is not None:
             serving = registry.load(version, self.features).stepper
             registry.promote(version)
-            registry.prune(self.policy.keep_versions)
+            self._prune()
         self._ready = serving
         self._bootstrap = None
         self._finish(Outcome("promoted", version, candidate.validation, "", _since(started)))
+
+    def _prune(self) -> None:
+        """Keep the registry to keep_versions; a failure is only logged, since the run's
+        outcome (its version saved, maybe promoted) stands."""
+        if self.registry is None:
+            return
+        try:
+            self.registry.prune(self.policy.keep_versions)
+        except ArtifactError as exc:
+            log.warning("cannot prune the model registry: %s", exc)
 
     def _failed(self, error: str, started: float) -> None:
         self._finish(Outcome("failed", None, None, error, _since(started)))
@@ -429,6 +444,16 @@ class Retrainer:
         if outcome.outcome != "promoted" and self._bootstrap is not None:
             self._bootstrap_at = 2 * self._bootstrap.steps
             log.warning("no first model yet; next try after %d warm steps", self._bootstrap_at)
+
+
+def _last_start(registry: Registry) -> float | None:
+    """When any instance last started a run; None, with a warning, if the record is
+    unreadable (this run then writes a good one)."""
+    try:
+        return registry.last_retrain_start()
+    except ArtifactError as exc:
+        log.warning("%s; taken as no recent run", exc)
+        return None
 
 
 def _since(started: float) -> float:

@@ -41,6 +41,7 @@ from typing import Any
 
 from forecaster.dataset import Sequence, load_sequences, save_sequences
 from forecaster.errors import TrainingError
+from forecaster.faults import internal_error_detail
 from forecaster.features import FeatureParams
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import Stepper
@@ -182,10 +183,10 @@ def child_main(directory: str) -> None:
             serving = load_weights(folder / SERVING_FILE, spec, request["serving"]["version"])
         sequences = load_sequences(folder / SEQUENCES_FILE)
         candidate = run_job(job, NamedFit(**request["fit"]), sequences, serving)
+        save_weights(folder / CANDIDATE_FILE, candidate.stepper)
     except Exception as exc:  # reported to the parent, which counts the run as failed
-        _write_result(folder, {"error": f"{type(exc).__name__}: {exc}"})
+        _write_result(folder, {"error": internal_error_detail(exc)})
         sys.exit(1)
-    save_weights(folder / CANDIDATE_FILE, candidate.stepper)
     _write_result(folder, {"version": candidate.version, "spec": candidate.stepper.spec.to_dict(),
                            "validation": candidate.validation.to_dict(),
                            "details": candidate.details})  # fmt: skip

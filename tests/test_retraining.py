@@ -1,13 +1,15 @@
 """Retraining: the gate, the swap at a batch boundary, failures, triggers, replay determinism,
-live runs in a child process (promoted, crashed, killed, timed out, stopped), and
-instances sharing one registry (one retraining at a time, every instance serving the
-promoted version).
+live runs in a child process (promoted, crashed, killed, timed out, stopped), instances
+sharing one registry (one retraining at a time, every instance serving the promoted
+version), and a registry that cannot be written or holds tampered records (the run
+fails or is skipped, the service goes on).
 
 Only the first test trains with Keras (a tiny model on a stream with learnable
 structure); the others hand the Retrainer NumPy candidates, good, bad or broken; the
 child processes run the NumPy fits of tests/support/training_fits.py by name.
 """
 
+import errno
 import json
 import os
 import re
@@ -24,17 +26,18 @@ import numpy as np
 import pytest
 
 from forecaster import cli, synthetic
+from forecaster import registry as registry_module
 from forecaster.config import Settings
 from forecaster.dataset import Sequence
 from forecaster.engine import NAIVE, Engine
-from forecaster.errors import ConfigError, TrainingError
+from forecaster.errors import ArtifactError, ConfigError, TrainingError
 from forecaster.features import FeatureParams
 from forecaster.io.files import CsvSource, JsonLinesSink, open_output
 from forecaster.metrics import HttpServer, Metrics, http_app
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import Stepper
 from forecaster.pipeline import Pipeline
-from forecaster.registry import Registry
+from forecaster.registry import PROMOTED_FILE, RETRAIN_STARTED_FILE, Registry
 from forecaster.retraining import DataClock, Retrainer, RetrainPolicy
 from forecaster.service import build_engine
 from forecaster.trainer import NamedFit, TrainedModel
@@ -135,7 +138,8 @@ def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_bound
         **SMALL,  # type: ignore[arg-type]
     )  # fmt: skip
     engine, retrainer = build_engine(settings, background_training=False)
-    assert engine.model is None
+    first_model = engine.model  # a local: asserting on engine.model would narrow it for good
+    assert first_model is None
     pipeline = pipeline_over(ar_ticks, engine, retrainer, tmp_path / "f.jsonl")
     replayed = synthetic.generate(synthetic.SERIES_SETS["ar1"], 500, seed=11)
     swapped_after = None
@@ -159,8 +163,9 @@ def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_bound
     (outcome,) = retrainer.outcomes
     assert outcome.outcome == "promoted" and outcome.validation is not None
     assert outcome.validation.candidate_mase < 1 - settings.retrain_margin
+    assert outcome.version is not None and engine.model is not None
     registry = Registry(tmp_path / "models")
-    assert registry.promoted() == outcome.version == engine.model.version  # type: ignore[union-attr]
+    assert registry.promoted() == outcome.version == engine.model.version
     metadata = registry.metadata(outcome.version)
     assert metadata["validation"]["promote"] is True
     assert metadata["data_window"]["series"] == 10
@@ -526,3 +531,154 @@ def test_every_instance_serves_what_another_promotes_or_rolls_back_within_its_po
     for pipeline in pipelines:
         pipeline.updates.stop()  # type: ignore[union-attr]
         pipeline.sink.close()
+
+
+# --- a registry that cannot be written, or holds tampered records -----------------------------
+
+
+def beneath_a_file(tmp_path: Path) -> Registry:
+    """A registry that cannot be written, for root too: its directory's parent is a file."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    return Registry(blocker / "models")
+
+
+def failures_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "retraining failed" in r.getMessage()]
+
+
+def test_a_model_dir_that_cannot_be_written_fails_each_run_and_the_replay_goes_on(
+    short_ticks: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    serving = random_stepper(SPEC, seed=5, version="serving")
+    engine = Engine(Settings(**SMALL).engine_params(), serving)  # type: ignore[arg-type]
+    good = fixed_fit(constant_stepper(SPEC, 0.0, "candidate"))
+    retrainer = retrainer_for(engine, good, beneath_a_file(tmp_path), every_ticks=1000,
+                              margin=-0.99)  # fmt: skip
+    pipeline = pipeline_over(short_ticks, engine, retrainer, tmp_path / "f.jsonl")
+    pipeline.run(threading.Event())
+    pipeline.sink.close()
+
+    assert [o.outcome for o in retrainer.outcomes] == ["failed", "failed"]
+    assert outcomes(retrainer, "failed") == 2 and engine.model is serving
+    assert pipeline.totals.received == 2400  # every tick of the file
+    assert len(read_forecasts(tmp_path / "f.jsonl")) == pipeline.totals.accepted
+    first, _ = failures_logged(caplog)
+    assert "\n" not in first
+    assert re.search(r"ArtifactError: cannot save model version gru-\w+ in .*: Not a directory",
+                     first)  # fmt: skip
+
+
+def test_a_full_disk_fails_the_run_and_the_next_one_promotes_once_there_is_room(
+    short_ticks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    write_file = registry_module.write_file
+    refused: list[Path] = []
+
+    def full_once(path: Path, data: bytes) -> None:
+        if not refused:
+            refused.append(path)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_file(path, data)
+
+    monkeypatch.setattr(registry_module, "write_file", full_once)
+    engine = Engine(Settings(**SMALL).engine_params(), random_stepper(SPEC, seed=5))  # type: ignore[arg-type]
+    good = fixed_fit(constant_stepper(SPEC, 0.0, "candidate"))
+    registry = Registry(tmp_path / "models")
+    retrainer = retrainer_for(engine, good, registry, every_ticks=1000, margin=-0.99)
+    pipeline_over(short_ticks, engine, retrainer, tmp_path / "f.jsonl").run(threading.Event())
+
+    assert [o.outcome for o in retrainer.outcomes] == ["failed", "promoted"]
+    (failure,) = failures_logged(caplog)
+    assert "cannot save model version" in failure and "No space left on device" in failure
+    assert registry.promoted() == retrainer.outcomes[1].version == engine.model.version  # type: ignore[union-attr]
+
+
+def test_a_live_run_that_cannot_take_the_lock_or_record_its_start_fails_and_releases(
+    short_ticks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fit = NamedFit("tests.support.training_fits:constant", {"value": 0.0, "units": SPEC.units})
+    serving = random_stepper(SPEC, seed=5)
+    unlockable = live_retrainer(warmed_engine(serving, short_ticks), fit, beneath_a_file(tmp_path))
+    unlockable.request()
+    assert unlockable.pending() is None and not unlockable.running  # the poll raised nothing
+    (outcome,) = unlockable.outcomes
+    assert outcome.outcome == "failed" and "cannot open the retrain lock" in outcome.error
+
+    def no_space(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(registry_module, "write_file", no_space)
+    registry = Registry(tmp_path / "models")
+    full = live_retrainer(warmed_engine(serving, short_ticks), fit, registry)
+    full.request()
+    assert full.pending() is None and not full.running
+    (outcome,) = full.outcomes
+    assert outcome.outcome == "failed" and outcome.error.endswith(
+        f"cannot write {registry.root / RETRAIN_STARTED_FILE}: No space left on device"
+    )
+    assert outcomes(full, "failed") == 1
+    lock = registry.retrain_lock()
+    assert lock is not None  # released by the failed run
+    lock.release()
+
+
+def test_a_registry_that_cannot_be_pruned_still_promotes(
+    short_ticks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    def read_only(self: Registry, keep: int) -> list[str]:
+        raise ArtifactError("cannot delete model version gru-x: Read-only file system")
+
+    monkeypatch.setattr(Registry, "prune", read_only)
+    engine = Engine(Settings(**SMALL).engine_params(), random_stepper(SPEC, seed=5))  # type: ignore[arg-type]
+    good = fixed_fit(constant_stepper(SPEC, 0.0, "candidate"))
+    retrainer = retrainer_for(engine, good, Registry(tmp_path / "models"), margin=-0.99)
+    engine.process(CsvSource(short_ticks, 100_000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
+    retrainer.request()
+    assert retrainer.pending() is not None
+    assert [o.outcome for o in retrainer.outcomes] == ["promoted"]
+    assert "cannot prune the model registry: cannot delete model version gru-x" in caplog.text
+
+
+def test_a_tampered_promotion_is_not_taken_up_and_is_logged_once(
+    short_ticks: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    features = FeatureParams(min_history=8)
+    registry = Registry(tmp_path / "models")
+    v0, v1 = (registry.save(random_stepper(SPEC, seed=seed), features, {}) for seed in (0, 1))
+    registry.promote(v0)
+    engine = warmed_engine(registry.load(v0, features).stepper, short_ticks)
+    fit = NamedFit("tests.support.training_fits:constant", {"value": 0.0, "units": SPEC.units})
+    retrainer = live_retrainer(engine, fit, registry, registry_poll_s=0.01)
+    (registry.root / PROMOTED_FILE).write_text(json.dumps({"version": "../../evil"}))
+    for _ in range(5):
+        assert retrainer.pending() is None
+        time.sleep(0.02)
+    assert caplog.text.count("cannot take up the promoted model") == 1
+    assert "'../../evil' is not a model version name" in caplog.text
+
+    registry.promote(v1)  # an operator's promotion replaces the tampered record
+    time.sleep(0.02)
+    taken = retrainer.pending()
+    assert taken is not None and taken.version == v1
+
+
+@pytest.mark.parametrize("record", ["{not json", '{"started": 1e300}'], ids=["garbled", "future"])
+def test_a_bad_retrain_start_record_does_not_block_scheduled_runs(
+    record: str, short_ticks: Path, tmp_path: Path
+) -> None:
+    registry = Registry(tmp_path / "models")
+    registry.root.mkdir()
+    (registry.root / RETRAIN_STARTED_FILE).write_text(record)
+    engine = warmed_engine(random_stepper(SPEC, seed=5), short_ticks)
+    retrainer = live_retrainer(engine, hang(tmp_path / "started"), registry, interval_s=3600,
+                               registry_poll_s=0)  # fmt: skip
+    retrainer.schedule_fired()
+    retrainer.pending()
+    try:
+        assert retrainer.running and retrainer.outcomes == []
+        assert abs(registry.last_retrain_start() - time.time()) < 60  # type: ignore[operator]
+    finally:
+        retrainer.stop()
