@@ -28,7 +28,11 @@ A crash at any step leaves ``current.npz`` or ``previous.npz`` whole. Restoring 
 ``current.npz``, else ``previous.npz``; a file that is unreadable, truncated, fails its
 checksum, has another format version, or was computed with other feature parameters or
 ring length is refused (CheckpointError, a warning, the ``checkpoint_refused`` metric)
-and never restored.
+and never restored. So is one whose checksums hold but whose content could not be
+served (``decode`` lists the checks): a malformed header, arrays of other names, dtypes
+or shapes, series names that are empty, repeated or not UTF-8, negative counts, NaN or
+infinity in any state, series of another partition. Nothing is ever unpickled, and the
+arrays must be stored uncompressed, as ``encode`` writes them (no decompression bomb).
 
 >>> import tempfile
 >>> from forecaster.engine import Engine, EngineParams
@@ -51,18 +55,19 @@ import json
 import logging
 import os
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from zipfile import ZIP_STORED
 
 import numpy as np
 import numpy.typing as npt
 
 from forecaster.engine import EngineParams, PartitionState
-from forecaster.errors import ForecasterError
+from forecaster.errors import ForecasterError, VersionNameError
 from forecaster.features import STATS_DTYPE
 from forecaster.metrics import Metrics
+from forecaster.registry import check_version, shown
 from forecaster.state import SLOT_ARRAYS, TableSnapshot
 
 log = logging.getLogger(__name__)
@@ -71,6 +76,8 @@ FORMAT = 2
 CURRENT, PREVIOUS = "current.npz", "previous.npz"
 HEADER = "header"
 REFUSAL_REASONS = ("unreadable", "corrupt", "incompatible")
+MAX_HEADER_INT = 2**62  # partitions, offsets and series counts are far below
+STATS_FLOATS = tuple(n for n in STATS_DTYPE.names or () if STATS_DTYPE[n].base.kind == "f")
 
 
 class CheckpointError(ForecasterError):
@@ -138,7 +145,7 @@ class CheckpointStore:
         """The newest checkpoint of ``partition`` that passes every check; None if none does."""
         for name in (CURRENT, PREVIOUS):
             path = self.folder(partition) / name
-            if not path.exists():
+            if not _present(path):
                 continue
             checkpoint = checked(path, str(path), partition, self.params, self.metrics)
             if checkpoint is not None:
@@ -156,11 +163,26 @@ def checked(
     refusal is logged and counted in ``checkpoint_refused``)."""
     try:
         checkpoint = decode(data, params, origin)
+        if checkpoint.state.partition != partition:
+            found = checkpoint.state.partition
+            raise CheckpointError(origin, "incompatible", f"of partition {found}, not {partition}")
     except CheckpointError as refusal:
         metrics.checkpoint_refused.labels(refusal.reason).inc()
         log.warning("%s", refusal)
         return None
-    return checkpoint if checkpoint.state.partition == partition else None
+    return checkpoint
+
+
+def _present(path: Path) -> bool:
+    """Whether ``path`` exists; one that cannot even be looked at (permissions, I/O) is
+    taken as present, so that reading it refuses it as unreadable, counted."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def write(folder: Path, data: bytes) -> None:
@@ -194,7 +216,7 @@ def encode(checkpoint: Checkpoint, params: EngineParams) -> bytes:
         "features": params.features.to_dict(),
         "ring_length": params.ring_length,
         "series": len(state.snapshot.series),
-        "sha256": _digest(arrays),
+        "sha256": digest(arrays),
     }
     buffer = io.BytesIO()
     arrays[HEADER] = np.frombuffer(json.dumps(header).encode(), np.uint8)
@@ -204,28 +226,153 @@ def encode(checkpoint: Checkpoint, params: EngineParams) -> bytes:
 
 def decode(data: bytes | Path, params: EngineParams, origin: str = "") -> Checkpoint:
     """Read and check a checkpoint, its bytes or its file (``origin`` names it in errors);
-    CheckpointError if it cannot be trusted."""
-    file = io.BytesIO(data) if isinstance(data, bytes) else data
-    try:
-        with np.load(file, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-        header = json.loads(arrays.pop(HEADER).tobytes())
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(origin, "unreadable", str(exc) or type(exc).__name__) from exc
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
+    CheckpointError if it cannot be trusted.
+
+    Refused as *unreadable*: not an uncompressed ``.npz`` of plain arrays with a JSON
+    header. *incompatible*: another format, feature parameters or ring length. *corrupt*:
+    arrays that fail their SHA-256, or that hold what the engine cannot step on: header
+    fields of the wrong type or negative, arrays missing, extra, of another dtype or shape,
+    series names empty, repeated or not UTF-8, negative ring counts or statistics that are
+    counts, NaN or infinity in statistics, recurrent states, rings or last forecasts,
+    series of another partition than the header's.
+    """
+    arrays, header = _read(data, origin)
+    if header.get("format") != FORMAT:
         raise CheckpointError(origin, "incompatible", "not a checkpoint of format " + str(FORMAT))
-    if header.get("sha256") != _digest(arrays):
+    if header.get("sha256") != digest(arrays):
         raise CheckpointError(origin, "corrupt", "arrays do not match their SHA-256")
     wanted = {"features": params.features.to_dict(), "ring_length": params.ring_length}
     found = {name: header.get(name) for name in wanted}
     if found != wanted:
         raise CheckpointError(origin, "incompatible", f"made with {found}, serving {wanted}")
     try:
-        snapshot = _snapshot(arrays, int(header["series"]))
-    except (KeyError, ValueError) as exc:
+        fields = _Header.of(header)
+        snapshot = _snapshot(arrays, fields.series, params.ring_length)
+        if (snapshot.partition != fields.partition).any():
+            raise ValueError(f"holds series of other partitions than {fields.partition}")
+    except ValueError as exc:
         raise CheckpointError(origin, "corrupt", str(exc)) from exc
-    state = PartitionState(int(header["partition"]), str(header["model_version"]), snapshot)
-    return Checkpoint(state, int(header["offset"]))
+    state = PartitionState(fields.partition, fields.model_version, snapshot)
+    return Checkpoint(state, fields.offset)
+
+
+def _read(data: bytes | Path, origin: str) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
+    """The arrays and the JSON header of an ``.npz``; CheckpointError (unreadable) if it is
+    not one, holds pickles, or has compressed members."""
+    file = io.BytesIO(data) if isinstance(data, bytes) else data
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            compressed = [i.filename for i in npz.zip.infolist() if i.compress_type != ZIP_STORED]
+            if compressed:
+                raise ValueError(f"compressed members {compressed[:3]}")
+            arrays = {name: npz[name] for name in npz.files}
+        header = json.loads(arrays.pop(HEADER).tobytes())
+        if not isinstance(header, dict):
+            raise ValueError("the header is no JSON object")
+    except Exception as exc:  # numpy, zipfile and json raise many kinds on hostile bytes
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CheckpointError(origin, "unreadable", detail) from exc
+    return arrays, header
+
+
+@dataclass(frozen=True)
+class _Header:
+    """The header fields a restore uses, checked."""
+
+    partition: int
+    offset: int
+    series: int
+    model_version: str
+
+    COUNTS = ("partition", "offset", "series")
+
+    @classmethod
+    def of(cls, header: dict[str, Any]) -> _Header:
+        """ValueError unless every field is of its type and in range."""
+        partition, offset, series = (_count(header, name) for name in cls.COUNTS)
+        try:
+            version = check_version(header.get("model_version"))
+        except VersionNameError as exc:
+            raise ValueError(f"header field model_version: {exc}") from exc
+        return cls(partition, offset, series, version)
+
+
+def _count(header: dict[str, Any], name: str) -> int:
+    value = header.get(name)
+    if type(value) is not int or not 0 <= value <= MAX_HEADER_INT:
+        raise ValueError(f"header field {name} is {shown(value)}, not an integer >= 0")
+    return value
+
+
+def _snapshot(arrays: dict[str, npt.NDArray[Any]], count: int, ring_length: int) -> TableSnapshot:
+    """The snapshot the arrays hold; ValueError if the engine could not step on it."""
+    _check_layout(arrays, count, ring_length)
+    series = _series_names(arrays["series_utf8"], arrays["series_bytes"])
+    _check_values(arrays)
+    return TableSnapshot(series=series, **{name: arrays[name] for name in SLOT_ARRAYS})
+
+
+def _layout(count: int, ring_length: int) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
+    """The dtype and shape of every array of a checkpoint of ``count`` series (-1: any)."""
+    ring = (count, ring_length)
+    return {
+        "series_utf8": (np.dtype(np.uint8), (-1,)),
+        "series_bytes": (np.dtype(np.int64), (count,)),
+        "stats": (STATS_DTYPE, (count,)),
+        "last_forecast": (np.dtype(np.float64), (count,)),
+        "recurrent": (np.dtype(np.float32), (count, -1)),
+        "ring_z": (np.dtype(np.float32), ring),
+        "ring_d": (np.dtype(np.float32), ring),
+        "ring_ts": (np.dtype(np.int64), ring),
+        "ring_count": (np.dtype(np.int64), (count,)),
+        "partition": (np.dtype(np.int32), (count,)),
+    }
+
+
+def _check_layout(arrays: dict[str, npt.NDArray[Any]], count: int, ring_length: int) -> None:
+    layout = _layout(count, ring_length)
+    if set(arrays) != set(layout):
+        raise ValueError(f"holds arrays {sorted(arrays)[:12]}, not {sorted(layout)}")
+    for name, (dtype, shape) in layout.items():
+        array = arrays[name]
+        if array.dtype != dtype:
+            raise ValueError(f"{name} is of dtype {array.dtype}, not {dtype}")
+        fits = len(array.shape) == len(shape) and all(
+            want in (-1, got) for got, want in zip(array.shape, shape, strict=True)
+        )
+        if not fits:
+            raise ValueError(f"{name} has shape {array.shape}, not {shape} (-1: any)")
+
+
+def _series_names(utf8: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64]) -> list[str]:
+    """The series names: each non-empty, strict UTF-8 (Unicode scalar values only), unique."""
+    if len(lengths) and (lengths.min() < 1 or lengths.max() > len(utf8)):
+        raise ValueError("a series name is empty or longer than all names together")
+    if int(lengths.sum()) != len(utf8):
+        raise ValueError(f"series names of {int(lengths.sum())} bytes in {len(utf8)}")
+    text, ends = utf8.tobytes(), np.cumsum(lengths).tolist()
+    try:
+        names = [text[start:end].decode() for start, end in zip([0, *ends], ends, strict=False)]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"a series name is not UTF-8: {exc.reason}") from exc
+    if len(set(names)) != len(names):
+        raise ValueError("series names repeat")
+    return names
+
+
+def _check_values(arrays: dict[str, npt.NDArray[Any]]) -> None:
+    """No NaN or infinity anywhere, no negative count, price or variance."""
+    stats = arrays["stats"]
+    real = {f"stats.{name}": stats[name] for name in STATS_FLOATS}
+    real |= {name: arrays[name] for name in ("last_forecast", "recurrent", "ring_z", "ring_d")}
+    for name, values in real.items():
+        if not np.isfinite(values).all():
+            raise ValueError(f"{name} holds NaN or infinity")
+    signed = {"ring_count": arrays["ring_count"]}
+    signed |= {f"stats.{name}": stats[name] for name in ("n_returns", "last_price", "scale_sq")}
+    for name, values in signed.items():
+        if (values < 0).any():
+            raise ValueError(f"{name} holds negative values")
 
 
 def _arrays(snapshot: TableSnapshot) -> dict[str, npt.NDArray[Any]]:
@@ -237,18 +384,8 @@ def _arrays(snapshot: TableSnapshot) -> dict[str, npt.NDArray[Any]]:
     }
 
 
-def _snapshot(arrays: dict[str, npt.NDArray[Any]], count: int) -> TableSnapshot:
-    text = arrays["series_utf8"].tobytes()
-    ends = np.cumsum(arrays["series_bytes"]).tolist()
-    series = [text[start:end].decode() for start, end in zip([0, *ends], ends, strict=False)]
-    if len(series) != count or any(len(arrays[name]) != count for name in SLOT_ARRAYS):
-        raise ValueError(f"arrays do not hold {count} series each")
-    if arrays["stats"].dtype != STATS_DTYPE:
-        raise ValueError(f"statistics of dtype {arrays['stats'].dtype}, not {STATS_DTYPE}")
-    return TableSnapshot(series=series, **{name: arrays[name] for name in SLOT_ARRAYS})
-
-
-def _digest(arrays: dict[str, npt.NDArray[Any]]) -> str:
+def digest(arrays: dict[str, npt.NDArray[Any]]) -> str:
+    """The SHA-256 of ``arrays``: names, dtypes, shapes and contents."""
     sha = hashlib.sha256()
     for name in sorted(arrays):
         array = np.ascontiguousarray(arrays[name])

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -69,6 +70,10 @@ from forecaster.metrics import Metrics
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 512 * 1024
+# The most chunks one checkpoint may have (32 GiB, far beyond any partition's state): a
+# record claiming more is refused before anything is sized by its claim.
+MAX_CHUNKS = 1 << 16
+CHUNK_KEY = re.compile(r"([0-9]{1,10})/([01])/([0-9]{1,10})")  # partition/slot/chunk
 RECORD_OVERHEAD_BYTES = 64 * 1024  # key, headers and batch framing around a chunk
 HEADER = "forecaster.checkpoint."
 TOPIC_EXISTS = TopicAlreadyExistsError.errno
@@ -112,6 +117,7 @@ class Chunk:
     """One record of the changelog, as read back."""
 
     key: str
+    partition: int  # the input partition whose checkpoint it belongs to
     slot: int
     index: int
     count: int
@@ -122,16 +128,29 @@ class Chunk:
 
     @classmethod
     def of(cls, key: bytes | str | None, value: bytes | None, headers: Any, position: int) -> Chunk:
-        """A record read back; ValueError if it is not a checkpoint chunk."""
+        """A record read back; ValueError if it is not a checkpoint chunk: a key other than
+        ``<partition>/<0|1>/<chunk>``, headers missing, not UTF-8, or disagreeing with the
+        key, a chunk count above MAX_CHUNKS, a negative offset."""
         name = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+        try:
+            return cls._parse(name, value, headers, position)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            detail = " ".join(str(exc).split())[:100]
+            raise ValueError(f"changelog record {name[:80]!r} is not a checkpoint chunk: {detail}"
+                             ) from exc  # fmt: skip
+
+    @classmethod
+    def _parse(cls, name: str, value: bytes | None, headers: Any, position: int) -> Chunk:
+        key = CHUNK_KEY.fullmatch(name)
+        if key is None:
+            raise ValueError("its key is not <partition>/<slot>/<chunk>")
         fields = {header[len(HEADER) :]: bytes(v).decode() for header, v in headers or []
                   if header.startswith(HEADER)}  # fmt: skip
-        try:
-            slot = int(name.split("/")[1])
-            return cls(name, slot, int(fields["chunk"]), int(fields["chunks"]), fields["id"],
-                       int(fields["offset"]), bytes(value or b""), position)  # fmt: skip
-        except (IndexError, KeyError, ValueError) as exc:
-            raise ValueError(f"changelog record {name!r} is not a checkpoint chunk") from exc
+        index, count, offset = (_whole(fields[field]) for field in ("chunk", "chunks", "offset"))
+        if index != int(key[3]) or not index < count <= MAX_CHUNKS or not fields["id"]:
+            raise ValueError(f"headers chunk {index} of {count}, id {fields['id'][:40]!r}")
+        return cls(name, int(key[1]), int(key[2]), index, count, fields["id"], offset,
+                   bytes(value or b""), position)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -139,6 +158,13 @@ class WholeCheckpoint:
     slot: int
     offset: int
     data: bytes
+
+
+def _whole(text: str) -> int:
+    """A decimal integer >= 0, in plain ASCII digits (ValueError otherwise)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        raise ValueError(f"{text[:40]!r} is not an integer >= 0")
+    return int(text)
 
 
 def whole_checkpoints(newest_per_key: Iterable[Chunk]) -> list[WholeCheckpoint]:
@@ -149,8 +175,9 @@ def whole_checkpoints(newest_per_key: Iterable[Chunk]) -> list[WholeCheckpoint]:
     whole = []
     for slot, chunks in by_slot.items():
         newest = max(chunks, key=lambda c: c.position)  # the last write to the slot
-        parts = {c.index: c for c in chunks if c.snapshot_id == newest.snapshot_id}
-        if sorted(parts) == list(range(newest.count)):
+        write = (newest.snapshot_id, newest.count, newest.offset)
+        parts = {c.index: c for c in chunks if (c.snapshot_id, c.count, c.offset) == write}
+        if len(parts) == newest.count and sorted(parts) == list(range(newest.count)):
             data = b"".join(parts[i].data for i in range(newest.count))
             whole.append(WholeCheckpoint(slot, newest.offset, data))
     return sorted(whole, key=lambda w: w.offset, reverse=True)
@@ -249,7 +276,7 @@ class ChangelogStore:
                         f"{self.topic}[{partition}] stalled at {position} of {end}"
                     )
                 for record in reader.poll(timeout_ms=200).get(tp, []):
-                    self._keep(chunks, record)
+                    self._keep(chunks, record, partition)
         except KafkaError as exc:
             raise ChangelogError(f"cannot read {self.topic}[{partition}]: {exc}") from exc
         finally:
@@ -257,9 +284,13 @@ class ChangelogStore:
                 reader.close()
         return chunks
 
-    def _keep(self, chunks: dict[str, Chunk], record: Any) -> None:
+    def _keep(self, chunks: dict[str, Chunk], record: Any, partition: int) -> None:
+        """Keep ``record`` of changelog partition ``partition`` if it is a chunk of that
+        input partition's checkpoints (logged and ignored otherwise)."""
         try:
             chunk = Chunk.of(record.key, record.value, record.headers, record.offset)
+            if chunk.partition != partition:
+                raise ValueError(f"changelog record {chunk.key!r} in partition {partition}")
         except ValueError as exc:
             log.warning("%s: ignored", exc)
             return
