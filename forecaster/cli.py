@@ -11,10 +11,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forecaster import __version__
 from forecaster.errors import ForecasterError
+
+if TYPE_CHECKING:
+    import urllib.error
 
 EPILOG = (
     "Every setting can also come from a TOML file (--config) and from FORECASTER_* environment "
@@ -188,11 +191,17 @@ def _retrain_parser(commands: Any) -> None:
         help="ask a running service to retrain now",
         description="POST /retrain to a running service: it reads its training window at the "
         "next batch boundary, trains in the background, and swaps the result in only if it "
-        "passes the holdout gate. Follow the outcome on forecaster_retrains_total.",
+        "passes the holdout gate. Follow the outcome on forecaster_retrains_total. The service "
+        "only takes it with its admin token (its FORECASTER_ADMIN_TOKEN), sent as a Bearer token.",
         epilog=EPILOG,
     )
     retrain.add_argument(
         "--url", default="http://localhost:9108", help="the service's metrics address"
+    )
+    retrain.add_argument(
+        "--token",
+        help="the service's admin token (default: FORECASTER_ADMIN_TOKEN, which is better: a "
+        "flag shows in the process list)",
     )
     retrain.add_argument("--config", type=Path, help="TOML settings file")
     retrain.set_defaults(command=_retrain)
@@ -330,8 +339,11 @@ def _figure(value: float | None) -> str:
 
 
 def _models_promote(args: argparse.Namespace, settings: Any) -> int:
+    from forecaster.registry import check_version
+
+    version = check_version(args.version)
     registry = _registry(settings)
-    registry.promote(args.version)
+    registry.promote(version)
     print(f"promoted {args.version}")
     return 0
 
@@ -343,13 +355,62 @@ def _models_rollback(args: argparse.Namespace, settings: Any) -> int:
 
 def _retrain(args: argparse.Namespace, settings: Any) -> int:
     import urllib.error
-    import urllib.request
 
-    request = urllib.request.Request(f"{args.url.rstrip('/')}/retrain", data=b"", method="POST")
+    url, token = f"{args.url.rstrip('/')}/retrain", args.token or settings.admin_token
+    if problem := _retrain_problem(url, token):
+        print(f"forecaster: error: {problem}", file=sys.stderr)
+        return 2
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            print(response.read().decode().strip())
-    except (urllib.error.URLError, OSError) as exc:
+        print(_post(url, token))
+    except urllib.error.HTTPError as answer:
+        answer.close()
+        print(f"forecaster: error: {_refusal(args.url, answer, bool(token))}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"forecaster: error: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _retrain_problem(url: str, token: str) -> str:
+    """What keeps ``url`` and ``token`` from being sent ('' if nothing); never the token."""
+    import urllib.parse
+
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme
+    except ValueError as exc:
+        return f"--url is no URL: {exc}"
+    if scheme not in ("http", "https"):
+        return f"--url must be http:// or https://, not {scheme or 'without a scheme'}"
+    if token and not (token.isascii() and token.isprintable()):
+        return "the admin token cannot be sent in an HTTP header: it must be printable ASCII"
+    return ""
+
+
+def _post(url: str, token: str) -> str:
+    """POST ``url`` with ``token`` as Bearer token (if any); the answer's text. Redirects
+    are not followed, so the token never goes anywhere but ``url``."""
+    import urllib.request
+
+    class NoRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None  # the redirect becomes an HTTPError, reported as such
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, data=b"", method="POST", headers=headers)
+    with urllib.request.build_opener(NoRedirects).open(request, timeout=10) as response:
+        return str(response.read().decode(errors="replace").strip())
+
+
+def _refusal(url: str, answer: urllib.error.HTTPError, sent_token: bool) -> str:
+    """One line on why the service at ``url`` refused POST /retrain."""
+    if answer.code == 401 and sent_token:
+        return (f"the service at {url} refused the admin token (401): check --token or "
+                "FORECASTER_ADMIN_TOKEN")  # fmt: skip
+    if answer.code == 401:
+        return (f"the service at {url} needs its admin token (401): pass --token or set "
+                "FORECASTER_ADMIN_TOKEN")  # fmt: skip
+    if answer.code == 403:
+        return (f"POST /retrain is off at {url} (403): start the service with "
+                "FORECASTER_ADMIN_TOKEN set")  # fmt: skip
+    return f"{url} answered {answer.code} {answer.reason}"

@@ -16,6 +16,8 @@ with all its known label values, so PromQL finds the series before the first eve
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import math
 import threading
@@ -335,15 +337,32 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Readiness = Callable[[], tuple[bool, str]]
 
 
+RETRAIN_OFF = (
+    "POST /retrain is off: start the service with FORECASTER_ADMIN_TOKEN (admin_token) set to "
+    "a secret, then send it as 'Authorization: Bearer <token>' (forecaster retrain --token, "
+    "or FORECASTER_ADMIN_TOKEN)\n"
+)
+RETRAIN_UNAUTHORIZED = "POST /retrain needs 'Authorization: Bearer <admin token>'\n"
+
+
 def http_app(
-    registry: CollectorRegistry, ready: Readiness, retrain: Callable[[], str] | None = None
+    registry: CollectorRegistry,
+    ready: Readiness,
+    retrain: Callable[[], str] | None = None,
+    *,
+    admin_token: str = "",
 ) -> WsgiApp:
     """/metrics (and /) from ``registry``; /healthz 200 while serving; /readyz asks ``ready``.
 
-    Only GET and HEAD are served, and POST /retrain, which calls ``retrain`` (202 Accepted).
-    A readiness check that raises answers 503 with the error.
+    Those are open to anyone, GET and HEAD only. POST /retrain calls ``retrain`` (202
+    Accepted) for a request with ``Authorization: Bearer <admin_token>`` (compared in
+    constant time); without it or with another token it answers 401, and while
+    ``admin_token`` is empty 403: the endpoint is off. A readiness check that raises
+    answers 503 with the error.
     """
     metrics_app = make_wsgi_app(registry)
+    if retrain is not None and not admin_token:
+        log.info("POST /retrain is off: set FORECASTER_ADMIN_TOKEN to turn it on")
 
     def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -354,13 +373,15 @@ def http_app(
             status = "200 OK" if is_ready else "503 Service Unavailable"
             return _text(start_response, status, why + "\n")
         if path in ("/metrics", "/"):
-            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            # prometheus_client answers HEAD with 405: it gets a GET, whose body app() drops
+            get = {**environ, "REQUEST_METHOD": "GET"}
+            return metrics_app(get, start_response)  # type: ignore[no-any-return]
         return _text(start_response, "404 Not Found", "not found\n")
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         if method == "POST" and environ.get("PATH_INFO") == "/retrain" and retrain is not None:
-            return _text(start_response, "202 Accepted", retrain() + "\n")
+            return _post_retrain(environ, start_response, retrain, admin_token)
         if method not in ("GET", "HEAD"):
             return _text(
                 start_response,
@@ -372,6 +393,35 @@ def http_app(
         return [] if method == "HEAD" else body
 
     return app
+
+
+def _post_retrain(
+    environ: dict[str, Any],
+    start_response: Callable[..., Any],
+    retrain: Callable[[], str],
+    admin_token: str,
+) -> list[bytes]:
+    """POST /retrain: 403 while off, 401 without the admin token, else 202."""
+    client = environ.get("REMOTE_ADDR", "?")
+    if not admin_token:
+        return _text(start_response, "403 Forbidden", RETRAIN_OFF)
+    if not _bearer_matches(environ.get("HTTP_AUTHORIZATION", ""), admin_token):
+        log.warning("POST /retrain from %s refused: no valid admin token", client)
+        challenge = [("WWW-Authenticate", 'Bearer realm="forecaster"')]
+        return _text(start_response, "401 Unauthorized", RETRAIN_UNAUTHORIZED, challenge)
+    log.info("retraining requested over HTTP from %s", client)
+    return _text(start_response, "202 Accepted", retrain() + "\n")
+
+
+def _bearer_matches(authorization: str, token: str) -> bool:
+    """Whether an Authorization header carries ``Bearer <token>``, compared in constant
+    time; both sides are hashed first, so that not even the token's length leaks."""
+    scheme, _, presented = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        presented = ""
+    # WSGI hands header bytes over as latin-1 text: encoding it back gives the bytes sent.
+    sent = hashlib.sha256(presented.strip().encode("latin-1", "replace")).digest()
+    return hmac.compare_digest(sent, hashlib.sha256(token.encode()).digest())
 
 
 def _readiness(ready: Readiness) -> tuple[bool, str]:

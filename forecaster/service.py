@@ -97,7 +97,8 @@ class Service:
             self.pipeline.metrics.model_serving(model.version, model.spec.cell)
         server = None
         if self.settings.metrics_port:
-            app = http_app(self.pipeline.metrics.registry, self.ready, self.retrain)
+            app = http_app(self.pipeline.metrics.registry, self.ready, self.retrain,
+                           admin_token=self.settings.admin_token)  # fmt: skip
             server = HttpServer(app, self.settings.metrics_host, self.settings.metrics_port).start()
             log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, server.port)
         try:

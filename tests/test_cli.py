@@ -1,11 +1,16 @@
-"""The command line: complete help without TensorFlow, and clear errors."""
+"""The command line: complete help without TensorFlow, clear errors, and `forecaster
+retrain` sending the admin token (never printing it, never following a redirect)."""
 
 import subprocess
 import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
 from forecaster.cli import main
+from forecaster.metrics import HttpServer, Metrics, http_app
 
 
 def forecaster(*args: str) -> subprocess.CompletedProcess[str]:
@@ -46,3 +51,122 @@ def test_bad_setting_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
 def test_missing_input_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", "missing.csv", "--out", "x.jsonl"]) == 1
     assert "cannot read tick file missing.csv" in capsys.readouterr().err
+
+
+TOKEN = "s3cret-admin-token"
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+@contextmanager
+def serving(app: WsgiApp) -> Iterator[str]:
+    server = HttpServer(app, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def requests() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def service(requests: list[str]) -> Iterator[str]:
+    """The URL of a service whose POST /retrain takes TOKEN; ``requests`` counts the runs."""
+
+    def retrain() -> str:
+        requests.append("retrain")
+        return "retraining requested"
+
+    app = http_app(Metrics().registry, lambda: (True, "ok"), retrain, admin_token=TOKEN)
+    with serving(app) as url:
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def no_token_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FORECASTER_ADMIN_TOKEN", raising=False)
+
+
+def retrain(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["retrain", *args])
+    out, err = capsys.readouterr()
+    assert TOKEN not in out + err
+    return code, out, err
+
+
+def test_retrain_sends_the_token_of_the_environment_or_the_flag(
+    service: str, requests: list[str], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("FORECASTER_ADMIN_TOKEN", TOKEN)
+    assert retrain(capsys, "--url", service)[:2] == (0, "retraining requested\n")
+    monkeypatch.delenv("FORECASTER_ADMIN_TOKEN")
+    assert retrain(capsys, "--url", service + "/", "--token", TOKEN)[0] == 0
+    assert requests == ["retrain", "retrain"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--token", "wrong-token"], "refused the admin token (401): check --token or "),
+        ([], "needs its admin token (401): pass --token or set FORECASTER_ADMIN_TOKEN"),
+    ],
+)
+def test_retrain_reports_a_wrong_or_missing_token_in_one_line(
+    flags: list[str], message: str, service: str, requests: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    code, out, err = retrain(capsys, "--url", service, *flags)
+    assert code == 1 and out == "" and requests == []
+    (line,) = err.splitlines()
+    assert line.startswith("forecaster: error: the service at http://127.0.0.1:")
+    assert message in line and "wrong-token" not in line
+
+
+def test_retrain_reports_the_endpoint_being_off(capsys: pytest.CaptureFixture[str]) -> None:
+    with serving(http_app(Metrics().registry, lambda: (True, ""), lambda: "no")) as url:
+        code, _, err = retrain(capsys, "--url", url, "--token", TOKEN)
+        assert code == 1
+        (line,) = err.splitlines()
+        assert "POST /retrain is off at http://127.0.0.1:" in line
+        assert "(403): start the service with FORECASTER_ADMIN_TOKEN set" in line
+
+
+def test_retrain_does_not_follow_a_redirect_with_the_token(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: list[str] = []
+
+    def elsewhere(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen.append(environ.get("HTTP_AUTHORIZATION", ""))
+        start_response("202 Accepted", [])
+        return [b"taken"]
+
+    def redirect(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("303 See Other", [("Location", target + "/retrain")])
+        return [b""]
+
+    with serving(elsewhere) as target, serving(redirect) as url:
+        code, _, err = retrain(capsys, "--url", url, "--token", TOKEN)
+    assert code == 1 and "answered 303 See Other" in err
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--url", "file:///etc/passwd"], "--url must be http:// or https://, not file"),
+        (["--url", "localhost:9108"], "--url must be http:// or https://"),
+        (["--url", "http://[::1"], "--url is no URL"),
+        (["--token", "line\nbreak"], "cannot be sent in an HTTP header"),
+        (["--token", "tökén"], "cannot be sent in an HTTP header"),
+    ],
+)
+def test_retrain_refuses_what_it_cannot_send(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = retrain(capsys, *flags)
+    assert code == 2 and message in err
+    assert "line\nbreak" not in err and "tökén" not in err

@@ -408,11 +408,15 @@ def test_the_interval_trigger_and_a_post_to_retrain_start_runs(tmp_path: Path) -
         pend_until_outcomes(1)
     finally:
         retrainer.stop()
-    server = HttpServer(http_app(Metrics().registry, lambda: (True, ""), retrainer.request),
-                        "127.0.0.1", 0).start()  # fmt: skip
+    app = http_app(Metrics().registry, lambda: (True, ""), retrainer.request, admin_token="s3")
+    server = HttpServer(app, "127.0.0.1", 0).start()
     try:
         done = len(retrainer.outcomes)
-        assert cli.main(["retrain", "--url", f"http://127.0.0.1:{server.port}"]) == 0
+        url = f"http://127.0.0.1:{server.port}"
+        assert cli.main(["retrain", "--url", url]) == 1  # no admin token: refused
+        retrainer.pending()
+        assert len(retrainer.outcomes) == done
+        assert cli.main(["retrain", "--url", url, "--token", "s3"]) == 0
         pend_until_outcomes(done + 1)
     finally:
         server.stop()
