@@ -7,11 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from forecaster import cli
 from forecaster.config import Settings
+from forecaster.dataset import Sequence
 from forecaster.engine import NAIVE, Engine
 from forecaster.io.files import CsvSource
+from forecaster.model.spec import ModelSpec
 from forecaster.registry import MODEL_FILE, Registry
 from forecaster.service import replay, train
+from forecaster.trainer import TrainedModel, Trainer
+from tests.support_models import random_stepper
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "ticks.csv"
 SMALL = {"units": 8, "layers": 2, "train_epochs": 1, "train_window": 32, "max_batch": 1000}
@@ -54,3 +59,19 @@ def test_train_save_load_round_trip_gives_identical_forecasts(
     served = read_forecasts(tmp_path / "f.jsonl")
     assert set(served["model_version"]) == {NAIVE, trained.stepper.version}
     np.testing.assert_array_equal(served["forecast"].to_numpy(), in_memory)
+
+
+def test_train_into_a_model_dir_that_cannot_be_written_is_one_error_line(
+    history: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    def fit(self: Trainer, sequences: list[Sequence], verbose: int = 0) -> TrainedModel:
+        return TrainedModel(random_stepper(ModelSpec(cell="gru", layers=1, units=4)), {})
+
+    monkeypatch.setattr(Trainer, "fit", fit)  # the registry is under test, not Keras
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    assert cli.main(["train", str(history), "--model-dir", str(blocker / "models")]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("forecaster: error: cannot save model version gru-")
+    assert line.endswith(": Not a directory")
