@@ -5,9 +5,9 @@ The engine computes features once, online; training reuses exactly those values
 trained on what it will see when serving. The target of step t is the standardised
 return of step t+1, i.e. the next step's ``z``.
 
->>> recorder = HistoryRecorder()
->>> recorder(np.array([0]), np.array([0.5]), np.array([0.1]), np.array([0]))
->>> recorder(np.array([0]), np.array([-0.2]), np.array([0.0]), np.array([1]))
+>>> recorder = HistoryRecorder(max_steps=1000)
+>>> recorder(np.array([7]), np.array([0.5]), np.array([0.1]), np.array([0]))
+>>> recorder(np.array([7]), np.array([-0.2]), np.array([0.0]), np.array([1]))
 >>> [s.z.tolist() for s in recorder.sequences()]
 [[0.5, -0.2]]
 """
@@ -54,25 +54,78 @@ class Windows:
         return int(self.y_train.size + self.y_valid.size)
 
 
+# What a HistoryRecorder holds per step: series key, z, d and ts, 8 bytes each.
+RECORDED_STEP_BYTES = 32
+# The bootstrap recorder holds this many times the warm steps the first model waits for.
+# A bootstrap run that fails or is rejected is retried at twice the steps seen (Retrainer),
+# so the first two retries each train on more data than the try before; beyond that, more
+# of the same naive-served stream is unlikely to change the outcome, and the recorder
+# stays at 2.6 MB for the default 20,000 steps.
+BOOTSTRAP_HEADROOM = 4
+# ``forecaster train`` reads a whole file: it trains on at most its newest 10 million warm
+# steps (320 MB held here; Keras' windows of them take several times that).
+OFFLINE_MAX_STEPS = 10_000_000
+
+
 class HistoryRecorder:
-    """Collects every warm step the engine makes (a StepRecorder), grouped per series on demand."""
+    """Collects the warm steps the engine makes (a StepRecorder), grouped per series on demand.
 
-    def __init__(self) -> None:
-        self._rounds: list[tuple[IntArray, FloatArray, FloatArray, IntArray]] = []
-        self.steps = 0
+    At most ``max_steps`` are held (``RECORDED_STEP_BYTES`` each, in arrays allocated once,
+    whose pages are mapped as they fill): past that, each new step replaces the oldest,
+    so every series keeps its newest steps, contiguous. Steps are grouped by the series
+    key the engine gives (``SeriesTable.uid``), never by slot: a series evicted and then
+    replaced in its slot by another stays a sequence of its own.
 
-    def __call__(self, slots: IntArray, z: FloatArray, d: FloatArray, ts: IntArray) -> None:
-        self._rounds.append((slots.copy(), z.copy(), d.copy(), ts.copy()))
-        self.steps += len(slots)
+    >>> recorder = HistoryRecorder(max_steps=3)
+    >>> for ts in range(4):
+    ...     recorder(np.array([1, 2]), np.array([ts, -ts]), np.zeros(2), np.array([ts, ts]))
+    >>> [s.z.tolist() for s in recorder.sequences()], recorder.steps, recorder.held
+    ([[3.0], [-2.0, -3.0]], 8, 3)
+    """
+
+    def __init__(self, max_steps: int) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.max_steps = max_steps
+        self._series = np.zeros(max_steps, np.int64)
+        self._z = np.zeros(max_steps)
+        self._d = np.zeros(max_steps)
+        self._ts = np.zeros(max_steps, np.int64)
+        self.steps = 0  # every step recorded, including those no longer held
+
+    @classmethod
+    def for_bootstrap(cls, bootstrap_steps: int) -> HistoryRecorder:
+        """The recorder of the data a first model is trained on (``BOOTSTRAP_HEADROOM``)."""
+        return cls(BOOTSTRAP_HEADROOM * bootstrap_steps)
+
+    @property
+    def held(self) -> int:
+        return min(self.steps, self.max_steps)
+
+    @property
+    def nbytes(self) -> int:
+        return RECORDED_STEP_BYTES * self.max_steps
+
+    def __call__(self, series: IntArray, z: FloatArray, d: FloatArray, ts: IntArray) -> None:
+        kept = slice(max(0, len(series) - self.max_steps), None)  # the newest fit whole
+        cells = (self.steps + np.arange(len(series))[kept]) % self.max_steps
+        self._series[cells] = series[kept]
+        self._z[cells] = z[kept]
+        self._d[cells] = d[kept]
+        self._ts[cells] = ts[kept]
+        self.steps += len(series)
 
     def sequences(self) -> list[Sequence]:
-        """One sequence per slot seen, in slot order; steps keep their recorded order."""
-        if not self._rounds:
-            return []
-        slots, z, d, ts = (np.concatenate(column) for column in zip(*self._rounds, strict=True))
-        order = np.argsort(slots, kind="stable")
-        bounds = np.flatnonzero(np.diff(slots[order])) + 1
-        return [Sequence(z=z[part], d=d[part], ts=ts[part]) for part in np.split(order, bounds)]
+        """One sequence per series held, in key order; steps keep their recorded order."""
+        cells = (self.steps - self.held + np.arange(self.held)) % self.max_steps  # oldest first
+        series = self._series[cells]
+        order = cells[np.argsort(series, kind="stable")]
+        bounds = np.flatnonzero(np.diff(self._series[order])) + 1
+        return [
+            Sequence(z=self._z[part], d=self._d[part], ts=self._ts[part])
+            for part in np.split(order, bounds)
+            if len(part)
+        ]
 
 
 def sequences_from_history(history: History) -> list[Sequence]:

@@ -6,9 +6,19 @@ series at most once and every round is one vectorised step across all its series
 (in blocks of ``block_rows`` series). Several ticks of one series are thereby stepped
 in order.
 
-A tick whose ts is not after its series' last accepted ts is rejected, not stepped.
-A series with less than ``min_history`` returns, or any series while no model is
-loaded, gets the naive forecast (its last price), flagged ``model_version="naive"``.
+A tick whose ts is not after its series' last accepted ts is rejected, not stepped,
+and so is a tick of a new series while ``max_series`` series are held. A series with
+less than ``min_history`` returns, or any series while no model is loaded, gets the
+naive forecast (its last price), flagged ``model_version="naive"``; so does a tick whose
+model output (prediction, recurrent state or forecast) is not finite, and that series'
+recurrent state starts again from zeros (counted in ``EngineResult.nonfinite``).
+
+A processed batch is *pending* until ``commit()`` makes it final (its warm steps go to
+the recorder, idle series are evicted) or ``rollback()`` puts every series it touched
+back as it was, which it can because stepping kept an undo record of what it
+overwrote. If stepping a batch raises, the batch is rolled back and its ticks are
+stepped one at a time, each with its own undo record, so that only a tick whose own
+step raises is rejected (``internal_error``).
 
 >>> from forecaster.ticks import parse_messages
 >>> engine = Engine(EngineParams())
@@ -17,21 +27,36 @@ loaded, gets the naive forecast (its last price), flagged ``model_version="naive
 >>> result = engine.process(ticks)
 >>> result.forecasts.forecast.tolist(), [r.reason.value for r in result.rejects]
 ([2.0], ['ts_duplicate'])
+>>> engine.rollback()
+>>> len(engine.table), engine.commit()
+(0, 0)
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
+from forecaster.faults import internal_error_detail, log_internal_error
 from forecaster.features import FEATURE_NAMES, FeatureParams, FeatureStep, advance, model_inputs
 from forecaster.model.stepper import Stepper
 from forecaster.skill import calibrate
-from forecaster.state import SeriesTable, TableSnapshot
+from forecaster.state import (
+    Allocations,
+    Backup,
+    BackupArea,
+    SeriesTable,
+    TableSnapshot,
+    put_rows,
+    take_rows,
+)
 from forecaster.ticks import RejectReason, TickColumns
+
+log = logging.getLogger(__name__)
 
 NAIVE = "naive"
 
@@ -39,7 +64,8 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-# Called with (slots, z, d, ts) for every warm step, e.g. to collect training data.
+# Called at each commit with (series, z, d, ts) of the batch's warm steps, each series'
+# in order, e.g. to collect training data; series are SeriesTable uids, never reused.
 StepRecorder = Callable[[IntArray, FloatArray, FloatArray, IntArray], None]
 
 
@@ -111,35 +137,70 @@ class ForecastBatch:
 class EngineResult:
     forecasts: ForecastBatch
     rejects: list[OrderReject]
-    evicted: int = 0  # idle series dropped after this batch
+    nonfinite: int = 0  # forecasts that fell back to naive as the model's output was not finite
+
+
+@dataclass(slots=True)
+class _Undo:
+    """What one attempt (a whole batch, or one tick of it) overwrote, to put it back, and
+    the warm steps it made, for the recorder at commit."""
+
+    journal: Allocations
+    rejects: int  # how many rejects the batch had before this attempt
+    nonfinite: int
+    backup: Backup | None = None
+    warm: list[tuple[IntArray, FloatArray, FloatArray, IntArray]] = field(default_factory=list)
+
+    def restore(self, table: SeriesTable) -> None:
+        if self.backup is not None:
+            table.restore(self.backup)
+        table.unallocate(self.journal)
 
 
 @dataclass(slots=True)
 class _Work:
-    """A batch in progress: per-tick outputs, filled in round by round."""
+    """A batch in progress: per-tick outputs, filled in round by round, and its undo records."""
 
     ticks: TickColumns
-    slots: IntArray
+    slots: IntArray  # -1 where none was allocated
     forecast: FloatArray
     naive: BoolArray
     accepted: BoolArray
     previous_price: FloatArray
     previous_forecast: FloatArray
     rejects: list[OrderReject]
+    undo: list[_Undo]
+    nonfinite: int = 0
 
     @classmethod
-    def start(cls, ticks: TickColumns, slots: IntArray) -> _Work:
+    def start(cls, ticks: TickColumns) -> _Work:
         n = len(ticks)
         return cls(
             ticks=ticks,
-            slots=slots,
+            slots=np.full(n, -1, np.int64),
             forecast=ticks.price.copy(),
             naive=np.ones(n, bool),
             accepted=np.zeros(n, bool),
             previous_price=np.zeros(n),
             previous_forecast=np.zeros(n),
             rejects=[],
+            undo=[],
         )
+
+    def begin(self, table: SeriesTable) -> _Undo:
+        """A new undo record, for the attempt that starts now."""
+        self.undo.append(_Undo(table.journal(), len(self.rejects), self.nonfinite))
+        return self.undo[-1]
+
+    def abandon(self, table: SeriesTable, index: int) -> None:
+        """Undo the last attempt, that of tick ``index``, and forget its outputs."""
+        undo = self.undo.pop()
+        undo.restore(table)
+        del self.rejects[undo.rejects :]
+        self.nonfinite = undo.nonfinite
+        self.slots[index], self.accepted[index], self.naive[index] = -1, False, True
+        self.forecast[index] = self.ticks.price[index]
+        self.previous_price[index] = self.previous_forecast[index] = 0.0
 
     def result(self, version: str) -> EngineResult:
         keep = np.flatnonzero(self.accepted)
@@ -151,7 +212,8 @@ class _Work:
             self.previous_price[keep],
             self.previous_forecast[keep],
         )
-        return EngineResult(forecasts, sorted(self.rejects, key=lambda reject: reject.index))
+        rejects = sorted(self.rejects, key=lambda reject: reject.index)
+        return EngineResult(forecasts, rejects, self.nonfinite)
 
 
 class Engine:
@@ -168,25 +230,117 @@ class Engine:
         self.recorder = recorder
         self.table = SeriesTable(params.ring_length, state_size=0)
         self._evictions = IdleEviction(params.evict_ttl_ns)
+        self._pending: _Work | None = None
+        self._backup_area = BackupArea()  # of the batch stepped together, reused
         if model is not None:
             self.swap_model(model)
 
     def process(self, ticks: TickColumns) -> EngineResult:
-        """Step every tick of the batch; returns forecasts of the accepted ones and the rejects."""
-        work = _Work.start(ticks, self.table.slots_for(ticks.series, ticks.partition))
-        for index in _rounds(work.slots):
+        """Step every tick of the batch; returns forecasts of the accepted ones and the rejects.
+
+        The batch stays pending until ``commit`` or ``rollback``; one still pending from
+        before is committed first.
+        """
+        self.commit()
+        try:
+            work = self._attempt(ticks, self._step_together)
+        except Exception as exc:
+            log.debug("stepping a batch of %d ticks raised %s; stepping them one at a time",
+                      len(ticks), internal_error_detail(exc))  # fmt: skip
+            work = self._attempt(ticks, self._step_singly)
+        return work.result(self._version())
+
+    def commit(self) -> int:
+        """Make the pending batch final: its warm steps go to the recorder, then idle series
+        are evicted. Returns how many were (0 with no batch pending)."""
+        work, self._pending = self._pending, None
+        if work is None:
+            return 0
+        self._record(work)
+        accepted = np.flatnonzero(work.accepted)
+        series = self.table.uid[work.slots[accepted]]
+        ticks = work.ticks
+        return self._evictions.sweep(
+            self.table, ticks.partition[accepted], series, ticks.ts[accepted]
+        )
+
+    def rollback(self) -> None:
+        """Put every series the pending batch touched back as it was before the batch, and
+        drop the series it created (nothing happens with no batch pending)."""
+        work, self._pending = self._pending, None
+        if work is None:
+            return
+        for undo in reversed(work.undo):
+            undo.restore(self.table)
+
+    def _attempt(self, ticks: TickColumns, step: Callable[[_Work], None]) -> _Work:
+        """Run ``step`` on ``ticks`` as the pending batch; if it raises, it is rolled back."""
+        work = self._pending = _Work.start(ticks)
+        try:
+            step(work)
+        except BaseException:
+            self.rollback()
+            raise
+        return work
+
+    def _step_together(self, work: _Work) -> None:
+        """Step the whole batch in rounds, under one undo record."""
+        undo = work.begin(self.table)
+        ticks = work.ticks
+        work.slots[:] = self._slots_for(ticks.series, ticks.partition, undo)
+        rounds = self._rounds_of_admitted(work, np.arange(len(ticks)))
+        if not rounds:
+            return
+        slots, appends = _touched(work.slots, rounds)
+        undo.backup = self.table.backup(slots, appends, self._backup_area)
+        for index in rounds:
             for block in row_blocks(len(index), self.params.block_rows):
                 self._step_round(work, index[block])
-        result = work.result(self._version())
-        result.evicted = self._evictions.sweep(self.table, ticks)
-        return result
+
+    def _step_singly(self, work: _Work) -> None:
+        """Step the batch tick by tick, each under its own undo record; a tick whose step
+        raises is rolled back and rejected."""
+        for index in range(len(work.ticks)):
+            try:
+                self._step_one(work, index)
+            except Exception as exc:
+                work.abandon(self.table, index)
+                log_internal_error("stepping a tick", exc)
+                work.rejects.append(
+                    OrderReject(index, RejectReason.INTERNAL_ERROR, internal_error_detail(exc))
+                )
+
+    def _step_one(self, work: _Work, index: int) -> None:
+        undo = work.begin(self.table)
+        ticks, at = work.ticks, slice(index, index + 1)
+        work.slots[at] = self._slots_for(ticks.series[at], ticks.partition[at], undo)
+        admitted = self._rounds_of_admitted(work, np.arange(index, index + 1))
+        if admitted:
+            (rows,) = admitted
+            undo.backup = self.table.backup(work.slots[rows], np.ones(1, np.int64))
+            self._step_round(work, rows)
+
+    def _slots_for(
+        self, series: list[str], partition: npt.NDArray[np.int32], undo: _Undo
+    ) -> IntArray:
+        limit = self.params.max_series
+        return self.table.slots_for(series, partition, limit=limit, journal=undo.journal)
+
+    def _rounds_of_admitted(self, work: _Work, index: IntArray) -> list[IntArray]:
+        """The rounds of the ticks at ``index`` that have a slot; the others are rejected."""
+        slots = work.slots[index]
+        refused = slots < 0
+        if refused.any():
+            work.rejects.extend(_limit_rejects(index[refused], self.params.max_series))
+            index, slots = index[~refused], slots[~refused]
+        return [index[rows] for rows in _rounds(slots)]
 
     def _step_round(self, work: _Work, index: IntArray) -> None:
         """Step the ticks at ``index``, which belong to distinct series (a round, or a block
         of one)."""
         table = self.table
         slots, ts = work.slots[index], work.ticks.ts[index]
-        stats = table.stats[slots]
+        stats = take_rows(table.stats, slots)
         in_order = (stats["last_price"] == 0) | (ts > stats["last_ts"])
         if not in_order.all():
             out = ~in_order
@@ -201,30 +355,60 @@ class Engine:
         work.previous_price[index] = stats["last_price"]
         work.previous_forecast[index] = table.last_forecast[slots]
         step = advance(self.params.features, stats, work.ticks.price[index], ts)
-        table.stats[slots] = stats
+        put_rows(table.stats, slots, stats)
         if step.warm.any():
             self._step_model(work, index[step.warm], slots[step.warm], step.take(step.warm))
         table.last_forecast[slots] = np.where(work.naive[index], 0.0, work.forecast[index])
 
     def _step_model(self, work: _Work, index: IntArray, slots: IntArray, step: FeatureStep) -> None:
-        """Record the warm steps and, with a model, step it and forecast from its prediction."""
+        """Append the warm steps to the rings (keeping them for the recorder) and, with a
+        model, step it and forecast from its prediction."""
         ts = work.ticks.ts[index]
         self.table.append_history(slots, step.z, step.d, ts)
         if self.recorder is not None:
-            self.recorder(slots, step.z, step.d, ts)
-        if self.model is None:
-            return
-        inputs = model_inputs(step.z, step.d, ts)
-        prediction, self.table.recurrent[slots] = self.model.step(
-            inputs, self.table.recurrent[slots]
-        )
-        trusted = calibrate(self.table.stats, slots, step.z, prediction.astype(np.float64), inputs)
+            work.undo[-1].warm.append((slots, step.z, step.d, ts))
+        if self.model is not None:
+            self._forecast(self.model, work, index, slots, step)
+
+    def _forecast(
+        self,
+        model: Stepper,
+        work: _Work,
+        index: IntArray,
+        slots: IntArray,
+        step: FeatureStep,
+    ) -> None:
+        """Step the model; forecast from its prediction, or naive where any of its output
+        is not finite (that series' recurrent state then starts again from zeros)."""
+        inputs = model_inputs(step.z, step.d, work.ticks.ts[index])
+        prediction, state = model.step(inputs, self.table.recurrent[slots])
+        failed = ~np.isfinite(prediction)
+        if not np.isfinite(state).all():
+            failed |= ~np.isfinite(state).all(axis=1)
+        usable = np.where(failed, np.nan, prediction.astype(np.float64))  # nan: no forecast
+        trusted = calibrate(self.table.stats, slots, step.z, usable, inputs)
         price = work.ticks.price[index]
-        work.forecast[index] = price * np.exp(step.scale * trusted)
-        work.naive[index] = False
+        with np.errstate(over="ignore", invalid="ignore"):
+            forecast = price * np.exp(step.scale * trusted)
+        failed |= ~np.isfinite(forecast)
+        state[failed] = 0.0
+        self.table.recurrent[slots] = state
+        work.forecast[index] = np.where(failed, price, forecast)
+        work.naive[index] = failed
+        work.nonfinite += int(failed.sum())
+
+    def _record(self, work: _Work) -> None:
+        """Hand the warm steps of a batch being committed to the recorder, in one call."""
+        warm = [steps for undo in work.undo for steps in undo.warm]
+        if self.recorder is None or not warm:
+            return
+        slots, z, d, ts = (np.concatenate(column) for column in zip(*warm, strict=True))
+        self.recorder(self.table.uid[slots], z, d, ts)
 
     def swap_model(self, model: Stepper) -> None:
-        """Serve ``model`` from the next batch on, its states re-warmed from the history rings."""
+        """Serve ``model`` from the next batch on, its states re-warmed from the history rings
+        (a pending batch is committed first)."""
+        self.commit()
         if model.spec.n_features != len(FEATURE_NAMES):
             raise ValueError(
                 f"model expects {model.spec.n_features} features, engine makes {len(FEATURE_NAMES)}"
@@ -242,20 +426,27 @@ class Engine:
             rows = slots[block]
             history = self.table.history(rows)
             x = model_inputs(history.z, history.d, history.ts)
-            _, self.table.recurrent[rows] = self.model.run(x, history.length)
+            _, state = self.model.run(x, history.length)
+            state[~np.isfinite(state).all(axis=1)] = 0.0
+            self.table.recurrent[rows] = state
 
     def snapshot_partition(self, partition: int) -> PartitionState:
-        """A copy of the state of every series on ``partition`` (checkpoints)."""
+        """A copy of the state of every series on ``partition`` (checkpoints), with the
+        pending batch, if any, stepped in."""
         slots = self.table.slots_of_partition(partition)
         return PartitionState(partition, self._version(), self.table.snapshot(slots))
 
     def take_partition(self, partition: int) -> PartitionState:
-        """Detach the state of every series on ``partition`` (revoke, hand-off)."""
+        """Detach the state of every series on ``partition`` (revoke, hand-off); a pending
+        batch is committed first."""
+        self.commit()
         slots = self.table.slots_of_partition(partition)
         return PartitionState(partition, self._version(), self.table.take(slots))
 
     def put_partition(self, state: PartitionState) -> None:
-        """Attach a partition's state; recurrent states made by another model are re-warmed."""
+        """Attach a partition's state; recurrent states made by another model are re-warmed.
+        A pending batch is committed first."""
+        self.commit()
         snapshot = state.snapshot
         if state.model_version != self._version():
             snapshot = replace(
@@ -272,27 +463,74 @@ class Engine:
 
 @dataclass
 class IdleEviction:
-    """Evicts series idle for ``ttl_ns`` of event time: each partition's clock is the newest
-    ts it delivered, so a replay evicts exactly as the live run did and a partition that
-    lags behind the others loses nothing. A partition is swept each time its clock moved
-    on by an eighth of the TTL, so memory stays bounded at a small cost per batch."""
+    """Evicts series idle for ``ttl_ns`` of event time, on each partition's own clock, so a
+    replay evicts as the live run did and a partition that lags behind the others loses
+    nothing. A partition is swept each time its clock moved on by an eighth of the TTL, so
+    memory stays bounded at a small cost per batch.
+
+    The clock is the newest ts that *two distinct series* of the partition reached with
+    accepted ticks: the second-newest of their last ts. So one tick, or one series with a
+    broken clock, can never evict the others however far ahead it is (it cannot move the
+    clock past the newest ts another series reached), nor stop the clock (the others
+    drive it on). The price: a partition on which only one series still ticks keeps its
+    idle series (within ``max_series``) until a second one ticks; but every rule
+    that lets one series drive the clock alone lets that series, with a clock in the
+    future, evict every other series. It takes two series with future clocks on one
+    partition to do that here; live input refuses ticks ahead of the wall clock anyway.
+    """
 
     ttl_ns: int
-    newest: dict[int, int] = field(default_factory=dict)
+    # Per partition: the last ts and uid of its two series with the newest, newest first.
+    leaders: dict[int, tuple[IntArray, IntArray]] = field(default_factory=dict)
     swept: dict[int, int] = field(default_factory=dict)
 
-    def sweep(self, table: SeriesTable, ticks: TickColumns) -> int:
-        if self.ttl_ns <= 0 or not len(ticks):
+    def sweep(
+        self,
+        table: SeriesTable,
+        partition: npt.NDArray[np.int32],
+        series: IntArray,
+        ts: IntArray,
+    ) -> int:
+        """Move the clocks on by accepted ticks (their ``partition``, ``series`` uid and
+        ``ts``) and evict where due; returns how many series were evicted."""
+        if self.ttl_ns <= 0 or not len(ts):
             return 0
         evicted = 0
-        for partition in np.unique(ticks.partition).tolist():
-            newest = max(self.newest.get(partition, 0),
-                         int(ticks.ts[ticks.partition == partition].max()))  # fmt: skip
-            self.newest[partition] = newest
-            if newest - self.swept.get(partition, 0) >= self.ttl_ns // 8:
-                self.swept[partition] = newest
-                evicted += table.evict_idle(newest - self.ttl_ns, partition)
+        for number in np.unique(partition).tolist():
+            on = partition == number
+            clock = self._advance(number, series[on], ts[on])
+            if clock - self.swept.get(number, 0) >= self.ttl_ns // 8:
+                self.swept[number] = clock
+                evicted += table.evict_idle(clock - self.ttl_ns, number)
         return evicted
+
+    def clock(self, partition: int) -> int:
+        """The partition's eviction clock (0 until two of its series ticked)."""
+        ts, _ = self.leaders.get(partition, (_NO_TS, _NO_TS))
+        return int(ts[1]) if len(ts) == 2 else 0
+
+    def _advance(self, partition: int, series: IntArray, ts: IntArray) -> int:
+        known_ts, known_series = self.leaders.get(partition, (_NO_TS, _NO_TS))
+        self.leaders[partition] = _leaders(np.r_[known_ts, ts], np.r_[known_series, series])
+        return self.clock(partition)
+
+
+_NO_TS = np.zeros(0, np.int64)
+
+
+def _leaders(ts: IntArray, series: IntArray) -> tuple[IntArray, IntArray]:
+    """Of the (at most) two distinct ``series`` that reached the newest ``ts``, each one's
+    newest ts and the series, newest first (series 2 counts once, with its 9):
+
+    >>> _leaders(np.array([5, 9, 8, 7]), np.array([1, 2, 2, 3]))
+    (array([9, 7]), array([2, 3]))
+    """
+    first = int(np.argmax(ts))
+    others = np.flatnonzero(series != series[first])
+    if not len(others):
+        return ts[[first]], series[[first]]
+    pick = [first, int(others[np.argmax(ts[others])])]
+    return ts[pick], series[pick]
 
 
 def _order_rejects(index: IntArray, ts: IntArray, last_ts: IntArray) -> list[OrderReject]:
@@ -306,6 +544,11 @@ def _order_rejects(index: IntArray, ts: IntArray, last_ts: IntArray) -> list[Ord
     ]
 
 
+def _limit_rejects(index: IntArray, max_series: int) -> list[OrderReject]:
+    detail = f"a new series while {max_series} series are held (max_series)"
+    return [OrderReject(i, RejectReason.SERIES_LIMIT, detail) for i in index.tolist()]
+
+
 def row_blocks(rows: int, size: int) -> Iterator[slice]:
     """Consecutive slices of at most ``size`` of ``rows`` rows, how the engine steps them.
 
@@ -313,6 +556,13 @@ def row_blocks(rows: int, size: int) -> Iterator[slice]:
     [slice(0, 2, None), slice(2, 4, None), slice(4, 6, None)]
     """
     return (slice(start, start + size) for start in range(0, rows, size))
+
+
+def _touched(slots: IntArray, rounds: list[IntArray]) -> tuple[IntArray, IntArray]:
+    """The distinct slots of the ticks in ``rounds`` and how many ticks each has."""
+    if len(rounds) == 1:
+        return slots[rounds[0]], np.ones(len(rounds[0]), np.int64)
+    return np.unique(slots[np.concatenate(rounds)], return_counts=True)
 
 
 def _rounds(slots: IntArray) -> list[IntArray]:

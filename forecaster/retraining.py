@@ -206,7 +206,7 @@ class Retrainer:
         self.outcomes: list[Outcome] = []
         self.training: TrainingProcess | None = None  # the live run in its child process
         self._bootstrap: HistoryRecorder | None = (
-            HistoryRecorder() if engine.model is None else None
+            HistoryRecorder.for_bootstrap(policy.bootstrap_steps) if engine.model is None else None
         )
         self._bootstrap_at = policy.bootstrap_steps
         self._clock = DataClock(policy)
@@ -223,12 +223,13 @@ class Retrainer:
         self._scheduler: Any = None
         engine.recorder = self.record
 
-    def record(self, slots: IntArray, z: FloatArray, d: FloatArray, ts: IntArray) -> None:
-        """The engine's StepRecorder: counts warm steps, keeps the first model's data."""
-        self._steps_since += len(slots)
+    def record(self, series: IntArray, z: FloatArray, d: FloatArray, ts: IntArray) -> None:
+        """The engine's StepRecorder (at each commit): counts warm steps, keeps the first
+        model's data (the newest ``BOOTSTRAP_HEADROOM`` x ``bootstrap_steps`` of them)."""
+        self._steps_since += len(series)
         self._newest_ts = max(self._newest_ts, int(ts.max(initial=0)))
         if self._bootstrap is not None:
-            self._bootstrap(slots, z, d, ts)
+            self._bootstrap(series, z, d, ts)
 
     @property
     def running(self) -> bool:

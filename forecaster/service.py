@@ -214,14 +214,17 @@ def replay(
 
 def train(settings: Settings, input_path: Path, verbose: int = 1) -> TrainedModel:
     """`forecaster train`: compute features over a tick file, fit, save and promote a version."""
-    from forecaster.dataset import HistoryRecorder
+    from forecaster.dataset import OFFLINE_MAX_STEPS, HistoryRecorder
 
-    recorder = HistoryRecorder()
+    recorder = HistoryRecorder(OFFLINE_MAX_STEPS)
     engine = Engine(settings.engine_params(), recorder=recorder)
     source = CsvSource(input_path, settings.max_batch)
     while (batch := source.poll(0.0)) is not None:
         engine.process(batch.parse().ticks)
+        engine.commit()
     log.info("features of %d warm steps over %d series", recorder.steps, len(engine.table))
+    if recorder.held < recorder.steps:
+        log.warning("training on the newest %d of them", recorder.held)
     return trainer_of(settings, registry_of(settings)).train(recorder.sequences(), verbose)
 
 

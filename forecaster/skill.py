@@ -18,12 +18,21 @@ standardised return that followed each tick (the *outcome*):
 
 The served prediction of the next standardised return is ``gain * head``.
 
+A non-finite prediction is no forecast: the tick's outcome is still folded in, but the
+tick leaves no regressors and no head forecast (0, as before a series' first one), and
+serves 0. A record that would still take a non-finite value keeps its previous values,
+so no input can make a series' record non-finite.
+
 >>> from forecaster.features import model_inputs, new_stats
 >>> stats, slot, ts = new_stats(1), np.array([0]), np.array([6 * 3_600_000_000_000])
 >>> served = [calibrate(stats, slot, np.array([z]), np.array([0.0]),
 ...                     model_inputs(np.array([z]), np.array([0.0]), ts)) for z in (1.0, 0.5)]
 >>> [float(s[0]) for s in served]  # no record yet: naive
 [0.0, 0.0]
+>>> inputs = model_inputs(np.array([0.3]), np.array([0.0]), ts)
+>>> served = calibrate(stats, slot, np.array([0.3]), np.array([np.nan]), inputs)
+>>> float(served[0]), float(stats["last_head"][0]), bool(np.isfinite(stats["head_gram"]).all())
+(0.0, 0.0, True)
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forecaster.features import FEATURE_NAMES
+from forecaster.state import put_rows, take_rows
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -43,6 +53,9 @@ PRIOR = 1.0  # weight of the belief that a head without a record has no skill
 MAX_GAIN = 1.0
 _DECAY = 0.5 ** (1.0 / HALFLIFE)
 _IDENTITY = np.eye(len(REGRESSORS))
+RECORD_FIELDS = (
+    "head_gram", "head_cross", "head_inputs", "skill_cross", "skill_power", "last_head"
+)  # fmt: skip
 
 
 def calibrate(
@@ -58,7 +71,36 @@ def calibrate(
     ``prediction`` is the model's raw prediction of the next standardised return, made
     from ``inputs``, this tick's model input rows (``forecaster.features.model_inputs``).
     """
-    rows = stats[slots]
+    rows = take_rows(stats, slots)
+    with np.errstate(over="ignore", invalid="ignore"):  # what overflows is not kept, below
+        _fold_outcome(rows, z)
+        head, gain = _forecast(rows, prediction, inputs)
+    finite = _finite_records(rows)
+    if not finite.all():
+        rows[~finite] = _without_forecast(stats[slots[~finite]])
+    put_rows(stats, slots, rows)
+    served: FloatArray = np.where(finite, gain * head, 0.0)
+    return served
+
+
+def _forecast(
+    rows: npt.NDArray[np.void], prediction: FloatArray, inputs: npt.NDArray[np.float32]
+) -> tuple[FloatArray, FloatArray]:
+    """Each row's head forecast and trust; records the regressors it was made from."""
+    usable = np.isfinite(prediction)[:, None]
+    regressors = np.where(usable, np.column_stack([prediction, inputs.astype(np.float64)]), 0.0)
+    weights = np.linalg.solve(
+        rows["head_gram"] + HEAD_PRIOR * _IDENTITY, rows["head_cross"][:, :, None]
+    )[:, :, 0]
+    head: FloatArray = np.einsum("ij,ij->i", regressors, weights)
+    gain: FloatArray = np.clip(rows["skill_cross"] / (rows["skill_power"] + PRIOR), 0.0, MAX_GAIN)
+    rows["head_inputs"] = regressors
+    rows["last_head"] = head
+    return head, gain
+
+
+def _fold_outcome(rows: npt.NDArray[np.void], z: FloatArray) -> None:
+    """Fold each row's outcome ``z`` into its head's regression and its trust, in place."""
     previous = rows["head_inputs"]  # zeros before the series' first head forecast
     rows["head_gram"] = _DECAY * rows["head_gram"] + previous[:, :, None] * previous[:, None, :]
     rows["head_cross"] = _DECAY * rows["head_cross"] + previous * z[:, None]
@@ -66,14 +108,19 @@ def calibrate(
     rows["skill_cross"] = _DECAY * rows["skill_cross"] + last_head * z
     rows["skill_power"] = _DECAY * rows["skill_power"] + last_head * last_head
 
-    regressors = np.column_stack([prediction, inputs.astype(np.float64)])
-    weights = np.linalg.solve(
-        rows["head_gram"] + HEAD_PRIOR * _IDENTITY, rows["head_cross"][:, :, None]
-    )[:, :, 0]
-    head = np.einsum("ij,ij->i", regressors, weights)
-    gain = np.clip(rows["skill_cross"] / (rows["skill_power"] + PRIOR), 0.0, MAX_GAIN)
-    rows["head_inputs"] = regressors
-    rows["last_head"] = head
-    stats[slots] = rows
-    served: FloatArray = gain * head
-    return served
+
+def _finite_records(rows: npt.NDArray[np.void]) -> npt.NDArray[np.bool_]:
+    finite = np.ones(len(rows), bool)
+    if all(np.isfinite(rows[name]).all() for name in RECORD_FIELDS):
+        return finite
+    for name in RECORD_FIELDS:
+        values = rows[name].reshape(len(rows), -1)
+        finite &= np.isfinite(values).all(axis=1)
+    return finite
+
+
+def _without_forecast(rows: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
+    """``rows`` (a copy) as if their series made no head forecast at this tick."""
+    rows["head_inputs"] = 0.0
+    rows["last_head"] = 0.0
+    return rows

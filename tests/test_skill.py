@@ -60,3 +60,36 @@ def test_the_trust_never_exceeds_its_bound() -> None:
     outcomes[1:, 0] += 2.0 * predictions[:-1, 0]
     ratio = served(predictions, outcomes)[-500:, 0] / predictions[-500:, 0]
     assert 1.7 < np.median(ratio) <= 2.0 * MAX_GAIN
+
+
+def history(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The statistics of one series after ``n`` ticks of random predictions and outcomes."""
+    rng = np.random.default_rng(seed)
+    stats, slot = new_stats(1), np.array([0])
+    for tick in range(n):
+        z = rng.normal(0.0, 1.0, 1)
+        calibrate(stats, slot, z, rng.normal(0.0, 0.5, 1), model_inputs(z, z, np.array([tick])))
+    return stats, slot, rng.normal(0.0, 1.0, 1)
+
+
+def test_a_non_finite_prediction_is_no_forecast_but_its_outcome_still_counts() -> None:
+    stats, slot, z = history(50, seed=4)
+    inputs = model_inputs(z, z, np.array([TICK_NS]))
+    reference = stats.copy()
+    calibrate(reference, slot, z, np.array([0.0]), inputs)
+    for bad in (np.nan, np.inf, -np.inf):
+        got = stats.copy()
+        assert calibrate(got, slot, z, np.array([bad]), inputs).tolist() == [0.0]
+        for name in ("head_gram", "head_cross", "skill_cross", "skill_power"):
+            np.testing.assert_array_equal(got[name], reference[name], err_msg=name)
+        assert (got["head_inputs"] == 0).all() and got["last_head"][0] == 0.0
+
+
+def test_a_record_never_takes_a_non_finite_value() -> None:
+    stats, slot, z = history(50, seed=5)
+    inputs = model_inputs(z, z, np.array([TICK_NS]))
+    for _ in range(3):  # a finite prediction whose square overflows
+        served = calibrate(stats, slot, z, np.array([1e300]), inputs)
+        assert np.isfinite(served).all()
+        for name in stats.dtype.names or ():
+            assert np.isfinite(stats[name]).all(), name

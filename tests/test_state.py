@@ -1,6 +1,6 @@
 import numpy as np
 
-from forecaster.state import SeriesTable
+from forecaster.state import BackupArea, SeriesTable
 
 
 def test_slots_are_stable_and_grow_past_capacity() -> None:
@@ -61,7 +61,68 @@ def test_unbounded_series_names_stay_in_bounded_memory_with_eviction() -> None:
             volume=np.full(100, np.nan),
             partition=np.zeros(100, np.int32),
         )
-        evicted += engine.process(ticks).evicted
+        engine.process(ticks)
+        evicted += engine.commit()
     assert len(engine.table) <= 100 * (10 + 10 // 8 + 2)  # TTL plus one sweep interval
     assert engine.table.capacity <= 2048  # 30,000 names seen, arrays never grew past this
     assert evicted == 30_000 - len(engine.table)
+
+
+def test_a_journal_takes_its_allocations_back_exactly() -> None:
+    table = SeriesTable(ring_length=2, state_size=1, capacity=2)
+    table.slots_for(["A", "B", "C"])
+    table.evict_idle(cutoff_ts=1)  # all three idle: slots 0-2 free
+    table.slots_for(["D"])
+    before = (dict(table.slot_of), list(table.series), list(table._free), table.uid.copy())
+    journal = table.journal()
+    slots = table.slots_for(["E", "D", "F", "G", "H"], journal=journal)  # 2 reused, 2 grown
+    table.stats["last_price"][slots[[0, 2, 3, 4]]] = 9.0  # the new series
+    table.unallocate(journal)
+    after = (dict(table.slot_of), list(table.series), list(table._free), table.uid)
+    assert after[:3] == before[:3]
+    np.testing.assert_array_equal(after[3], np.r_[before[3], np.zeros(4, np.int64)])
+    assert (table.stats["last_price"] == 0).all()
+    # Allocating again gives the same slots and uids, as if the first time never happened.
+    assert table.slots_for(["E", "D", "F", "G", "H"]).tolist() == slots.tolist()
+    assert table.uid[slots].tolist() == [5, 4, 6, 7, 8]
+
+
+def test_uids_are_never_reused_by_a_later_series() -> None:
+    table = SeriesTable(ring_length=2, state_size=1)
+    (old,) = table.slots_for(["A"])
+    uid = int(table.uid[old])
+    table.evict_idle(cutoff_ts=1)
+    (new,) = table.slots_for(["B"])
+    assert new == old and table.uid[new] != uid and table.uid[new] > 0
+
+
+def test_a_limit_refuses_only_new_names() -> None:
+    table = SeriesTable(ring_length=2, state_size=1)
+    table.slots_for(["A", "B"])
+    assert table.slots_for(["C", "A", "C", "B"], limit=2).tolist() == [-1, 0, -1, 1]
+    assert len(table) == 2 and "C" not in table.slot_of
+    assert table.slots_for(["C"], limit=3).tolist() == [2]
+
+
+def test_a_backup_restores_rows_and_the_ring_cells_of_the_appends_it_was_made_for() -> None:
+    table = SeriesTable(ring_length=3, state_size=2)
+    slots = table.slots_for(["A", "B", "C"])
+    for step in range(4):  # A's ring wraps
+        table.append_history(slots[:1], np.array([step]), np.array([step]), np.array([step]))
+    table.recurrent[slots] = 1.0
+    names = ("stats", "recurrent", "ring_z", "ring_d", "ring_ts", "ring_count")
+    before = [getattr(table, name).copy() for name in names]
+    backup = table.backup(slots[:2], np.array([5, 1]), BackupArea())  # A wraps again
+    for _ in range(5):
+        table.append_history(slots[:1], np.array([9.0]), np.array([9.0]), np.array([9]))
+    table.append_history(slots[1:], np.array([8.0, 8]), np.array([8.0, 8]), np.array([8, 8]))
+    table.recurrent[slots] = 5.0
+    table.stats["last_price"][slots] = 7.0
+    table.restore(backup)
+    assert table.ring_z[slots[2], 0] == 8.0  # C was not backed up
+    table.ring_z[slots[2], 0] = table.ring_d[slots[2], 0] = table.ring_ts[slots[2], 0] = 0
+    table.ring_count[slots[2]] = 0
+    table.recurrent[slots[2]] = 1.0
+    table.stats["last_price"][slots[2]] = 0.0
+    for name, array in zip(names, before, strict=True):
+        np.testing.assert_array_equal(getattr(table, name), array, err_msg=name)
