@@ -54,7 +54,8 @@ def run(ticks: int, series: int, ttl_s: float, churn: bool) -> dict[str, object]
             if churn
             else (i % series for i in range(first, first + BATCH))
         )
-        evicted += engine.process(batch([f"S{i}" for i in ids], first, rng)).evicted
+        engine.process(batch([f"S{i}" for i in ids], first, rng))
+        evicted += engine.commit()
         if (first // BATCH) % 20 == 0:
             samples.append((first + BATCH, round(rss_mb(), 1), len(engine.table)))
     warm = [rss for done, rss, _ in samples if done > ticks // 10]

@@ -163,9 +163,7 @@ class Settings:
     admin_token: str = field(
         default="",
         repr=False,
-        metadata={
-            "help": "Bearer token that POST /retrain requires; empty = POST /retrain is off"
-        },
+        metadata={"help": "Bearer token that POST /retrain requires; empty = POST /retrain is off"},
     )
     quality_halflife: float = _setting(
         DEFAULT_HALFLIFE, "Half-life, in scored forecasts, of the rolling forecast-quality gauges"
@@ -214,8 +212,9 @@ class Settings:
         "dead letter (ts_in_future); 0 = no check",
     )
     require_series_key: bool = _setting(
-        True, "On Kafka input, a tick whose message key is not its series id is a dead letter "
-        "(key_mismatch)"
+        True,
+        "On Kafka input, a tick whose message key is not its series id is a dead letter "
+        "(key_mismatch)",
     )
     max_series_chars: int = _setting(200, "Longest series id accepted, in characters")
     min_price: float = _setting(1e-9, "Lowest price accepted")

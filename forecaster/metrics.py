@@ -62,6 +62,7 @@ CHECKPOINT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.
 RETRAIN_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 FORECAST_KINDS = ("model", NAIVE)
 RETRAIN_OUTCOMES = ("promoted", "rejected", "failed", "skipped")
+PRODUCE_ERROR_KINDS = ("transient", "permanent")
 
 _SUM_HELP = {
     "points": "Model forecasts scored against the price that followed them",
@@ -117,6 +118,11 @@ class Metrics:
             FORECAST_KINDS,
             r,
         )
+        self.forecasts_nonfinite = Counter(
+            "forecaster_forecasts_nonfinite",
+            "Model forecasts that were not finite and fell back to the naive forecast",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "forecaster_batch_size_ticks",
             "Ticks per micro-batch",
@@ -161,8 +167,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.kafka_produce_errors = Counter(
-            "forecaster_kafka_produce_errors", "Records the producer failed to deliver", registry=r
+        self.kafka_produce_errors = _counter_with_labels(
+            "forecaster_kafka_produce_errors",
+            "Records the producer failed to deliver: transient (the batch is retried) or "
+            "permanent (refused for good, dropped)",
+            "kind",
+            PRODUCE_ERROR_KINDS,
+            r,
         )
         self.kafka_rejoins = Counter(
             "forecaster_kafka_rejoins",

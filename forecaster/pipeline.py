@@ -1,9 +1,21 @@
-"""The data path, one batch at a time: source -> parse -> engine -> sink -> commit.
+"""The data path, one batch at a time, in this order:
 
-The source's offsets are committed only after the sink acknowledged every forecast
-and dead letter of the batch, so a crash repeats at most the batch in flight and
-never skips a tick. A new model is swapped in only between batches, so each batch is
-stepped by exactly one model.
+1. poll: the source hands over the next batch of raw records;
+2. parse: valid ticks as columns, every other record a reject with its reason;
+3. step: the engine steps the ticks, keeping what it needs to undo the batch;
+4. send: forecasts and dead letters go to the sink;
+5. await delivery: the sink's destination acknowledges every record;
+6. commit: the source marks the batch done (offsets; checkpoints when due), then the
+   engine makes it final (idle eviction, warm steps to the retrainer);
+7. swap: a model that is ready serves from the next batch, so each batch is stepped by
+   exactly one model.
+
+A crash repeats at most the batch in flight and never skips a tick. If delivery fails
+(DeliveryError), the engine rolls back to before the batch and nothing is committed:
+the source hands the same records over again, and they are stepped again with the same
+results. No message can stop the loop: parsing and stepping isolate a message that
+raises (a dead letter, ``internal_error``), and so does step 4 for a forecast that
+cannot be encoded.
 """
 
 from __future__ import annotations
@@ -14,13 +26,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from forecaster.engine import Engine, EngineResult
+import numpy as np
+
+from forecaster.backoff import Backoff
+from forecaster.engine import Engine, EngineResult, ForecastBatch
+from forecaster.errors import DeliveryError
+from forecaster.faults import internal_error_detail, log_internal_error
 from forecaster.io.base import DeadLetter, Sink, Source, SourceBatch
+from forecaster.io.records import unencodable_rows
 from forecaster.metrics import Metrics
 from forecaster.model.stepper import Stepper
-from forecaster.ticks import ParsedBatch, Rejected
+from forecaster.ticks import ParsedBatch, Rejected, RejectReason
 
 log = logging.getLogger(__name__)
+
+DEFAULT_RETRY_LONGEST_S = 10.0
 
 
 class ModelUpdates(Protocol):
@@ -47,12 +67,24 @@ class Pipeline:
     metrics: Metrics = field(default_factory=Metrics)
     updates: ModelUpdates | None = None
     poll_timeout: float = 0.2
+    # The wait before a batch whose delivery failed is processed again; doubles while
+    # deliveries keep failing.
+    retry: Backoff = field(default_factory=lambda: Backoff(longest=DEFAULT_RETRY_LONGEST_S))
     totals: Totals = field(default_factory=Totals)
+    # Why the last batch could not be delivered; "" once a batch was delivered again.
+    delivery_failure: str = ""
 
     def run(self, stop: threading.Event) -> None:
-        """Process batches until the source is exhausted or ``stop`` is set."""
-        while not stop.is_set() and self.step():
-            pass
+        """Process batches until the source is exhausted or ``stop`` is set; a batch whose
+        delivery failed is processed again after the retry wait."""
+        while not stop.is_set():
+            try:
+                if not self.step():
+                    return
+            except DeliveryError as exc:
+                wait = self.retry.failed()
+                log.warning("%s; the batch will be processed again in %.1f s", exc, wait)
+                stop.wait(wait)
 
     def step(self) -> bool:
         """Process one batch; False once the source is exhausted."""
@@ -71,24 +103,49 @@ class Pipeline:
         started = time.perf_counter()
         result = self.engine.process(parsed.ticks)
         stepped = time.perf_counter()
-        dead_letters = _dead_letters(batch, parsed, result)
-        self.sink.write(result.forecasts, dead_letters)
-        self.sink.flush()
+        forecasts, dead_letters = self._deliver(batch, parsed, result)
         delivered = time.perf_counter()
         self.source.commit(batch)
-        self._count(parsed, result, dead_letters, known_series)
+        evicted = self.engine.commit()
+        self._count(parsed, forecasts, dead_letters, result.nonfinite)
+        self._count_series(known_series, evicted)
         self.metrics.step_seconds.observe(stepped - started)
         self.metrics.tick_to_forecast_seconds.observe(delivered - arrived)
+
+    def _deliver(
+        self, batch: SourceBatch, parsed: ParsedBatch, result: EngineResult
+    ) -> tuple[ForecastBatch, list[DeadLetter]]:
+        """Steps 4 and 5; on a failed delivery the engine is rolled back and it raises."""
+        forecasts = result.forecasts
+        dead_letters = _dead_letters(batch, parsed, result)
+        try:
+            try:
+                self.sink.write(forecasts, dead_letters)
+            except DeliveryError:
+                raise
+            except Exception as exc:  # an encoding fault: nothing was sent (Sink.write)
+                log_internal_error("encoding a forecast", exc)
+                forecasts, dead_letters = _isolate_unencodable(batch, parsed, forecasts,
+                                                               dead_letters)  # fmt: skip
+                self.sink.write(forecasts, dead_letters)
+            self.sink.flush()
+        except DeliveryError as exc:
+            self.engine.rollback()
+            self.delivery_failure = str(exc)
+            raise
+        self.delivery_failure = ""
+        self.retry.succeeded()
+        return forecasts, dead_letters
 
     def _count(
         self,
         parsed: ParsedBatch,
-        result: EngineResult,
+        forecasts: ForecastBatch,
         dead_letters: list[DeadLetter],
-        known_series: int,
+        nonfinite: int,
     ) -> None:
         m, totals = self.metrics, self.totals
-        accepted = len(result.forecasts)
+        accepted = len(forecasts)
         totals.batches += 1
         totals.received += parsed.received
         totals.accepted += accepted
@@ -97,14 +154,18 @@ class Pipeline:
         m.ticks_accepted.inc(accepted)
         for letter in dead_letters:
             m.ticks_rejected.labels(letter.rejected.reason.value).inc()
-        naive = int(result.forecasts.naive.sum())
+        naive = int(forecasts.naive.sum())
         m.forecasts_emitted.labels("naive").inc(naive)
         m.forecasts_emitted.labels("model").inc(accepted - naive)
+        m.forecasts_nonfinite.inc(nonfinite)
         m.batch_size.observe(parsed.received)
+        m.forecast_quality.observe(forecasts)
+
+    def _count_series(self, known_series: int, evicted: int) -> None:
+        m = self.metrics
         m.active_series.set(len(self.engine.table))
-        m.series_created.inc(len(self.engine.table) - known_series + result.evicted)
-        m.series_evicted.inc(result.evicted)
-        m.forecast_quality.observe(result.forecasts)
+        m.series_created.inc(len(self.engine.table) - known_series + evicted)
+        m.series_evicted.inc(evicted)
 
     def _swap_if_pending(self) -> None:
         model = self.updates.pending() if self.updates is not None else None
@@ -118,11 +179,43 @@ class Pipeline:
 def _dead_letters(
     batch: SourceBatch, parsed: ParsedBatch, result: EngineResult
 ) -> list[DeadLetter]:
-    """Parse rejects and engine rejects of a batch, in source order, with their origins."""
+    """Parse rejects and engine rejects of a batch, in source order."""
     positions = parsed.ticks.position
     rejected = list(parsed.rejects)
     for reject in result.rejects:
         position = int(positions[reject.index])
         rejected.append(Rejected(position, parsed.raw_of(position), reject.reason, reject.detail))
     rejected.sort(key=lambda r: r.position)
-    return [DeadLetter(r, batch.origin(r.position)) for r in rejected]
+    return [batch.dead_letter(r) for r in rejected]
+
+
+def _isolate_unencodable(
+    batch: SourceBatch,
+    parsed: ParsedBatch,
+    forecasts: ForecastBatch,
+    dead_letters: list[DeadLetter],
+) -> tuple[ForecastBatch, list[DeadLetter]]:
+    """The forecasts that can be encoded, and a dead letter (internal_error) for each of
+    the others, in source order among the batch's other dead letters."""
+    failed = unencodable_rows(forecasts)
+    positions = forecasts.ticks.position
+    letters = list(dead_letters)
+    for row, error in failed:
+        position = int(positions[row])
+        rejected = Rejected(position, parsed.raw_of(position), RejectReason.INTERNAL_ERROR,
+                            internal_error_detail(error))  # fmt: skip
+        letters.append(batch.dead_letter(rejected))
+    letters.sort(key=lambda letter: letter.rejected.position)
+    keep = np.setdiff1d(np.arange(len(forecasts)), [row for row, _ in failed])
+    return _forecast_rows(forecasts, keep), letters
+
+
+def _forecast_rows(forecasts: ForecastBatch, rows: Any) -> ForecastBatch:
+    return ForecastBatch(
+        forecasts.ticks.take(rows),
+        forecasts.forecast[rows],
+        forecasts.naive[rows],
+        forecasts.model_version,
+        forecasts.previous_price[rows],
+        forecasts.previous_forecast[rows],
+    )

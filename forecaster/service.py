@@ -14,10 +14,10 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
+from forecaster.backoff import Backoff
 from forecaster.checkpoint import Checkpoints, CheckpointStore
 from forecaster.config import Settings
 from forecaster.engine import Engine
-from forecaster.errors import DeliveryError
 from forecaster.io.base import Sink, Source
 from forecaster.io.files import CsvSource, JsonLinesSink, open_output
 from forecaster.metrics import HttpServer, Metrics, http_app
@@ -28,7 +28,6 @@ from forecaster.trainer import TrainedModel, Trainer
 
 log = logging.getLogger(__name__)
 
-DELIVERY_RETRY_S = 1.0  # pause before a batch whose delivery failed is processed again
 # The engine's matrix products are small: extra BLAS threads buy nothing, and beside a
 # training child they spin for a core it needs (retraining cut throughput to 0.31x with
 # OpenBLAS's default threads, 0.98x with one; benchmarks/bench_retrain.py).
@@ -86,6 +85,8 @@ class Service:
     def ready(self) -> tuple[bool, str]:
         if not self.pipeline.source.connected():
             return False, "source not connected"
+        if failure := self.pipeline.delivery_failure:
+            return False, f"delivery failing, retrying with backoff: {failure}"
         if restoring := self.pipeline.source.restoring():
             return False, f"restoring the state of {restoring} partitions"
         if self.pipeline.engine.model is None:
@@ -102,7 +103,7 @@ class Service:
             server = HttpServer(app, self.settings.metrics_host, self.settings.metrics_port).start()
             log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, server.port)
         try:
-            self._run_pipeline()
+            self.pipeline.run(self.stop)
             # The file ran out (no loop): keep serving the endpoints until told to stop.
             while not self.stop.wait(1.0):
                 pass
@@ -112,17 +113,6 @@ class Service:
             if server is not None:
                 server.stop()
         return self.pipeline.totals
-
-    def _run_pipeline(self) -> None:
-        """Run until stopped; a batch its sink failed to deliver is not committed but redone."""
-        while True:
-            try:
-                self.pipeline.run(self.stop)
-                return
-            except DeliveryError as exc:
-                log.warning("%s; the batch will be processed again", exc)
-                if self.stop.wait(DELIVERY_RETRY_S):
-                    return
 
 
 def run_service(settings: Settings) -> Totals:
@@ -138,7 +128,8 @@ def serve(
     """The service around a built ``engine``, until ``stop`` is set (run_service's second half)."""
     metrics = Metrics(settings.quality_halflife, settings.quality_series())
     source, sink = _transport(settings, engine, metrics)
-    pipeline = Pipeline(source, engine, sink, metrics, updates=retrainer)
+    retry = Backoff(longest=settings.reconnect_backoff_max_ms / 1000)
+    pipeline = Pipeline(source, engine, sink, metrics, updates=retrainer, retry=retry)
     with threadpool_limits(BLAS_THREADS, user_api="blas"):
         if retrainer is None:
             return Service(settings, pipeline, stop).run()

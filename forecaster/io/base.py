@@ -18,6 +18,10 @@ class SourceBatch(Protocol):
         """Where the record at ``position`` came from (file and line, topic/partition/offset)."""
         ...
 
+    def dead_letter(self, rejected: Rejected) -> DeadLetter:
+        """The dead letter of a rejected record: its origin, and its key and headers if any."""
+        ...
+
 
 BatchT = TypeVar("BatchT", bound=SourceBatch)
 
@@ -44,8 +48,12 @@ class Source(Protocol[BatchT]):
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
+    """A rejected record, where it came from, and its own key and headers (Kafka)."""
+
     rejected: Rejected
     origin: dict[str, Any]
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class Sink(Protocol):

@@ -2,21 +2,32 @@
 
 Input messages are JSON ticks keyed by series, so a series always lives on one
 partition. Each forecast goes to ``output_topic`` keyed by its series; each rejected
-message goes to ``dlq_topic`` as received (same key, same bytes) with these headers,
-UTF-8 text:
+message goes to ``dlq_topic`` as received (same key, headers and bytes, bounded: see
+``dead_letter_message``) with these headers added, UTF-8 text:
 
     forecaster.reason            the rule it broke (a RejectReason value)
     forecaster.detail            what exactly was wrong
     forecaster.source.topic      where it was read from
     forecaster.source.partition
     forecaster.source.offset
+    forecaster.size              the original value's size in bytes
+    forecaster.truncated         "value" if only its first max_message_bytes bytes are kept
 
 Delivery is at least once: a polled batch is stepped, its forecasts and dead letters
 are sent, the producer's acknowledgement of every record is awaited, and only then
 are the batch's offsets (last offset + 1 per partition) committed. If any record is
-not acknowledged the sink raises DeliveryError, nothing is committed, and the next
-poll rewinds to the batch's first offsets and drops the state the engine built from
-it, so the batch is stepped again from the last committed state of its series.
+not acknowledged for a transient reason (broker down, timeout) the sink raises
+DeliveryError, nothing is committed, the pipeline rolls the engine back to before the
+batch, and the next poll rewinds to the batch's first offsets: the batch is stepped
+again, with the same results. A record the client or broker refuses for good (too
+large, invalid, not authorised; for dead letters also an unknown topic or a topic that
+cannot take records) is counted in ``forecaster_kafka_produce_errors_total{kind=
+"permanent"}`` and not retried: it must not hold the input back forever.
+
+Input messages must be keyed by their series id (``require_series_key``): a tick whose
+key is missing or differs is a dead letter (key_mismatch). A dead letter keeps the
+original key, headers and at most ``max_message_bytes`` of the value (see
+``dead_letter_message``), so it always fits in one produce request.
 
 Series state belongs to partitions. When the group takes partitions away, the
 rebalance listener detaches their state from the engine into a PartitionStateStore,
@@ -36,16 +47,23 @@ While no broker is reachable, the source reports ``connected() == False`` and po
 return empty batches; it keeps reconnecting with backoff, and a batch in flight is
 retried, never committed, until its records are acknowledged.
 
->>> from forecaster.ticks import Rejected, RejectReason
->>> letter = DeadLetter(Rejected(0, b"{", RejectReason.INVALID_JSON, "not JSON"),
-...                     {"topic": "ticks", "partition": 3, "offset": 41, "key": "AAPL"})
->>> for name, value in dead_letter_headers(letter):
+>>> raw = b'{"series": "AAPL", "x": "' + b"y" * 90
+>>> letter = DeadLetter(Rejected(0, raw, RejectReason.MESSAGE_TOO_LARGE, "too large"),
+...                     {"topic": "ticks", "partition": 3, "offset": 41},
+...                     key=b"AAPL", headers=(("trace", b"7f"),))
+>>> key, value, headers = dead_letter_message(letter, keep_bytes=16)
+>>> key, value
+(b'AAPL', b'{"series": "AAPL')
+>>> for name, value in headers:
 ...     print(name, value.decode())
-forecaster.reason invalid_json
-forecaster.detail not JSON
+trace 7f
+forecaster.reason message_too_large
+forecaster.detail too large
 forecaster.source.topic ticks
 forecaster.source.partition 3
 forecaster.source.offset 41
+forecaster.size 115
+forecaster.truncated value
 """
 
 from __future__ import annotations
@@ -57,27 +75,34 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, UnknownTopicOrPartitionError
 from kafka.structs import OffsetAndMetadata
 
+from forecaster.backoff import Backoff
 from forecaster.checkpoint import Checkpoint, Checkpoints
 from forecaster.config import Settings
 from forecaster.engine import Engine, ForecastBatch, PartitionState
 from forecaster.errors import DeliveryError, ForecasterError
 from forecaster.io.base import DeadLetter
-from forecaster.io.records import encode_forecasts
+from forecaster.io.records import encode_forecasts, kept_bytes
 from forecaster.metrics import Metrics
-from forecaster.ticks import DEFAULT_LIMITS, InputLimits, ParsedBatch, parse_messages
+from forecaster.ticks import (
+    DEFAULT_LIMITS,
+    InputLimits,
+    ParsedBatch,
+    Rejected,
+    RejectReason,
+    parse_messages,
+)
 
 log = logging.getLogger(__name__)
 
 CLIENT_ID = "forecaster"
 CONNECT_TIMEOUT_MS = 5000  # one attempt to reach a broker (kafka-python's bootstrap)
-FIRST_RECONNECT_S = 0.5  # first wait before connecting again; doubles up to the setting
 CLOSE_TIMEOUT_S = 5.0
 RESTORE_RETRY_S = 1.0  # wait before reading a checkpoint store again that could not be read
 RESTORE_THREADS = 2
@@ -186,28 +211,6 @@ def connect_producer(configs: Mapping[str, Any]) -> Any:
 def reaches_a_broker(net_client: Any) -> bool:
     """Whether the client holds an open connection to any broker of the cluster."""
     return any(net_client.connected(broker.node_id) for broker in net_client.cluster.brokers())
-
-
-@dataclass
-class Backoff:
-    """Exponential waits between attempts, from ``first`` up to ``longest`` seconds."""
-
-    longest: float
-    first: float = FIRST_RECONNECT_S
-    delay: float = 0.0
-    next_attempt: float = 0.0
-
-    def due(self) -> bool:
-        return time.monotonic() >= self.next_attempt
-
-    def failed(self) -> float:
-        """Record a failed attempt; returns the wait before the next one."""
-        self.delay = min(max(2 * self.delay, self.first), self.longest)
-        self.next_attempt = time.monotonic() + self.delay
-        return self.delay
-
-    def succeeded(self) -> None:
-        self.delay = self.next_attempt = 0.0
 
 
 # --- partition state hand-off ---------------------------------------------------------------
@@ -401,13 +404,6 @@ class PartitionHandoff(ConsumerRebalanceListener):  # type: ignore[misc]
         if self.checkpoints is not None:
             self.checkpoints.close()
 
-    def drop(self, tp: TopicPartition, offset: int) -> None:
-        """Forget the engine's state of ``tp``, which is to be stepped again from ``offset``."""
-        series = self.engine.take_partition(tp.partition).snapshot.series
-        self.stepped[tp] = offset
-        log.warning("partition %d: batch not delivered; %d series restart from offset %d",
-                    tp.partition, len(series), offset)  # fmt: skip
-
 
 @dataclass(frozen=True)
 class Restore:
@@ -422,10 +418,15 @@ class Restore:
 
 @dataclass(frozen=True)
 class KafkaBatch:
-    """Records of one poll, partition by partition, each partition in offset order."""
+    """Records of one poll, partition by partition, each partition in offset order.
+
+    ``require_key``: a tick whose message key is not its series id is rejected
+    (key_mismatch), since state and order are per partition and the key picks it.
+    """
 
     by_partition: dict[TopicPartition, list[ConsumerRecord]]
     limits: InputLimits = DEFAULT_LIMITS
+    require_key: bool = False
     records: list[ConsumerRecord] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -433,9 +434,12 @@ class KafkaBatch:
         object.__setattr__(self, "records", records)
 
     def parse(self) -> ParsedBatch:
-        parsed = parse_messages([record.value or b"" for record in self.records], self.limits)
+        values = [record.value or b"" for record in self.records]
+        parsed = parse_messages(values, self.limits, now_ns=time.time_ns())
         partitions = np.fromiter((r.partition for r in self.records), np.int32, len(self.records))
         parsed.ticks.partition = partitions[parsed.ticks.position]
+        if self.require_key:
+            _reject_key_mismatches(parsed, self.records)
         return parsed
 
     def origin(self, position: int) -> dict[str, Any]:
@@ -444,12 +448,44 @@ class KafkaBatch:
         return {"topic": record.topic, "partition": record.partition, "offset": record.offset,
                 "key": key}  # fmt: skip
 
+    def dead_letter(self, rejected: Rejected) -> DeadLetter:
+        record = self.records[rejected.position]
+        key = None if record.key is None else bytes(record.key)
+        headers = tuple((str(name), bytes(value or b"")) for name, value in record.headers or ())
+        return DeadLetter(rejected, self.origin(rejected.position), key, headers)
+
     def first_offsets(self) -> dict[TopicPartition, int]:
         return {tp: int(records[0].offset) for tp, records in self.by_partition.items()}
 
     def next_offsets(self) -> dict[TopicPartition, int]:
         """Per partition, the offset after the batch's last record: what a commit records."""
         return {tp: int(records[-1].offset) + 1 for tp, records in self.by_partition.items()}
+
+
+def _reject_key_mismatches(parsed: ParsedBatch, records: list[ConsumerRecord]) -> None:
+    """Move every tick whose record key is not its series id (UTF-8) to the rejects."""
+    ticks = parsed.ticks
+    keys = [records[position].key for position in ticks.position.tolist()]
+    pairs = zip(keys, ticks.series, strict=True)
+    matches = np.fromiter(
+        (key is not None and bytes(key) == series.encode() for key, series in pairs),
+        bool,
+        len(keys),
+    )
+    if matches.all():
+        return
+    for i in np.flatnonzero(~matches).tolist():
+        position = int(ticks.position[i])
+        detail = f"message key {_shown(keys[i])} is not the series id {ticks.series[i][:64]!r}"
+        parsed.rejects.append(
+            Rejected(position, parsed.raw_of(position), RejectReason.KEY_MISMATCH, detail)
+        )
+    parsed.ticks = ticks.take(np.flatnonzero(matches))
+    parsed.rejects.sort(key=lambda rejected: rejected.position)
+
+
+def _shown(key: bytes | None) -> str:
+    return "(none)" if key is None else repr(bytes(key)[:64])
 
 
 ConsumerFactory = Callable[[ConsumerRebalanceListener], tuple[Any, Any]]
@@ -483,6 +519,8 @@ class KafkaSource:
         ) / 1000
         self._last_checkpoint = time.monotonic()
         self._limits = settings.input_limits()
+        self._require_key = settings.require_series_key
+        self._commit_timeout_ms = settings.request_timeout_ms
         self._connect = connect or partial(
             connect_consumer, consumer_configs(settings), settings.input_topic
         )
@@ -513,7 +551,9 @@ class KafkaSource:
         # of a partition being restored, or just restored, precede its checkpoint's offset.
         current = assigned - repositioned
         batch = KafkaBatch(
-            {tp: records for tp, records in polled.items() if tp in current}, self._limits
+            {tp: records for tp, records in polled.items() if tp in current},
+            self._limits,
+            self._require_key,
         )
         self._undelivered = batch if batch.records else None
         self._report_lag(consumer, batch, assigned)
@@ -546,12 +586,17 @@ class KafkaSource:
         self.handoff.rebalancing_since = None  # the close revoked too; the next join starts
 
     def _rewind_undelivered(self, consumer: Any) -> None:
-        """The last batch was not committed (its delivery failed): poll it again."""
+        """The last batch was not committed (its delivery failed, and the pipeline rolled
+        the engine back to before it): poll it again."""
         batch, self._undelivered = self._undelivered, None
         if batch is None:
             return
+        assigned = consumer.assignment()
         for tp, offset in batch.first_offsets().items():
-            self.handoff.drop(tp, offset)
+            if tp not in assigned:  # revoked since: its new owner starts from the commit
+                continue
+            log.info("partition %d: polling again from offset %d (batch not delivered)",
+                     tp.partition, offset)  # fmt: skip
             consumer.seek(tp, offset)
 
     def _report_lag(self, consumer: Any, batch: KafkaBatch, assigned: set[TopicPartition]) -> None:
@@ -592,7 +637,10 @@ class KafkaSource:
             return
         started = time.perf_counter()
         try:
-            self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in due.items()})
+            self._consumer.commit(
+                {tp: OffsetAndMetadata(o, "", -1) for tp, o in due.items()},
+                timeout_ms=self._commit_timeout_ms,  # kafka-python's default waits forever
+            )
         except KafkaError as exc:
             log.warning("offset commit failed (%s); retried with the next batch", exc)
             return
@@ -626,30 +674,90 @@ def _committed_offset(consumer: Any, tp: TopicPartition) -> int | None:
 
 # --- sink -----------------------------------------------------------------------------------
 
+KEPT_KEY_BYTES = 1024  # of a dead letter's original key
+KEPT_HEADER_BYTES = 65536  # of its original headers, names and values together
 
-def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    """The headers of a dead letter: why it was rejected and where it was read."""
+Message = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
+
+
+def dead_letter_message(letter: DeadLetter, keep_bytes: int) -> Message:
+    """Key, value and headers of a dead letter: the original's, bounded so that it always
+    fits in one produce request, then why it was rejected and where it was read.
+
+    The value keeps at most ``keep_bytes`` bytes (forecaster.size says how many there
+    were), the key at most KEPT_KEY_BYTES, the original headers at most KEPT_HEADER_BYTES
+    (forecaster.headers_dropped counts the rest). The forecaster.* headers come last, so
+    a consumer reading the headers as a mapping gets ours.
+    """
     rejected, origin = letter.rejected, letter.origin
-    source = [(f"{HEADER_PREFIX}source.{name}", str(origin[name]).encode()) for name in SOURCE]
-    return [
+    value = kept_bytes(rejected.raw, keep_bytes)
+    key = letter.key if letter.key is not None else _origin_key(origin)
+    ours = [
         (HEADER_PREFIX + "reason", rejected.reason.value.encode()),
-        (HEADER_PREFIX + "detail", rejected.detail.encode()),
-        *source,
+        (HEADER_PREFIX + "detail", rejected.detail.encode("utf-8", "backslashreplace")),
+        *((f"{HEADER_PREFIX}source.{name}", str(origin[name]).encode()) for name in SOURCE),
+        (HEADER_PREFIX + "size", str(len(rejected.raw)).encode()),
     ]
+    if len(value) < len(rejected.raw):
+        ours.append((HEADER_PREFIX + "truncated", b"value"))
+    if key is not None and len(key) > KEPT_KEY_BYTES:
+        key = key[:KEPT_KEY_BYTES]
+        ours.append((HEADER_PREFIX + "key_truncated", b"true"))
+    kept, dropped = _bounded_headers(letter.headers)
+    if dropped:
+        ours.append((HEADER_PREFIX + "headers_dropped", str(dropped).encode()))
+    return key, value, kept + ours
 
 
-def dead_letter_key(letter: DeadLetter) -> bytes | None:
-    key = letter.origin.get("key")
-    return None if key is None else str(key).encode()
+def _origin_key(origin: dict[str, Any]) -> bytes | None:
+    key = origin.get("key")
+    return None if key is None else str(key).encode("utf-8", "backslashreplace")
+
+
+def _bounded_headers(
+    headers: tuple[tuple[str, bytes], ...],
+) -> tuple[list[tuple[str, bytes]], int]:
+    """The first headers that fit in KEPT_HEADER_BYTES, and how many did not."""
+    kept: list[tuple[str, bytes]] = []
+    room = KEPT_HEADER_BYTES
+    for name, value in headers:
+        size = len(name.encode("utf-8", "backslashreplace")) + len(value)
+        if size > room:
+            break
+        kept.append((name, value))
+        room -= size
+    return kept, len(headers) - len(kept)
+
+
+def is_permanent(error: BaseException, dead_letter: bool) -> bool:
+    """Whether retrying a record that failed with ``error`` cannot succeed.
+
+    A Kafka error says so itself (``retriable``). A dead letter is also given up on for
+    an unknown topic, and for any other error the client raises (kafka-python raises
+    IndexError for a topic with no partitions): a broken dead-letter topic must never
+    hold valid ticks back. For a forecast such an error stays transient: the batch is
+    retried with backoff and /readyz says why.
+    """
+    if isinstance(error, KafkaError):
+        unknown_topic = isinstance(error, UnknownTopicOrPartitionError)
+        return not error.retriable or (dead_letter and unknown_topic)
+    return dead_letter
+
+
+@dataclass(frozen=True)
+class Sent:
+    future: Any  # kafka-python's FutureRecordMetadata
+    dead_letter: bool
 
 
 class KafkaSink:
     """Forecasts to ``output_topic``, dead letters to ``dlq_topic``; ``flush`` awaits the acks.
 
-    A failed flush counts the records in ``kafka_produce_errors``, raises DeliveryError and
-    replaces the producer: kafka-python's idempotent producer can be left unusable by a
-    broker that lost its state, and a new one gets a new producer id. ``connect`` builds
-    the producer (tests pass fakes).
+    A record refused for good (``is_permanent``) is counted as ``kind="permanent"`` and
+    dropped. Any other failure counts the records not acknowledged as ``kind="transient"``,
+    raises DeliveryError and replaces the producer: kafka-python's idempotent producer
+    can be left unusable by a broker that lost its state, and a new one gets a new
+    producer id. ``connect`` builds the producer (tests pass fakes).
     """
 
     def __init__(
@@ -661,43 +769,76 @@ class KafkaSink:
         self.output_topic = settings.output_topic
         self.dlq_topic = settings.dlq_topic
         self.timeout_s = settings.delivery_timeout_ms / 1000
+        self.keep_bytes = settings.max_message_bytes
         self.metrics = metrics
         self._connect = connect or partial(connect_producer, producer_configs(settings))
         self._producer: Any = None
-        self._in_flight: list[Any] = []  # kafka-python futures of the records sent
+        self._in_flight: list[Sent] = []
+        self._refusals_logged: set[tuple[str, str]] = set()
 
     def write(self, forecasts: ForecastBatch, dead_letters: list[DeadLetter]) -> None:
-        total = len(forecasts) + len(dead_letters)
-        try:
-            producer = self._producer or self._connect()
-            self._producer = producer
-            values = encode_forecasts(forecasts)
-            for series, value in zip(forecasts.ticks.series, values, strict=True):
-                self._send(producer, self.output_topic, value, series.encode(), [])
-            for letter in dead_letters:
-                key, headers = dead_letter_key(letter), dead_letter_headers(letter)
-                self._send(producer, self.dlq_topic, letter.rejected.raw, key, headers)
-        except KafkaError as exc:
-            self._fail(total, str(exc))
+        """Send a batch. Everything is encoded before the first send, so an encoding error
+        leaves nothing half sent."""
+        values = encode_forecasts(forecasts)
+        letters = [dead_letter_message(letter, self.keep_bytes) for letter in dead_letters]
+        producer = self._connected_producer(len(values) + len(letters))
+        for series, value in zip(forecasts.ticks.series, values, strict=True):
+            self._send(producer, self.output_topic, (series.encode(), value, []))
+        for message in letters:
+            self._send(producer, self.dlq_topic, message)
 
-    def _send(
-        self, producer: Any, topic: str, value: bytes, key: bytes | None, headers: list[Any]
-    ) -> None:
-        self._in_flight.append(producer.send(topic, value=value, key=key, headers=headers))
+    def _connected_producer(self, total: int) -> Any:
+        if self._producer is None:
+            try:
+                self._producer = self._connect()
+            except KafkaError as exc:
+                self._fail(total, str(exc))
+        return self._producer
+
+    def _send(self, producer: Any, topic: str, message: Message) -> None:
+        key, value, headers = message
+        dead_letter = topic == self.dlq_topic
+        try:
+            future = producer.send(topic, value=value, key=key, headers=headers)
+        except Exception as exc:  # the client refused the record before sending it
+            if not is_permanent(exc, dead_letter):
+                self._fail(len(self._in_flight) + 1, f"{type(exc).__name__}: {exc}")
+            self._refused(topic, exc)
+            return
+        self._in_flight.append(Sent(future, dead_letter))
 
     def flush(self) -> None:
         if not self._in_flight:
             return
         with contextlib.suppress(KafkaError):  # a timeout: what is still in flight failed
             self._producer.flush(timeout=self.timeout_s)
-        failed = [future for future in self._in_flight if not future.succeeded()]
-        if failed:
-            self._fail(len(self._in_flight), _failure_reason(failed[0]))
+        transient: list[Sent] = []
+        for sent in self._in_flight:
+            future = sent.future
+            if future.succeeded():
+                continue
+            if future.is_done and is_permanent(future.exception, sent.dead_letter):
+                self._refused(self.dlq_topic if sent.dead_letter else self.output_topic,
+                              future.exception)  # fmt: skip
+            else:
+                transient.append(sent)
+        if transient:
+            self._fail(len(self._in_flight), _failure_reason(transient[0].future))
         self._in_flight = []
 
-    def _fail(self, total: int, reason: str) -> None:
-        delivered = sum(1 for future in self._in_flight if future.succeeded())
-        self.metrics.kafka_produce_errors.inc(total - delivered)
+    def _refused(self, topic: str, error: BaseException) -> None:
+        """Count a record refused for good; log the first of each kind per topic."""
+        self.metrics.kafka_produce_errors.labels("permanent").inc()
+        kind = (topic, type(error).__name__)
+        if kind not in self._refusals_logged:
+            self._refusals_logged.add(kind)
+            log.error("topic %s refused a record for good (%s: %s); such records are counted "
+                      "in forecaster_kafka_produce_errors_total{kind=\"permanent\"} and dropped",
+                      topic, type(error).__name__, error)  # fmt: skip
+
+    def _fail(self, total: int, reason: str) -> NoReturn:
+        delivered = sum(1 for sent in self._in_flight if sent.future.succeeded())
+        self.metrics.kafka_produce_errors.labels("transient").inc(total - delivered)
         self._in_flight = []
         self._close_producer(timeout=0.0)
         raise DeliveryError(f"{total - delivered} of {total} records not acknowledged: {reason}")

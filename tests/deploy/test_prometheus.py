@@ -111,6 +111,7 @@ def test_every_alert_watches_series_that_exist(prometheus: PrometheusServer) -> 
     assert {rule["alert"] for rule in rules} >= {
         "ForecasterNoForecasts", "ForecasterConsumerLagGrowing", "ForecasterRejectRatioHigh",
         "ForecasterWorseThanNaive", "ForecasterRetrainFailing", "ForecasterCheckpointStale",
+        "ForecasterDeliveryFailing", "ForecasterDeadLettersRefused", "ForecasterNonFiniteForecasts",
     }  # fmt: skip
     empty = []
     for rule in rules:

@@ -8,6 +8,7 @@ start is a fork of a process that has imported everything already, not a new int
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from pathlib import Path
 
@@ -25,11 +26,13 @@ def serving_engine(settings: Settings) -> Engine:
 
 
 def run(settings: Settings, log_path: Path) -> None:
-    """Serve until killed (the test never stops it any other way)."""
+    """Serve until killed, or until SIGTERM: then finish the batch in hand and exit 0."""
     logging.basicConfig(
         filename=log_path,
         level=logging.INFO,
         format="%(asctime)s %(name)s: %(message)s",
         force=True,
     )
-    serve(settings, serving_engine(settings), None, threading.Event())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    serve(settings, serving_engine(settings), None, stop)

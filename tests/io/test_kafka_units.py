@@ -22,9 +22,14 @@ import pandas as pd
 import pytest
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
+from kafka.errors import (
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    NotLeaderForPartitionError,
+)
 from kafka.record import util as record_util
 
+from forecaster.backoff import Backoff
 from forecaster.checkpoint import Checkpoint, Checkpoints, CheckpointStore
 from forecaster.config import Settings
 from forecaster.engine import Engine, EngineParams, PartitionState
@@ -32,20 +37,27 @@ from forecaster.errors import ConfigError, DeliveryError
 from forecaster.io.base import DeadLetter
 from forecaster.io.files import CsvSource
 from forecaster.io.kafka import (
-    Backoff,
+    KEPT_KEY_BYTES,
     InMemoryPartitionStateStore,
     KafkaBatch,
     KafkaSink,
     KafkaSource,
     client_configs,
     consumer_configs,
+    dead_letter_message,
     producer_configs,
     restorable,
 )
 from forecaster.metrics import Metrics
 from forecaster.pipeline import Pipeline
 from forecaster.produce import tick_messages
-from forecaster.ticks import Rejected, RejectReason, parse_csv_frame, parse_messages
+from forecaster.ticks import (
+    InputLimits,
+    Rejected,
+    RejectReason,
+    parse_csv_frame,
+    parse_messages,
+)
 from tests.support.waiting import wait_for
 
 SAMPLE = Path(__file__).resolve().parent.parent.parent / "sample_data"
@@ -113,6 +125,42 @@ def test_a_message_without_a_value_is_rejected_not_fatal() -> None:
     assert [r.reason for r in parsed.rejects] == [RejectReason.INVALID_JSON]
 
 
+def test_a_tick_not_keyed_by_its_series_is_a_dead_letter_unless_allowed() -> None:
+    records = [
+        tick(0, 0, "A", 1),
+        record(0, 1, b'{"series": "A", "ts": 2000, "price": 1.5}', b"B"),
+        record(0, 2, b'{"series": "A", "ts": 3000, "price": 1.5}', None),
+        record(0, 3, b'{"series": "\xc3\xa9", "ts": 3000, "price": 1.5}', "\u00e9".encode()),
+    ]
+    parsed = KafkaBatch({tp(0): records}, require_key=True).parse()
+    assert parsed.ticks.series == ["A", "\u00e9"]
+    assert [(r.position, r.reason) for r in parsed.rejects] == [
+        (1, RejectReason.KEY_MISMATCH), (2, RejectReason.KEY_MISMATCH),
+    ]  # fmt: skip
+    assert "b'B'" in parsed.rejects[0].detail and "(none)" in parsed.rejects[1].detail
+    assert len(KafkaBatch({tp(0): records}, require_key=False).parse().ticks) == 4
+
+
+def test_a_dead_letter_keeps_key_headers_size_and_first_bytes_and_always_fits() -> None:
+    raw = b'{"series": "A", "pad": "' + b"x" * 1_100_000 + b'"}'
+    headers = tuple((f"h{i}", b"v" * 2000) for i in range(100))  # 200 KB of headers
+    big_key = b"k" * 5000
+    poisoned = record(0, 9, raw, big_key)._replace(headers=list(headers))
+    batch = KafkaBatch({tp(0): [poisoned]}, InputLimits(max_message_bytes=16384))
+    letter = batch.dead_letter(batch.parse().rejects[0])
+    key, value, kept = dead_letter_message(letter, keep_bytes=16384)
+    named = dict(kept)
+    assert value == raw[:16384] and key == big_key[:KEPT_KEY_BYTES]
+    assert named["forecaster.reason"] == b"message_too_large"
+    assert named["forecaster.size"] == str(len(raw)).encode()
+    assert named["forecaster.truncated"] == b"value" and named["forecaster.key_truncated"]
+    assert kept[:2] == list(headers[:2])  # the original headers first, in order
+    dropped = int(named["forecaster.headers_dropped"])
+    assert 0 < dropped < len(headers) and len(kept) == len(headers) - dropped + 9
+    size = len(key) + len(value) + sum(len(name) + len(v) for name, v in kept)
+    assert size < 128 * 1024  # far inside the producer's 1 MiB request
+
+
 # --- the sink ---------------------------------------------------------------------------------
 
 
@@ -131,15 +179,23 @@ class FakeFuture:
 
 @dataclass
 class FakeProducer:
-    """Acknowledges every send, except those whose value is in ``refuse``."""
+    """Acknowledges every send, except those whose value is in ``refuse`` (or all of them):
+    those fail with ``error``; a send to a topic in ``raise_on`` raises IndexError, as
+    kafka-python does for a topic with no partitions."""
 
     refuse: set[bytes] = field(default_factory=set)
+    refuse_all: bool = False
+    error: Exception = field(default_factory=NotLeaderForPartitionError)
+    raise_on: set[str] = field(default_factory=set)
     sent: list[tuple[str, bytes, bytes | None, list[Any]]] = field(default_factory=list)
     closed: bool = False
 
     def send(self, topic: str, value: bytes, key: bytes | None, headers: list[Any]) -> FakeFuture:
+        if topic in self.raise_on:
+            raise IndexError("Cannot choose from an empty sequence")
         self.sent.append((topic, value, key, headers))
-        return FakeFuture(NotLeaderForPartitionError() if value in self.refuse else None)
+        refused = self.refuse_all or value in self.refuse
+        return FakeFuture(self.error if refused else None)
 
     def flush(self, timeout: float) -> None:
         pass
@@ -152,7 +208,7 @@ def forecasts_and_letters() -> tuple[Any, list[DeadLetter]]:
     engine = Engine(EngineParams())
     batch = KafkaBatch({tp(1): [tick(1, 0, "A", 1), tick(1, 1, "B", 1), record(1, 2, b"[]", b"C")]})
     parsed = batch.parse()
-    letters = [DeadLetter(r, batch.origin(r.position)) for r in parsed.rejects]
+    letters = [batch.dead_letter(r) for r in parsed.rejects]
     return engine.process(parsed.ticks).forecasts, letters
 
 
@@ -177,10 +233,48 @@ def test_an_unacknowledged_record_fails_the_batch_and_replaces_the_producer() ->
     sink.write(forecasts, letters)
     with pytest.raises(DeliveryError, match="1 of 3 records not acknowledged"):
         sink.flush()
-    assert metrics.registry.get_sample_value("forecaster_kafka_produce_errors_total") == 1
+    assert produce_errors(metrics, "transient") == 1
     sink.write(forecasts, letters)  # the batch again, on a fresh producer
     sink.flush()
     assert not producers
+
+
+def produce_errors(metrics: Metrics, kind: str) -> float | None:
+    name = "forecaster_kafka_produce_errors_total"
+    value = metrics.registry.get_sample_value(name, {"kind": kind})
+    return None if value is None else float(value)
+
+
+def test_a_dead_letter_refused_for_good_is_counted_and_not_retried() -> None:
+    forecasts, letters = forecasts_and_letters()
+    producer = FakeProducer(refuse={b"[]"}, error=MessageSizeTooLargeError())
+    metrics = Metrics()
+    sink = KafkaSink(SETTINGS, metrics, connect=lambda: producer)
+    sink.write(forecasts, letters)
+    sink.flush()  # no DeliveryError: the batch commits
+    assert produce_errors(metrics, "permanent") == 1
+    assert produce_errors(metrics, "transient") == 0
+    assert not producer.closed
+
+
+def test_a_dead_letter_topic_the_client_cannot_send_to_never_holds_forecasts_back() -> None:
+    producer = FakeProducer(raise_on={SETTINGS.dlq_topic})
+    metrics = Metrics()
+    sink = KafkaSink(SETTINGS, metrics, connect=lambda: producer)
+    sink.write(*forecasts_and_letters())
+    sink.flush()
+    assert [topic for topic, *_ in producer.sent] == [SETTINGS.output_topic] * 2
+    assert produce_errors(metrics, "permanent") == 1
+
+
+def test_a_forecast_topic_the_client_cannot_send_to_fails_the_batch_for_a_retry() -> None:
+    metrics = Metrics()
+    sink = KafkaSink(
+        SETTINGS, metrics, connect=lambda: FakeProducer(raise_on={SETTINGS.output_topic})
+    )
+    with pytest.raises(DeliveryError, match="IndexError"):
+        sink.write(*forecasts_and_letters())
+    assert produce_errors(metrics, "transient") == 1
 
 
 def test_records_still_in_flight_at_the_deadline_fail_the_batch() -> None:
@@ -240,7 +334,8 @@ class FakeConsumer:
     def committed(self, partition: Any) -> int | None:
         return self.committed_offsets.get(partition)
 
-    def commit(self, offsets: dict[Any, Any]) -> None:
+    def commit(self, offsets: dict[Any, Any], timeout_ms: int | None = None) -> None:
+        assert timeout_ms is not None, "kafka-python's commit without a timeout can block for good"
         self.committed_offsets.update({p: meta.offset for p, meta in offsets.items()})
 
     def seek(self, partition: Any, offset: int) -> None:
@@ -297,15 +392,23 @@ def test_a_delivered_batch_commits_its_last_offsets_plus_one() -> None:
     ) == 95  # fmt: skip
 
 
-def test_an_undelivered_batch_is_polled_again_and_its_series_start_afresh() -> None:
-    f = kafka_source([({0}, {0: [tick(0, 0, "A", 1)]}), (None, {0: [tick(0, 1, "A", 2)]})])
-    f.pipeline.step()  # offset 0 done and committed
-    batch = f.source.poll(0.0)  # offset 1 ...
-    f.engine.process(batch.parse().ticks)  # ... stepped, but its delivery fails: no commit
-    f.source.poll(0.0)
-    assert f.consumer.seeks == [(tp(0), 1)]
-    assert len(f.engine.table) == 0  # no state that has seen offset 1 survives
-    assert f.consumer.committed_offsets == {tp(0): 1}
+def test_an_undelivered_batch_is_polled_again_from_the_state_before_it() -> None:
+    ticks = [tick(0, i, "A", i + 1, price=1.0 + 0.01 * i) for i in range(3)]
+    f = kafka_source([({0}, {0: ticks[:2]}), (None, {0: ticks[2:]}), (None, {0: ticks[2:]})])
+    f.pipeline.step()  # offsets 0-1 done and committed
+    before = f.engine.snapshot_partition(0).snapshot
+    f.pipeline.sink = KafkaSink(SETTINGS, Metrics(), connect=lambda: FakeProducer(refuse_all=True))
+    with pytest.raises(DeliveryError):
+        f.pipeline.step()  # offset 2 stepped, its delivery fails: rolled back, not committed
+    assert f.pipeline.delivery_failure
+    after = f.engine.snapshot_partition(0).snapshot
+    assert np.array_equal(after.stats, before.stats)
+    assert f.consumer.committed_offsets == {tp(0): 2}
+    f.pipeline.sink = KafkaSink(SETTINGS, Metrics(), connect=FakeProducer)
+    f.pipeline.step()
+    assert f.consumer.seeks == [(tp(0), 2)]
+    assert f.consumer.committed_offsets == {tp(0): 3}
+    assert not f.pipeline.delivery_failure
 
 
 def test_records_of_a_partition_not_assigned_are_not_handed_out() -> None:
