@@ -198,7 +198,9 @@ CSV_STAMP = st.sampled_from(
 def test_a_csv_row_parses_the_same_in_any_chunk(rows: list[tuple[str, str, str, str]]) -> None:
     frame = pd.DataFrame(rows, columns=["series", "ts", "price", "volume"], dtype=str)
     whole = parse_csv_frame(frame, first_position=5)
-    outcomes = {r.position: (r.reason, r.detail, r.raw) for r in whole.rejects}
+    outcomes: dict[int, tuple[Any, ...]] = {
+        r.position: (r.reason, r.detail, r.raw) for r in whole.rejects
+    }
     outcomes.update(
         (int(p), (s, int(t), float(x))) for p, s, t, x in zip(
             whole.ticks.position, whole.ticks.series, whole.ticks.ts, whole.ticks.price,

@@ -9,7 +9,7 @@ from forecaster.engine import ForecastBatch
 from forecaster.errors import SourceError
 from forecaster.io.base import DeadLetter
 from forecaster.io.files import CsvSource, JsonLinesSink
-from forecaster.ticks import InputLimits, Rejected, RejectReason, parse_messages
+from forecaster.ticks import InputLimits, ParsedBatch, Rejected, RejectReason, parse_messages
 
 
 def write(path: Path, rows: list[str], header: str = "series,ts,price") -> Path:
@@ -17,8 +17,8 @@ def write(path: Path, rows: list[str], header: str = "series,ts,price") -> Path:
     return path
 
 
-def drain(source: CsvSource, limit: int = 100) -> list:  # type: ignore[type-arg]
-    batches = []
+def drain(source: CsvSource, limit: int = 100) -> list[ParsedBatch]:
+    batches: list[ParsedBatch] = []
     while len(batches) < limit and (batch := source.poll(0.0)) is not None:
         batches.append(batch.parse())
     return batches
