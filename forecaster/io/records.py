@@ -153,7 +153,7 @@ def kept_bytes(raw: bytes, limit: int) -> bytes:
     """
     if len(raw) <= limit:
         return raw
-    kept = raw[:limit]
+    kept = raw[: max(limit, 0)]
     decoder = codecs.getincrementaldecoder("utf-8")()
     try:
         decoder.decode(kept)  # not final: a character cut at the end waits in the decoder
@@ -176,14 +176,15 @@ def dead_letter_record(letter: DeadLetter, keep_bytes: int) -> dict[str, Any]:
 'size': 13, 'truncated': True, 'raw': '{"series'}
     """
     rejected = letter.rejected
-    kept = kept_bytes(rejected.raw, keep_bytes)
+    raw = bytes(rejected.raw)  # a bytearray or memoryview has no decode() of its own
+    kept = kept_bytes(raw, keep_bytes)
     record: dict[str, Any] = {
         "reason": rejected.reason.value,
         "detail": rejected.detail,
         "source": letter.origin,
-        "size": len(rejected.raw),
+        "size": len(raw),
     }
-    if len(kept) < len(rejected.raw):
+    if len(kept) < len(raw):
         record["truncated"] = True
     try:
         record["raw"] = kept.decode("utf-8")
