@@ -62,6 +62,10 @@ RECORDED_STEP_BYTES = 32
 # of the same naive-served stream is unlikely to change the outcome, and the recorder
 # stays at 2.6 MB for the default 20,000 steps.
 BOOTSTRAP_HEADROOM = 4
+# Whatever bootstrap_steps says (a test or a naive-only service sets it to 10**9), the
+# bootstrap recorder holds at most 8 million steps: 256 MB.
+BOOTSTRAP_MAX_STEPS = 8_000_000
+FIRST_CAPACITY = 4096  # steps; the arrays double from here as steps arrive, up to max_steps
 # ``forecaster train`` reads a whole file: it trains on at most its newest 10 million warm
 # steps (320 MB held here; Keras' windows of them take several times that).
 OFFLINE_MAX_STEPS = 10_000_000
@@ -70,8 +74,9 @@ OFFLINE_MAX_STEPS = 10_000_000
 class HistoryRecorder:
     """Collects the warm steps the engine makes (a StepRecorder), grouped per series on demand.
 
-    At most ``max_steps`` are held (``RECORDED_STEP_BYTES`` each, in arrays allocated once,
-    whose pages are mapped as they fill): past that, each new step replaces the oldest,
+    At most ``max_steps`` are held (``RECORDED_STEP_BYTES`` each, in arrays that double as
+    steps arrive, so a large bound costs nothing until used): past that, each new step
+    replaces the oldest,
     so every series keeps its newest steps, contiguous. Steps are grouped by the series
     key the engine gives (``SeriesTable.uid``), never by slot: a series evicted and then
     replaced in its slot by another stays a sequence of its own.
@@ -87,16 +92,18 @@ class HistoryRecorder:
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.max_steps = max_steps
-        self._series = np.zeros(max_steps, np.int64)
-        self._z = np.zeros(max_steps)
-        self._d = np.zeros(max_steps)
-        self._ts = np.zeros(max_steps, np.int64)
+        capacity = min(max_steps, FIRST_CAPACITY)
+        self._series = np.zeros(capacity, np.int64)
+        self._z = np.zeros(capacity)
+        self._d = np.zeros(capacity)
+        self._ts = np.zeros(capacity, np.int64)
         self.steps = 0  # every step recorded, including those no longer held
 
     @classmethod
     def for_bootstrap(cls, bootstrap_steps: int) -> HistoryRecorder:
-        """The recorder of the data a first model is trained on (``BOOTSTRAP_HEADROOM``)."""
-        return cls(BOOTSTRAP_HEADROOM * bootstrap_steps)
+        """The recorder of the data a first model is trained on (``BOOTSTRAP_HEADROOM``,
+        ``BOOTSTRAP_MAX_STEPS``)."""
+        return cls(min(BOOTSTRAP_HEADROOM * bootstrap_steps, BOOTSTRAP_MAX_STEPS))
 
     @property
     def held(self) -> int:
@@ -104,9 +111,10 @@ class HistoryRecorder:
 
     @property
     def nbytes(self) -> int:
-        return RECORDED_STEP_BYTES * self.max_steps
+        return RECORDED_STEP_BYTES * len(self._series)
 
     def __call__(self, series: IntArray, z: FloatArray, d: FloatArray, ts: IntArray) -> None:
+        self._reserve(min(self.steps + len(series), self.max_steps))
         kept = slice(max(0, len(series) - self.max_steps), None)  # the newest fit whole
         cells = (self.steps + np.arange(len(series))[kept]) % self.max_steps
         self._series[cells] = series[kept]
@@ -114,6 +122,17 @@ class HistoryRecorder:
         self._d[cells] = d[kept]
         self._ts[cells] = ts[kept]
         self.steps += len(series)
+
+    def _reserve(self, capacity: int) -> None:
+        """Room for ``capacity`` steps (at most max_steps), doubling the arrays as needed."""
+        if capacity <= len(self._series):
+            return
+        grown = min(self.max_steps, max(capacity, 2 * len(self._series)))
+        for name in ("_series", "_z", "_d", "_ts"):
+            old = getattr(self, name)
+            new = np.zeros(grown, old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
 
     def sequences(self) -> list[Sequence]:
         """One sequence per series held, in key order; steps keep their recorded order."""

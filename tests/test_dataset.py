@@ -5,6 +5,8 @@ import pytest
 
 from forecaster.dataset import (
     BOOTSTRAP_HEADROOM,
+    BOOTSTRAP_MAX_STEPS,
+    FIRST_CAPACITY,
     RECORDED_STEP_BYTES,
     HistoryRecorder,
 )
@@ -23,7 +25,7 @@ def test_the_recorder_holds_at_most_max_steps_the_newest_of_each_series() -> Non
         recorder(series, np.full(len(series), float(step)), np.zeros(len(series)),
                  np.full(len(series), step))  # fmt: skip
     assert recorder.steps == 1500 and recorder.held == 100
-    assert recorder.nbytes == before == 100 * RECORDED_STEP_BYTES
+    assert before == recorder.nbytes == 100 * RECORDED_STEP_BYTES
     one, two = recorder.sequences()
     assert len(one) + len(two) == 100
     assert one.ts.tolist() == list(range(1000 - len(one), 1000))  # newest, contiguous
@@ -42,6 +44,18 @@ def test_the_bootstrap_recorder_holds_a_few_times_the_bootstrap_steps() -> None:
     assert recorder.nbytes <= 3_000_000
     with pytest.raises(ValueError, match="max_steps"):
         HistoryRecorder(0)
+
+
+def test_a_huge_bound_costs_memory_only_as_steps_arrive() -> None:
+    recorder = HistoryRecorder.for_bootstrap(10**9)  # a service told never to train
+    assert recorder.max_steps == BOOTSTRAP_MAX_STEPS
+    assert recorder.nbytes <= FIRST_CAPACITY * RECORDED_STEP_BYTES
+    for block in range(10):
+        keys = np.arange(1000)
+        recorder(keys, np.full(1000, float(block)), np.zeros(1000), np.full(1000, block))
+    assert recorder.held == 10_000 and recorder.nbytes < 4 * 10_000 * RECORDED_STEP_BYTES
+    sequences = recorder.sequences()
+    assert len(sequences) == 1000 and sequences[7].z.tolist() == [float(b) for b in range(10)]
 
 
 def ticks(series: list[str], ts: list[int]) -> TickColumns:
