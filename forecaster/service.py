@@ -161,11 +161,20 @@ def _transport(settings: Settings, engine: Engine, metrics: Metrics) -> tuple[So
         checkpoints = checkpoints_of(settings, metrics)
         kafka = KafkaSource(settings, engine, metrics, checkpoints=checkpoints)
         return kafka, KafkaSink(settings, metrics)
-    source = CsvSource(settings.input_path(), settings.max_batch, settings.rate, settings.loop)
-    sink = JsonLinesSink(
-        open_output(settings.forecasts_out), open_output(settings.dead_letters_out)
+    source = csv_source(settings, settings.input_path(), settings.rate, settings.loop)
+    return source, json_lines_sink(settings, settings.forecasts_out, settings.dead_letters_out)
+
+
+def csv_source(settings: Settings, path: Path, rate: float = 0.0, loop: bool = False) -> CsvSource:
+    """A tick CSV read in batches of ``max_batch`` and checked against the input limits."""
+    return CsvSource(path, settings.max_batch, rate, loop, limits=settings.input_limits())
+
+
+def json_lines_sink(settings: Settings, forecasts: str, dead_letters: str) -> JsonLinesSink:
+    """Forecasts and dead letters (keeping ``max_message_bytes`` of each) as JSON lines."""
+    return JsonLinesSink(
+        open_output(forecasts), open_output(dead_letters), keep_bytes=settings.max_message_bytes
     )
-    return source, sink
 
 
 def replay(
@@ -180,8 +189,8 @@ def replay(
     ``progress`` is called with the totals so far after every batch (the backtest's bar).
     """
     engine, retrainer = build_engine(settings, background_training=False)
-    source = CsvSource(input_path, settings.max_batch)
-    sink = JsonLinesSink(open_output(str(out)), open_output(rejects))
+    source = csv_source(settings, input_path)
+    sink = json_lines_sink(settings, str(out), rejects)
     pipeline = Pipeline(source, engine, sink, retrainer.metrics, updates=retrainer)
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
@@ -209,7 +218,7 @@ def train(settings: Settings, input_path: Path, verbose: int = 1) -> TrainedMode
 
     recorder = HistoryRecorder(OFFLINE_MAX_STEPS)
     engine = Engine(settings.engine_params(), recorder=recorder)
-    source = CsvSource(input_path, settings.max_batch)
+    source = csv_source(settings, input_path)
     while (batch := source.poll(0.0)) is not None:
         engine.process(batch.parse().ticks)
         engine.commit()
