@@ -444,17 +444,21 @@ class Engine:
         return PartitionState(partition, self._version(), self.table.take(slots))
 
     def put_partition(self, state: PartitionState) -> None:
-        """Attach a partition's state; recurrent states made by another model are re-warmed.
-        A pending batch is committed first."""
+        """Attach a partition's state; recurrent states made by another model (or not of
+        this model's size, as a damaged checkpoint may hold) are re-warmed. A pending batch
+        is committed first."""
         self.commit()
         snapshot = state.snapshot
-        if state.model_version != self._version():
+        foreign = state.model_version != self._version() or snapshot.recurrent.shape[1:] != (
+            self.table.state_size,
+        )
+        if foreign:
             snapshot = replace(
                 snapshot,
                 recurrent=np.zeros((len(snapshot.series), self.table.state_size), np.float32),
             )
         slots = self.table.put(snapshot)
-        if state.model_version != self._version():
+        if foreign:
             self._rewarm(slots)
 
     def _version(self) -> str:

@@ -515,3 +515,25 @@ def test_a_lone_ticking_series_does_not_drive_the_eviction_clock() -> None:
         assert engine.commit() == 0
     engine.process(columns(["C"], [START + 60 * SECOND], [1.0]))  # a second series ticks
     assert engine.commit() == 1 and set(engine.table.slot_of) == {"A", "C"}
+
+
+def test_a_partition_state_of_another_size_is_rewarmed_not_refused() -> None:
+    """A checkpoint that names the serving model but holds states of another width (a
+    damaged one) is put back re-warmed from its rings, like one of another model."""
+    spec = ModelSpec(cell="gru", layers=1, units=4)
+    engine = Engine(EngineParams(features=FeatureParams(min_history=3), ring_length=16),
+                    random_stepper(spec, seed=3))  # fmt: skip
+    ticks = random_ticks(200, 5, seed=8)
+    engine.process(ticks)
+    state = engine.take_partition(0)
+    damaged = replace(state, snapshot=replace(state.snapshot,
+                                              recurrent=state.snapshot.recurrent[:, :2]))  # fmt: skip
+    reference = Engine(engine.params, engine.model)
+    reference.put_partition(replace(state, model_version="another"))
+    engine.put_partition(damaged)
+    got, want = engine.snapshot_partition(0).snapshot, reference.snapshot_partition(0).snapshot
+    order_got, order_want = np.argsort(got.series), np.argsort(want.series)
+    assert [got.series[i] for i in order_got] == [want.series[i] for i in order_want]
+    assert got.recurrent.shape == (5, spec.state_size)
+    assert np.allclose(got.recurrent[order_got], want.recurrent[order_want], atol=1e-6)
+    assert np.abs(got.recurrent).sum() > 0  # re-warmed, not left at zero
