@@ -526,8 +526,8 @@ def test_a_partition_state_of_another_size_is_rewarmed_not_refused() -> None:
     ticks = random_ticks(200, 5, seed=8)
     engine.process(ticks)
     state = engine.take_partition(0)
-    damaged = replace(state, snapshot=replace(state.snapshot,
-                                              recurrent=state.snapshot.recurrent[:, :2]))  # fmt: skip
+    narrow = state.snapshot.recurrent[:, :2]
+    damaged = replace(state, snapshot=replace(state.snapshot, recurrent=narrow))
     reference = Engine(engine.params, engine.model)
     reference.put_partition(replace(state, model_version="another"))
     engine.put_partition(damaged)
