@@ -53,6 +53,10 @@ from forecaster.faults import internal_error_detail, log_internal_error
 log = logging.getLogger(__name__)
 
 MAX_SERIES_CHARS = 200
+# A tick is one flat object. Deeper JSON is refused before it is decoded: how deep the
+# decoder itself gets depends on the interpreter's recursion limit, which TensorFlow
+# raises, so without this bound one message's fate would depend on what was imported.
+MAX_JSON_DEPTH = 64
 MAX_EPOCH_MS = 9_000_000_000_000  # 2255-03-14; beyond it nanoseconds overflow int64
 CSV_COLUMNS = ("series", "ts", "price", "volume")
 
@@ -459,7 +463,13 @@ def _number_failure(
 
 def _extract_json(rows: _Rows, i: int, payload: bytes) -> None:
     try:
-        obj = json.loads(payload.decode("utf-8"))
+        text = payload.decode("utf-8")
+        brackets = text.count("[") + text.count("{")  # a cheap bound of the depth first
+        if brackets > MAX_JSON_DEPTH and _json_depth(text) > MAX_JSON_DEPTH:
+            rows.fail(i, RejectReason.INVALID_JSON,
+                      f"message nests deeper than {MAX_JSON_DEPTH} levels")  # fmt: skip
+            return
+        obj = json.loads(text)
     except UnicodeDecodeError as exc:
         rows.fail(i, RejectReason.NOT_UTF8, f"message is not UTF-8: {exc.reason}")
         return
@@ -494,6 +504,27 @@ def _extract_json(rows: _Rows, i: int, payload: bytes) -> None:
         rows.volume[i] = _json_number(rows, i, volume, "volume", RejectReason.VOLUME_TYPE)
         if math.isnan(rows.volume[i]):
             rows.fail(i, RejectReason.VOLUME_INVALID, "volume is NaN")
+
+
+def _json_depth(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets in strings do not count).
+
+    >>> _json_depth('{"a": [1, {"b": "[[["}]}'), _json_depth("[" * 100)
+    (3, 100)
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _json_number(rows: _Rows, i: int, value: Any, name: str, wrong_type: RejectReason) -> float:

@@ -1,6 +1,7 @@
 import io
 import json
 import logging
+import sys
 from typing import Any
 
 import numpy as np
@@ -454,3 +455,18 @@ def test_hostile_values_are_rejected_not_raised_on(payload: bytes, reason: Rejec
 def test_of_a_key_given_twice_the_last_value_counts() -> None:
     batch = parse_messages([b'{"series": "A", "series": "B", "ts": 1, "price": 1}'])
     assert batch.ticks.series == ["B"]
+
+
+def test_deep_nesting_is_refused_whatever_the_recursion_limit() -> None:
+    deep = b'{"series": "A", "ts": 1, "price": 1, "x": ' + b"[" * 500 + b"]" * 500 + b"}"
+    wide = b'{"series": "A", "ts": 1, "price": 1, "x": [' + b",".join([b"[[]]"] * 100) + b"]}"
+    limit = sys.getrecursionlimit()
+    try:
+        for recursion_limit in (1000, 100_000):  # TensorFlow raises it, for one
+            sys.setrecursionlimit(recursion_limit)
+            batch = parse_messages([deep, wide])
+            assert [r.reason for r in batch.rejects] == [RejectReason.INVALID_JSON]
+            assert "deeper than" in batch.rejects[0].detail
+            assert batch.ticks.position.tolist() == [1]
+    finally:
+        sys.setrecursionlimit(limit)

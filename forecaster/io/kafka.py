@@ -79,7 +79,15 @@ from typing import Any, NoReturn, Protocol
 
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, UnknownTopicOrPartitionError
+from kafka.errors import (
+    InvalidRecordError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from forecaster.backoff import Backoff
@@ -729,18 +737,31 @@ def _bounded_headers(
     return kept, len(headers) - len(kept)
 
 
+# Errors that refuse one record for what it is or where it goes: sending it again cannot
+# succeed. Other non-retriable errors (a producer that lost its id to a broker that lost its
+# state: "Unexpected error in InitProducerIdResponse") concern the producer, not the record,
+# and a new producer sends the batch fine.
+PERMANENT_RECORD_ERRORS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidRecordError,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+)
+
+
 def is_permanent(error: BaseException, dead_letter: bool) -> bool:
     """Whether retrying a record that failed with ``error`` cannot succeed.
 
-    A Kafka error says so itself (``retriable``). A dead letter is also given up on for
-    an unknown topic, and for any other error the client raises (kafka-python raises
-    IndexError for a topic with no partitions): a broken dead-letter topic must never
-    hold valid ticks back. For a forecast such an error stays transient: the batch is
-    retried with backoff and /readyz says why.
+    A dead letter is also given up on for an unknown topic, and for any error that is no
+    Kafka error (kafka-python raises IndexError for a topic with no partitions): a broken
+    dead-letter topic must never hold valid ticks back. For a forecast those stay
+    transient: the batch is retried with backoff and /readyz says why.
     """
+    if isinstance(error, PERMANENT_RECORD_ERRORS):
+        return True
     if isinstance(error, KafkaError):
-        unknown_topic = isinstance(error, UnknownTopicOrPartitionError)
-        return not error.retriable or (dead_letter and unknown_topic)
+        return dead_letter and isinstance(error, UnknownTopicOrPartitionError)
     return dead_letter
 
 

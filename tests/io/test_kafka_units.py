@@ -23,6 +23,7 @@ import pytest
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import (
+    KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     NotLeaderForPartitionError,
@@ -255,6 +256,24 @@ def test_a_dead_letter_refused_for_good_is_counted_and_not_retried() -> None:
     assert produce_errors(metrics, "permanent") == 1
     assert produce_errors(metrics, "transient") == 0
     assert not producer.closed
+
+
+def test_a_producer_that_lost_its_id_fails_the_batch_for_a_new_producer_not_for_good() -> None:
+    """kafka-python aborts every batch with a plain, non-retriable KafkaError when a broker
+    that lost its state answers InitProducerId with an unknown error; a new producer
+    delivers the same records."""
+    fatal = KafkaError("Unexpected error in InitProducerIdResponse: [Error -1] UnknownError")
+    producers = [FakeProducer(refuse_all=True, error=fatal), FakeProducer()]
+    metrics = Metrics()
+    sink = KafkaSink(SETTINGS, metrics, connect=lambda: producers.pop(0))
+    forecasts, letters = forecasts_and_letters()
+    sink.write(forecasts, letters)
+    with pytest.raises(DeliveryError, match="InitProducerId"):
+        sink.flush()
+    assert (produce_errors(metrics, "transient"), produce_errors(metrics, "permanent")) == (3, 0)
+    sink.write(forecasts, letters)
+    sink.flush()
+    assert not producers
 
 
 def test_a_dead_letter_topic_the_client_cannot_send_to_never_holds_forecasts_back() -> None:
