@@ -57,6 +57,7 @@ class Totals:
     accepted: int = 0
     rejected: int = 0
     batches: int = 0
+    series_created: int = 0  # a series evicted and seen again counts again
 
 
 @dataclass
@@ -163,8 +164,10 @@ class Pipeline:
 
     def _count_series(self, known_series: int, evicted: int) -> None:
         m = self.metrics
+        created = len(self.engine.table) - known_series + evicted
+        self.totals.series_created += created
         m.active_series.set(len(self.engine.table))
-        m.series_created.inc(len(self.engine.table) - known_series + evicted)
+        m.series_created.inc(created)
         m.series_evicted.inc(evicted)
 
     def _swap_if_pending(self) -> None:

@@ -301,6 +301,7 @@ class Retrainer:
         started = time.monotonic()
         if self.background and self.registry is not None and not self._take_lock(reason):
             return
+        log.info("retraining started (trigger: %s) while %s serves", reason, self._serving())
         try:
             window = select_window(self._sequences(), self.policy.window, MIN_SERIES_STEPS)
             job = TrainingJob(self.policy.holdout, self.policy.margin, self.features,
@@ -313,6 +314,11 @@ class Retrainer:
         except Exception as exc:  # whatever a run runs into, the serving model must keep serving
             self._release()
             self._failed(internal_error_detail(exc), started)
+
+    def _serving(self) -> str:
+        """What serves now, for the log: a model version, or the naive forecast."""
+        model = self.engine.model
+        return f"model {model.version}" if model is not None else "the naive forecast"
 
     def _sequences(self) -> list[Sequence]:
         """What a run trains on: every warm step so far for the first model, else the rings."""
@@ -438,10 +444,16 @@ class Retrainer:
         if outcome.outcome == "skipped":
             log.info("retraining skipped: %s", outcome.error)
         elif outcome.outcome == "failed":
-            log.error("retraining failed (%s); the serving model keeps serving", outcome.error)
+            log.error("retraining failed (%s); %s keeps serving", outcome.error, self._serving())
         else:
             reason = outcome.validation.reason if outcome.validation else ""
-            log.info("retraining %s %s: %s", outcome.outcome, outcome.version, reason)
+            serving = (
+                f"model {outcome.version} serves from the next batch"
+                if outcome.outcome == "promoted"
+                else f"{self._serving()} keeps serving"
+            )
+            log.info("retraining %s %s after %.1f s: %s; %s", outcome.outcome,
+                     outcome.version, outcome.seconds, reason, serving)  # fmt: skip
         if outcome.outcome != "promoted" and self._bootstrap is not None:
             self._bootstrap_at = 2 * self._bootstrap.steps
             log.warning("no first model yet; next try after %d warm steps", self._bootstrap_at)

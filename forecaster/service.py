@@ -112,6 +112,9 @@ class Service:
             self.pipeline.source.close()
             if server is not None:
                 server.stop()
+            totals = self.pipeline.totals
+            log.info("stopped after %d ticks: %d forecasts, %d dead letters",
+                     totals.received, totals.accepted, totals.rejected)  # fmt: skip
         return self.pipeline.totals
 
 
@@ -204,10 +207,11 @@ def replay(
     totals = pipeline.totals
     # CPU time next to wall time: on a shared machine the wall time includes waits for a core.
     log.info(
-        "replayed %d ticks (%d accepted, %d rejected) of %d series in %.2f s (%.0f ticks/s; "
-        "%.2f s of CPU, %.0f ticks per CPU second)",
-        totals.received, totals.accepted, totals.rejected, len(engine.table), elapsed,
-        totals.received / max(elapsed, 1e-9), cpu, totals.received / max(cpu, 1e-9),
+        "replayed %d ticks (%d accepted, %d rejected) of %d series (%d held at the end) in "
+        "%.2f s (%.0f ticks/s; %.2f s of CPU, %.0f ticks per CPU second)",
+        totals.received, totals.accepted, totals.rejected, totals.series_created,
+        len(engine.table), elapsed, totals.received / max(elapsed, 1e-9), cpu,
+        totals.received / max(cpu, 1e-9),
     )  # fmt: skip
     return totals
 

@@ -120,7 +120,12 @@ def _decide(
         return False, f"MAE {candidate:.6g} is not below {bar:g} x naive MAE {naive:.6g}"
     if serving is not None and math.isfinite(serving) and not candidate < bar * serving:
         return False, f"MAE {candidate:.6g} is not below {bar:g} x serving MAE {serving:.6g}"
-    return True, f"MAE {candidate:.6g} beats naive {naive:.6g} and serving {serving} by {margin:g}"
+    if serving is None or not math.isfinite(serving):
+        return True, f"MAE {candidate:.6g} beats naive MAE {naive:.6g} by more than {margin:g}"
+    return True, (
+        f"MAE {candidate:.6g} beats naive MAE {naive:.6g} and serving MAE {serving:.6g} "
+        f"by more than {margin:g}"
+    )
 
 
 def _padded(sequences: list[Sequence]) -> tuple[FloatArray, FloatArray, IntArray, IntArray]:

@@ -11,6 +11,7 @@ child processes run the NumPy fits of tests/support/training_fits.py by name.
 
 import errno
 import json
+import logging
 import os
 import re
 import signal
@@ -129,9 +130,10 @@ def outcomes(retrainer: Retrainer, outcome: str) -> float:
 
 
 def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_boundary(
-    ar_ticks: Path, tmp_path: Path
+    ar_ticks: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # 8 epochs reach a holdout MASE of 0.92 here (29 reach 0.85): well inside the 0.98 bar.
+    caplog.set_level(logging.INFO, logger="forecaster.retraining")
     settings = Settings(
         model_dir=str(tmp_path / "models"), cell="gru", layers=1, units=8, train_window=32,
         train_epochs=8, bootstrap_steps=3000, retrain_interval_s=0, retrain_margin=0.02,
@@ -178,6 +180,11 @@ def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_bound
     assert first == swapped_after and first % SMALL["max_batch"] == 0
     assert set(versions[:first]) == {NAIVE}
     assert set(versions[first:]) == {outcome.version}
+    # The log says when the run started, why, and what serves after it.
+    assert "retraining started (trigger: bootstrap) while the naive forecast serves" in caplog.text
+    assert f"retraining promoted {outcome.version} after " in caplog.text
+    assert f"model {outcome.version} serves from the next batch" in caplog.text
+    assert "serving None" not in caplog.text
 
 
 def test_a_deliberately_worse_candidate_is_rejected_and_serving_is_unchanged(

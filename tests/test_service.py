@@ -61,5 +61,7 @@ def test_run_forecasts_serves_health_and_stops_on_sigterm(tmp_path: Path) -> Non
         service.kill()
     assert service.returncode == 0, stderr.decode()[-2000:]
     assert b"received SIGTERM" in stderr
+    last_line = stderr.decode().strip().splitlines()[-1]
+    assert "stopped after" in last_line and "forecasts" in last_line, last_line
     records = [json.loads(line) for line in forecasts.read_text().splitlines()]
     assert len(records) >= 2000 and all(r["model_version"] == "naive" for r in records)
