@@ -7,7 +7,9 @@ baselines choose their smoothing constants. Per series, MAE and RMSE are in pric
 units; across series (kinds, overall) errors are relative to the price forecast from,
 so series of any price level weigh alike. MASE is always the MAE over the naive
 forecast's MAE on the same points, and the Diebold-Mariano test compares absolute
-errors with the naive forecast's.
+errors with the naive forecast's. A row whose absolute errors are significantly larger
+than naive's (``SIGNIFICANCE``) is worse than naive however small the effect:
+``worse_than_naive`` lists the models (cells) that are, per series and per kind.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ BoolArray = npt.NDArray[np.bool_]
 MIN_TUNE = 50
 ORACLE = "oracle"
 OVERALL = "all"
+SIGNIFICANCE = 0.05  # two-sided Diebold-Mariano p-value
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,33 @@ class Scores:
     mae: float
     rmse: float
     mase: float
-    directional_accuracy: float
+    directional_accuracy: float  # moves called right over all moves; no call is a miss
+    calls: float  # share of moves on which the forecast called a direction (left the price)
+    call_hit_rate: float  # moves called right over moves called: 0.5 is a coin
     dm_stat: float  # Diebold-Mariano against naive, absolute errors; < 0 beats naive
     dm_pvalue: float
 
+    @property
+    def worse_than_naive(self) -> bool:
+        """Absolute errors significantly larger than the naive forecast's."""
+        return self.dm_stat > 0 and self.dm_pvalue < SIGNIFICANCE
+
     def to_dict(self) -> dict[str, Any]:
-        return {key: _finite_or_none(value) for key, value in asdict(self).items()}
+        figures = {key: _finite_or_none(value) for key, value in asdict(self).items()}
+        return {**figures, "worse_than_naive": self.worse_than_naive}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A model significantly worse than naive somewhere: a series or a kind."""
+
+    scope: str  # "series" or "kind"
+    name: str
+    row: str
+    scores: Scores
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scope": self.scope, "name": self.name, "row": self.row, **self.scores.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,17 @@ class Evaluation:
     @property
     def cells(self) -> list[str]:
         return list(self.points.forecasts)
+
+    def worse_than_naive(self) -> list[Flag]:
+        """Every (series or kind, cell) where the cell is significantly worse than naive."""
+        scopes = (("kind", self.per_kind), ("series", self.per_series))
+        return [
+            Flag(scope, name, cell, table[cell])
+            for scope, tables in scopes
+            for name, table in tables.items()
+            for cell in self.cells
+            if table[cell].worse_than_naive
+        ]
 
 
 def evaluate(points: Points) -> Evaluation:
@@ -143,16 +178,26 @@ def _score_rows(
             if name != "naive"
             else (math.nan, math.nan)
         )
+        accuracy = scoring.directional_accuracy(forecast, naive, actual)
+        calls = _call_share(forecast, naive, actual)
         scores[name] = Scores(
             points=len(rows),
             mae=scoring.mae(forecast, actual),
             rmse=scoring.rmse(forecast, actual),
             mase=scoring.mase(forecast, naive, actual),
-            directional_accuracy=scoring.directional_accuracy(forecast, naive, actual),
+            directional_accuracy=accuracy,
+            calls=calls,
+            call_hit_rate=accuracy / calls if calls > 0 else math.nan,
             dm_stat=stat,
             dm_pvalue=p_value,
         )
     return scores
+
+
+def _call_share(forecast: FloatArray, naive: FloatArray, actual: FloatArray) -> float:
+    """Share of the moves (actual != naive) on which the forecast is not the last price."""
+    moved = actual != naive
+    return float(np.mean(forecast[moved] != naive[moved])) if moved.any() else math.nan
 
 
 def _finite_or_none(value: float | int) -> float | int | None:

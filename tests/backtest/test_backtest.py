@@ -10,10 +10,14 @@ import pytest
 
 from forecaster import synthetic
 from forecaster.backtest.evaluate import MIN_TUNE
-from forecaster.backtest.report import HTML_FILE, METRICS_FILE, PLOTS
+from forecaster.backtest.report import HTML_FILE, METRICS_FILE, PLOTS, SECTIONS
 from forecaster.backtest.run import backtest, forecasts_file
 from forecaster.config import Settings
 from forecaster.engine import NAIVE
+from tests.support.browser import (  # noqa: F401 (browser_fixture: the browser fixture)
+    Browser,
+    browser_fixture,
+)
 
 TINY = Settings(units=4, layers=1, train_epochs=8, train_window=32, bootstrap_steps=4000,
                 max_batch=1000, metrics_port=0)  # fmt: skip
@@ -98,3 +102,30 @@ def test_autocorrelated_returns_are_captured(report: Path) -> None:
     ar1 = metrics_of(report)["kinds"]["ar1"]
     assert ar1[CELL]["mase"] <= 0.90
     assert ar1[CELL]["dm_stat"] < -1.96
+
+
+def test_the_report_renders_in_a_browser_with_every_section_and_plot(
+    report: Path, browser: Browser, tmp_path: Path
+) -> None:
+    page = report / HTML_FILE
+    dom = browser.dom(page)
+    for anchor, title in SECTIONS.items():
+        assert f'<section id="{anchor}"><h2>{title}</h2>' in dom, anchor
+    metrics = metrics_of(report)
+    for kind in metrics["kinds"]:
+        assert ("<h3>All series" if kind == "all" else f"<h3>Kind: {kind} ") in dom
+    for series in metrics["series"]:
+        assert f"<h3>Series {series} " in dom
+    images = browser.images(page, tmp_path)
+    assert sorted(image.alt for image in images) == sorted(PLOTS)
+    assert all(image.natural_width > 0 for image in images), images
+
+
+def test_the_browser_check_sees_a_plot_that_does_not_load(
+    report: Path, browser: Browser, tmp_path: Path
+) -> None:
+    text = (report / HTML_FILE).read_text()
+    start = text.index("base64,") + len("base64,")
+    (tmp_path / "broken.html").write_text(text[:start] + "AAAA" + text[start + 64 :])
+    widths = [image.natural_width for image in browser.images(tmp_path / "broken.html", tmp_path)]
+    assert widths[0] == 0 and all(width > 0 for width in widths[1:])

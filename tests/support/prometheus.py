@@ -14,7 +14,6 @@ directory and a generated configuration:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -29,9 +28,9 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from tests.support.apt import AptInstallError, apt_install
+
 PACKAGE = "prometheus"
-APT_TIMEOUT_S = 900
-APT_LOCK_WAIT = "-o DPkg::Lock::Timeout=600"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 
@@ -63,38 +62,10 @@ def _on_path() -> PrometheusTools | None:
 
 
 def _install_with_apt() -> None:
-    how = f"install it with: apt-get update && apt-get install -y {PACKAGE}"
-    if os.geteuid() != 0:
-        pytest.fail(f"prometheus/promtool are not on PATH and this user is not root; {how}")
-    _apt(["apt-get", *APT_LOCK_WAIT.split(), "update", "-q"], how)
-    policy = _apt(["apt-cache", "policy", PACKAGE], how)
-    if "Candidate: (none)" in policy or "Candidate:" not in policy:
-        pytest.fail(f"apt knows no installable {PACKAGE} package:\n{policy}\n{how}")
-    _apt(
-        [
-            "apt-get",
-            *APT_LOCK_WAIT.split(),
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            PACKAGE,
-        ],
-        how,
-    )
-
-
-def _apt(command: list[str], how: str) -> str:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
-        done = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.fail(f"{' '.join(command)} failed: {exc}; {how}")
-    if done.returncode != 0:
-        pytest.fail(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr[-3000:]}\n{how}")
-    return done.stdout
+        apt_install(PACKAGE)
+    except AptInstallError as exc:
+        pytest.fail(f"prometheus/promtool are not on PATH: {exc}")
 
 
 def scrape_config(
