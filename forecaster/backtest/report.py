@@ -110,7 +110,7 @@ STYLES = {
     "ewma": Style("#56b4e9", (0, (1.0, 1.5)), 1.4, 0.9, 3.2),
     "holt": Style("#e69f00", (0, (4.0, 1.5, 1.0, 1.5)), 1.2, 0.9, 3.3),
     "oracle": Style("#009e73", (0, (1.0, 1.0)), 2.2, 0.9, 4.0),
-    "lstm": Style("#0072b2", "-", 3.6, 0.55, 5.0, marker="v"),
+    "lstm": Style("#0072b2", "-", 3.6, 0.65, 5.0, marker="v"),
     "gru": Style("#d55e00", (0, (3.0, 1.5)), 1.6, 1.0, 6.0, marker="^"),
 }
 OTHER = Style("#8c564b", (0, (5.0, 1.0, 1.0, 1.0, 1.0, 1.0)), 1.3, 1.0, 5.5, marker="s")
@@ -493,7 +493,7 @@ def _table_row(row: str, scores: dict[str, Any]) -> str:
     worse = bool(scores.get("worse_than_naive"))
     name = _swatch(row) + html.escape(label(row))
     if worse:
-        name += " <b>&#9888; significantly worse than naive</b>"
+        name += " <b title='significantly worse than naive (Diebold-Mariano, 5%)'>&#9888; worse</b>"
     cells = "".join(f"<td>{_format(column, scores[column])}</td>" for column in COLUMNS)
     return f"<tr{' class=worse' if worse else ''}><td>{name}</td>{cells}</tr>"
 
