@@ -3,7 +3,9 @@
 ``apt_install(package)`` runs ``apt-get update`` and ``apt-get install`` as root, each
 waiting up to ten minutes for the dpkg lock, and raises ``AptInstallError`` saying why
 and how to install it by hand when it cannot (not root, no apt, no such package, apt
-failed). Each caller decides whether that fails its tests or skips them.
+failed). ``install_or_skip`` is what the tests' fixtures call: where the package cannot
+be installed (macOS, not root) the tests that need it skip and say why, except under
+``CI=true``, where a missing tool must fail the run rather than hide its tests.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+
+import pytest
 
 APT_TIMEOUT_S = 900
 LOCK_WAIT = ("-o", "DPkg::Lock::Timeout=600")
@@ -33,6 +37,17 @@ def apt_install(package: str) -> None:
         raise AptInstallError(f"apt knows no installable {package} package:\n{policy}\n{how}")
     install = ["apt-get", *LOCK_WAIT, "install", "-y", "-q", "--no-install-recommends", package]
     _run(install, how)
+
+
+def install_or_skip(package: str, needed_for: str) -> None:
+    """``apt_install(package)``; if that cannot be done, skip the calling test (fail it
+    under CI=true), naming what it was ``needed_for`` and why."""
+    try:
+        apt_install(package)
+    except AptInstallError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and no {package} for {needed_for}: {exc}")
+        pytest.skip(f"no {package} for {needed_for}: {exc}")
 
 
 def _run(command: list[str], how: str) -> str:

@@ -12,7 +12,6 @@ apt), tests using it skip and say why, except under ``CI=true``, where they fail
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.apt import AptInstallError, apt_install
+from tests.support.apt import install_or_skip
 
 PACKAGE = "chromium"
 RUN_TIMEOUT_S = 120
@@ -95,12 +94,7 @@ def _unescape(text: str) -> str:
 def browser_fixture() -> Browser:
     """Chromium, installed with apt first if it is not on PATH."""
     if shutil.which(PACKAGE) is None:
-        try:
-            apt_install(PACKAGE)
-        except AptInstallError as exc:
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"CI=true and no browser: {exc}")
-            pytest.skip(f"no headless browser for the report tests: {exc}")
+        install_or_skip(PACKAGE, "the report tests in a headless browser")
     binary = shutil.which(PACKAGE)
     if binary is None:
         pytest.fail(f"apt installed {PACKAGE}, yet chromium is not on PATH")
