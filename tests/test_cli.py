@@ -1,16 +1,27 @@
 """The command line: complete help without TensorFlow, clear errors, and `forecaster
 retrain` sending the admin token (never printing it, never following a redirect)."""
 
+import io
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from forecaster.backtest.run import ProgressBar
 from forecaster.cli import main
+from forecaster.config import SAMPLE_TICKS as SAMPLE
+from forecaster.config import Settings
+from forecaster.features import FeatureParams
 from forecaster.metrics import HttpServer, Metrics, http_app
+from forecaster.model.spec import ModelSpec
+from forecaster.pipeline import Totals
+from forecaster.registry import Registry
+from forecaster.trainer import TrainedModel
+from tests.support_models import random_stepper
 
 
 def forecaster(*args: str) -> subprocess.CompletedProcess[str]:
@@ -170,3 +181,80 @@ def test_retrain_refuses_what_it_cannot_send(
     code, _, err = retrain(capsys, *flags)
     assert code == 2 and message in err
     assert "line\nbreak" not in err and "tökén" not in err
+
+
+@pytest.mark.parametrize(
+    ("command", "says", "never"),
+    [
+        (["train"], "required here; or FORECASTER_MODEL_DIR", "in memory only"),
+        (["models", "list"], "required here; or FORECASTER_MODEL_DIR", "in memory only"),
+        (["run"], "(default: in memory only)", "required"),
+        (["retrain"], "(default: http://localhost:9108)", "\0"),
+        (["produce"], "Kafka brokers to publish to (required)", "for run"),
+    ],
+)
+def test_help_says_what_each_command_needs(
+    command: list[str], says: str, never: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert says in text and never not in text
+
+
+@pytest.fixture
+def ticks(tmp_path: Path) -> Path:
+    path = tmp_path / "ticks.csv"
+    with SAMPLE.open() as sample:
+        path.write_text("".join(next(sample) for _ in range(50)))
+    return path
+
+
+@pytest.mark.parametrize(("terminal", "verbose"), [(True, 1), (False, 2)])
+def test_train_draws_keras_progress_bars_only_on_a_terminal(
+    terminal: bool, verbose: int, ticks: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    asked: list[int] = []
+
+    def train(settings: Settings, input_path: Path, verbose: int = 1) -> TrainedModel:
+        asked.append(verbose)
+        return TrainedModel(random_stepper(ModelSpec(), version="v1"), {})
+
+    monkeypatch.setattr("forecaster.service.train", train)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: terminal)
+    assert main(["train", str(ticks), "--model-dir", str(ticks.parent / "models")]) == 0
+    assert asked == [verbose] and capsys.readouterr().out == "v1\n"
+
+
+def test_models_list_columns_line_up_under_their_headers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = Registry(tmp_path)
+    for seed in range(2):
+        registry.promote(registry.save(random_stepper(ModelSpec(), seed), FeatureParams(), {}))
+    capsys.readouterr()
+    assert main(["models", "list", "--model-dir", str(tmp_path)]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 2 and rows[1].startswith("*")
+    created = header.index("created")
+    for row in rows:
+        assert row[created - 1] == " " and row[created : created + 4].isdigit()  # the year
+        assert len(row) == len(header)  # serving_mase, the last column, right-aligned under it
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("stream", "drawn"), [(Terminal(), True), (io.StringIO(), False)])
+def test_the_backtest_draws_its_progress_bar_only_on_a_terminal(
+    stream: io.StringIO, drawn: bool
+) -> None:
+    bar = ProgressBar("backtest lstm", 10, stream)
+    bar.update(Totals(received=5))
+    bar.close()
+    assert stream.getvalue() == ("\rbacktest lstm [###############...............] 5/10 ticks\n"
+                                 if drawn else "")  # fmt: skip
