@@ -365,9 +365,14 @@ def _not_negative(text: str) -> float:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.bootstrap_servers:
+        from forecaster.config import Settings
+
         _check_ticks(settings.input_path())
-        _check_output(settings.forecasts_out, "forecasts file")
-        _check_output(settings.dead_letters_out, "dead letters file")
+        # Only what the user named: a default destination is the service's to create.
+        if settings.forecasts_out != Settings.forecasts_out:
+            _check_output(settings.forecasts_out, "forecasts file")
+        if settings.dead_letters_out != Settings.dead_letters_out:
+            _check_output(settings.dead_letters_out, "dead letters file")
     _check_model_dir(settings)
     from forecaster.service import run_service
 
