@@ -19,6 +19,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     FORECASTER_MODEL_DIR=/var/lib/forecaster/models \
     FORECASTER_INPUT=/app/sample_data/ticks.csv \
+    FORECASTER_DEAD_LETTERS_OUT=/var/lib/forecaster/dead-letters.jsonl \
     FORECASTER_METRICS_PORT=9108
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /app \
         --shell /usr/sbin/nologin forecaster \

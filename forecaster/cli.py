@@ -14,14 +14,13 @@ of stdout went away (`forecaster run | head`). Every failure is one
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from forecaster import __version__
+from forecaster import __version__, logs
 from forecaster.errors import ConfigError, DeliveryError, ForecasterError
 
 if TYPE_CHECKING:
@@ -39,6 +38,7 @@ INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
 BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports `yes | head -1` for yes
 BROKER_CHECK_S = 5.0
 KAFKA_PORT = 9092
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class UsageError(ForecasterError):
@@ -74,11 +74,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if not hasattr(args, "command"):
         raise UsageError(f"name a command: {', '.join(COMMANDS)} (see forecaster --help)")
     settings = _settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.log_level)
     result: int = args.command(args, settings)
     return result
 
@@ -132,7 +128,8 @@ def _wrong_flag(flags: dict[str, Any]) -> str:
 # Flags that map one to one onto Settings fields (dest = field name).
 _SETTING_FLAGS = ("model_dir", "metrics_port", "input", "rate", "forecasts_out", "cell", "layers",
                   "units", "train_epochs", "seed", "bootstrap_servers", "input_topic",
-                  "output_topic", "dlq_topic", "group_id", "state_dir")  # fmt: skip
+                  "output_topic", "dlq_topic", "group_id", "state_dir", "dead_letters_out",
+                  "log_level")  # fmt: skip
 _FLAG_NAMES = {"train_epochs": "--epochs"}
 
 
@@ -150,7 +147,8 @@ def _parser() -> argparse.ArgumentParser:
         help="run the service (default: replay sample data at a live pace, no Kafka needed)",
         description="Run the service until SIGTERM/SIGINT. With no configuration it replays "
         "sample_data/ticks.csv at --rate ticks/s in a loop, writes forecasts as JSON lines to "
-        "stdout and dead letters to stderr, and serves /metrics, /healthz and /readyz. With "
+        "stdout, dead letters as JSON lines to dead-letters.jsonl and its log to stderr, and "
+        "serves /metrics, /healthz and /readyz. With "
         "--bootstrap-servers it consumes ticks from Kafka and writes forecasts and dead letters "
         "to topics instead.",
         epilog=EPILOG,
@@ -166,6 +164,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="ticks per second to replay at (0 = flat out; default 500)")  # fmt: skip
     run.add_argument(
         "--forecasts-out", help="forecasts JSON lines: a path or - for stdout (default -)"
+    )
+    run.add_argument(
+        "--dead-letters-out",
+        help="dead letters JSON lines: a path, - for stdout or stderr (default dead-letters.jsonl)",
     )
     run.add_argument(
         "--bootstrap-servers",
@@ -196,8 +198,12 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--out", type=Path, required=True, metavar="FORECASTS.jsonl", help="forecasts file"
     )
-    replay.add_argument("--rejects", default="stderr", metavar="REJECTS.jsonl",
-                        help="dead letters file (default: stderr)")  # fmt: skip
+    replay.add_argument(
+        "--rejects",
+        dest="dead_letters_out",
+        metavar="REJECTS.jsonl",
+        help="dead letters JSON lines: a path, - or stderr (default dead-letters.jsonl)",
+    )
     _common(replay, MODEL_DIR_SERVED)
     _command(replay, _replay)
 
@@ -337,6 +343,13 @@ MODEL_DIR_REQUIRED = "model registry directory (required here; or FORECASTER_MOD
 def _common(parser: argparse.ArgumentParser, model_dir_help: str) -> None:
     parser.add_argument("--config", type=Path, help="TOML settings file")
     parser.add_argument("--model-dir", help=model_dir_help)
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        type=str.upper,
+        help="log to stderr from this level on (default INFO; DEBUG also shows TensorFlow's "
+        "start-up notes)",
+    )
 
 
 def _command(parser: argparse.ArgumentParser, command: Any) -> None:
@@ -383,11 +396,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     _check_ticks(args.input_csv)
     _check_output(str(args.out), "--out")
-    _check_output(args.rejects, "--rejects")
+    _check_output(settings.dead_letters_out, "--rejects")
     _check_model_dir(settings)
     from forecaster.service import replay
 
-    replay(settings, args.input_csv, args.out, args.rejects)
+    replay(settings, args.input_csv, args.out, settings.dead_letters_out)
     return 0
 
 

@@ -59,7 +59,8 @@ class Settings:
     loop: bool = _setting(True, "`run` replays the file again, shifted in time, when it ends")
     forecasts_out: str = _setting("-", "Where forecasts go as JSON lines: a path, or - for stdout")
     dead_letters_out: str = _setting(
-        "stderr", "Where rejected ticks go as JSON lines: a path, -, or stderr"
+        "dead-letters.jsonl",
+        "Where rejected ticks go as JSON lines: a path, - (stdout) or stderr (which logs use)",
     )
     max_batch: int = _setting(5000, "Most ticks stepped in one micro-batch")
     # Kafka: used instead of the file mode when bootstrap_servers is set

@@ -122,7 +122,7 @@ class Pipeline:
         try:
             try:
                 self.sink.write(forecasts, dead_letters)
-            except DeliveryError:
+            except (DeliveryError, OSError):  # the destination's fault, not a message's
                 raise
             except Exception as exc:  # an encoding fault: nothing was sent (Sink.write)
                 log_internal_error("encoding a forecast", exc)

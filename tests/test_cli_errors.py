@@ -321,11 +321,6 @@ def test_no_mistake_leaves_a_file_or_folder_behind(answers: Answers) -> None:
     assert listing(answers.folder) == answers.before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Pipeline._deliver takes the sink's BrokenPipeError for a fault encoding a forecast "
-    "and logs its traceback before it re-raises; it must let an OSError of the sink through",
-)
 @pytest.mark.parametrize(
     ("args", "env"),
     [

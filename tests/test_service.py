@@ -43,6 +43,7 @@ def test_run_forecasts_serves_health_and_stops_on_sigterm(tmp_path: Path) -> Non
         "FORECASTER_INPUT": str(SAMPLE),
         "FORECASTER_RATE": "5000",
         "FORECASTER_FORECASTS_OUT": str(forecasts),
+        "FORECASTER_DEAD_LETTERS_OUT": str(tmp_path / "dead-letters.jsonl"),
         "FORECASTER_BOOTSTRAP_STEPS": "100000000",  # stay naive: no TensorFlow in this test
         "FORECASTER_METRICS_HOST": "127.0.0.1",
     }
@@ -61,7 +62,8 @@ def test_run_forecasts_serves_health_and_stops_on_sigterm(tmp_path: Path) -> Non
         service.kill()
     assert service.returncode == 0, stderr.decode()[-2000:]
     assert b"received SIGTERM" in stderr
-    last_line = stderr.decode().strip().splitlines()[-1]
-    assert "stopped after" in last_line and "forecasts" in last_line, last_line
+    log_lines = stderr.decode().strip().splitlines()
+    assert "stopped after" in log_lines[-1] and "forecasts" in log_lines[-1], log_lines[-1]
+    assert not [line for line in log_lines if line.startswith("{")], "JSON in the log stream"
     records = [json.loads(line) for line in forecasts.read_text().splitlines()]
     assert len(records) >= 2000 and all(r["model_version"] == "naive" for r in records)
