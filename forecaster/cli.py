@@ -105,8 +105,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     }
     try:
         return config.load(args.config, os.environ, flags)
-    except UnicodeDecodeError as exc:  # config.load reports OSError and TOML errors only
-        raise ConfigError(f"cannot read config file {args.config}: {exc}") from exc
     except ConfigError as exc:
         if wrong := _wrong_flag(flags):
             raise UsageError(f"{wrong} (see {args.prog} --help)") from exc
