@@ -53,7 +53,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +62,7 @@ from zipfile import ZIP_STORED
 import numpy as np
 import numpy.typing as npt
 
+from forecaster.durable import write_atomically
 from forecaster.engine import EngineParams, PartitionState
 from forecaster.errors import ForecasterError, VersionNameError
 from forecaster.features import STATS_DTYPE
@@ -188,20 +188,7 @@ def _present(path: Path) -> bool:
 def write(folder: Path, data: bytes) -> None:
     """Steps 3-5 of the module docstring: temp file + fsync, rotate, rename, fsync dir."""
     folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / f".{CURRENT}.tmp"
-    with temporary.open("wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    current = folder / CURRENT
-    if current.exists():
-        os.replace(current, folder / PREVIOUS)
-    os.replace(temporary, current)
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_atomically(folder / CURRENT, data, previous=folder / PREVIOUS)
 
 
 def encode(checkpoint: Checkpoint, params: EngineParams) -> bytes:

@@ -47,7 +47,6 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import io
@@ -58,7 +57,6 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from forecaster.durable import write_atomically
 from forecaster.errors import ArtifactError, ConfigError, VersionNameError
 from forecaster.features import FEATURE_NAMES, FeatureParams
 from forecaster.model.spec import ModelSpec
@@ -509,21 +508,14 @@ def _json_bytes(data: dict[str, Any]) -> bytes:
 
 
 def write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` and flush it to disk: every file the registry writes
-    (but Keras' own ``model.keras``) is written here. OSError if that fails."""
-    with path.open("wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
+    """Write ``data`` to ``path`` durably and atomically (``forecaster.durable``): a reader,
+    or a restart after a power cut, sees the old file or the new one. Every file the
+    registry writes (but Keras' own ``model.keras``) is written here; OSError if it fails.
+    """
+    write_atomically(path, data)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically: a reader sees the old file or the new one."""
+    """``promoted.json`` (what every instance serves) and the retrain-start record."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        write_file(temporary, _json_bytes(data))
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
+    write_file(path, _json_bytes(data))

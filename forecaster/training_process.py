@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from forecaster.dataset import Sequence, load_sequences, save_sequences
+from forecaster.durable import write_atomically
 from forecaster.errors import TrainingError
 from forecaster.faults import internal_error_detail
 from forecaster.features import FeatureParams
@@ -205,6 +206,4 @@ def _exit_with(parent: int) -> None:
 
 def _write_result(folder: Path, record: dict[str, Any]) -> None:
     """Write the result whole or not at all: a child killed mid-write leaves no result."""
-    temporary = folder / f".{RESULT_FILE}.tmp"
-    temporary.write_text(json.dumps(record))
-    os.replace(temporary, folder / RESULT_FILE)
+    write_atomically(folder / RESULT_FILE, json.dumps(record).encode())
