@@ -15,7 +15,9 @@ A crash repeats at most the batch in flight and never skips a tick. If delivery 
 the source hands the same records over again, and they are stepped again with the same
 results. No message can stop the loop: parsing and stepping isolate a message that
 raises (a dead letter, ``internal_error``), and so does step 4 for a forecast that
-cannot be encoded.
+cannot be encoded. Any other fault before delivery makes the batch be processed again
+record by record, so that it costs only the record it is in; a fault after the commit
+(counting) is logged and costs nothing.
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from forecaster.backoff import Backoff
-from forecaster.engine import Engine, EngineResult, ForecastBatch
+from forecaster.engine import NAIVE, Engine, EngineResult, ForecastBatch
 from forecaster.errors import DeliveryError
 from forecaster.faults import internal_error_detail, log_internal_error
 from forecaster.io.base import DeadLetter, Sink, Source, SourceBatch
 from forecaster.io.records import unencodable_rows
 from forecaster.metrics import Metrics
 from forecaster.model.stepper import Stepper
-from forecaster.ticks import ParsedBatch, Rejected, RejectReason
+from forecaster.ticks import ParsedBatch, Rejected, RejectReason, empty_columns
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +94,24 @@ class Pipeline:
         batch = self.source.poll(self.poll_timeout)
         if batch is None:
             return False
-        arrived = time.perf_counter()
-        parsed = batch.parse()
-        if parsed.received:
-            self._process(batch, parsed, arrived)
+        try:
+            self._process(batch)
+        except (DeliveryError, OSError):  # the destination's fault: the batch is redone
+            raise
+        except Exception as exc:  # a fault no stage isolated: find the record it is in
+            log_internal_error("processing a batch; processing its records one by one", exc)
+            self.engine.rollback()
+            for single in batch.split():
+                self._process_alone(single)
         self._swap_if_pending()
         return True
 
-    def _process(self, batch: SourceBatch, parsed: ParsedBatch, arrived: float) -> None:
+    def _process(self, batch: SourceBatch) -> None:
+        """Steps 2-6 for one batch."""
+        arrived = time.perf_counter()
+        parsed = batch.parse()
+        if not parsed.received:
+            return
         known_series = len(self.engine.table)
         started = time.perf_counter()
         result = self.engine.process(parsed.ticks)
@@ -107,11 +119,30 @@ class Pipeline:
         forecasts, dead_letters = self._deliver(batch, parsed, result)
         delivered = time.perf_counter()
         self.source.commit(batch)
-        evicted = self.engine.commit()
-        self._count(parsed, forecasts, dead_letters, result.nonfinite)
-        self._count_series(known_series, evicted)
+        try:  # the batch is done: what fails now must not make it be processed again
+            evicted = self.engine.commit()
+            self._count(parsed, forecasts, dead_letters, result.nonfinite)
+            self._count_series(known_series, evicted)
+        except Exception as exc:
+            log_internal_error("counting a delivered batch", exc)
         self.metrics.step_seconds.observe(stepped - started)
         self.metrics.tick_to_forecast_seconds.observe(delivered - arrived)
+
+    def _process_alone(self, single: SourceBatch) -> None:
+        """A batch of one record; if even that fails, the record is an internal_error."""
+        try:
+            self._process(single)
+        except (DeliveryError, OSError):
+            raise
+        except Exception as exc:
+            log_internal_error("processing a message", exc)
+            self.engine.rollback()
+            letter = single.unprocessable(internal_error_detail(exc))
+            self.sink.write(_no_forecasts(), [letter])
+            self.sink.flush()
+            self.source.commit(single)
+            self.totals.rejected += 1
+            self.metrics.ticks_rejected.labels(RejectReason.INTERNAL_ERROR.value).inc()
 
     def _deliver(
         self, batch: SourceBatch, parsed: ParsedBatch, result: EngineResult
@@ -211,6 +242,11 @@ def _isolate_unencodable(
     letters.sort(key=lambda letter: letter.rejected.position)
     keep = np.setdiff1d(np.arange(len(forecasts)), [row for row, _ in failed])
     return _forecast_rows(forecasts, keep), letters
+
+
+def _no_forecasts() -> ForecastBatch:
+    empty = np.zeros(0)
+    return ForecastBatch(empty_columns(), empty, np.zeros(0, bool), NAIVE, empty, empty)
 
 
 def _forecast_rows(forecasts: ForecastBatch, rows: Any) -> ForecastBatch:

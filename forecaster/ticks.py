@@ -284,10 +284,9 @@ def parse_csv_frame(
     ``first_position`` is the row number of the frame's first row in its file, so that
     positions stay meaningful across chunks.
     """
-    columns = [c for c in CSV_COLUMNS if c in frame.columns]
 
     def raw_of(position: int) -> bytes:
-        return _csv_row_bytes([frame[c].iat[position - first_position] for c in columns])
+        return csv_row(frame, position - first_position)
 
     def parse(first: int, end: int) -> ParsedBatch:
         part = frame if end - first == len(frame) else frame.iloc[first:end]
@@ -313,6 +312,11 @@ def _csv_rows(frame: pd.DataFrame) -> _Rows:
     if "volume" in frame.columns:
         rows.volume = _csv_numbers(frame["volume"], rows, "volume")
     return rows
+
+
+def csv_row(frame: pd.DataFrame, row: int) -> bytes:
+    """Row ``row`` (0-based in ``frame``) of a tick CSV as its file had it."""
+    return _csv_row_bytes([frame[c].iat[row] for c in CSV_COLUMNS if c in frame.columns])
 
 
 def _csv_row_bytes(fields: list[Any]) -> bytes:

@@ -12,28 +12,25 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections import Counter, namedtuple
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
-from kafka import TopicPartition
 
 from forecaster.engine import Engine, EngineParams
 from forecaster.features import FeatureParams
 from forecaster.io.files import JsonLinesSink
-from forecaster.io.kafka import KafkaBatch
 from forecaster.io.records import format_rfc3339
 from forecaster.model.spec import ModelSpec
 from forecaster.pipeline import Pipeline
 from forecaster.ticks import MAX_EPOCH_MS, InputLimits, RejectReason
+from tests.support.messages import ListSource, Record
 from tests.support_models import random_stepper
 
 LIMITS = InputLimits(max_message_bytes=4096, max_price=1e9)
-TOPIC = TopicPartition("ticks", 0)
-Record = namedtuple("Record", "topic partition offset key value headers")
 T0_MS = 1_767_225_600_000
 SERIES = ("S0", "S1", "S2")
 
@@ -125,34 +122,6 @@ def streams(draw: st.DrawFn) -> Stream:
             stream.reasons[len(stream.payloads)] = reason
         stream.payloads.append(payload)
     return stream
-
-
-@dataclass
-class ListSource:
-    """Hands out the records in batches of ``size``, as a consumer's polls would."""
-
-    records: list[Record]
-    size: int
-    limits: InputLimits = LIMITS
-    committed: int = 0
-
-    def poll(self, timeout: float) -> KafkaBatch | None:
-        if self.committed >= len(self.records):
-            return None
-        chunk = self.records[self.committed : self.committed + self.size]
-        return KafkaBatch({TOPIC: chunk}, self.limits)
-
-    def commit(self, batch: KafkaBatch) -> None:
-        self.committed = batch.next_offsets()[TOPIC]
-
-    def connected(self) -> bool:
-        return True
-
-    def restoring(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
 
 
 # One message of every kind of bad, whatever hypothesis happens to draw.

@@ -22,6 +22,15 @@ class SourceBatch(Protocol):
         """The dead letter of a rejected record: its origin, and its key and headers if any."""
         ...
 
+    def split(self) -> list[SourceBatch]:
+        """One batch per record, in order (to find the record a whole batch failed on)."""
+        ...
+
+    def unprocessable(self, detail: str) -> DeadLetter:
+        """The internal_error dead letter of a batch of one record that could not be
+        processed at all (not even parsed)."""
+        ...
+
 
 BatchT = TypeVar("BatchT", bound=SourceBatch)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,9 +25,17 @@ import pandas as pd
 
 from forecaster.engine import ForecastBatch
 from forecaster.errors import SourceError
-from forecaster.io.base import DeadLetter
+from forecaster.io.base import DeadLetter, SourceBatch
 from forecaster.io.records import encode_dead_letter, encode_forecast_lines
-from forecaster.ticks import DEFAULT_LIMITS, InputLimits, ParsedBatch, Rejected, parse_csv_frame
+from forecaster.ticks import (
+    DEFAULT_LIMITS,
+    InputLimits,
+    ParsedBatch,
+    Rejected,
+    RejectReason,
+    csv_row,
+    parse_csv_frame,
+)
 
 REQUIRED_COLUMNS = ("series", "ts", "price")
 PACING_INTERVAL_S = 0.05
@@ -56,6 +64,16 @@ class CsvBatch:
 
     def dead_letter(self, rejected: Rejected) -> DeadLetter:
         return DeadLetter(rejected, self.origin(rejected.position))
+
+    def split(self) -> list[SourceBatch]:
+        return [
+            replace(self, frame=self.frame.iloc[row : row + 1], first_row=self.first_row + row)
+            for row in range(len(self.frame))
+        ]
+
+    def unprocessable(self, detail: str) -> DeadLetter:
+        raw = csv_row(self.frame, 0)
+        return self.dead_letter(Rejected(self.first_row, raw, RejectReason.INTERNAL_ERROR, detail))
 
 
 @dataclass

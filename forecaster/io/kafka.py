@@ -95,7 +95,7 @@ from forecaster.checkpoint import Checkpoint, Checkpoints
 from forecaster.config import Settings
 from forecaster.engine import Engine, ForecastBatch, PartitionState
 from forecaster.errors import DeliveryError, ForecasterError
-from forecaster.io.base import DeadLetter
+from forecaster.io.base import DeadLetter, SourceBatch
 from forecaster.io.records import encode_forecasts, kept_bytes
 from forecaster.metrics import Metrics
 from forecaster.ticks import (
@@ -461,6 +461,17 @@ class KafkaBatch:
         key = None if record.key is None else bytes(record.key)
         headers = tuple((str(name), bytes(value or b"")) for name, value in record.headers or ())
         return DeadLetter(rejected, self.origin(rejected.position), key, headers)
+
+    def split(self) -> list[SourceBatch]:
+        return [
+            KafkaBatch({tp: [record]}, self.limits, self.require_key)
+            for tp, records in self.by_partition.items()
+            for record in records
+        ]
+
+    def unprocessable(self, detail: str) -> DeadLetter:
+        raw = bytes(self.records[0].value or b"")
+        return self.dead_letter(Rejected(0, raw, RejectReason.INTERNAL_ERROR, detail))
 
     def first_offsets(self) -> dict[TopicPartition, int]:
         return {tp: int(records[0].offset) for tp, records in self.by_partition.items()}
