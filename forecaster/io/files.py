@@ -117,7 +117,9 @@ class CsvSource:
     ``rate`` > 0 paces the replay at that many ticks per second; ``loop`` replays the
     file again when it ends, each pass shifted after the previous one in time and its
     prices scaled to continue where each series left off, so a demo runs for ever. A row
-    with bytes that are not UTF-8 is a dead letter (not_utf8) that keeps those bytes.
+    with bytes that are not UTF-8 is a dead letter (not_utf8) that keeps those bytes. A
+    file that stops being CSV (a row with more fields than the header, a quote left open)
+    is a SourceError naming the line: the rows before it have been processed.
     """
 
     def __init__(
@@ -201,7 +203,10 @@ class CsvSource:
         if self._rest is not None:
             chunk, self._rest = self._rest, None
             return chunk
-        return next(self._chunks, None)
+        try:
+            return next(self._chunks, None)
+        except pd.errors.ParserError as exc:  # no longer rows: a field count, an open quote
+            raise SourceError(f"cannot read tick file {self.path} further: {exc}") from exc
 
     def connected(self) -> bool:
         return True

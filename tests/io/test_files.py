@@ -90,3 +90,11 @@ def test_the_sink_writes_nothing_when_a_forecast_cannot_be_encoded() -> None:
     with pytest.raises(ValueError, match="not finite"):
         JsonLinesSink(out, dead).write(forecasts, [letter])
     assert out.getvalue() == dead.getvalue() == b""
+
+
+def test_a_file_that_stops_being_csv_is_one_source_error_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("series,ts,price\nA,1000,1.5\nA,2000,1.6,7,8\nA,3000,1.7\n")
+    source = CsvSource(path, max_batch=10)
+    with pytest.raises(SourceError, match="line 3"):
+        source.poll(0.0)
