@@ -8,8 +8,8 @@ import pytest
 
 from forecaster.engine import Engine, EngineParams
 from forecaster.features import FeatureParams
-from forecaster.io import kafka
 from forecaster.io.files import JsonLinesSink
+from forecaster.io.kafka import source as kafka_source
 from forecaster.pipeline import Pipeline
 from forecaster.ticks import ParsedBatch
 from tests.support.messages import ListSource, Record
@@ -44,14 +44,14 @@ def test_a_fault_outside_every_stage_costs_only_its_own_record(
 ) -> None:
     """The key check (a step no stage isolates) raises for any batch holding series BOOM:
     the batch is processed record by record, and only BOOM's record is a dead letter."""
-    check = kafka._reject_key_mismatches
+    check = kafka_source._reject_key_mismatches
 
     def faulty(parsed: ParsedBatch, records: list[Record]) -> None:
         if "BOOM" in parsed.ticks.series:
             raise RuntimeError("a bug")
         check(parsed, records)
 
-    monkeypatch.setattr(kafka, "_reject_key_mismatches", faulty)
+    monkeypatch.setattr(kafka_source, "_reject_key_mismatches", faulty)
     records = [tick(i, "BOOM" if i == 5 else f"S{i % 3}") for i in range(12)]
     forecasts, letters = run(records, size=4)
     others = [r for r in records if r.offset != 5]

@@ -1,0 +1,100 @@
+"""Kafka transport: ticks from a topic, forecasts and dead letters to topics, at least once.
+
+Input messages are JSON ticks keyed by series, so a series always lives on one
+partition. Each forecast goes to ``output_topic`` keyed by its series; each rejected
+message goes to ``dlq_topic`` as received (same key, headers and bytes, bounded: see
+``dead_letter_message``) with these headers added, UTF-8 text:
+
+    forecaster.reason            the rule it broke (a RejectReason value)
+    forecaster.detail            what exactly was wrong
+    forecaster.source.topic      where it was read from
+    forecaster.source.partition
+    forecaster.source.offset
+    forecaster.size              the original value's size in bytes
+    forecaster.truncated         "value" if only its first max_message_bytes bytes are kept
+
+Delivery is at least once: a polled batch is stepped, its forecasts and dead letters
+are sent, the producer's acknowledgement of every record is awaited, and only then
+are the batch's offsets (last offset + 1 per partition) committed. If any record is
+not acknowledged for a transient reason (broker down, timeout) the sink raises
+DeliveryError, nothing is committed, the pipeline rolls the engine back to before the
+batch, and the next poll rewinds to the batch's first offsets: the batch is stepped
+again, with the same results. A record the client or broker refuses for good (too
+large, invalid, not authorised; for dead letters also an unknown topic or a topic that
+cannot take records) is counted in ``forecaster_kafka_produce_errors_total{kind=
+"permanent"}`` and not retried: it must not hold the input back forever.
+
+Input messages must be keyed by their series id (``require_series_key``): a tick whose
+key is missing or differs is a dead letter (key_mismatch). A dead letter keeps the
+original key, headers and at most ``max_message_bytes`` of the value (see
+``dead_letter_message``), so it always fits in one produce request.
+
+Series state belongs to partitions. When the group takes partitions away, the
+rebalance listener detaches their state from the engine into a PartitionStateStore,
+noting the offset that state has reached; when a partition is assigned, its stored
+state is put back only if that offset is still the partition's committed offset (no
+other instance moved it on since). Otherwise the partition's checkpoint (a directory or
+the Kafka changelog, ``forecaster.checkpoint``) is restored and consumption resumes at
+its offset; without checkpoints the series start afresh from the committed offset: an
+instance never steps a series with stale state. Restoring a checkpoint runs in a
+background thread while the partition's records are held back (dropped, then fetched
+again from the checkpoint's offset): the other partitions keep flowing, and
+``restoring()`` (readiness, ``forecaster_state_restoring_partitions``) shows it. kafka-python
+calls the listener only from inside ``poll()`` (the caller blocks while the listener
+runs on the client's IO thread), so between two polls the engine is never mid-rebalance.
+
+While no broker is reachable, the source reports ``connected() == False`` and polls
+return empty batches; it keeps reconnecting with backoff, and a batch in flight is
+retried, never committed, until its records are acknowledged.
+
+The package: ``client`` (configuration, building and closing clients), ``handoff``
+(partition state across rebalances), ``source`` (batches and the group member) and
+``sink`` (forecasts and dead letters).
+"""
+
+from forecaster.io.kafka.client import (
+    CLOSE_TIMEOUT_S,
+    client_configs,
+    close_producer,
+    connect_consumer,
+    connect_producer,
+    construct,
+    consumer_configs,
+    producer_configs,
+)
+from forecaster.io.kafka.handoff import (
+    InMemoryPartitionStateStore,
+    PartitionHandoff,
+    PartitionStateStore,
+    restorable,
+)
+from forecaster.io.kafka.sink import (
+    KEPT_HEADER_BYTES,
+    KEPT_KEY_BYTES,
+    KafkaSink,
+    dead_letter_message,
+    is_permanent,
+)
+from forecaster.io.kafka.source import KafkaBatch, KafkaSource
+
+__all__ = [
+    "CLOSE_TIMEOUT_S",
+    "KEPT_HEADER_BYTES",
+    "KEPT_KEY_BYTES",
+    "InMemoryPartitionStateStore",
+    "KafkaBatch",
+    "KafkaSink",
+    "KafkaSource",
+    "PartitionHandoff",
+    "PartitionStateStore",
+    "client_configs",
+    "close_producer",
+    "connect_consumer",
+    "connect_producer",
+    "construct",
+    "consumer_configs",
+    "dead_letter_message",
+    "is_permanent",
+    "producer_configs",
+    "restorable",
+]

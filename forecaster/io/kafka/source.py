@@ -1,0 +1,302 @@
+"""The Kafka source: a consumer group member polling the input topic, at least once."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from forecaster.backoff import Backoff
+from forecaster.checkpoint import Checkpoints
+from forecaster.config import Settings
+from forecaster.engine import Engine
+from forecaster.io.base import DeadLetter, SourceBatch
+from forecaster.io.kafka.client import (
+    CLOSE_TIMEOUT_S,
+    ConsumerRecord,
+    connect_consumer,
+    consumer_configs,
+    reaches_a_broker,
+)
+from forecaster.io.kafka.handoff import (
+    InMemoryPartitionStateStore,
+    PartitionHandoff,
+    PartitionStateStore,
+)
+from forecaster.metrics import Metrics
+from forecaster.ticks import (
+    DEFAULT_LIMITS,
+    InputLimits,
+    ParsedBatch,
+    Rejected,
+    RejectReason,
+    parse_messages,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KafkaBatch:
+    """Records of one poll, partition by partition, each partition in offset order.
+
+    ``require_key``: a tick whose message key is not its series id is rejected
+    (key_mismatch), since state and order are per partition and the key picks it.
+    """
+
+    by_partition: dict[TopicPartition, list[ConsumerRecord]]
+    limits: InputLimits = DEFAULT_LIMITS
+    require_key: bool = False
+    records: list[ConsumerRecord] = field(init=False)
+
+    def __post_init__(self) -> None:
+        records = [record for batch in self.by_partition.values() for record in batch]
+        object.__setattr__(self, "records", records)
+
+    def parse(self) -> ParsedBatch:
+        values = [record.value or b"" for record in self.records]
+        parsed = parse_messages(values, self.limits, now_ns=time.time_ns())
+        partitions = np.fromiter((r.partition for r in self.records), np.int32, len(self.records))
+        parsed.ticks.partition = partitions[parsed.ticks.position]
+        if self.require_key:
+            _reject_key_mismatches(parsed, self.records)
+        return parsed
+
+    def origin(self, position: int) -> dict[str, Any]:
+        record = self.records[position]
+        key = None if record.key is None else bytes(record.key).decode("utf-8", "replace")
+        return {"topic": record.topic, "partition": record.partition, "offset": record.offset,
+                "key": key}  # fmt: skip
+
+    def dead_letter(self, rejected: Rejected) -> DeadLetter:
+        record = self.records[rejected.position]
+        key = None if record.key is None else bytes(record.key)
+        headers = tuple((str(name), bytes(value or b"")) for name, value in record.headers or ())
+        return DeadLetter(rejected, self.origin(rejected.position), key, headers)
+
+    def split(self) -> list[SourceBatch]:
+        return [
+            KafkaBatch({tp: [record]}, self.limits, self.require_key)
+            for tp, records in self.by_partition.items()
+            for record in records
+        ]
+
+    def unprocessable(self, detail: str) -> DeadLetter:
+        raw = bytes(self.records[0].value or b"")
+        return self.dead_letter(Rejected(0, raw, RejectReason.INTERNAL_ERROR, detail))
+
+    def first_offsets(self) -> dict[TopicPartition, int]:
+        return {tp: int(records[0].offset) for tp, records in self.by_partition.items()}
+
+    def next_offsets(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the batch's last record: what a commit records."""
+        return {tp: int(records[-1].offset) + 1 for tp, records in self.by_partition.items()}
+
+
+def _reject_key_mismatches(parsed: ParsedBatch, records: list[ConsumerRecord]) -> None:
+    """Move every tick whose record key is not its series id (UTF-8) to the rejects."""
+    ticks = parsed.ticks
+    keys = [records[position].key for position in ticks.position.tolist()]
+    pairs = zip(keys, ticks.series, strict=True)
+    matches = np.fromiter(
+        (key is not None and bytes(key) == series.encode() for key, series in pairs),
+        bool,
+        len(keys),
+    )
+    if matches.all():
+        return
+    for i in np.flatnonzero(~matches).tolist():
+        position = int(ticks.position[i])
+        detail = f"message key {_shown(keys[i])} is not the series id {ticks.series[i][:64]!r}"
+        parsed.rejects.append(
+            Rejected(position, parsed.raw_of(position), RejectReason.KEY_MISMATCH, detail)
+        )
+    parsed.ticks = ticks.take(np.flatnonzero(matches))
+    parsed.rejects.sort(key=lambda rejected: rejected.position)
+
+
+def _shown(key: bytes | None) -> str:
+    return "(none)" if key is None else repr(bytes(key)[:64])
+
+
+ConsumerFactory = Callable[[ConsumerRebalanceListener], tuple[Any, Any]]
+
+
+class KafkaSource:
+    """A consumer group member polling ``input_topic``; see the module docstring.
+
+    ``connect`` builds the subscribed consumer and its network client (tests pass fakes).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        metrics: Metrics,
+        store: PartitionStateStore | None = None,
+        connect: ConsumerFactory | None = None,
+        *,
+        checkpoints: Checkpoints | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.handoff = PartitionHandoff(
+            engine, store or InMemoryPartitionStateStore(), checkpoints, metrics
+        )
+        self._checkpoint_interval = settings.checkpoint_interval_s
+        # The longest a rebalance may take: the group waits up to the rebalance timeout
+        # (max_poll_interval_ms) for members to rejoin, a session timeout for a dead one.
+        self._rebalance_limit_s = (
+            settings.max_poll_interval_ms + settings.session_timeout_ms
+        ) / 1000
+        self._last_checkpoint = time.monotonic()
+        self._limits = settings.input_limits()
+        self._require_key = settings.require_series_key
+        self._commit_timeout_ms = settings.request_timeout_ms
+        self._connect = connect or partial(
+            connect_consumer, consumer_configs(settings), settings.input_topic
+        )
+        self._consumer: Any = None
+        self._net_client: Any = None
+        self._backoff = Backoff(longest=settings.reconnect_backoff_max_ms / 1000)
+        self._undelivered: KafkaBatch | None = None
+        self._acknowledged: dict[TopicPartition, int] = {}
+        self._lag_labels: set[str] = set()
+
+    def poll(self, timeout: float) -> KafkaBatch:
+        consumer = self._connected_consumer()
+        if consumer is None:
+            time.sleep(timeout)
+            return KafkaBatch({})
+        self._rewind_undelivered(consumer)
+        try:
+            polled = consumer.poll(timeout_ms=int(timeout * 1000))
+            repositioned = self.handoff.restore(consumer)
+            assigned = consumer.assignment()
+        except KafkaError as exc:
+            log.warning("Kafka poll failed: %s", exc)
+            return KafkaBatch({})
+        if self._rebalance_stalled():
+            self._rejoin()
+            return KafkaBatch({})
+        # kafka-python already drops records of partitions revoked during the poll; those
+        # of a partition being restored, or just restored, precede its checkpoint's offset.
+        current = assigned - repositioned
+        batch = KafkaBatch(
+            {tp: records for tp, records in polled.items() if tp in current},
+            self._limits,
+            self._require_key,
+        )
+        self._undelivered = batch if batch.records else None
+        self._report_lag(consumer, batch, assigned)
+        return batch
+
+    def _connected_consumer(self) -> Any:
+        if self._consumer is None and self._backoff.due():
+            try:
+                self._consumer, self._net_client = self._connect(self.handoff)
+                self._backoff.succeeded()
+                log.info("connected to Kafka")
+            except KafkaError as exc:
+                log.warning("Kafka not reachable (%s); next attempt in %.1f s", exc,
+                            self._backoff.failed())  # fmt: skip
+        return self._consumer
+
+    def _rebalance_stalled(self) -> bool:
+        since = self.handoff.rebalancing_since
+        return since is not None and time.monotonic() - since > self._rebalance_limit_s
+
+    def _rejoin(self) -> None:
+        """Leave the group and join it again: kafka-python can lose a rebalance's outcome
+        (see ``connect_consumer``) and then sit in the group with no partition for good."""
+        log.warning("no partition assigned %.0f s after a rebalance began; joining the group "
+                    "again", self._rebalance_limit_s)  # fmt: skip
+        self.metrics.kafka_rejoins.inc()
+        consumer, self._consumer, self._net_client = self._consumer, None, None
+        with contextlib.suppress(KafkaError):
+            consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_S * 1000))
+        self.handoff.rebalancing_since = None  # the close revoked too; the next join starts
+
+    def _rewind_undelivered(self, consumer: Any) -> None:
+        """The last batch was not committed (its delivery failed, and the pipeline rolled
+        the engine back to before it): poll it again."""
+        batch, self._undelivered = self._undelivered, None
+        if batch is None:
+            return
+        assigned = consumer.assignment()
+        for tp, offset in batch.first_offsets().items():
+            if tp not in assigned:  # revoked since: its new owner starts from the commit
+                continue
+            log.info("partition %d: polling again from offset %d (batch not delivered)",
+                     tp.partition, offset)  # fmt: skip
+            consumer.seek(tp, offset)
+
+    def _report_lag(self, consumer: Any, batch: KafkaBatch, assigned: set[TopicPartition]) -> None:
+        gauge = self.metrics.kafka_consumer_lag
+        for label in self._lag_labels - {str(tp.partition) for tp in assigned}:
+            gauge.remove(label)
+            self._lag_labels.discard(label)
+        for tp, offset in batch.next_offsets().items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                gauge.labels(str(tp.partition)).set(highwater - offset)
+                self._lag_labels.add(str(tp.partition))
+
+    def commit(self, batch: KafkaBatch) -> None:
+        """Commit the batch's offsets, and any earlier ones whose commit failed.
+
+        A failed commit is logged and retried with the next batch: the worst it can do
+        is let a restart repeat forecasts, never skip a tick.
+        """
+        self._undelivered = None
+        self.handoff.stepped.update(batch.next_offsets())
+        self._commit_stepped()
+        if time.monotonic() - self._last_checkpoint >= self._checkpoint_interval:
+            self._last_checkpoint = time.monotonic()
+            if self._consumer is not None:
+                self.handoff.checkpoint(self._consumer.assignment())
+
+    def _commit_stepped(self) -> None:
+        if self._consumer is None:
+            return
+        assigned = self._consumer.assignment()
+        due = {
+            tp: offset
+            for tp, offset in self.handoff.stepped.items()
+            if tp in assigned and self._acknowledged.get(tp) != offset
+        }
+        if not due:
+            return
+        started = time.perf_counter()
+        try:
+            self._consumer.commit(
+                {tp: OffsetAndMetadata(o, "", -1) for tp, o in due.items()},
+                timeout_ms=self._commit_timeout_ms,  # kafka-python's default waits forever
+            )
+        except KafkaError as exc:
+            log.warning("offset commit failed (%s); retried with the next batch", exc)
+            return
+        self.metrics.kafka_commit_seconds.observe(time.perf_counter() - started)
+        self._acknowledged.update(due)
+
+    def connected(self) -> bool:
+        return self._net_client is not None and reaches_a_broker(self._net_client)
+
+    def restoring(self) -> int:
+        return self.handoff.restoring()
+
+    def close(self) -> None:
+        """Commit what is due, then leave the group (its listener hands off every partition)."""
+        if self._consumer is not None:
+            self._commit_stepped()
+            self._consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_S * 1000))
+            self._consumer = self._net_client = None
+        self.handoff.close()
