@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from forecaster.engine import Engine, EngineParams
 from forecaster.io.files import CsvSource, JsonLinesSink
+from forecaster.metrics import Metrics
 from forecaster.pipeline import Pipeline
 from forecaster.retraining import Retrainer, RetrainPolicy
 from forecaster.service import BLAS_THREADS
@@ -44,7 +45,8 @@ def start_retraining(pipeline: Pipeline, epochs: int, window: int, timeout_s: fl
     trainer = Trainer(SERVING_SPEC, engine.params.features, window=window, epochs=epochs,
                       threads=1)  # fmt: skip
     policy = RetrainPolicy(window=WindowSpec(ticks=engine.params.ring_length), timeout_s=timeout_s)
-    retrainer = Retrainer(engine, trainer.named_fit(), policy, engine.params.features)
+    retrainer = Retrainer(engine, trainer.named_fit(), policy, engine.params.features,
+                          metrics=pipeline.metrics)  # fmt: skip
     pipeline.updates = retrainer
     retrainer.request()
     return retrainer
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     engine = Engine(EngineParams(), random_stepper(SERVING_SPEC, seed=1))
     out = (workdir / "forecasts.jsonl").open("wb")
     sink = JsonLinesSink(out, (workdir / "rejects.jsonl").open("wb"))
-    pipeline = Pipeline(CsvSource(ticks, options.batch, loop=True), engine, sink)
+    pipeline = Pipeline(CsvSource(ticks, options.batch, loop=True), engine, sink, Metrics())
     # One BLAS thread, as the service runs.
     with threadpool_limits(BLAS_THREADS, user_api="blas"), contextlib.closing(sink):
         warm = run_phase(pipeline, lambda: least_history(engine) < options.history)

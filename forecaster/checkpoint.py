@@ -39,7 +39,7 @@ arrays must be stored uncompressed, as ``encode`` writes them (no decompression 
 >>> from forecaster.ticks import parse_messages
 >>> engine = Engine(EngineParams())
 >>> _ = engine.process(parse_messages([b'{"series":"X","ts":1,"price":2.0}']).ticks)
->>> store = CheckpointStore(Path(tempfile.mkdtemp()), EngineParams())
+>>> store = CheckpointStore(Path(tempfile.mkdtemp()), EngineParams(), Metrics())
 >>> store.save(engine.snapshot_partition(0), offset=1)
 True
 >>> restored = store.load(0)
@@ -120,10 +120,10 @@ class CheckpointStore:
     failure shows in the log and in ``checkpoint_failures``.
     """
 
-    def __init__(self, root: Path, params: EngineParams, metrics: Metrics | None = None) -> None:
+    def __init__(self, root: Path, params: EngineParams, metrics: Metrics) -> None:
         self.root = root
         self.params = params
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics
 
     def folder(self, partition: int) -> Path:
         return self.root / f"partition-{partition}"

@@ -67,7 +67,7 @@ class Pipeline:
     source: Source[Any]
     engine: Engine
     sink: Sink
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics
     updates: ModelUpdates | None = None
     poll_timeout: float = 0.2
     # The wait before a batch whose delivery failed is processed again; doubles while

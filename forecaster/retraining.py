@@ -191,7 +191,7 @@ class Retrainer:
         features: FeatureParams,
         *,
         registry: Registry | None = None,
-        metrics: Metrics | None = None,
+        metrics: Metrics,
         background: bool = True,
     ) -> None:
         if background and not isinstance(fit, NamedFit):
@@ -201,7 +201,7 @@ class Retrainer:
         self.policy = policy
         self.features = features
         self.registry = registry
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics
         self.background = background
         self.outcomes: list[Outcome] = []
         self.training: TrainingProcess | None = None  # the live run in its child process

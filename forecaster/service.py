@@ -50,7 +50,14 @@ def trainer_of(settings: Settings, registry: Registry | None) -> Trainer:
     )
 
 
-def build_engine(settings: Settings, background_training: bool) -> tuple[Engine, Retrainer]:
+def metrics_of(settings: Settings) -> Metrics:
+    """The metrics every part of one service or replay reports into."""
+    return Metrics(settings.quality_halflife, settings.quality_series())
+
+
+def build_engine(
+    settings: Settings, metrics: Metrics, background_training: bool
+) -> tuple[Engine, Retrainer]:
     """The engine serving the promoted model (naive if none), and the Retrainer keeping it
     fresh: training in a child process live, inline at data-clock points in a replay."""
     registry = registry_of(settings)
@@ -68,6 +75,7 @@ def build_engine(settings: Settings, background_training: bool) -> tuple[Engine,
         settings.retrain_policy(),
         settings.feature_params(),
         registry=registry,
+        metrics=metrics,
         background=background_training,
     )
     return engine, retrainer
@@ -121,22 +129,25 @@ class Service:
 def run_service(settings: Settings) -> Totals:
     """`forecaster run`: consume Kafka, or replay the tick file at a live pace, until stopped."""
     stop = _stop_on_signals()
-    engine, retrainer = build_engine(settings, background_training=True)
-    return serve(settings, engine, retrainer, stop)
+    metrics = metrics_of(settings)
+    engine, retrainer = build_engine(settings, metrics, background_training=True)
+    return serve(settings, engine, retrainer, stop, metrics)
 
 
 def serve(
-    settings: Settings, engine: Engine, retrainer: Retrainer | None, stop: threading.Event
+    settings: Settings,
+    engine: Engine,
+    retrainer: Retrainer | None,
+    stop: threading.Event,
+    metrics: Metrics,
 ) -> Totals:
     """The service around a built ``engine``, until ``stop`` is set (run_service's second half)."""
-    metrics = Metrics(settings.quality_halflife, settings.quality_series())
     source, sink = _transport(settings, engine, metrics)
     retry = Backoff(longest=settings.reconnect_backoff_max_ms / 1000)
     pipeline = Pipeline(source, engine, sink, metrics, updates=retrainer, retry=retry)
     with threadpool_limits(BLAS_THREADS, user_api="blas"):
         if retrainer is None:
             return Service(settings, pipeline, stop).run()
-        retrainer.metrics = metrics
         retrainer.start()
         try:
             return Service(settings, pipeline, stop, retrainer.request).run()
@@ -191,10 +202,11 @@ def replay(
 
     ``progress`` is called with the totals so far after every batch (the backtest's bar).
     """
-    engine, retrainer = build_engine(settings, background_training=False)
+    metrics = metrics_of(settings)
+    engine, retrainer = build_engine(settings, metrics, background_training=False)
     source = csv_source(settings, input_path)
     sink = json_lines_sink(settings, str(out), rejects)
-    pipeline = Pipeline(source, engine, sink, retrainer.metrics, updates=retrainer)
+    pipeline = Pipeline(source, engine, sink, metrics, updates=retrainer)
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         with threadpool_limits(BLAS_THREADS, user_api="blas"):

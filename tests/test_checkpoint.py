@@ -59,7 +59,7 @@ def refusals(metrics: Metrics, reason: str) -> float:
 
 def test_a_restored_partition_forecasts_exactly_as_the_uninterrupted_one(tmp_path: Path) -> None:
     engine = stepped_engine(6)
-    store = CheckpointStore(tmp_path, PARAMS)
+    store = CheckpointStore(tmp_path, PARAMS, Metrics())
     assert store.save(engine.snapshot_partition(0), offset=18)
 
     restored = Engine(PARAMS, model=engine.model)
@@ -89,7 +89,7 @@ def test_a_corrupt_current_falls_back_to_previous_and_is_counted(tmp_path: Path)
 
 def test_truncated_and_incompatible_checkpoints_are_refused_with_a_reason(tmp_path: Path) -> None:
     engine = stepped_engine(3)
-    CheckpointStore(tmp_path, PARAMS).save(engine.snapshot_partition(0), offset=9)
+    CheckpointStore(tmp_path, PARAMS, Metrics()).save(engine.snapshot_partition(0), offset=9)
     path = tmp_path / "partition-0" / CURRENT
     with pytest.raises(CheckpointError) as refused:
         decode(path, replace(PARAMS, ring_length=16))
@@ -120,7 +120,7 @@ def test_an_unwritable_directory_fails_the_checkpoint_not_the_caller(
 
 
 def test_an_empty_partition_is_a_checkpoint_too(tmp_path: Path) -> None:
-    store = CheckpointStore(tmp_path, PARAMS)
+    store = CheckpointStore(tmp_path, PARAMS, Metrics())
     store.save(Engine(PARAMS).snapshot_partition(5), offset=40)
     checkpoint = store.load(5)
     assert checkpoint is not None and checkpoint.offset == 40

@@ -24,6 +24,7 @@ from forecaster.engine import Engine, EngineParams
 from forecaster.features import FeatureParams
 from forecaster.io.files import JsonLinesSink
 from forecaster.io.records import format_rfc3339
+from forecaster.metrics import Metrics
 from forecaster.model.spec import ModelSpec
 from forecaster.pipeline import Pipeline
 from forecaster.ticks import MAX_EPOCH_MS, InputLimits, RejectReason
@@ -180,7 +181,7 @@ def run_pipeline(
     engine = Engine(EngineParams(features=FeatureParams(min_history=2), ring_length=4), model)
     forecasts, letters = io.BytesIO(), io.BytesIO()
     sink = JsonLinesSink(forecasts, letters, keep_bytes=limits.max_message_bytes)
-    pipeline = Pipeline(ListSource(records, batch_size, limits), engine, sink)
+    pipeline = Pipeline(ListSource(records, batch_size, limits), engine, sink, Metrics())
     while pipeline.step():
         pass
     return forecasts.getvalue(), letters.getvalue()

@@ -10,6 +10,7 @@ from forecaster.engine import Engine, EngineParams
 from forecaster.features import FeatureParams
 from forecaster.io.files import JsonLinesSink
 from forecaster.io.kafka import source as kafka_source
+from forecaster.metrics import Metrics
 from forecaster.pipeline import Pipeline
 from forecaster.ticks import ParsedBatch
 from tests.support.messages import ListSource, Record
@@ -28,7 +29,7 @@ def run(
     engine = Engine(EngineParams(features=FeatureParams(min_history=2), ring_length=4))
     forecasts, letters = io.BytesIO(), io.BytesIO()
     source = ListSource(records, size, require_key=True)
-    pipeline = Pipeline(source, engine, JsonLinesSink(forecasts, letters))
+    pipeline = Pipeline(source, engine, JsonLinesSink(forecasts, letters), Metrics())
     while pipeline.step():
         pass
     assert source.committed == records[-1].offset + 1

@@ -21,6 +21,7 @@ from forecaster import registry as registry_module
 from forecaster.config import Settings
 from forecaster.errors import ArtifactError, VersionNameError
 from forecaster.features import FeatureParams
+from forecaster.metrics import Metrics
 from forecaster.model.spec import ModelSpec
 from forecaster.registry import (
     METADATA_FILE,
@@ -47,7 +48,7 @@ def saved_versions(root: Path, count: int) -> tuple[Registry, list[str]]:
 
 
 def serving_after_restart(root: Path) -> str:
-    engine, _ = build_engine(Settings(model_dir=str(root)), background_training=False)
+    engine, _ = build_engine(Settings(model_dir=str(root)), Metrics(), background_training=False)
     assert engine.model is not None
     return engine.model.version
 
@@ -225,7 +226,9 @@ def test_a_tampered_promoted_json_is_refused_with_a_warning_and_not_followed(
     with pytest.raises(VersionNameError, match=r"promoted.json refused: '\.\./\.\./evil'"):
         registry.promoted()
     with caplog.at_level(logging.WARNING, "forecaster.registry"):
-        engine, _ = build_engine(Settings(model_dir=str(root)), background_training=False)
+        engine, _ = build_engine(
+            Settings(model_dir=str(root)), Metrics(), background_training=False
+        )
     assert engine.model is None  # naive: neither the decoy nor a guess from the record
     assert "promoted.json refused" in caplog.text and "not followed" in caplog.text
     with pytest.raises(ArtifactError):

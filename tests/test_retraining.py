@@ -90,6 +90,7 @@ def retrainer_for(engine: Engine, fit: Fit, registry: Registry | None = None, **
         RetrainPolicy(**policy),  # type: ignore[arg-type]
         FeatureParams(min_history=SMALL["min_history"]),
         registry=registry,
+        metrics=Metrics(),
         background=False,
     )
 
@@ -97,7 +98,7 @@ def retrainer_for(engine: Engine, fit: Fit, registry: Registry | None = None, **
 def live_retrainer(engine: Engine, fit: NamedFit, registry: Registry | None = None,
                    **policy: object) -> Retrainer:  # fmt: skip
     return Retrainer(engine, fit, RetrainPolicy(**policy), FeatureParams(min_history=8),  # type: ignore[arg-type]
-                     registry=registry)  # fmt: skip
+                     registry=registry, metrics=Metrics())  # fmt: skip
 
 
 def warmed_engine(model: Stepper, ticks: Path) -> Engine:
@@ -139,7 +140,7 @@ def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_bound
         train_epochs=8, bootstrap_steps=3000, retrain_interval_s=0, retrain_margin=0.02,
         **SMALL,  # type: ignore[arg-type]
     )  # fmt: skip
-    engine, retrainer = build_engine(settings, background_training=False)
+    engine, retrainer = build_engine(settings, Metrics(), background_training=False)
     first_model = engine.model  # a local: asserting on engine.model would narrow it for good
     assert first_model is None
     pipeline = pipeline_over(ar_ticks, engine, retrainer, tmp_path / "f.jsonl")
@@ -348,7 +349,7 @@ def test_a_signal_to_the_service_group_while_the_child_starts_does_not_end_it(
 def test_a_live_retrainer_needs_a_fit_a_child_process_can_rebuild() -> None:
     engine = Engine(Settings(**SMALL).engine_params())  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="NamedFit"):
-        Retrainer(engine, raising, RetrainPolicy(), FeatureParams(min_history=8))
+        Retrainer(engine, raising, RetrainPolicy(), FeatureParams(min_history=8), metrics=Metrics())
 
 
 def test_two_replays_retrain_at_the_same_data_clock_points_and_forecast_identically(

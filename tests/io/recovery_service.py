@@ -15,7 +15,7 @@ from pathlib import Path
 from forecaster.config import Settings
 from forecaster.engine import Engine
 from forecaster.model.spec import ModelSpec
-from forecaster.service import serve
+from forecaster.service import metrics_of, serve
 from tests.support_models import random_stepper
 
 SPEC = ModelSpec(cell="lstm", layers=2, units=8)
@@ -35,4 +35,4 @@ def run(settings: Settings, log_path: Path) -> None:
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    serve(settings, serving_engine(settings), None, stop)
+    serve(settings, serving_engine(settings), None, stop, metrics_of(settings))

@@ -619,7 +619,7 @@ def test_a_partition_restoring_its_checkpoint_holds_back_only_its_own_ticks(
 ) -> None:
     saved = Engine(EngineParams())
     saved.process(parse_messages([b'{"series": "A", "ts": 1000, "price": 2.0}']).ticks)
-    store = CheckpointStore(tmp_path, EngineParams())
+    store = CheckpointStore(tmp_path, EngineParams(), Metrics())
     assert store.save(saved.snapshot_partition(0), offset=1)
     gated = GatedCheckpoints(store, gated={0})
     f = kafka_source([({0, 1}, {})], checkpoints=gated)

@@ -2,7 +2,7 @@
 tests of the data path that need no broker.
 
     records = [Record("ticks", 0, offset, key, value, []) for ...]
-    pipeline = Pipeline(ListSource(records, size=4), engine, sink)
+    pipeline = Pipeline(ListSource(records, size=4), engine, sink, Metrics())
 """
 
 from __future__ import annotations

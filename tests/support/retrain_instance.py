@@ -18,6 +18,7 @@ from forecaster.config import Settings
 from forecaster.engine import Engine
 from forecaster.features import FeatureParams
 from forecaster.io.files import CsvSource
+from forecaster.metrics import Metrics
 from forecaster.model.spec import ModelSpec
 from forecaster.registry import Registry
 from forecaster.retraining import Retrainer, RetrainPolicy
@@ -35,7 +36,8 @@ def instance(registry: Path, ticks: Path, workdir: Path) -> Retrainer:
     params = {"runs": str(workdir / "runs"), "proceed": str(workdir / "proceed"), "units": 4}
     fit = NamedFit("tests.support.training_fits:timed", params)
     policy = RetrainPolicy(registry_poll_s=0)
-    return Retrainer(engine, fit, policy, FeatureParams(min_history=8), registry=Registry(registry))
+    return Retrainer(engine, fit, policy, FeatureParams(min_history=8), registry=Registry(registry),
+                     metrics=Metrics())  # fmt: skip
 
 
 def main(registry: Path, ticks: Path, workdir: Path, name: str) -> None:

@@ -76,13 +76,13 @@ class PartitionHandoff(ConsumerRebalanceListener):  # type: ignore[misc]
         self,
         engine: Engine,
         store: PartitionStateStore,
-        checkpoints: Checkpoints | None = None,
-        metrics: Metrics | None = None,
+        checkpoints: Checkpoints | None,
+        metrics: Metrics,
     ) -> None:
         self.engine = engine
         self.store = store
         self.checkpoints = checkpoints
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics
         self.stepped: dict[TopicPartition, int] = {}
         self.rebalancing_since: float | None = None  # a revoke no assignment has followed yet
         self._unrestored: set[TopicPartition] = set()
