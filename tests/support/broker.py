@@ -9,7 +9,6 @@ their topics small. kafka-python talks to it; librdkafka clients do not.
     broker.start()                     # returns once a kafka-python client got metadata
     create_topics(broker.bootstrap, {"ticks": 4})
     broker.kill(); broker.start()      # same port, empty broker
-    broker.pause(); broker.resume()    # SIGSTOP / SIGCONT: unanswered, then back with its data
     broker.stop()
 """
 
@@ -131,15 +130,6 @@ class TansuBroker:
     def kill(self) -> None:
         """SIGKILL: the broker dies at once and its in-memory data with it."""
         self._end(signal.SIGKILL)
-
-    def pause(self) -> None:
-        """SIGSTOP: the broker stops answering, keeping its data, until ``resume``."""
-        assert self._process is not None
-        self._process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self._process is not None
-        self._process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         self._end(signal.SIGTERM)
