@@ -2,16 +2,8 @@
 
 Input messages are JSON ticks keyed by series, so a series always lives on one
 partition. Each forecast goes to ``output_topic`` keyed by its series; each rejected
-message goes to ``dlq_topic`` as received (same key, headers and bytes, bounded: see
-``dead_letter_message``) with these headers added, UTF-8 text:
-
-    forecaster.reason            the rule it broke (a RejectReason value)
-    forecaster.detail            what exactly was wrong
-    forecaster.source.topic      where it was read from
-    forecaster.source.partition
-    forecaster.source.offset
-    forecaster.size              the original value's size in bytes
-    forecaster.truncated         "value" if only its first max_message_bytes bytes are kept
+message goes to ``dlq_topic`` as received, bounded, with headers saying why and where
+from (``sink``).
 
 Delivery is at least once: a polled batch is stepped, its forecasts and dead letters
 are sent, the producer's acknowledgement of every record is awaited, and only then
