@@ -43,6 +43,9 @@ from forecaster.ticks import ParsedBatch, Rejected, RejectReason, empty_columns
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_LONGEST_S = 10.0
+# What a sink raises when its destination, not a message, is at fault (a broker that did
+# not acknowledge, a closed stdout): never taken for a message's fault and isolated.
+DESTINATION_FAULTS = (DeliveryError, OSError)
 
 
 class ModelUpdates(Protocol):
@@ -96,7 +99,7 @@ class Pipeline:
             return False
         try:
             self._process(batch)
-        except (DeliveryError, OSError):  # the destination's fault: the batch is redone
+        except DESTINATION_FAULTS:  # the batch is redone, or the run ends
             raise
         except Exception as exc:  # a fault no stage isolated: find the record it is in
             log_internal_error("processing a batch; processing its records one by one", exc)
@@ -132,7 +135,7 @@ class Pipeline:
         """A batch of one record; if even that fails, the record is an internal_error."""
         try:
             self._process(single)
-        except (DeliveryError, OSError):
+        except DESTINATION_FAULTS:
             raise
         except Exception as exc:
             log_internal_error("processing a message", exc)
@@ -153,7 +156,7 @@ class Pipeline:
         try:
             try:
                 self.sink.write(forecasts, dead_letters)
-            except (DeliveryError, OSError):  # the destination's fault, not a message's
+            except DESTINATION_FAULTS:
                 raise
             except Exception as exc:  # an encoding fault: nothing was sent (Sink.write)
                 log_internal_error("encoding a forecast", exc)

@@ -209,10 +209,7 @@ def test_every_tick_gets_one_forecast_or_one_dead_letter(
             WAIT_S,
         )
         end_offsets = end_offsets_of(inputs)
-        committed = wait_for(
-            lambda: committed_offsets(settings.bootstrap_servers, settings.group_id),
-            lambda offsets: offsets == end_offsets,
-        )
+        committed = committed_up_to(settings, end_offsets)
     finally:
         service.stop()
 
@@ -278,6 +275,16 @@ def check_dead_letters_point_at_their_originals(
         parsed = parse_messages([letter.value])
         if parsed.rejects:  # the engine's rejects (ts order) parse fine on their own
             assert parsed.rejects[0].reason.value == headers["forecaster.reason"]
+
+
+def committed_up_to(settings: Settings, ends: dict[int, int]) -> dict[int, int]:
+    """The group's committed offsets, read until they equal ``ends`` or time is up."""
+    return dict(
+        wait_for(
+            lambda: committed_offsets(settings.bootstrap_servers, settings.group_id),
+            lambda offsets: offsets == ends,
+        )
+    )
 
 
 def wait_for(

@@ -31,6 +31,7 @@ from tests.io.test_kafka import (
     SAMPLE,
     WAIT_S,
     ServiceProcess,
+    committed_up_to,
     end_offsets_of,
     expected_keys,
     forecast_keys,
@@ -49,7 +50,7 @@ from tests.io.test_recovery import (
     tick_file,
     uninterrupted,
 )
-from tests.support.broker import committed_offsets, create_topics, read_topic
+from tests.support.broker import create_topics, read_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -159,10 +160,7 @@ def test_poison_among_valid_ticks_costs_no_valid_tick_and_stops_nothing(
         letters = read_topic(brokers, settings.dlq_topic, lambda r: len(r) >= len(landed), WAIT_S)
         inputs = read_topic(brokers, settings.input_topic, lambda r: len(r) >= everything, WAIT_S)
         ends = end_offsets_of(inputs)
-        committed = wait_for(
-            lambda: committed_offsets(settings.bootstrap_servers, settings.group_id),
-            lambda offsets: offsets == ends,
-        )
+        committed = committed_up_to(settings, ends)
         assert service.alive(), f"the service exited; see {service_log}"
         retried = transient_errors(service)
     finally:

@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from functools import partial
+from itertools import repeat
 from typing import Any, NoReturn
 
 from kafka.errors import (
@@ -150,12 +150,6 @@ def is_permanent(error: BaseException, dead_letter: bool) -> bool:
     return dead_letter
 
 
-@dataclass(frozen=True)
-class Sent:
-    future: Any  # kafka-python's FutureRecordMetadata
-    dead_letter: bool
-
-
 class KafkaSink:
     """Forecasts to ``output_topic``, dead letters to ``dlq_topic``; ``flush`` awaits the acks.
 
@@ -179,7 +173,7 @@ class KafkaSink:
         self.metrics = metrics
         self._connect = connect or partial(connect_producer, producer_configs(settings))
         self._producer: Any = None
-        self._in_flight: list[Sent] = []
+        self._in_flight: dict[str, list[Any]] = {}  # kafka-python's futures, by topic
         self._refusals_logged: set[tuple[str, str]] = set()
 
     def write(self, forecasts: ForecastBatch, dead_letters: list[DeadLetter]) -> None:
@@ -188,10 +182,9 @@ class KafkaSink:
         values = encode_forecasts(forecasts)
         letters = [dead_letter_message(letter, self.keep_bytes) for letter in dead_letters]
         producer = self._connected_producer(len(values) + len(letters))
-        for series, value in zip(forecasts.ticks.series, values, strict=True):
-            self._send(producer, self.output_topic, (series.encode(), value, []))
-        for message in letters:
-            self._send(producer, self.dlq_topic, message)
+        keys = (series.encode() for series in forecasts.ticks.series)
+        self._send(producer, self.output_topic, zip(keys, values, repeat([])))
+        self._send(producer, self.dlq_topic, letters)
 
     def _connected_producer(self, total: int) -> Any:
         if self._producer is None:
@@ -201,36 +194,41 @@ class KafkaSink:
                 self._fail(total, str(exc))
         return self._producer
 
-    def _send(self, producer: Any, topic: str, message: Message) -> None:
-        key, value, headers = message
-        dead_letter = topic == self.dlq_topic
-        try:
-            future = producer.send(topic, value=value, key=key, headers=headers)
-        except Exception as exc:  # the client refused the record before sending it
-            if not is_permanent(exc, dead_letter):
-                self._fail(len(self._in_flight) + 1, f"{type(exc).__name__}: {exc}")
-            self._refused(topic, exc)
-            return
-        self._in_flight.append(Sent(future, dead_letter))
+    def _send(self, producer: Any, topic: str, messages: Iterable[Message]) -> None:
+        sent = self._in_flight.setdefault(topic, [])
+        dead_letters = topic == self.dlq_topic
+        for key, value, headers in messages:
+            try:
+                sent.append(producer.send(topic, value=value, key=key, headers=headers))
+            except Exception as exc:  # the client refused the record before sending it
+                if not is_permanent(exc, dead_letters):
+                    self._fail(self._sent() + 1, f"{type(exc).__name__}: {exc}")
+                self._refused(topic, exc)
+
+    def _sent(self) -> int:
+        return sum(map(len, self._in_flight.values()))
 
     def flush(self) -> None:
-        if not self._in_flight:
+        if not self._sent():
             return
         with contextlib.suppress(KafkaError):  # a timeout: what is still in flight failed
             self._producer.flush(timeout=self.timeout_s)
-        transient: list[Sent] = []
-        for sent in self._in_flight:
-            future = sent.future
-            if future.succeeded():
-                continue
-            if future.is_done and is_permanent(future.exception, sent.dead_letter):
-                self._refused(self.dlq_topic if sent.dead_letter else self.output_topic,
-                              future.exception)  # fmt: skip
-            else:
-                transient.append(sent)
+        transient = [
+            future
+            for topic, futures in self._in_flight.items()
+            for future in futures
+            if not future.succeeded() and not self._refused_for_good(topic, future)
+        ]
         if transient:
-            self._fail(len(self._in_flight), _failure_reason(transient[0].future))
-        self._in_flight = []
+            self._fail(self._sent(), _failure_reason(transient[0]))
+        self._in_flight = {}
+
+    def _refused_for_good(self, topic: str, future: Any) -> bool:
+        """Whether a record that failed did so for good (then it is counted as refused)."""
+        if not (future.is_done and is_permanent(future.exception, topic == self.dlq_topic)):
+            return False
+        self._refused(topic, future.exception)
+        return True
 
     def _refused(self, topic: str, error: BaseException) -> None:
         """Count a record refused for good; log the first of each kind per topic."""
@@ -243,9 +241,10 @@ class KafkaSink:
                       topic, type(error).__name__, error)  # fmt: skip
 
     def _fail(self, total: int, reason: str) -> NoReturn:
-        delivered = sum(1 for sent in self._in_flight if sent.future.succeeded())
+        futures = (future for sent in self._in_flight.values() for future in sent)
+        delivered = sum(1 for future in futures if future.succeeded())
         self.metrics.kafka_produce_errors.labels("transient").inc(total - delivered)
-        self._in_flight = []
+        self._in_flight = {}
         self._close_producer(timeout=0.0)
         raise DeliveryError(f"{total - delivered} of {total} records not acknowledged: {reason}")
 
