@@ -39,7 +39,7 @@ from common import (
 from kafka_rig import process
 
 if TYPE_CHECKING:
-    from forecaster.state import SeriesTable
+    from forecaster.core.table import SeriesTable
 
 TICKS_PER_SERIES = 3
 GOAL_BYTES_PER_SERIES = 4096
@@ -54,9 +54,9 @@ def resident_bytes() -> int:
 def measure_memory(series: int) -> dict[str, float]:
     """Run in a child process: RSS growth per series once ``series`` series are active."""
     from forecaster.config import Settings
-    from forecaster.engine import Engine
-    from forecaster.state import SLOT_ARRAYS
-    from forecaster.ticks import TickColumns
+    from forecaster.core.engine import Engine
+    from forecaster.core.table import SLOT_ARRAYS
+    from forecaster.core.ticks import TickColumns
     from tests.support_models import random_stepper
 
     engine = Engine(Settings().engine_params(), random_stepper(SERVING_SPEC, seed=1))

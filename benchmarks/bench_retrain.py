@@ -25,14 +25,14 @@ import numpy as np
 from common import SERVING_SPEC, parser, ratio, report, tick_file
 from threadpoolctl import threadpool_limits
 
-from forecaster.engine import Engine, EngineParams
+from forecaster.core.engine import Engine, EngineParams
 from forecaster.io.files import CsvSource, JsonLinesSink
-from forecaster.metrics import Metrics
+from forecaster.ops.metrics import Metrics
 from forecaster.pipeline import Pipeline
-from forecaster.retraining import Retrainer, RetrainPolicy
+from forecaster.retraining.coordinator import Retrainer, RetrainPolicy
+from forecaster.retraining.trainer import Trainer
+from forecaster.retraining.window import WindowSpec
 from forecaster.service import BLAS_THREADS
-from forecaster.trainer import Trainer
-from forecaster.window import WindowSpec
 from tests.support_models import random_stepper
 
 

@@ -23,9 +23,9 @@ import numpy as np
 from common import SERVING_SPEC, START_NS, median, parser, ratio, report
 from threadpoolctl import threadpool_limits
 
-from forecaster.engine import Engine, EngineParams, row_blocks
+from forecaster.core.engine import Engine, EngineParams, row_blocks
+from forecaster.core.ticks import TickColumns
 from forecaster.service import BLAS_THREADS
-from forecaster.ticks import TickColumns
 from tests.support_models import random_stepper
 
 TUTORIAL_WINDOW = 60

@@ -20,7 +20,7 @@ from pathlib import Path
 from common import REPO, child_env, forecaster_command
 
 from forecaster.config import Settings
-from forecaster.produce import publish
+from forecaster.io.produce import publish
 from tests.support.broker import (
     TansuBroker,
     committed_offsets,

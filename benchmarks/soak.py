@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from forecaster.config import Settings
-from forecaster.engine import Engine
-from forecaster.ticks import TickColumns
+from forecaster.core.engine import Engine
+from forecaster.core.ticks import TickColumns
 from tests.support_models import random_stepper
 
 BATCH = 5000

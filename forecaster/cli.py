@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from forecaster import __version__, logs
+from forecaster import __version__
 from forecaster.errors import ConfigError, DeliveryError, ForecasterError
+from forecaster.ops import logs
 
 if TYPE_CHECKING:
     import urllib.error
@@ -419,7 +420,7 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
     if args.oracle is not None:
         _check_readable(args.oracle, "oracle file")
     _check_report_dir(args.report)
-    from forecaster.backtest.run import backtest
+    from forecaster.evaluation.backtest.run import backtest
 
     metrics = backtest(
         settings, args.input_csv, args.report,
@@ -436,7 +437,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"produce needs --bootstrap-servers (see {args.prog} --help)")
     _check_ticks(args.input_csv)
     _check_brokers(settings.bootstrap_servers)
-    from forecaster.produce import publish
+    from forecaster.io.produce import publish
 
     topic = args.topic or settings.input_topic
     done = publish(
@@ -451,7 +452,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _registry(settings: Settings, args: argparse.Namespace) -> Any:
-    from forecaster.registry import Registry
+    from forecaster.retraining.registry import Registry
 
     _require_model_dir(settings, args)
     folder = Path(settings.model_dir)
@@ -488,7 +489,7 @@ def _figure(value: float | None) -> str:
 
 
 def _models_promote(args: argparse.Namespace, settings: Settings) -> int:
-    from forecaster.registry import check_version
+    from forecaster.retraining.registry import check_version
 
     version = check_version(args.version)
     registry = _registry(settings, args)

@@ -22,15 +22,15 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forecaster.engine import EngineParams
+from forecaster.core.engine import EngineParams
+from forecaster.core.features import FeatureParams
+from forecaster.core.ticks import InputLimits, rfc3339_ns
 from forecaster.errors import ConfigError
-from forecaster.features import FeatureParams
 from forecaster.model.spec import ModelSpec
-from forecaster.quality import DEFAULT_HALFLIFE, MAX_LABELLED_SERIES
-from forecaster.ticks import InputLimits, rfc3339_ns
+from forecaster.ops.quality import DEFAULT_HALFLIFE, MAX_LABELLED_SERIES
 
 if TYPE_CHECKING:
-    from forecaster.retraining import RetrainPolicy
+    from forecaster.retraining.coordinator import RetrainPolicy
 
 ENV_PREFIX = "FORECASTER_"
 SAMPLE_TICKS = Path(__file__).resolve().parent.parent / "sample_data" / "ticks.csv"
@@ -292,8 +292,8 @@ class Settings:
         )
 
     def retrain_policy(self) -> RetrainPolicy:
-        from forecaster.retraining import RetrainPolicy
-        from forecaster.window import WindowSpec
+        from forecaster.retraining.coordinator import RetrainPolicy
+        from forecaster.retraining.window import WindowSpec
 
         if self.retrain_threads < 0:
             raise ConfigError(f"retrain_threads must be >= 0, got {self.retrain_threads}")

@@ -31,14 +31,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from forecaster.backoff import Backoff
-from forecaster.engine import NAIVE, Engine, EngineResult, ForecastBatch
+from forecaster.core.engine import NAIVE, Engine, EngineResult, ForecastBatch
+from forecaster.core.ticks import ParsedBatch, Rejected, RejectReason, empty_columns
 from forecaster.errors import DeliveryError
 from forecaster.faults import internal_error_detail, log_internal_error
 from forecaster.io.base import DeadLetter, Sink, Source, SourceBatch
 from forecaster.io.records import unencodable_rows
-from forecaster.metrics import Metrics
 from forecaster.model.stepper import Stepper
-from forecaster.ticks import ParsedBatch, Rejected, RejectReason, empty_columns
+from forecaster.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -15,16 +15,16 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from forecaster.backoff import Backoff
-from forecaster.checkpoint import Checkpoints, CheckpointStore
 from forecaster.config import Settings
-from forecaster.engine import Engine
+from forecaster.core.engine import Engine
 from forecaster.io.base import Sink, Source
 from forecaster.io.files import CsvSource, JsonLinesSink, open_output
-from forecaster.metrics import HttpServer, Metrics, http_app
+from forecaster.ops.metrics import HttpServer, Metrics, http_app
 from forecaster.pipeline import Pipeline, Totals
-from forecaster.registry import Registry
-from forecaster.retraining import Retrainer
-from forecaster.trainer import TrainedModel, Trainer
+from forecaster.retraining.coordinator import Retrainer
+from forecaster.retraining.registry import Registry
+from forecaster.retraining.trainer import TrainedModel, Trainer
+from forecaster.state.checkpoint import Checkpoints, CheckpointStore
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def serve(
 def checkpoints_of(settings: Settings, metrics: Metrics) -> Checkpoints | None:
     """The input topic's checkpoints: its changelog topic, or under ``state_dir`` if set."""
     if settings.state_store == "kafka":
-        from forecaster.io.changelog import ChangelogStore  # kafka-python: only when used
+        from forecaster.state.changelog import ChangelogStore  # kafka-python: only when used
 
         return ChangelogStore(settings, settings.engine_params(), metrics)
     if not settings.state_dir:
@@ -230,7 +230,7 @@ def replay(
 
 def train(settings: Settings, input_path: Path, verbose: int = 1) -> TrainedModel:
     """`forecaster train`: compute features over a tick file, fit, save and promote a version."""
-    from forecaster.dataset import OFFLINE_MAX_STEPS, HistoryRecorder
+    from forecaster.retraining.dataset import OFFLINE_MAX_STEPS, HistoryRecorder
 
     recorder = HistoryRecorder(OFFLINE_MAX_STEPS)
     engine = Engine(settings.engine_params(), recorder=recorder)

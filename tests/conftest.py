@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from forecaster.features import FeatureParams
+from forecaster.core.features import FeatureParams
 from forecaster.model.spec import ModelSpec
-from forecaster.registry import Registry
+from forecaster.retraining.registry import Registry
 from tests.support_models import random_stepper
 
 # These machines are 2 cores and noisy: a per-example deadline would test the machine.

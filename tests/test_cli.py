@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from forecaster.backtest.run import ProgressBar
 from forecaster.cli import main
 from forecaster.config import SAMPLE_TICKS as SAMPLE
 from forecaster.config import Settings
-from forecaster.features import FeatureParams
-from forecaster.metrics import HttpServer, Metrics, http_app
+from forecaster.core.features import FeatureParams
+from forecaster.evaluation.backtest.run import ProgressBar
 from forecaster.model.spec import ModelSpec
+from forecaster.ops.metrics import HttpServer, Metrics, http_app
 from forecaster.pipeline import Totals
-from forecaster.registry import Registry
-from forecaster.trainer import TrainedModel
+from forecaster.retraining.registry import Registry
+from forecaster.retraining.trainer import TrainedModel
 from tests.support_models import random_stepper
 
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "ticks.csv"
+from tests.support.paths import SAMPLE_TICKS
+
+SAMPLE = SAMPLE_TICKS
 USAGE, FAILED, BROKEN_PIPE = 2, 1, 141
 UNREACHABLE = "127.0.0.1:1"  # nothing listens on port 1: refused at once
 ROOT = os.geteuid() == 0  # root reads and writes whatever the file modes say
@@ -202,7 +204,7 @@ MISTAKES = {
     "models rollback of a file": failure(
         "models", "rollback", "--model-dir", "file", says="model directory file is not a"
     ),
-    # the registry refuses a name that is no version name (a path): tests/test_registry.py
+    # the registry refuses a name that is no version name (a path): see test_registry.py
     "promote ../etc": failure(
         "models",
         "promote",

@@ -4,8 +4,7 @@ import pytest
 
 from forecaster.config import ENV_PREFIX, Settings, load
 from forecaster.errors import ConfigError
-
-README = Path(__file__).resolve().parent.parent / "README.md"
+from tests.support.paths import README
 
 
 def test_file_then_environment_then_flags(tmp_path: Path) -> None:

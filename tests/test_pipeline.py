@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from forecaster.engine import Engine, EngineParams
-from forecaster.features import FeatureParams
+from forecaster.core.engine import Engine, EngineParams
+from forecaster.core.features import FeatureParams
+from forecaster.core.ticks import ParsedBatch
 from forecaster.io.files import JsonLinesSink
 from forecaster.io.kafka import source as kafka_source
-from forecaster.metrics import Metrics
+from forecaster.ops.metrics import Metrics
 from forecaster.pipeline import Pipeline
-from forecaster.ticks import ParsedBatch
 from tests.support.messages import ListSource, Record
 
 T0_MS = 1_767_225_600_000

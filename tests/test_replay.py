@@ -10,10 +10,11 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from forecaster.config import Settings
-from forecaster.engine import NAIVE
+from forecaster.core.engine import NAIVE
 from forecaster.service import BLAS_THREADS, replay
+from tests.support.paths import SAMPLE_DATA
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLE = SAMPLE_DATA
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_replay_gives_one_forecast_per_valid_tick(
     cold = sum(min(len(prices), settings.min_history) for prices in expected.values())
     assert versions.count(NAIVE) == cold
     assert len(set(versions) - {NAIVE}) == 1
-    # An untrained model earns little trust (forecaster.skill), but it does move forecasts.
+    # An untrained model earns little trust (forecaster.core.skill), but it does move forecasts.
     assert any(r["forecast"] != r["price"] for r in forecasts if r["model_version"] != NAIVE)
 
 

@@ -10,9 +10,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.support.paths import SAMPLE_TICKS
 from tests.support.waiting import wait_for
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "ticks.csv"
+SAMPLE = SAMPLE_TICKS
 
 
 def free_port() -> int:

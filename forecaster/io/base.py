@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from forecaster.engine import ForecastBatch
-from forecaster.ticks import ParsedBatch, Rejected
+from forecaster.core.engine import ForecastBatch
+from forecaster.core.ticks import ParsedBatch, Rejected
 
 
 class SourceBatch(Protocol):

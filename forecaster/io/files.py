@@ -23,11 +23,8 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from forecaster.engine import ForecastBatch
-from forecaster.errors import SourceError
-from forecaster.io.base import DeadLetter, SourceBatch
-from forecaster.io.records import encode_dead_letter, encode_forecast_lines
-from forecaster.ticks import (
+from forecaster.core.engine import ForecastBatch
+from forecaster.core.ticks import (
     DEFAULT_LIMITS,
     InputLimits,
     ParsedBatch,
@@ -36,6 +33,9 @@ from forecaster.ticks import (
     csv_row,
     parse_csv_frame,
 )
+from forecaster.errors import SourceError
+from forecaster.io.base import DeadLetter, SourceBatch
+from forecaster.io.records import encode_dead_letter, encode_forecast_lines
 
 REQUIRED_COLUMNS = ("series", "ts", "price")
 PACING_INTERVAL_S = 0.05

@@ -20,9 +20,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from forecaster.engine import NAIVE, ForecastBatch
+from forecaster.core.engine import NAIVE, ForecastBatch
+from forecaster.core.ticks import DEFAULT_LIMITS
 from forecaster.io.base import DeadLetter
-from forecaster.ticks import DEFAULT_LIMITS
 
 IntArray = npt.NDArray[np.int64]
 
@@ -65,7 +65,7 @@ def encode_forecasts(batch: ForecastBatch) -> list[bytes]:
 
     Raises ValueError if a row cannot be encoded (see :func:`unencodable_rows`).
 
-    >>> from forecaster.ticks import parse_messages
+    >>> from forecaster.core.ticks import parse_messages
     >>> ticks = parse_messages([b'{"series":"A","ts":1,"price":2.0}']).ticks
     >>> batch = ForecastBatch(ticks, np.array([2.5]), np.array([False]), "v1", np.zeros(1),
     ...                       np.zeros(1))
@@ -78,7 +78,7 @@ def encode_forecasts(batch: ForecastBatch) -> list[bytes]:
 def encode_forecast_lines(batch: ForecastBatch) -> bytes:
     """The forecasts of a batch as JSON lines, each ended by a newline, in one block.
 
-    >>> from forecaster.ticks import parse_messages
+    >>> from forecaster.core.ticks import parse_messages
     >>> ticks = parse_messages([b'{"series":"A","ts":1,"price":2.0}'] * 2).ticks
     >>> batch = ForecastBatch(ticks, np.array([2.5, 3.0]), np.array([False, True]), "v1",
     ...                       np.zeros(2), np.zeros(2))
@@ -93,7 +93,7 @@ def unencodable_rows(batch: ForecastBatch) -> list[tuple[int, Exception]]:
     """The rows whose forecast cannot be encoded, each with why, found by encoding each row
     alone: for a batch whose encoding raised. The other rows encode together.
 
-    >>> from forecaster.ticks import parse_messages
+    >>> from forecaster.core.ticks import parse_messages
     >>> ticks = parse_messages([b'{"series":"A","ts":1,"price":2.0}'] * 3).ticks
     >>> batch = ForecastBatch(ticks, np.array([2.5, np.inf, 3.0]), np.array([False] * 3), "v1",
     ...                       np.zeros(3), np.zeros(3))
@@ -168,7 +168,7 @@ def dead_letter_record(letter: DeadLetter, keep_bytes: int) -> dict[str, Any]:
     first ``keep_bytes`` bytes (:func:`kept_bytes`; ``truncated`` if that is not all of them),
     as ``raw`` text if they are UTF-8, else as ``raw_base64``.
 
-    >>> from forecaster.ticks import Rejected, RejectReason
+    >>> from forecaster.core.ticks import Rejected, RejectReason
     >>> letter = DeadLetter(Rejected(0, b'{"series": 1}', RejectReason.SERIES_TYPE, "not a string"),
     ...                     {"file": "t.csv", "line": 2})
     >>> dead_letter_record(letter, keep_bytes=8)
@@ -200,7 +200,7 @@ def encode_dead_letter(
     that is not Unicode text (a lone surrogate) goes backslash-escaped, and anything else
     JSON has no form for (NaN, an object) as its ``repr``.
 
-    >>> from forecaster.ticks import Rejected, RejectReason
+    >>> from forecaster.core.ticks import Rejected, RejectReason
     >>> letter = DeadLetter(Rejected(0, b"", RejectReason.INTERNAL_ERROR, "\ud800"),
     ...                     {"n": float("nan")})
     >>> print(encode_dead_letter(letter).decode())

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from forecaster.core.features import FEATURE_NAMES
 from forecaster.errors import ConfigError
-from forecaster.features import FEATURE_NAMES
 
 CELLS = ("lstm", "gru")
 

@@ -14,10 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from forecaster.dataset import Sequence, Windows, make_windows
 from forecaster.errors import ConfigError, TrainingError
 from forecaster.model import keras_model
 from forecaster.model.spec import ModelSpec
+from forecaster.retraining.dataset import Sequence, Windows, make_windows
 
 
 @dataclass(frozen=True)

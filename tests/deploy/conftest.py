@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.replay_input import ReplayInput, write_replay_input
 from tests.support.broker import free_port
+from tests.support.paths import ROOT
 from tests.support.prometheus import (
     PrometheusServer,
     PrometheusTools,
@@ -25,7 +26,6 @@ from tests.support.prometheus import (
     wait_until,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 ALERT_RULES = DEPLOY / "prometheus" / "alerts.yml"
 TICKS_PREFIX = 1000  # 12 series, each past min_history: model forecasts get scored

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
+from tests.support.paths import SAMPLE_DATA
+
+SAMPLE = SAMPLE_DATA
 
 
 @dataclass(frozen=True)

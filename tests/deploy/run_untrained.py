@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from forecaster import cli
-from forecaster.features import FeatureParams
+from forecaster.core.features import FeatureParams
 from forecaster.model.spec import ModelSpec
-from forecaster.registry import Registry
+from forecaster.retraining.registry import Registry
 from tests.support_models import random_stepper
 
 

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from forecaster.config import Settings
-from forecaster.engine import Engine
+from forecaster.core.engine import Engine
 from forecaster.model.spec import ModelSpec
 from forecaster.service import metrics_of, serve
 from tests.support_models import random_stepper

@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forecaster.engine import ForecastBatch
+from forecaster.core.engine import ForecastBatch
+from forecaster.core.ticks import InputLimits, ParsedBatch, Rejected, RejectReason, parse_messages
 from forecaster.errors import SourceError
 from forecaster.io.base import DeadLetter
 from forecaster.io.files import CsvSource, JsonLinesSink
-from forecaster.ticks import InputLimits, ParsedBatch, Rejected, RejectReason, parse_messages
 
 
 def write(path: Path, rows: list[str], header: str = "series,ts,price") -> Path:

@@ -26,14 +26,14 @@ import pandas as pd
 import pytest
 
 from forecaster.config import ENV_PREFIX, Settings
-from forecaster.engine import Engine
+from forecaster.core.engine import Engine
+from forecaster.core.ticks import parse_csv_frame, parse_messages
 from forecaster.io.kafka import KafkaSink, KafkaSource
+from forecaster.io.produce import publish
 from forecaster.io.records import format_rfc3339
-from forecaster.metrics import Metrics
+from forecaster.ops.metrics import Metrics
 from forecaster.pipeline import Pipeline
-from forecaster.produce import publish
 from forecaster.service import Service, checkpoints_of
-from forecaster.ticks import parse_csv_frame, parse_messages
 from tests.support.broker import (
     TansuBroker,
     committed_offsets,
@@ -42,10 +42,11 @@ from tests.support.broker import (
     read_topic,
     verified_tansu,
 )
+from tests.support.paths import SAMPLE_DATA
 
 pytestmark = pytest.mark.kafka
 
-SAMPLE = Path(__file__).resolve().parent.parent.parent / "sample_data"
+SAMPLE = SAMPLE_DATA
 PREFIX_ROWS = 2000  # of sample_data/ticks.csv: enough for many batches, quick to publish
 BATCH = 200  # poll_max_records of the service under test
 PARTITIONS = 4
@@ -245,7 +246,7 @@ def produce_command(settings: Settings, path: Path, rows: int, not_ticks: int) -
         capture_output=True, text=True, check=False, timeout=WAIT_S,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "forecaster.produce" in run.stderr and "tensorflow" not in run.stderr
+    assert "forecaster.io.produce" in run.stderr and "tensorflow" not in run.stderr
     summary = run.stdout
     assert f"published {rows} messages" in summary, summary
     assert f"{not_ticks} rows are not valid ticks" in summary, summary

@@ -31,9 +31,15 @@ from kafka.errors import (
 from kafka.record import util as record_util
 
 from forecaster.backoff import Backoff
-from forecaster.checkpoint import Checkpoint, Checkpoints, CheckpointStore
 from forecaster.config import Settings
-from forecaster.engine import Engine, EngineParams, PartitionState
+from forecaster.core.engine import Engine, EngineParams, PartitionState
+from forecaster.core.ticks import (
+    InputLimits,
+    Rejected,
+    RejectReason,
+    parse_csv_frame,
+    parse_messages,
+)
 from forecaster.errors import ConfigError, DeliveryError
 from forecaster.io.base import DeadLetter
 from forecaster.io.files import CsvSource
@@ -49,19 +55,14 @@ from forecaster.io.kafka import (
     producer_configs,
     restorable,
 )
-from forecaster.metrics import Metrics
+from forecaster.io.produce import tick_messages
+from forecaster.ops.metrics import Metrics
 from forecaster.pipeline import Pipeline
-from forecaster.produce import tick_messages
-from forecaster.ticks import (
-    InputLimits,
-    Rejected,
-    RejectReason,
-    parse_csv_frame,
-    parse_messages,
-)
+from forecaster.state.checkpoint import Checkpoint, Checkpoints, CheckpointStore
+from tests.support.paths import SAMPLE_DATA
 from tests.support.waiting import wait_for
 
-SAMPLE = Path(__file__).resolve().parent.parent.parent / "sample_data"
+SAMPLE = SAMPLE_DATA
 TOPIC = "ticks"
 SETTINGS = Settings(bootstrap_servers="broker:9092", input_topic=TOPIC)
 
@@ -576,13 +577,13 @@ def test_a_price_that_is_not_a_finite_number_stays_one_in_json() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [["-m", "forecaster", "produce", "--help"], ["-c", "import forecaster.produce"]],
+    [["-m", "forecaster", "produce", "--help"], ["-c", "import forecaster.io.produce"]],
 )
 def test_produce_does_not_import_tensorflow(command: list[str]) -> None:
     imports = subprocess.run(
         [sys.executable, "-X", "importtime", *command], capture_output=True, text=True, check=True
     ).stderr
-    assert "forecaster.cli" in imports or "forecaster.produce" in imports
+    assert "forecaster.cli" in imports or "forecaster.io.produce" in imports
     assert "tensorflow" not in imports
 
 

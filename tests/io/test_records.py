@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forecaster.engine import ForecastBatch
+from forecaster.core.engine import ForecastBatch
+from forecaster.core.ticks import Rejected, RejectReason, TickColumns, parse_messages
 from forecaster.io.base import DeadLetter
 from forecaster.io.records import (
     dead_letter_record,
@@ -19,7 +20,6 @@ from forecaster.io.records import (
     kept_bytes,
     unencodable_rows,
 )
-from forecaster.ticks import Rejected, RejectReason, TickColumns, parse_messages
 
 
 def test_rfc3339_keeps_the_precision_each_timestamp_needs() -> None:

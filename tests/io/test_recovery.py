@@ -26,8 +26,8 @@ import pandas as pd
 import pytest
 
 from forecaster.config import Settings
+from forecaster.core.ticks import parse_csv_frame
 from forecaster.io.records import format_rfc3339
-from forecaster.ticks import parse_csv_frame
 from tests.io import recovery_service
 from tests.io.test_kafka import (  # noqa: F401 (broker, settings: fixtures)
     WAIT_S,

@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from forecaster.features import FeatureParams
-from forecaster.trainer import NamedFit
-from forecaster.training_process import TrainingJob, TrainingProcess
+from forecaster.core.features import FeatureParams
+from forecaster.retraining.child import TrainingJob, TrainingProcess
+from forecaster.retraining.trainer import NamedFit
 
 
 def main(started: Path) -> None:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from kafka import TopicPartition
 
+from forecaster.core.ticks import DEFAULT_LIMITS, InputLimits
 from forecaster.io.kafka import KafkaBatch
-from forecaster.ticks import DEFAULT_LIMITS, InputLimits
 
 TOPIC = TopicPartition("ticks", 0)
 Record = namedtuple("Record", "topic partition offset key value headers")

@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 from forecaster.config import Settings
-from forecaster.engine import Engine
-from forecaster.features import FeatureParams
+from forecaster.core.engine import Engine
+from forecaster.core.features import FeatureParams
 from forecaster.io.files import CsvSource
-from forecaster.metrics import Metrics
 from forecaster.model.spec import ModelSpec
-from forecaster.registry import Registry
-from forecaster.retraining import Retrainer, RetrainPolicy
-from forecaster.trainer import NamedFit
+from forecaster.ops.metrics import Metrics
+from forecaster.retraining.coordinator import Retrainer, RetrainPolicy
+from forecaster.retraining.registry import Registry
+from forecaster.retraining.trainer import NamedFit
 from tests.support_models import random_stepper
 
 SPEC = ModelSpec(cell="gru", layers=1, units=4)

@@ -9,9 +9,9 @@ import signal
 import time
 from pathlib import Path
 
-from forecaster.dataset import Sequence
 from forecaster.model.spec import ModelSpec
-from forecaster.trainer import TrainedModel
+from forecaster.retraining.dataset import Sequence
+from forecaster.retraining.trainer import TrainedModel
 from tests.support_models import constant_stepper
 
 

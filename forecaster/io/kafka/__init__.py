@@ -26,7 +26,7 @@ rebalance listener detaches their state from the engine into a PartitionStateSto
 noting the offset that state has reached; when a partition is assigned, its stored
 state is put back only if that offset is still the partition's committed offset (no
 other instance moved it on since). Otherwise the partition's checkpoint (a directory or
-the Kafka changelog, ``forecaster.checkpoint``) is restored and consumption resumes at
+the Kafka changelog, ``forecaster.state.checkpoint``) is restored and consumption resumes at
 its offset; without checkpoints the series start afresh from the committed offset: an
 instance never steps a series with stale state. Restoring a checkpoint runs in a
 background thread while the partition's records are held back (dropped, then fetched

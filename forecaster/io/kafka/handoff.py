@@ -12,10 +12,10 @@ from typing import Any, Protocol
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 
-from forecaster.checkpoint import Checkpoint, Checkpoints
-from forecaster.engine import Engine, PartitionState
+from forecaster.core.engine import Engine, PartitionState
 from forecaster.errors import ForecasterError
-from forecaster.metrics import Metrics
+from forecaster.ops.metrics import Metrics
+from forecaster.state.checkpoint import Checkpoint, Checkpoints
 
 log = logging.getLogger(__name__)
 

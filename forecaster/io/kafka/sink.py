@@ -11,7 +11,7 @@ bounded: see ``dead_letter_message``) with these headers added, UTF-8 text:
     forecaster.size              the original value's size in bytes
     forecaster.truncated         "value" if only its first max_message_bytes bytes are kept
 
->>> from forecaster.ticks import Rejected, RejectReason
+>>> from forecaster.core.ticks import Rejected, RejectReason
 >>> raw = b'{"series": "AAPL", "x": "' + b"y" * 90
 >>> letter = DeadLetter(Rejected(0, raw, RejectReason.MESSAGE_TOO_LARGE, "too large"),
 ...                     {"topic": "ticks", "partition": 3, "offset": 41},
@@ -51,7 +51,7 @@ from kafka.errors import (
 )
 
 from forecaster.config import Settings
-from forecaster.engine import ForecastBatch
+from forecaster.core.engine import ForecastBatch
 from forecaster.errors import DeliveryError
 from forecaster.io.base import DeadLetter
 from forecaster.io.kafka.client import (
@@ -61,7 +61,7 @@ from forecaster.io.kafka.client import (
     producer_configs,
 )
 from forecaster.io.records import encode_forecasts, kept_bytes
-from forecaster.metrics import Metrics
+from forecaster.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

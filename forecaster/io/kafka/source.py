@@ -16,9 +16,16 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from forecaster.backoff import Backoff
-from forecaster.checkpoint import Checkpoints
 from forecaster.config import Settings
-from forecaster.engine import Engine
+from forecaster.core.engine import Engine
+from forecaster.core.ticks import (
+    DEFAULT_LIMITS,
+    InputLimits,
+    ParsedBatch,
+    Rejected,
+    RejectReason,
+    parse_messages,
+)
 from forecaster.io.base import DeadLetter, SourceBatch
 from forecaster.io.kafka.client import (
     CLOSE_TIMEOUT_S,
@@ -32,15 +39,8 @@ from forecaster.io.kafka.handoff import (
     PartitionHandoff,
     PartitionStateStore,
 )
-from forecaster.metrics import Metrics
-from forecaster.ticks import (
-    DEFAULT_LIMITS,
-    InputLimits,
-    ParsedBatch,
-    Rejected,
-    RejectReason,
-    parse_messages,
-)
+from forecaster.ops.metrics import Metrics
+from forecaster.state.checkpoint import Checkpoints
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,146 @@
+"""Per-series online features: what the model sees of a tick, computed causally.
+
+The model never sees a price level. Each tick's log-return is standardised by the
+series' running return scale (so a series at 0.07 and one at 4000 look alike), and
+the distance of the log price from its recent mean is standardised the same way.
+Time of day enters as a point on the unit circle.
+
+The model's target at step t is the standardised return of step t+1, and a forecast
+turns a predicted standardised return back into a price:
+``forecast = price * exp(scale * prediction)``.
+
+>>> params = FeatureParams(min_history=2)
+>>> stats = new_stats(1)
+>>> for price in (100.0, 101.0, 100.5, 100.7):
+...     step = advance(params, stats, np.array([price]), np.array([0]))
+>>> bool(step.warm[0]), int(stats["n_returns"][0])
+(True, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from forecaster.errors import ConfigError
+
+FEATURE_NAMES = ("return_z", "level_z", "tod_sin", "tod_cos")
+NS_PER_DAY = 86_400 * 1_000_000_000
+MIN_SCALE = 1e-12
+N_REGRESSORS = 1 + len(
+    FEATURE_NAMES
+)  # forecaster.core.skill: the model's prediction and its inputs
+
+STATS_DTYPE = np.dtype(
+    [
+        ("last_price", np.float64),  # 0 until the first tick
+        ("last_ts", np.int64),
+        ("n_returns", np.int64),
+        ("scale_sq", np.float64),  # running mean of squared log-returns
+        ("level", np.float64),  # running mean of the log price
+        # the series' own linear head and its track record, kept by forecaster.core.skill
+        ("head_gram", np.float64, (N_REGRESSORS, N_REGRESSORS)),
+        ("head_cross", np.float64, (N_REGRESSORS,)),
+        ("head_inputs", np.float64, (N_REGRESSORS,)),  # of the last tick; 0 before any
+        ("skill_cross", np.float64),
+        ("skill_power", np.float64),
+        ("last_head", np.float64),  # the head's last forecast; 0 before any
+    ]
+)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """How features are computed; a model is only valid with the params it was trained on."""
+
+    min_history: int = 32
+    scale_halflife: float = 500.0
+    level_halflife: float = 50.0
+    clip: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.min_history < 2:
+            raise ConfigError(f"min_history must be >= 2, got {self.min_history}")
+        if self.scale_halflife <= 0 or self.level_halflife <= 0:
+            raise ConfigError("feature half-lives must be > 0")
+        if self.clip <= 0:
+            raise ConfigError(f"clip must be > 0, got {self.clip}")
+
+    @property
+    def scale_alpha(self) -> float:
+        return float(1.0 - 0.5 ** (1.0 / self.scale_halflife))
+
+    @property
+    def level_alpha(self) -> float:
+        return float(1.0 - 0.5 ** (1.0 / self.level_halflife))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureStep:
+    """Features of one tick per row, after it was folded into the statistics."""
+
+    z: FloatArray  # standardised log-return of this tick
+    d: FloatArray  # standardised distance of the log price from its running mean
+    scale: FloatArray  # return scale to de-standardise the next return's prediction
+    warm: BoolArray  # enough history for the model to step
+
+    def take(self, rows: BoolArray) -> FeatureStep:
+        return FeatureStep(self.z[rows], self.d[rows], self.scale[rows], self.warm[rows])
+
+
+def new_stats(n: int) -> npt.NDArray[np.void]:
+    return np.zeros(n, STATS_DTYPE)
+
+
+def advance(
+    params: FeatureParams, stats: npt.NDArray[np.void], price: FloatArray, ts: IntArray
+) -> FeatureStep:
+    """Fold one tick per row into ``stats`` (updated in place) and return its features.
+
+    Rows are distinct series. The return is standardised by the scale *before* this
+    tick, so that the feature of step t+1 is exactly the target of step t.
+    """
+    last_price = stats["last_price"]
+    has_prev = last_price > 0
+    log_price = np.log(price)
+    ret = np.where(has_prev, log_price - np.log(np.where(has_prev, last_price, 1.0)), 0.0)
+    n_returns = stats["n_returns"] + has_prev
+    prev_scale = np.sqrt(np.maximum(stats["scale_sq"], MIN_SCALE**2))
+    z = np.clip(ret / prev_scale, -params.clip, params.clip)
+
+    # Early on the running means are plain averages, later exponential.
+    scale_weight = np.maximum(params.scale_alpha, 1.0 / np.maximum(n_returns, 1))
+    scale_sq = stats["scale_sq"] + has_prev * scale_weight * (ret * ret - stats["scale_sq"])
+    level_weight = np.maximum(params.level_alpha, 1.0 / (n_returns + 1))
+    level = np.where(
+        has_prev, stats["level"] + level_weight * (log_price - stats["level"]), log_price
+    )
+    scale = np.sqrt(np.maximum(scale_sq, MIN_SCALE**2))
+    d = np.clip(
+        (log_price - level) / (scale * np.sqrt(params.level_halflife)), -params.clip, params.clip
+    )
+
+    stats["last_price"] = price
+    stats["last_ts"] = ts
+    stats["n_returns"] = n_returns
+    stats["scale_sq"] = scale_sq
+    stats["level"] = level
+    return FeatureStep(z=z, d=d, scale=scale, warm=n_returns >= params.min_history)
+
+
+def model_inputs(
+    z: npt.NDArray[np.floating[Any]], d: npt.NDArray[np.floating[Any]], ts: IntArray
+) -> npt.NDArray[np.float32]:
+    """The model's input rows, in the order of FEATURE_NAMES (any leading shape)."""
+    angle = (2.0 * np.pi / NS_PER_DAY) * (ts % NS_PER_DAY)
+    return np.stack([z, d, np.sin(angle), np.cos(angle)], axis=-1).astype(np.float32)

@@ -1,0 +1,209 @@
+"""A retraining run, inline or in a spawned child process that leaves serving its core.
+
+``run_job`` is the run itself: fit a candidate on the head of every series, validate it
+on the tail against the serving model and naive (``forecaster.retraining.gate``), save it to
+the registry with its figures. A replay calls it inline; live, ``TrainingProcess`` runs
+it in a child (a fresh interpreter, so neither the GIL nor TensorFlow's thread pools are
+shared with the serving thread). The child starts in a session of its own, so a signal
+meant for the service (Ctrl-C, ``timeout``, a process-group kill) never ends a fit
+behind its back, even while the child is still importing; the service stops it itself.
+The child lowers its priority (nice ``NICENESS``); the fit bounds TensorFlow's threads
+itself.
+
+Nothing crosses the process boundary pickled. The parent writes a temporary directory::
+
+    sequences.npz    the training window, per series (read with allow_pickle=False)
+    serving.npz      the serving model's weights, in the registry's format (if one serves)
+    job.json         the fit (a NamedFit: function name and JSON parameters), holdout,
+                     margin, feature params, data window, registry directory
+    result.json      written by the child: version, validation figures, training details,
+                     or the error it ran into
+    candidate.npz    the candidate's weights, in the registry's format
+
+The parent polls ``finished()`` at batch boundaries and reads ``result()`` without
+TensorFlow. ``stop()`` terminates the child (then kills it) and removes the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forecaster.core.features import FeatureParams
+from forecaster.durable import write_atomically
+from forecaster.errors import TrainingError
+from forecaster.faults import internal_error_detail
+from forecaster.model.spec import ModelSpec
+from forecaster.model.stepper import Stepper
+from forecaster.retraining.dataset import Sequence, load_sequences, save_sequences
+from forecaster.retraining.gate import Validation, split_holdout, validate
+from forecaster.retraining.registry import Registry, load_weights, save_weights
+from forecaster.retraining.trainer import Fit, NamedFit
+
+NICENESS = 10  # the child yields the CPU to the serving process whenever both want it
+STOP_GRACE_S = 2.0  # after SIGTERM, how long the child gets before SIGKILL
+JOB_FILE, RESULT_FILE = "job.json", "result.json"
+SEQUENCES_FILE, SERVING_FILE, CANDIDATE_FILE = "sequences.npz", "serving.npz", "candidate.npz"
+CHILD_CODE = "import sys; from forecaster.retraining import child as t; t.child_main(sys.argv[1])"
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """How a candidate is judged and where it is recorded (JSON, for the child)."""
+
+    holdout: float
+    margin: float
+    features: FeatureParams
+    window: dict[str, Any]  # what the data window covers, for the version's metadata
+    registry: Registry | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"holdout": self.holdout, "margin": self.margin,
+                "features": self.features.to_dict(), "window": self.window,
+                "registry": str(self.registry.root) if self.registry else None}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainingJob:
+        registry = Registry(Path(data["registry"])) if data["registry"] else None
+        features = FeatureParams(**data["features"])
+        return cls(data["holdout"], data["margin"], features, data["window"], registry)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A fitted, validated and recorded candidate."""
+
+    version: str
+    validation: Validation
+    details: dict[str, Any]
+    stepper: Stepper
+
+
+def run_job(
+    job: TrainingJob, fit: Fit, sequences: list[Sequence], serving: Stepper | None
+) -> Candidate:
+    """Fit on the head of each series, validate on its tail, save to the registry (if any).
+
+    Raises what ``fit`` raises, or TrainingError when the candidate's forecasts are not
+    finite.
+    """
+    holdout = split_holdout(sequences, job.holdout)
+    trained = fit(holdout.fit)
+    validation = validate(trained.stepper, serving, holdout, job.margin)
+    details = {
+        **trained.details,
+        "data_window": job.window,
+        "validation": validation.to_dict(),
+        "retraining": {"holdout": job.holdout, "margin": job.margin},
+    }
+    version = trained.stepper.version
+    if job.registry is not None:
+        version = job.registry.save(trained.stepper, job.features, details, trained.keras_model)
+    return Candidate(version, validation, details, trained.stepper)
+
+
+class TrainingProcess:
+    """``run_job`` in a spawned child: poll ``finished()``, read ``result()``, ``stop()``."""
+
+    def __init__(
+        self, job: TrainingJob, fit: NamedFit, sequences: list[Sequence], serving: Stepper | None
+    ) -> None:
+        self.started = time.monotonic()
+        self.directory = Path(tempfile.mkdtemp(prefix="forecaster-retrain-"))
+        try:
+            save_sequences(self.directory / SEQUENCES_FILE, sequences)
+            described = None
+            if serving is not None:
+                save_weights(self.directory / SERVING_FILE, serving)
+                described = {"spec": serving.spec.to_dict(), "version": serving.version}
+            request = {"job": job.to_json(), "serving": described,
+                       "fit": {"function": fit.function, "params": fit.params}}  # fmt: skip
+            (self.directory / JOB_FILE).write_text(json.dumps(request))
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", CHILD_CODE, str(self.directory)],
+                start_new_session=True,
+                env=os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, sys.path))},
+            )
+        except BaseException:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def finished(self) -> bool:
+        return self.process.poll() is not None
+
+    def result(self) -> Candidate:
+        """The finished child's candidate; TrainingError (with its exit code) if it failed."""
+        code = self.process.wait()
+        path = self.directory / RESULT_FILE
+        record: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+        if code != 0 or "error" in record:
+            error = record.get("error", "no result")
+            raise TrainingError(f"training process exited with code {code}: {error}")
+        spec = ModelSpec(**record["spec"])
+        stepper = load_weights(self.directory / CANDIDATE_FILE, spec, record["version"])
+        validation = Validation(**record["validation"])
+        return Candidate(record["version"], validation, record["details"], stepper)
+
+    def stop(self) -> None:
+        """End the child (SIGTERM, SIGKILL after STOP_GRACE_S) and remove its directory."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(STOP_GRACE_S)
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def child_main(directory: str) -> None:
+    """The child process: run the job in ``directory`` and write ``result.json``."""
+    os.nice(NICENESS)
+    _exit_with(os.getppid())
+    folder = Path(directory)
+    try:
+        request = json.loads((folder / JOB_FILE).read_text())
+        job = TrainingJob.from_json(request["job"])
+        serving = None
+        if request["serving"] is not None:
+            spec = ModelSpec(**request["serving"]["spec"])
+            serving = load_weights(folder / SERVING_FILE, spec, request["serving"]["version"])
+        sequences = load_sequences(folder / SEQUENCES_FILE)
+        candidate = run_job(job, NamedFit(**request["fit"]), sequences, serving)
+        save_weights(folder / CANDIDATE_FILE, candidate.stepper)
+    except Exception as exc:  # reported to the parent, which counts the run as failed
+        _write_result(folder, {"error": internal_error_detail(exc)})
+        sys.exit(1)
+    _write_result(folder, {"version": candidate.version, "spec": candidate.stepper.spec.to_dict(),
+                           "validation": candidate.validation.to_dict(),
+                           "details": candidate.details})  # fmt: skip
+
+
+def _exit_with(parent: int) -> None:
+    """Exit when ``parent`` is gone: a parent killed with SIGKILL cannot stop its child."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _write_result(folder: Path, record: dict[str, Any]) -> None:
+    """Write the result whole or not at all: a child killed mid-write leaves no result."""
+    write_atomically(folder / RESULT_FILE, json.dumps(record).encode())

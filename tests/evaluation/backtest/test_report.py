@@ -1,0 +1,132 @@
+"""The backtest report on forecasts written by hand (no model, no TensorFlow, no browser)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forecaster.evaluation.backtest.evaluate import Evaluation, evaluate
+from forecaster.evaluation.backtest.points import load_points
+from forecaster.evaluation.backtest.report import (
+    COLUMNS,
+    HTML_FILE,
+    METRICS,
+    STYLES,
+    ZOOM_TICKS,
+    _busiest_window,
+    write_report,
+)
+
+N = 600
+FIRST_MODEL = 60
+NOISY = "A"  # LSTM forecasts it badly: the last price plus noise
+
+
+def write_replay(
+    path: Path, prices: dict[str, np.ndarray], forecasts: dict[str, np.ndarray]
+) -> None:
+    with path.open("w") as file:
+        for t in range(N):
+            for name, series_prices in prices.items():
+                version = "naive" if t < FIRST_MODEL else "m1"
+                ts = f"2026-01-05T{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}.000Z"
+                record = {
+                    "series": name,
+                    "ts": ts,
+                    "price": float(series_prices[t]),
+                    "forecast": float(forecasts[name][t]),
+                    "model_version": version,
+                }
+                file.write(json.dumps(record) + "\n")
+
+
+def evaluation_of(
+    tmp_path: Path, lstm: dict[str, np.ndarray], prices: dict[str, np.ndarray]
+) -> Evaluation:
+    """LSTM as given, GRU always the last price (never worse than naive)."""
+    write_replay(tmp_path / "lstm.jsonl", prices, lstm)
+    write_replay(tmp_path / "gru.jsonl", prices, prices)
+    return evaluate(load_points({"lstm": tmp_path / "lstm.jsonl", "gru": tmp_path / "gru.jsonl"}))
+
+
+def random_walks(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {name: start * np.exp(np.cumsum(rng.normal(0, 0.001, N)))
+            for name, start in ((NOISY, 100.0), ("B", 5.0))}  # fmt: skip
+
+
+def test_a_model_significantly_worse_than_naive_is_flagged_in_a_sentence_and_the_tables(
+    tmp_path: Path,
+) -> None:
+    prices = random_walks(1)
+    noise = np.random.default_rng(2).normal(0, 0.05, N)
+    lstm = {NOISY: prices[NOISY] + noise, "B": prices["B"]}
+    document = write_report(evaluation_of(tmp_path, lstm, prices), tmp_path / "report", {})
+
+    flags = {(flag["scope"], flag["name"], flag["row"]) for flag in document["worse_than_naive"]}
+    assert ("series", NOISY, "lstm") in flags
+    assert not {flag for flag in flags if flag[1] == "B" or flag[2] == "gru"}
+    assert document["series"][NOISY]["lstm"]["worse_than_naive"] is True
+    assert document["series"]["B"]["lstm"]["worse_than_naive"] is False
+    page = (tmp_path / "report" / HTML_FILE).read_text()
+    assert "<p class='alarm'>" in page and "<b>LSTM</b> on series <b>A</b>" in page
+    assert "<b>GRU</b> on" not in page
+    series_a = page[page.index("<h3>Series A") : page.index("<h3>Series B")]
+    assert series_a.count("<tr class=worse>") == 1
+    assert "<tr class=worse>" not in page[page.index("<h3>Series B") :]
+
+
+def test_without_a_worse_model_the_report_says_so(tmp_path: Path) -> None:
+    prices = random_walks(3)
+    document = write_report(evaluation_of(tmp_path, prices, prices), tmp_path / "report", {})
+    page = (tmp_path / "report" / HTML_FILE).read_text()
+    assert document["worse_than_naive"] == []
+    assert "<p class='fine'>No model is significantly worse than naive" in page
+    assert "<p class='alarm'>" not in page
+    for model in ("LSTM", "GRU"):
+        assert f"</span>{model} <b>&#9888;" not in page
+
+
+def test_every_figure_is_explained_in_one_line(tmp_path: Path) -> None:
+    prices = random_walks(4)
+    write_report(evaluation_of(tmp_path, prices, prices), tmp_path / "report", {})
+    page = (tmp_path / "report" / HTML_FILE).read_text()
+    assert set(METRICS) == set(COLUMNS)
+    for column, text in METRICS.items():
+        assert f"<dt>{column}</dt><dd>" in page and "\n" not in text
+
+
+def test_every_row_has_its_own_look_and_the_models_are_drawn_on_top() -> None:
+    looks = [(style.color, style.linestyle) for style in STYLES.values()]
+    assert len(set(looks)) == len(looks)
+    assert len({style.color for style in STYLES.values()}) == len(STYLES)
+    assert STYLES["lstm"].marker != STYLES["gru"].marker
+    assert STYLES["lstm"].linewidth > STYLES["gru"].linewidth and STYLES["lstm"].alpha < 1
+    below = max(STYLES[row].zorder for row in ("actual", "naive", "oracle"))
+    assert min(STYLES["lstm"].zorder, STYLES["gru"].zorder) > below
+
+
+def test_the_zoomed_window_is_where_the_forecasts_differ(tmp_path: Path) -> None:
+    prices = random_walks(5)
+    lstm = {name: values.copy() for name, values in prices.items()}
+    lstm[NOISY][400 : 400 + ZOOM_TICKS] *= 1.002
+    evaluation = evaluation_of(tmp_path, lstm, prices)
+    rows = evaluation.points.by_series()[NOISY]
+    window = _busiest_window(evaluation, rows[evaluation.scored[rows]], ZOOM_TICKS)
+    shown = set(evaluation.points.position[window].tolist())
+    assert len(shown & set(range(400, 400 + ZOOM_TICKS))) >= 0.9 * ZOOM_TICKS
+
+
+def test_directional_figures_separate_calling_from_calling_right(tmp_path: Path) -> None:
+    """Calling every other move, always right: accuracy 0.5, calls 0.5, hit rate 1."""
+    prices = random_walks(6)
+    lstm = {name: values.copy() for name, values in prices.items()}
+    for name, values in prices.items():
+        step = np.diff(values, append=values[-1])
+        lstm[name] = values + np.where(np.arange(N) % 2 == 0, step / 2, 0.0)
+    scores = evaluation_of(tmp_path, lstm, prices).per_series["B"]
+    assert scores["lstm"].calls == pytest.approx(0.5, abs=0.01)
+    assert scores["lstm"].directional_accuracy == pytest.approx(0.5, abs=0.01)
+    assert scores["lstm"].call_hit_rate == 1.0
+    assert scores["naive"].calls == scores["naive"].directional_accuracy == 0.0
