@@ -57,7 +57,7 @@ def measure_memory(series: int) -> dict[str, float]:
     from forecaster.core.engine import Engine
     from forecaster.core.table import SLOT_ARRAYS
     from forecaster.core.ticks import TickColumns
-    from tests.support_models import random_stepper
+    from tests.support.models import random_stepper
 
     engine = Engine(Settings().engine_params(), random_stepper(SERVING_SPEC, seed=1))
     names = [f"S{i:06d}" for i in range(series)]

@@ -33,7 +33,7 @@ from forecaster.retraining.coordinator import Retrainer, RetrainPolicy
 from forecaster.retraining.trainer import Trainer
 from forecaster.retraining.window import WindowSpec
 from forecaster.service import BLAS_THREADS
-from tests.support_models import random_stepper
+from tests.support.models import random_stepper
 
 
 def start_retraining(pipeline: Pipeline, epochs: int, window: int, timeout_s: float

@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 from forecaster.core.engine import Engine, EngineParams, row_blocks
 from forecaster.core.ticks import TickColumns
 from forecaster.service import BLAS_THREADS
-from tests.support_models import random_stepper
+from tests.support.models import random_stepper
 
 TUTORIAL_WINDOW = 60
 

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from forecaster.core.features import FeatureParams  # noqa: E402
 from forecaster.model.spec import ModelSpec  # noqa: E402
 from forecaster.retraining.registry import Registry  # noqa: E402
-from tests.support_models import random_stepper  # noqa: E402
+from tests.support.models import random_stepper  # noqa: E402
 
 START_NS = 1_767_571_200 * 10**9  # 2026-01-05T00:00:00Z
 SERVING_SPEC = ModelSpec(cell="lstm", layers=2, units=32)

@@ -21,7 +21,7 @@ import numpy as np
 from forecaster.config import Settings
 from forecaster.core.engine import Engine
 from forecaster.core.ticks import TickColumns
-from tests.support_models import random_stepper
+from tests.support.models import random_stepper
 
 BATCH = 5000
 NS = 1_000_000_000

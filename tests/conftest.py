@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, settings
 from forecaster.core.features import FeatureParams
 from forecaster.model.spec import ModelSpec
 from forecaster.retraining.registry import Registry
-from tests.support_models import random_stepper
+from tests.support.models import random_stepper
 
 # These machines are 2 cores and noisy: a per-example deadline would test the machine.
 settings.register_profile("forecaster", deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -34,7 +34,7 @@ from forecaster.state.checkpoint import (
     digest,
     encode,
 )
-from tests.support_models import random_stepper
+from tests.support.models import random_stepper
 
 PARAMS = EngineParams(features=FeatureParams(min_history=2), ring_length=8)
 
