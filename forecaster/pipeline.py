@@ -1,23 +1,29 @@
-"""The data path, one batch at a time, in this order:
+"""The data path, one batch at a time, the same for every source, in this order:
 
-1. poll: the source hands over the next batch of raw records;
-2. parse: valid ticks as columns, every other record a reject with its reason;
-3. step: the engine steps the ticks, keeping what it needs to undo the batch;
-4. send: forecasts and dead letters go to the sink;
-5. await delivery: the sink's destination acknowledges every record;
-6. commit: the source marks the batch done (offsets; checkpoints when due), then the
-   engine makes it final (idle eviction, warm steps to the retrainer);
-7. swap: a model that is ready serves from the next batch, so each batch is stepped by
+1. poll: the source hands over the next batch of raw records. A partitioned source
+   reports the partitions its group assigned, revoked or lost during the poll to the
+   partition states, which restore or checkpoint their series;
+2. resume: partitions whose checkpoint finished loading continue at its offset (the
+   source seeks), and records of partitions still restoring, or just moved, are dropped
+   (they will be fetched again);
+3. parse: valid ticks as columns, every other record a reject with its reason;
+4. step: the engine steps the ticks, keeping what it needs to undo the batch;
+5. send: forecasts and dead letters go to the sink;
+6. await delivery: the sink's destination acknowledges every record;
+7. commit: the engine makes the batch final (idle eviction, warm steps to the
+   retrainer), the partition states advance to the batch's offsets and checkpoint when
+   due, and the source commits the offsets;
+8. swap: a model that is ready serves from the next batch, so each batch is stepped by
    exactly one model.
 
-A crash repeats at most the batch in flight and never skips a tick. If delivery fails
-(DeliveryError), the engine rolls back to before the batch and nothing is committed:
-the source hands the same records over again, and they are stepped again with the same
-results. No message can stop the loop: parsing and stepping isolate a message that
-raises (a dead letter, ``internal_error``), and so does step 4 for a forecast that
-cannot be encoded. Any other fault before delivery makes the batch be processed again
-record by record, so that it costs only the record it is in; a fault after the commit
-(counting) is logged and costs nothing.
+A crash repeats at most the batches since the last commit and never skips a tick. If
+delivery fails (DeliveryError, step 6), the engine rolls back to before the batch, the
+source rewinds to the batch's first records, nothing is committed, and after a backoff
+the same records are stepped again with the same results. No message can stop the loop:
+parsing and stepping isolate a message that raises (a dead letter, ``internal_error``),
+and so does step 5 for a forecast that cannot be encoded. Any other fault before
+delivery makes the batch be processed again record by record, so that it costs only the
+record it is in; a fault after delivery (counting) is logged and costs nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from forecaster.io.base import DeadLetter, Sink, Source, SourceBatch
 from forecaster.io.records import unencodable_rows
 from forecaster.model.stepper import Stepper
 from forecaster.ops.metrics import Metrics
+from forecaster.state.partitions import PartitionStates
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,8 @@ class Pipeline:
     engine: Engine
     sink: Sink
     metrics: Metrics
+    # The series state of a partitioned source's partitions (None: a file, one stream).
+    states: PartitionStates | None = None
     updates: ModelUpdates | None = None
     poll_timeout: float = 0.2
     # The wait before a batch whose delivery failed is processed again; doubles while
@@ -94,9 +103,10 @@ class Pipeline:
 
     def step(self) -> bool:
         """Process one batch; False once the source is exhausted."""
-        batch = self.source.poll(self.poll_timeout)
+        batch = self.source.poll(self.poll_timeout)  # 1
         if batch is None:
             return False
+        batch = self._resume_partitions(batch)  # 2
         try:
             self._process(batch)
         except DESTINATION_FAULTS:  # the batch is redone, or the run ends
@@ -106,30 +116,47 @@ class Pipeline:
             self.engine.rollback()
             for single in batch.split():
                 self._process_alone(single)
-        self._swap_if_pending()
+        self._swap_if_pending()  # 8
         return True
 
+    def _resume_partitions(self, batch: SourceBatch) -> SourceBatch:
+        """Step 2: seek restored partitions to their state's offset; drop the records of
+        partitions that are restoring or were just moved."""
+        if self.states is None:
+            return batch
+        resumes = self.states.resumes()
+        self.source.seek({resume.partition: resume.offset for resume in resumes})
+        return batch.without(self.states.held() | {resume.partition for resume in resumes})
+
     def _process(self, batch: SourceBatch) -> None:
-        """Steps 2-6 for one batch."""
+        """Steps 3-7 for one batch."""
         arrived = time.perf_counter()
-        parsed = batch.parse()
+        parsed = batch.parse()  # 3
         if not parsed.received:
             return
         known_series = len(self.engine.table)
         started = time.perf_counter()
-        result = self.engine.process(parsed.ticks)
+        result = self.engine.process(parsed.ticks)  # 4
         stepped = time.perf_counter()
-        forecasts, dead_letters = self._deliver(batch, parsed, result)
+        forecasts, dead_letters = self._deliver(batch, parsed, result)  # 5, 6
         delivered = time.perf_counter()
-        self.source.commit(batch)
+        evicted = self._commit(batch)  # 7
         try:  # the batch is done: what fails now must not make it be processed again
-            evicted = self.engine.commit()
             self._count(parsed, forecasts, dead_letters, result.nonfinite)
             self._count_series(known_series, evicted)
         except Exception as exc:
             log_internal_error("counting a delivered batch", exc)
         self.metrics.step_seconds.observe(stepped - started)
         self.metrics.tick_to_forecast_seconds.observe(delivered - arrived)
+
+    def _commit(self, batch: SourceBatch) -> int:
+        """Step 7 for a delivered batch; returns how many idle series were evicted."""
+        evicted = self.engine.commit()
+        if self.states is not None:
+            self.states.advance(batch.next_offsets())
+            self.states.checkpoint_when_due()
+        self.source.commit(batch)
+        return evicted
 
     def _process_alone(self, single: SourceBatch) -> None:
         """A batch of one record; if even that fails, the record is an internal_error."""
@@ -143,14 +170,15 @@ class Pipeline:
             letter = single.unprocessable(internal_error_detail(exc))
             self.sink.write(_no_forecasts(), [letter])
             self.sink.flush()
-            self.source.commit(single)
+            self._commit(single)
             self.totals.rejected += 1
             self.metrics.ticks_rejected.labels(RejectReason.INTERNAL_ERROR.value).inc()
 
     def _deliver(
         self, batch: SourceBatch, parsed: ParsedBatch, result: EngineResult
     ) -> tuple[ForecastBatch, list[DeadLetter]]:
-        """Steps 4 and 5; on a failed delivery the engine is rolled back and it raises."""
+        """Steps 5 and 6; on a failed delivery the engine is rolled back, the source
+        rewound to the batch, and it raises."""
         forecasts = result.forecasts
         dead_letters = _dead_letters(batch, parsed, result)
         try:
@@ -166,6 +194,7 @@ class Pipeline:
             self.sink.flush()
         except DeliveryError as exc:
             self.engine.rollback()
+            self.source.rewind(batch)
             self.delivery_failure = str(exc)
             raise
         self.delivery_failure = ""

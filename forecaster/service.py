@@ -25,6 +25,7 @@ from forecaster.retraining.coordinator import Retrainer
 from forecaster.retraining.registry import Registry
 from forecaster.retraining.trainer import TrainedModel, Trainer
 from forecaster.state.checkpoint import Checkpoints, CheckpointStore
+from forecaster.state.partitions import PartitionStates
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ class Service:
             return False, "source not connected"
         if failure := self.pipeline.delivery_failure:
             return False, f"delivery failing, retrying with backoff: {failure}"
-        if restoring := self.pipeline.source.restoring():
+        states = self.pipeline.states
+        if states is not None and (restoring := states.restoring()):
             return False, f"restoring the state of {restoring} partitions"
         if self.pipeline.engine.model is None:
             return False, "no model loaded yet (serving naive forecasts)"
@@ -117,7 +119,9 @@ class Service:
                 pass
         finally:
             self.pipeline.sink.close()
-            self.pipeline.source.close()
+            self.pipeline.source.close()  # revokes every partition: their last checkpoints
+            if self.pipeline.states is not None:
+                self.pipeline.states.close()
             if server is not None:
                 server.stop()
             totals = self.pipeline.totals
@@ -142,9 +146,11 @@ def serve(
     metrics: Metrics,
 ) -> Totals:
     """The service around a built ``engine``, until ``stop`` is set (run_service's second half)."""
-    source, sink = _transport(settings, engine, metrics)
+    source, sink, states = transport(settings, engine, metrics)
     retry = Backoff(longest=settings.reconnect_backoff_max_ms / 1000)
-    pipeline = Pipeline(source, engine, sink, metrics, updates=retrainer, retry=retry)
+    pipeline = Pipeline(
+        source, engine, sink, metrics, states=states, updates=retrainer, retry=retry
+    )
     with threadpool_limits(BLAS_THREADS, user_api="blas"):
         if retrainer is None:
             return Service(settings, pipeline, stop).run()
@@ -167,16 +173,25 @@ def checkpoints_of(settings: Settings, metrics: Metrics) -> Checkpoints | None:
     return CheckpointStore(root, settings.engine_params(), metrics)
 
 
-def _transport(settings: Settings, engine: Engine, metrics: Metrics) -> tuple[Source[Any], Sink]:
-    """Kafka topics when bootstrap_servers is set, else the tick file and JSON lines."""
+def transport(
+    settings: Settings, engine: Engine, metrics: Metrics
+) -> tuple[Source[Any], Sink, PartitionStates | None]:
+    """Kafka topics when bootstrap_servers is set (with the partitions' series state), else
+    the tick file and JSON lines."""
     if settings.bootstrap_servers:
         from forecaster.io.kafka import KafkaSink, KafkaSource  # a file replay never needs them
 
-        checkpoints = checkpoints_of(settings, metrics)
-        kafka = KafkaSource(settings, engine, metrics, checkpoints=checkpoints)
-        return kafka, KafkaSink(settings, metrics)
-    source = csv_source(settings, settings.input_path(), settings.rate, settings.loop)
-    return source, json_lines_sink(settings, settings.forecasts_out, settings.dead_letters_out)
+        states = PartitionStates(
+            engine, checkpoints_of(settings, metrics), metrics, settings.checkpoint_interval_s
+        )
+        return (
+            KafkaSource(settings, metrics, partitions=states),
+            KafkaSink(settings, metrics),
+            states,
+        )
+    file = csv_source(settings, settings.input_path(), settings.rate, settings.loop)
+    sink = json_lines_sink(settings, settings.forecasts_out, settings.dead_letters_out)
+    return file, sink, None
 
 
 def csv_source(settings: Settings, path: Path, rate: float = 0.0, loop: bool = False) -> CsvSource:

@@ -1,9 +1,16 @@
-"""The source and sink protocols every transport implements."""
+"""The protocols every transport implements: sources, their batches, sinks, and the
+partition lifecycle a partitioned source reports.
+
+A transport moves records and offsets, nothing else: what a batch's records mean
+(parsing), what state they step (``forecaster.state``) and in which order it all happens
+(``forecaster.pipeline``) are not its business.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from forecaster.core.engine import ForecastBatch
 from forecaster.core.ticks import ParsedBatch, Rejected
@@ -31,6 +38,14 @@ class SourceBatch(Protocol):
         processed at all (not even parsed)."""
         ...
 
+    def next_offsets(self) -> dict[int, int]:
+        """Per partition, the offset after the batch's last record (what a commit records)."""
+        ...
+
+    def without(self, partitions: Collection[int]) -> Self:
+        """The batch without the records of ``partitions`` (they will be fetched again)."""
+        ...
+
 
 BatchT = TypeVar("BatchT", bound=SourceBatch)
 
@@ -44,15 +59,38 @@ class Source(Protocol[BatchT]):
         """Mark ``batch`` done: it will not be delivered again after a restart."""
         ...
 
+    def rewind(self, batch: BatchT) -> None:
+        """Hand ``batch``'s records over again from the next poll on (its delivery failed)."""
+        ...
+
+    def seek(self, positions: Mapping[int, int | None]) -> None:
+        """Continue each partition at its offset (None: at its first offset)."""
+        ...
+
     def connected(self) -> bool:
         """Whether the source can deliver now (a broker is reachable, a file is open)."""
         ...
 
-    def restoring(self) -> int:
-        """How many of its partitions wait for their state to be restored."""
+    def close(self) -> None:
+        """Stop; a partitioned source reports every partition it held as revoked."""
         ...
 
-    def close(self) -> None: ...
+
+class PartitionListener(Protocol):
+    """What a partitioned source reports as its consumer group moves partitions
+    (``forecaster.state.partitions.PartitionStates`` implements it)."""
+
+    def assign(self, committed: Mapping[int, int | None]) -> None:
+        """Partitions now held, each with its committed offset (None if none)."""
+        ...
+
+    def revoke(self, partitions: Collection[int]) -> None:
+        """Partitions handed to another member; called before they are."""
+        ...
+
+    def lose(self, partitions: Collection[int]) -> None:
+        """Partitions taken away by an eviction: another member may own them already."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -74,6 +74,13 @@ class CsvBatch:
     def unprocessable(self, detail: str) -> DeadLetter:
         raw = csv_row(self.frame, 0)
         return self.dead_letter(Rejected(self.first_row, raw, RejectReason.INTERNAL_ERROR, detail))
+
+    def next_offsets(self) -> dict[int, int]:
+        """A file is one partition, 0, whose offsets are data row numbers."""
+        return {0: self.first_row + len(self.frame)} if len(self.frame) else {}
+
+    def without(self, partitions: Collection[int]) -> CsvBatch:
+        return replace(self, frame=self.frame.iloc[:0]) if 0 in partitions else self
 
 
 @dataclass
@@ -138,6 +145,7 @@ class CsvSource:
         self._check_header()
         self._chunks = self._read()
         self._rest: Chunk | None = None  # the unread part of a chunk a paced poll cut
+        self._again: CsvBatch | None = None  # a batch to hand over again (rewind)
         self._started = time.monotonic()
         self._emitted = 0
         self._looper = _Looper() if loop else None
@@ -166,6 +174,9 @@ class CsvSource:
             row += len(frame)
 
     def poll(self, timeout: float) -> CsvBatch | None:
+        if self._again is not None:
+            batch, self._again = self._again, None
+            return batch
         if self.rate > 0 and not self._wait_for_due_tick(timeout):
             return CsvBatch(pd.DataFrame(columns=list(REQUIRED_COLUMNS)), 0, self.path)
         first_row, frame = self._next_frame()
@@ -210,15 +221,20 @@ class CsvSource:
     def connected(self) -> bool:
         return True
 
-    def restoring(self) -> int:
-        return 0
-
     def commit(self, batch: CsvBatch) -> None:
         """Nothing to record: a file is read again from its start."""
 
+    def rewind(self, batch: CsvBatch) -> None:
+        self._again = batch
+
+    def seek(self, positions: Mapping[int, int | None]) -> None:
+        """A file is read in order: there is nothing to seek (no checkpoints restore it)."""
+        if positions:
+            raise ValueError(f"a tick file cannot seek: {dict(positions)}")
+
     def close(self) -> None:
         self._chunks = iter(())
-        self._rest = None
+        self._rest = self._again = None
 
 
 def open_output(target: str) -> IO[bytes]:

@@ -28,12 +28,11 @@ import pytest
 from forecaster.config import ENV_PREFIX, Settings
 from forecaster.core.engine import Engine
 from forecaster.core.ticks import parse_csv_frame, parse_messages
-from forecaster.io.kafka import KafkaSink, KafkaSource
 from forecaster.io.produce import publish
 from forecaster.io.records import format_rfc3339
 from forecaster.ops.metrics import Metrics
 from forecaster.pipeline import Pipeline
-from forecaster.service import Service, checkpoints_of
+from forecaster.service import Service, transport
 from tests.support.broker import (
     TansuBroker,
     committed_offsets,
@@ -169,10 +168,9 @@ class InProcessService:
 def start_in_process(settings: Settings) -> InProcessService:
     """The service's Kafka pipeline on a thread: what `forecaster run` builds, minus signals."""
     engine, metrics = Engine(settings.engine_params()), Metrics()
-    checkpoints = checkpoints_of(settings, metrics)
-    source = KafkaSource(settings, engine, metrics, checkpoints=checkpoints)
-    sink = KafkaSink(settings, metrics)
-    service = Service(settings, Pipeline(source, engine, sink, metrics), threading.Event())
+    source, sink, states = transport(settings, engine, metrics)
+    pipeline = Pipeline(source, engine, sink, metrics, states=states)
+    service = Service(settings, pipeline, threading.Event())
     thread = threading.Thread(target=service.run, name="service")
     thread.start()
     return InProcessService(service, thread)

@@ -1,4 +1,4 @@
-"""The Kafka transport's pieces that need no broker: hand-off rule, batches, sink, source, produce.
+"""The Kafka transport's pieces that need no broker: batches, sink, source, produce.
 
 Consumer and producer are small fakes with kafka-python's interface; the rebalance
 listener is called from inside the fake's ``poll``, as kafka-python does.
@@ -45,7 +45,6 @@ from forecaster.io.base import DeadLetter
 from forecaster.io.files import CsvSource
 from forecaster.io.kafka import (
     KEPT_KEY_BYTES,
-    InMemoryPartitionStateStore,
     KafkaBatch,
     KafkaSink,
     KafkaSource,
@@ -53,12 +52,12 @@ from forecaster.io.kafka import (
     consumer_configs,
     dead_letter_message,
     producer_configs,
-    restorable,
 )
 from forecaster.io.produce import tick_messages
 from forecaster.ops.metrics import Metrics
 from forecaster.pipeline import Pipeline
 from forecaster.state.checkpoint import Checkpoint, Checkpoints, CheckpointStore
+from forecaster.state.partitions import PartitionStates
 from tests.support.paths import SAMPLE_DATA
 from tests.support.waiting import wait_for
 
@@ -80,31 +79,6 @@ def tick(partition: int, offset: int, series: str, second: int, price: float = 1
     return record(partition, offset, value, series.encode())
 
 
-# --- the hand-off rule ------------------------------------------------------------------------
-
-
-def a_state(partition: int = 0) -> PartitionState:
-    engine = Engine(EngineParams())
-    engine.process(parse_messages([b'{"series": "A", "ts": 1, "price": 2.0}']).ticks)
-    return engine.take_partition(partition)
-
-
-def test_saved_state_is_restored_only_at_the_offset_it_was_saved_at() -> None:
-    state = a_state()
-    assert restorable((state, 40), 40) is state
-    assert restorable((state, 40), 55) is None  # another instance moved the partition on
-    assert restorable((state, 40), 30) is None  # our own last commit did not get through
-    assert restorable((state, 40), None) is None  # no committed offset: nothing to match
-    assert restorable(None, 40) is None
-
-
-def test_the_in_memory_store_hands_a_state_over_once() -> None:
-    store, state = InMemoryPartitionStateStore(), a_state()
-    store.save(3, state, 12)
-    assert store.load(3) == (state, 12)
-    assert store.load(3) is None
-
-
 # --- batches ----------------------------------------------------------------------------------
 
 
@@ -119,7 +93,8 @@ def test_a_batch_tags_ticks_with_their_partition_and_rejects_with_their_coordina
         "topic": TOPIC, "partition": 2, "offset": 8, "key": "A",
     }  # fmt: skip
     assert batch.first_offsets() == {tp(2): 7, tp(5): 3}
-    assert batch.next_offsets() == {tp(2): 9, tp(5): 4}
+    assert batch.next_offsets() == {2: 9, 5: 4}
+    assert batch.without({2}).parse().ticks.series == ["B"]
 
 
 def test_a_message_without_a_value_is_rejected_not_fatal() -> None:
@@ -375,6 +350,7 @@ class FakeConsumer:
 @dataclass
 class Fixture:
     engine: Engine
+    states: PartitionStates
     source: KafkaSource
     consumers: list[FakeConsumer]  # the one the source connected, once it did
     pipeline: Pipeline
@@ -398,9 +374,11 @@ def kafka_source(
         return holder[-1], None
 
     metrics = Metrics()
-    source = KafkaSource(settings, engine, metrics, connect=connect, checkpoints=checkpoints)
-    pipeline = Pipeline(source, engine, KafkaSink(SETTINGS, metrics, connect=FakeProducer), metrics)
-    return Fixture(engine, source, holder, pipeline)
+    states = PartitionStates(engine, checkpoints, metrics, settings.checkpoint_interval_s)
+    source = KafkaSource(settings, metrics, partitions=states, connect=connect)
+    sink = KafkaSink(SETTINGS, metrics, connect=FakeProducer)
+    pipeline = Pipeline(source, engine, sink, metrics, states=states)
+    return Fixture(engine, states, source, holder, pipeline)
 
 
 def test_a_delivered_batch_commits_its_last_offsets_plus_one() -> None:
@@ -475,7 +453,7 @@ def test_a_broker_down_at_start_means_empty_polls_and_not_connected() -> None:
         attempts.append(listener)
         raise KafkaTimeoutError("Unable to bootstrap")
 
-    source = KafkaSource(SETTINGS, Engine(EngineParams()), Metrics(), connect=unreachable)
+    source = KafkaSource(SETTINGS, Metrics(), connect=unreachable)
     assert source.poll(0.0).records == []
     assert source.poll(0.0).records == []  # too soon for another attempt
     assert len(attempts) == 1 and not source.connected()
@@ -625,17 +603,18 @@ def test_a_partition_restoring_its_checkpoint_holds_back_only_its_own_ticks(
     gated = GatedCheckpoints(store, gated={0})
     f = kafka_source([({0, 1}, {})], checkpoints=gated)
     gauge = "forecaster_state_restoring_partitions"
-    f.source.poll(0.0)
-    assert f.source.restoring() == 2
-    wait_for(lambda: f.source.poll(0.0) is not None and f.source.restoring() == 1, "partition 1")
+    f.pipeline.step()
+    assert f.states.restoring() == 2
+    wait_for(lambda: f.pipeline.step() and f.states.restoring() == 1, "partition 1")
     assert (tp(1), 0) in f.consumer.seeks  # no checkpoint: rebuilt from its first offset
 
     f.consumer.polls.append((None, {0: [tick(0, 1, "A", 2)], 1: [tick(1, 0, "B", 1)]}))
-    assert f.source.poll(0.0).parse().ticks.series == ["B"]  # partition 1 flows meanwhile
-    assert f.source.restoring() == 1
+    f.pipeline.step()
+    assert set(f.engine.table.slot_of) == {"B"}  # partition 1 flows meanwhile, 0 is held
+    assert f.states.restoring() == 1
     assert f.source.metrics.registry.get_sample_value(gauge) == 1
     gated.opened.set()
-    wait_for(lambda: f.source.poll(0.0) is not None and f.source.restoring() == 0, "partition 0")
+    wait_for(lambda: f.pipeline.step() and f.states.restoring() == 0, "partition 0")
 
     assert (tp(0), 1) in f.consumer.seeks
     assert "A" in f.engine.table.slot_of  # the checkpoint's series is back

@@ -8,6 +8,7 @@ tests of the data path that need no broker.
 from __future__ import annotations
 
 from collections import namedtuple
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kafka import TopicPartition
@@ -36,13 +37,16 @@ class ListSource:
         return KafkaBatch({TOPIC: chunk}, self.limits, self.require_key)
 
     def commit(self, batch: KafkaBatch) -> None:
-        self.committed = batch.next_offsets()[TOPIC]
+        self.committed = batch.next_offsets()[TOPIC.partition]
+
+    def rewind(self, batch: KafkaBatch) -> None:
+        """Nothing to do: a poll hands over from the committed record on."""
+
+    def seek(self, positions: Mapping[int, int | None]) -> None:
+        raise AssertionError(f"no partition state asks a list to seek: {dict(positions)}")
 
     def connected(self) -> bool:
         return True
-
-    def restoring(self) -> int:
-        return 0
 
     def close(self) -> None:
         pass

@@ -9,8 +9,8 @@ Delivery is at least once: a polled batch is stepped, its forecasts and dead let
 are sent, the producer's acknowledgement of every record is awaited, and only then
 are the batch's offsets (last offset + 1 per partition) committed. If any record is
 not acknowledged for a transient reason (broker down, timeout) the sink raises
-DeliveryError, nothing is committed, the pipeline rolls the engine back to before the
-batch, and the next poll rewinds to the batch's first offsets: the batch is stepped
+DeliveryError, nothing is committed, and the pipeline rolls the engine back to before
+the batch and rewinds the source to the batch's first offsets: the batch is stepped
 again, with the same results. A record the client or broker refuses for good (too
 large, invalid, not authorised; for dead letters also an unknown topic or a topic that
 cannot take records) is counted in ``forecaster_kafka_produce_errors_total{kind=
@@ -21,27 +21,18 @@ key is missing or differs is a dead letter (key_mismatch). A dead letter keeps t
 original key, headers and at most ``max_message_bytes`` of the value (see
 ``dead_letter_message``), so it always fits in one produce request.
 
-Series state belongs to partitions. When the group takes partitions away, the
-rebalance listener detaches their state from the engine into a PartitionStateStore,
-noting the offset that state has reached; when a partition is assigned, its stored
-state is put back only if that offset is still the partition's committed offset (no
-other instance moved it on since). Otherwise the partition's checkpoint (a directory or
-the Kafka changelog, ``forecaster.state.checkpoint``) is restored and consumption resumes at
-its offset; without checkpoints the series start afresh from the committed offset: an
-instance never steps a series with stale state. Restoring a checkpoint runs in a
-background thread while the partition's records are held back (dropped, then fetched
-again from the checkpoint's offset): the other partitions keep flowing, and
-``restoring()`` (readiness, ``forecaster_state_restoring_partitions``) shows it. kafka-python
-calls the listener only from inside ``poll()`` (the caller blocks while the listener
-runs on the client's IO thread), so between two polls the engine is never mid-rebalance.
+As the group moves partitions, the source reports them to a ``PartitionListener``
+(``forecaster.state.partitions`` keeps the series state) and seeks where it is told;
+kafka-python calls its rebalance listener only from inside ``poll()`` (the caller blocks
+while the listener runs on the client's IO thread), so between two polls the engine is
+never mid-rebalance.
 
 While no broker is reachable, the source reports ``connected() == False`` and polls
 return empty batches; it keeps reconnecting with backoff, and a batch in flight is
 retried, never committed, until its records are acknowledged.
 
-The package: ``client`` (configuration, building and closing clients), ``handoff``
-(partition state across rebalances), ``source`` (batches and the group member) and
-``sink`` (forecasts and dead letters).
+The package: ``client`` (configuration, building and closing clients), ``source``
+(batches and the group member) and ``sink`` (forecasts and dead letters).
 """
 
 from forecaster.io.kafka.client import (
@@ -54,12 +45,6 @@ from forecaster.io.kafka.client import (
     consumer_configs,
     producer_configs,
 )
-from forecaster.io.kafka.handoff import (
-    InMemoryPartitionStateStore,
-    PartitionHandoff,
-    PartitionStateStore,
-    restorable,
-)
 from forecaster.io.kafka.sink import (
     KEPT_HEADER_BYTES,
     KEPT_KEY_BYTES,
@@ -67,18 +52,16 @@ from forecaster.io.kafka.sink import (
     dead_letter_message,
     is_permanent,
 )
-from forecaster.io.kafka.source import KafkaBatch, KafkaSource
+from forecaster.io.kafka.source import GroupListener, KafkaBatch, KafkaSource
 
 __all__ = [
     "CLOSE_TIMEOUT_S",
     "KEPT_HEADER_BYTES",
     "KEPT_KEY_BYTES",
-    "InMemoryPartitionStateStore",
+    "GroupListener",
     "KafkaBatch",
     "KafkaSink",
     "KafkaSource",
-    "PartitionHandoff",
-    "PartitionStateStore",
     "client_configs",
     "close_producer",
     "connect_consumer",
@@ -88,5 +71,4 @@ __all__ = [
     "dead_letter_message",
     "is_permanent",
     "producer_configs",
-    "restorable",
 ]

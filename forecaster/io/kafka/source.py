@@ -1,11 +1,17 @@
-"""The Kafka source: a consumer group member polling the input topic, at least once."""
+"""The Kafka source: a consumer group member polling the input topic.
+
+It moves records and offsets, nothing else. As the group moves partitions it reports
+them to a ``PartitionListener`` (revoked and lost from kafka-python's listener, inside
+``poll``; assigned right after the poll, with their committed offsets, a blocking call
+the listener may not make on kafka-python's IO thread), and it seeks where it is told.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -17,7 +23,6 @@ from kafka.structs import OffsetAndMetadata
 
 from forecaster.backoff import Backoff
 from forecaster.config import Settings
-from forecaster.core.engine import Engine
 from forecaster.core.ticks import (
     DEFAULT_LIMITS,
     InputLimits,
@@ -26,7 +31,7 @@ from forecaster.core.ticks import (
     RejectReason,
     parse_messages,
 )
-from forecaster.io.base import DeadLetter, SourceBatch
+from forecaster.io.base import DeadLetter, PartitionListener, SourceBatch
 from forecaster.io.kafka.client import (
     CLOSE_TIMEOUT_S,
     ConsumerRecord,
@@ -34,13 +39,7 @@ from forecaster.io.kafka.client import (
     consumer_configs,
     reaches_a_broker,
 )
-from forecaster.io.kafka.handoff import (
-    InMemoryPartitionStateStore,
-    PartitionHandoff,
-    PartitionStateStore,
-)
 from forecaster.ops.metrics import Metrics
-from forecaster.state.checkpoint import Checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +96,14 @@ class KafkaBatch:
     def first_offsets(self) -> dict[TopicPartition, int]:
         return {tp: int(records[0].offset) for tp, records in self.by_partition.items()}
 
-    def next_offsets(self) -> dict[TopicPartition, int]:
-        """Per partition, the offset after the batch's last record: what a commit records."""
-        return {tp: int(records[-1].offset) + 1 for tp, records in self.by_partition.items()}
+    def next_offsets(self) -> dict[int, int]:
+        return {tp.partition: int(r[-1].offset) + 1 for tp, r in self.by_partition.items()}
+
+    def without(self, partitions: Collection[int]) -> KafkaBatch:
+        if not partitions:
+            return self
+        kept = {tp: r for tp, r in self.by_partition.items() if tp.partition not in partitions}
+        return KafkaBatch(kept, self.limits, self.require_key)
 
 
 def _reject_key_mismatches(parsed: ParsedBatch, records: list[ConsumerRecord]) -> None:
@@ -131,43 +135,72 @@ def _shown(key: bytes | None) -> str:
 ConsumerFactory = Callable[[ConsumerRebalanceListener], tuple[Any, Any]]
 
 
+class GroupListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """kafka-python's rebalance callbacks, passed on as partition numbers.
+
+    ``rebalancing_since``: when a revoke no assignment has followed yet began.
+    ``unreported``: partitions assigned whose committed offset is still to be read.
+    """
+
+    def __init__(self, listener: PartitionListener | None) -> None:
+        self.listener = listener
+        self.rebalancing_since: float | None = None
+        self.unreported: set[TopicPartition] = set()
+        self.revoked: set[TopicPartition] = set()
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._taken(revoked)
+        if self.listener is not None:
+            self.listener.revoke([tp.partition for tp in revoked])
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self._taken(lost)
+        if self.listener is not None:
+            self.listener.lose([tp.partition for tp in lost])
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.rebalancing_since = None
+        self.unreported.update(assigned)
+        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+
+    def _taken(self, partitions: set[TopicPartition]) -> None:
+        self.rebalancing_since = time.monotonic()
+        self.unreported -= partitions
+        self.revoked |= partitions
+
+
 class KafkaSource:
     """A consumer group member polling ``input_topic``; see the module docstring.
 
-    ``connect`` builds the subscribed consumer and its network client (tests pass fakes).
+    ``partitions`` hears of every partition assigned, revoked or lost. ``connect`` builds
+    the subscribed consumer and its network client (tests pass fakes).
     """
 
     def __init__(
         self,
         settings: Settings,
-        engine: Engine,
         metrics: Metrics,
-        store: PartitionStateStore | None = None,
+        partitions: PartitionListener | None = None,
         connect: ConsumerFactory | None = None,
-        *,
-        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.metrics = metrics
-        self.handoff = PartitionHandoff(
-            engine, store or InMemoryPartitionStateStore(), checkpoints, metrics
-        )
-        self._checkpoint_interval = settings.checkpoint_interval_s
+        self.group = GroupListener(partitions)
         # The longest a rebalance may take: the group waits up to the rebalance timeout
         # (max_poll_interval_ms) for members to rejoin, a session timeout for a dead one.
         self._rebalance_limit_s = (
             settings.max_poll_interval_ms + settings.session_timeout_ms
         ) / 1000
-        self._last_checkpoint = time.monotonic()
         self._limits = settings.input_limits()
         self._require_key = settings.require_series_key
         self._commit_timeout_ms = settings.request_timeout_ms
+        self._topic = settings.input_topic
         self._connect = connect or partial(
             connect_consumer, consumer_configs(settings), settings.input_topic
         )
         self._consumer: Any = None
         self._net_client: Any = None
         self._backoff = Backoff(longest=settings.reconnect_backoff_max_ms / 1000)
-        self._undelivered: KafkaBatch | None = None
+        self._done: dict[TopicPartition, int] = {}  # offsets to commit
         self._acknowledged: dict[TopicPartition, int] = {}
         self._lag_labels: set[str] = set()
 
@@ -176,33 +209,39 @@ class KafkaSource:
         if consumer is None:
             time.sleep(timeout)
             return KafkaBatch({})
-        self._rewind_undelivered(consumer)
         try:
             polled = consumer.poll(timeout_ms=int(timeout * 1000))
-            repositioned = self.handoff.restore(consumer)
+            self._report_assigned(consumer)
             assigned = consumer.assignment()
         except KafkaError as exc:
             log.warning("Kafka poll failed: %s", exc)
             return KafkaBatch({})
+        self._forget_revoked()
         if self._rebalance_stalled():
             self._rejoin()
             return KafkaBatch({})
-        # kafka-python already drops records of partitions revoked during the poll; those
-        # of a partition being restored, or just restored, precede its checkpoint's offset.
-        current = assigned - repositioned
-        batch = KafkaBatch(
-            {tp: records for tp, records in polled.items() if tp in current},
-            self._limits,
-            self._require_key,
-        )
-        self._undelivered = batch if batch.records else None
+        # kafka-python already drops records of partitions revoked during the poll.
+        mine = {tp: records for tp, records in polled.items() if tp in assigned}
+        batch = KafkaBatch(mine, self._limits, self._require_key)
         self._report_lag(consumer, batch, assigned)
         return batch
+
+    def _report_assigned(self, consumer: Any) -> None:
+        """Tell the listener of the partitions the poll assigned, with committed offsets."""
+        unreported, self.group.unreported = self.group.unreported, set()
+        if unreported and self.group.listener is not None:
+            committed = {tp.partition: _committed_offset(consumer, tp) for tp in unreported}
+            self.group.listener.assign(committed)
+
+    def _forget_revoked(self) -> None:
+        for tp in self.group.revoked:
+            self._done.pop(tp, None)
+        self.group.revoked.clear()
 
     def _connected_consumer(self) -> Any:
         if self._consumer is None and self._backoff.due():
             try:
-                self._consumer, self._net_client = self._connect(self.handoff)
+                self._consumer, self._net_client = self._connect(self.group)
                 self._backoff.succeeded()
                 log.info("connected to Kafka")
             except KafkaError as exc:
@@ -211,7 +250,7 @@ class KafkaSource:
         return self._consumer
 
     def _rebalance_stalled(self) -> bool:
-        since = self.handoff.rebalancing_since
+        since = self.group.rebalancing_since
         return since is not None and time.monotonic() - since > self._rebalance_limit_s
 
     def _rejoin(self) -> None:
@@ -223,31 +262,44 @@ class KafkaSource:
         consumer, self._consumer, self._net_client = self._consumer, None, None
         with contextlib.suppress(KafkaError):
             consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_S * 1000))
-        self.handoff.rebalancing_since = None  # the close revoked too; the next join starts
+        self._forget_revoked()
+        self.group.rebalancing_since = None  # the close revoked too; the next join starts
 
-    def _rewind_undelivered(self, consumer: Any) -> None:
-        """The last batch was not committed (its delivery failed, and the pipeline rolled
-        the engine back to before it): poll it again."""
-        batch, self._undelivered = self._undelivered, None
-        if batch is None:
+    def rewind(self, batch: KafkaBatch) -> None:
+        """Poll ``batch`` again from its first offsets (partitions still assigned; a revoked
+        one's new owner starts from the committed offset)."""
+        if self._consumer is None:
             return
-        assigned = consumer.assignment()
+        assigned = self._consumer.assignment()
         for tp, offset in batch.first_offsets().items():
-            if tp not in assigned:  # revoked since: its new owner starts from the commit
-                continue
-            log.info("partition %d: polling again from offset %d (batch not delivered)",
-                     tp.partition, offset)  # fmt: skip
-            consumer.seek(tp, offset)
+            if tp in assigned:
+                log.info("partition %d: polling again from offset %d (batch not delivered)",
+                         tp.partition, offset)  # fmt: skip
+                self._consumer.seek(tp, offset)
+
+    def seek(self, positions: Mapping[int, int | None]) -> None:
+        """Continue at restored states' offsets; those offsets are committed with the next
+        batch (every forecast before them was delivered)."""
+        if self._consumer is None:
+            return
+        for partition, offset in positions.items():
+            tp = TopicPartition(self._topic, partition)
+            if offset is None:
+                self._consumer.seek_to_beginning(tp)
+                self._done.pop(tp, None)
+            else:
+                self._consumer.seek(tp, offset)
+                self._done[tp] = offset
 
     def _report_lag(self, consumer: Any, batch: KafkaBatch, assigned: set[TopicPartition]) -> None:
         gauge = self.metrics.kafka_consumer_lag
         for label in self._lag_labels - {str(tp.partition) for tp in assigned}:
             gauge.remove(label)
             self._lag_labels.discard(label)
-        for tp, offset in batch.next_offsets().items():
+        for tp, records in batch.by_partition.items():
             highwater = consumer.highwater(tp)
             if highwater is not None:
-                gauge.labels(str(tp.partition)).set(highwater - offset)
+                gauge.labels(str(tp.partition)).set(highwater - int(records[-1].offset) - 1)
                 self._lag_labels.add(str(tp.partition))
 
     def commit(self, batch: KafkaBatch) -> None:
@@ -256,21 +308,18 @@ class KafkaSource:
         A failed commit is logged and retried with the next batch: the worst it can do
         is let a restart repeat forecasts, never skip a tick.
         """
-        self._undelivered = None
-        self.handoff.stepped.update(batch.next_offsets())
-        self._commit_stepped()
-        if time.monotonic() - self._last_checkpoint >= self._checkpoint_interval:
-            self._last_checkpoint = time.monotonic()
-            if self._consumer is not None:
-                self.handoff.checkpoint(self._consumer.assignment())
+        self._done.update(
+            {tp: int(records[-1].offset) + 1 for tp, records in batch.by_partition.items()}
+        )
+        self._commit_done()
 
-    def _commit_stepped(self) -> None:
+    def _commit_done(self) -> None:
         if self._consumer is None:
             return
         assigned = self._consumer.assignment()
         due = {
             tp: offset
-            for tp, offset in self.handoff.stepped.items()
+            for tp, offset in self._done.items()
             if tp in assigned and self._acknowledged.get(tp) != offset
         }
         if not due:
@@ -290,13 +339,19 @@ class KafkaSource:
     def connected(self) -> bool:
         return self._net_client is not None and reaches_a_broker(self._net_client)
 
-    def restoring(self) -> int:
-        return self.handoff.restoring()
-
     def close(self) -> None:
         """Commit what is due, then leave the group (its listener hands off every partition)."""
         if self._consumer is not None:
-            self._commit_stepped()
+            self._commit_done()
             self._consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_S * 1000))
             self._consumer = self._net_client = None
-        self.handoff.close()
+
+
+def _committed_offset(consumer: Any, tp: TopicPartition) -> int | None:
+    """The group's committed offset of ``tp``; None if there is none or it cannot be read."""
+    try:
+        offset = consumer.committed(tp)
+    except KafkaError as exc:
+        log.warning("cannot read the committed offset of partition %d: %s", tp.partition, exc)
+        return None
+    return None if offset is None else int(offset)
