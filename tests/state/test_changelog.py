@@ -23,10 +23,9 @@ from forecaster.state.changelog import (
     whole_checkpoints,
 )
 from forecaster.state.checkpoint import Checkpoint, encode
-from tests.io.test_kafka import broker, settings  # noqa: F401 (fixtures)
-from tests.state.test_checkpoint import CORRUPT, crafted, good_checkpoint
-from tests.state.test_checkpoint import PARAMS as CHECKPOINT_PARAMS
 from tests.support.broker import admin_client, create_topics
+from tests.support.checkpoints import CORRUPT, crafted, good_checkpoint, refusals
+from tests.support.checkpoints import PARAMS as CHECKPOINT_PARAMS
 
 PARAMS = EngineParams()
 
@@ -111,11 +110,6 @@ def written(slot: int, data: bytes, offset: int, position: int, partition: int =
     return [Chunk.of(*record, position=position + i) for i, record in enumerate(records)]
 
 
-def refused(metrics: Metrics, reason: str) -> float:
-    labels = {"reason": reason}
-    return metrics.registry.get_sample_value("forecaster_checkpoint_refused_total", labels) or 0.0
-
-
 @pytest.mark.parametrize("defect", ["nan recurrent state", "repeated name", "foreign partition"])
 def test_a_signed_but_unsound_checkpoint_in_the_changelog_is_refused_and_the_older_used(
     defect: str, caplog: pytest.LogCaptureFixture
@@ -125,18 +119,18 @@ def test_a_signed_but_unsound_checkpoint_in_the_changelog_is_refused_and_the_old
     newer = written(1, crafted(CORRUPT[defect]), offset=12, position=100)
     restored = unit_store(metrics, older + newer).load(0)
     assert restored is not None and restored.offset == 9
-    assert refused(metrics, "corrupt") == 1
+    assert refusals(metrics, "corrupt") == 1
     assert "slot 1 refused (corrupt)" in caplog.text
 
     assert unit_store(metrics, newer).load(0) is None  # none usable: rebuild the partition
-    assert refused(metrics, "corrupt") == 2
+    assert refusals(metrics, "corrupt") == 2
 
 
 def test_a_checkpoint_of_another_input_partition_is_refused() -> None:
     metrics = Metrics()
     store = unit_store(metrics, written(0, good_checkpoint(partition=3), offset=9, position=0))
     assert store.load(0) is None
-    assert refused(metrics, "incompatible") == 1
+    assert refusals(metrics, "incompatible") == 1
 
 
 def test_a_record_keyed_for_another_partition_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
@@ -149,7 +143,7 @@ def test_a_record_keyed_for_another_partition_is_ignored(caplog: pytest.LogCaptu
     assert "'3/0/0' in partition 4: ignored" in caplog.text
 
 
-def stepped_engine(series: int) -> Engine:
+def engine_of_series(series: int) -> Engine:
     engine = Engine(PARAMS)
     messages = [f'{{"series":"S{i}","ts":{t},"price":{1 + t}}}'.encode()
                 for t in range(1, 4) for i in range(series)]  # fmt: skip
@@ -159,11 +153,11 @@ def stepped_engine(series: int) -> Engine:
 
 @pytest.mark.kafka
 def test_checkpoints_round_trip_through_the_broker_in_chunks_newest_first(
-    settings: Settings,  # noqa: F811 (the fixture)
+    settings: Settings,
 ) -> None:
     config = replace(settings, state_store="kafka", changelog_topic=settings.input_topic + ".state")
     create_topics(config.bootstrap_servers, {config.input_topic: 3})
-    engine = stepped_engine(1000)  # more than two chunks
+    engine = engine_of_series(1000)  # more than two chunks
     state = engine.snapshot_partition(0)
     assert len(encode(Checkpoint(state, 5), PARAMS)) > 2 * 512 * 1024
     metrics = Metrics()
@@ -189,7 +183,7 @@ def test_checkpoints_round_trip_through_the_broker_in_chunks_newest_first(
 
 @pytest.mark.kafka
 def test_a_changelog_with_fewer_partitions_than_the_input_is_refused(
-    settings: Settings,  # noqa: F811 (the fixture)
+    settings: Settings,
 ) -> None:
     config = replace(settings, state_store="kafka", changelog_topic=settings.input_topic + ".state")
     create_topics(config.bootstrap_servers, {config.input_topic: 4, config.changelog_topic: 2})
