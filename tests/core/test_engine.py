@@ -12,28 +12,10 @@ from forecaster.core.ticks import RejectReason, TickColumns
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import Stepper
 from forecaster.retraining.dataset import HistoryRecorder
-from tests.support_models import random_stepper
+from tests.support.models import random_stepper
+from tests.support.ticks import columns, random_ticks
 
 PARAMS = EngineParams(features=FeatureParams(min_history=5), ring_length=16)
-
-
-def columns(series: list[str], ts: list[int], price: list[float]) -> TickColumns:
-    n = len(series)
-    return TickColumns(
-        position=np.arange(n, dtype=np.int64),
-        series=series,
-        ts=np.array(ts, np.int64),
-        price=np.array(price, np.float64),
-        volume=np.full(n, np.nan),
-        partition=np.zeros(n, np.int32),
-    )
-
-
-def random_ticks(n: int, n_series: int, seed: int) -> TickColumns:
-    rng = np.random.default_rng(seed)
-    series = [f"S{i}" for i in rng.integers(0, n_series, n)]
-    price = 50 * np.exp(rng.normal(0, 0.01, n))
-    return columns(series, list(range(1, n + 1)), list(price))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

@@ -29,7 +29,7 @@ from forecaster.model.spec import ModelSpec
 from forecaster.ops.metrics import Metrics
 from forecaster.pipeline import Pipeline
 from tests.support.messages import ListSource, Record
-from tests.support_models import random_stepper
+from tests.support.models import random_stepper
 
 LIMITS = InputLimits(max_message_bytes=4096, max_price=1e9)
 T0_MS = 1_767_225_600_000

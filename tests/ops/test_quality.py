@@ -16,8 +16,8 @@ from forecaster.core.features import FeatureParams
 from forecaster.model.spec import ModelSpec
 from forecaster.ops import quality
 from forecaster.ops.quality import Quality, RollingQuality
-from tests.core.test_engine import random_ticks
-from tests.support_models import random_stepper
+from tests.support.models import random_stepper
+from tests.support.ticks import random_ticks
 
 FloatArray = npt.NDArray[np.float64]
 PRICES = st.floats(0.01, 1000.0)

@@ -1,0 +1,136 @@
+"""Ticks from JSON messages, one per payload (live input): a message that is too large,
+not UTF-8, not JSON or not an object is rejected before its fields are read.
+
+>>> batch = parse_messages([b'{"series": "A", "ts": 1, "price": 2}', b'[1, 2]'])
+>>> batch.ticks.series, [(r.position, r.reason.value) for r in batch.rejects]
+(['A'], [(1, 'not_an_object')])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from forecaster.core.ticks.columns import ParsedBatch
+from forecaster.core.ticks.format import DEFAULT_LIMITS, InputLimits, RejectReason
+from forecaster.core.ticks.isolation import isolated
+from forecaster.core.ticks.rules import Rows, finish
+
+# A tick is one flat object. Deeper JSON is refused before it is decoded: how deep the
+# decoder itself gets depends on the interpreter's recursion limit, which TensorFlow
+# raises, so without this bound one message's fate would depend on what was imported.
+MAX_JSON_DEPTH = 64
+
+
+def parse_messages(
+    payloads: Sequence[bytes], limits: InputLimits = DEFAULT_LIMITS, now_ns: int | None = None
+) -> ParsedBatch:
+    """Parse JSON tick messages (one per payload); ``now_ns``, the wall clock in epoch
+    nanoseconds, checks ``limits.max_future_skew_ns``.
+
+    >>> limits = InputLimits(max_future_skew_ns=60 * 10**9)
+    >>> batch = parse_messages([b'{"series": "A", "ts": 120001, "price": 1}'], limits, 0)
+    >>> batch.rejects[0].reason.value, batch.rejects[0].detail
+    ('ts_in_future', 'ts 120001 is 120.001 s ahead of the clock (at most 60 s allowed)')
+    """
+
+    def raw_of(position: int) -> bytes:
+        return bytes(payloads[position])
+
+    def parse(first: int, end: int) -> ParsedBatch:
+        rows = Rows(end - first)
+        for i, payload in enumerate(payloads[first:end]):
+            if len(payload) <= limits.max_message_bytes:
+                _extract_json(rows, i, payload)
+            else:
+                detail = f"message of {len(payload)} bytes > {limits.max_message_bytes}"
+                rows.fail(i, RejectReason.MESSAGE_TOO_LARGE, detail)
+        return finish(rows, limits, raw_of, first, now_ns)
+
+    return isolated(parse, len(payloads), raw_of)
+
+
+def _extract_json(rows: Rows, i: int, payload: bytes) -> None:
+    try:
+        text = payload.decode("utf-8")
+        brackets = text.count("[") + text.count("{")  # a cheap bound of the depth first
+        if brackets > MAX_JSON_DEPTH and _json_depth(text) > MAX_JSON_DEPTH:
+            rows.fail(i, RejectReason.INVALID_JSON,
+                      f"message nests deeper than {MAX_JSON_DEPTH} levels")  # fmt: skip
+            return
+        obj = json.loads(text)
+    except UnicodeDecodeError as exc:
+        rows.fail(i, RejectReason.NOT_UTF8, f"message is not UTF-8: {exc.reason}")
+        return
+    except (ValueError, RecursionError) as exc:
+        rows.fail(i, RejectReason.INVALID_JSON, f"message is not JSON: {exc}")
+        return
+    if not isinstance(obj, dict):
+        rows.fail(i, RejectReason.NOT_AN_OBJECT, f"message is a JSON {type(obj).__name__}")
+        return
+    for key, missing in (
+        ("series", RejectReason.MISSING_SERIES),
+        ("ts", RejectReason.MISSING_TS),
+        ("price", RejectReason.MISSING_PRICE),
+    ):
+        if key not in obj or obj[key] is None:
+            rows.fail(i, missing, f"field {key!r} is missing")
+    series, ts, price, volume = (
+        obj.get("series"),
+        obj.get("ts"),
+        obj.get("price"),
+        obj.get("volume"),
+    )
+    if isinstance(series, str):
+        rows.series[i] = series
+    elif series is not None:
+        rows.fail(i, RejectReason.SERIES_TYPE, f"series must be a string, not {_kind(series)}")
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | str)):
+        rows.fail(i, RejectReason.TS_TYPE, f"ts must be a string or integer, not {_kind(ts)}")
+    rows.ts[i] = ts
+    rows.price[i] = _json_number(rows, i, price, "price", RejectReason.PRICE_TYPE)
+    if volume is not None:
+        rows.volume[i] = _json_number(rows, i, volume, "volume", RejectReason.VOLUME_TYPE)
+        if math.isnan(rows.volume[i]):
+            rows.fail(i, RejectReason.VOLUME_INVALID, "volume is NaN")
+
+
+def _json_depth(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets in strings do not count).
+
+    >>> _json_depth('{"a": [1, {"b": "[[["}]}'), _json_depth("[" * 100)
+    (3, 100)
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _json_number(rows: Rows, i: int, value: Any, name: str, wrong_type: RejectReason) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        rows.fail(i, wrong_type, f"{name} must be a number, not {_kind(value)}")
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", str: "a string", list: "an array", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
