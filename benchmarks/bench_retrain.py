@@ -2,10 +2,10 @@
 
 One process replays a tick file (looped) through the service's own Pipeline and engine
 (2-layer LSTM, 32 units) into JSON lines, batch by batch: first until every series'
-history ring holds ``--history`` steps (what the retraining trains on: time-based warm-up
-left the rings too short on a slow machine), then in steady state, then while the
-service's Retrainer trains a candidate in its child process (and swaps it in if it
-passes the gate). Per phase: ticks per second and the p99 of batch latency (batch
+history ring holds ``--history`` steps (what the retraining trains on; a warm-up of fixed
+duration would leave the rings too short on a slow machine), then in steady state, then
+while the service's Retrainer trains a candidate in its child process (and swaps it in
+if it passes the gate). Per phase: ticks per second and the p99 of batch latency (batch
 arrival to its sink's flush, which is the service's tick_to_forecast metric).
 
     python benchmarks/bench_retrain.py --seconds 30 --json benchmarks/results/retrain.json
