@@ -15,8 +15,9 @@ same bytes (``encode``) and refuse the same defects (``decode``). Layout under
 
 Writing one, step by step (as Quix Streams checkpoints its state stores):
 
-1. Snapshot the partition's state right after a batch's offsets were committed, so the
-   state has stepped exactly the ticks before the offset.
+1. Snapshot the partition's state right after a batch was delivered (the pipeline's
+   commit step), so the state has stepped exactly the ticks before the offset, and
+   every forecast before it is out.
 2. Serialise the arrays into an ``.npz`` (plain arrays: nothing is ever pickled), with a
    JSON header: format version, partition, offset, model version, feature parameters,
    ring length, series count, and the SHA-256 of every array.

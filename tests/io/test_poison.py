@@ -25,7 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from forecaster.config import Settings
 from forecaster.io.kafka import construct
-from tests.io.test_kafka import (
+from tests.support.broker import create_topics, read_topic
+from tests.support.kafka import (
     PARTITIONS,
     PREFIX_ROWS,
     SAMPLE,
@@ -40,9 +41,8 @@ from tests.io.test_kafka import (
     read_until_complete,
     split_csv,
     start_in_process,
-    wait_for,
 )
-from tests.io.test_recovery import (
+from tests.support.recovery import (
     crash_settings,
     forecasts_until,
     keys_of,
@@ -50,7 +50,7 @@ from tests.io.test_recovery import (
     tick_file,
     uninterrupted,
 )
-from tests.support.broker import create_topics, read_topic
+from tests.support.waiting import probe_until
 
 pytestmark = pytest.mark.kafka
 
@@ -207,7 +207,7 @@ def test_a_dead_letter_topic_that_refuses_records_holds_no_tick_back(
     try:
         expected = expected_keys(sample_prefix, malformed)
         forecasts = read_until_complete(settings, expected)
-        counted = wait_for(refused, lambda value: value >= rejected)
+        counted = probe_until(refused, lambda value: value >= rejected)
         why = service.service.ready()[1]
     finally:
         service.stop()
@@ -244,7 +244,9 @@ def test_a_failed_delivery_then_sigterm_then_a_restart_changes_no_forecast(
     run_until(settings, tmp_path / "first.log", lambda: forecasts_until(settings, half, None))
     publish_input(settings, tmp_path / "second.csv")
     failing = tmp_path / "failing.log"
-    run_until(broken, failing, lambda: wait_for(lambda: text_of(failing), lambda t: "not ack" in t))
+    run_until(
+        broken, failing, lambda: probe_until(lambda: text_of(failing), lambda t: "not ack" in t)
+    )
     assert "records not acknowledged" in text_of(failing), f"no delivery failed: {failing}"
 
     restarted = start_service(settings, tmp_path / "last.log")

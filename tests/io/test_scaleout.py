@@ -22,13 +22,13 @@ import pandas as pd
 import pytest
 
 from forecaster.config import Settings
-from tests.io.test_kafka import (  # noqa: F401 (broker, settings: fixtures)
+from tests.support.broker import create_topics
+from tests.support.kafka import (  # noqa: F401 (broker, settings: fixtures)
     broker,
     publish_input,
     settings,
-    wait_for,
 )
-from tests.io.test_recovery import (
+from tests.support.recovery import (
     crash_settings,
     forecasts_until,
     keys_of,
@@ -37,7 +37,6 @@ from tests.io.test_recovery import (
     tick_file,
     uninterrupted,
 )
-from tests.support.broker import create_topics
 
 pytestmark = pytest.mark.kafka
 

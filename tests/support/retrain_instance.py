@@ -23,7 +23,7 @@ from forecaster.ops.metrics import Metrics
 from forecaster.retraining.coordinator import Retrainer, RetrainPolicy
 from forecaster.retraining.registry import Registry
 from forecaster.retraining.trainer import NamedFit
-from tests.support_models import random_stepper
+from tests.support.models import random_stepper
 
 SPEC = ModelSpec(cell="gru", layers=1, units=4)
 RETRY_S = 0.1  # between two requests of an instance whose runs were skipped

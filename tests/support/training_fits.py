@@ -12,7 +12,7 @@ from pathlib import Path
 from forecaster.model.spec import ModelSpec
 from forecaster.retraining.dataset import Sequence
 from forecaster.retraining.trainer import TrainedModel
-from tests.support_models import constant_stepper
+from tests.support.models import constant_stepper
 
 
 def constant(sequences: list[Sequence], value: float, units: int) -> TrainedModel:

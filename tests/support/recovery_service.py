@@ -16,7 +16,7 @@ from forecaster.config import Settings
 from forecaster.core.engine import Engine
 from forecaster.model.spec import ModelSpec
 from forecaster.service import metrics_of, serve
-from tests.support_models import random_stepper
+from tests.support.models import random_stepper
 
 SPEC = ModelSpec(cell="lstm", layers=2, units=8)
 
