@@ -1,0 +1,186 @@
+"""The Engine: holds the series table and the serving model, steps batches of ticks
+(``stepping``) and keeps each pending until ``commit()`` or ``rollback()``; swaps the
+model, re-warming the series' states from their history rings; moves a partition's
+series state out (take, snapshot) and in (put).
+
+>>> engine = Engine(EngineParams())
+>>> engine.take_partition(0).snapshot.series, engine.snapshot_partition(0).model_version
+([], 'naive')
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from forecaster.core.engine.eviction import IdleEviction
+from forecaster.core.engine.params import EngineParams
+from forecaster.core.engine.pending import PendingBatch
+from forecaster.core.engine.results import NAIVE, EngineResult
+from forecaster.core.engine.rounds import row_blocks
+from forecaster.core.engine.stepping import Stepping
+from forecaster.core.features import FEATURE_NAMES, model_inputs
+from forecaster.core.table import BackupArea, SeriesTable, TableSnapshot
+from forecaster.core.ticks import TickColumns
+from forecaster.faults import internal_error_detail
+from forecaster.model.stepper import Stepper
+
+log = logging.getLogger(__name__)
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+# Called at each commit with (series, z, d, ts) of the batch's warm steps, each series'
+# in order, e.g. to collect training data; series are SeriesTable uids, never reused.
+StepRecorder = Callable[[IntArray, FloatArray, FloatArray, IntArray], None]
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """The series state of one source partition, and the model whose states it holds."""
+
+    partition: int
+    model_version: str
+    snapshot: TableSnapshot
+
+
+class Engine:
+    """Holds the series table and the serving model; steps batches of ticks."""
+
+    def __init__(
+        self,
+        params: EngineParams,
+        model: Stepper | None = None,
+        recorder: StepRecorder | None = None,
+    ) -> None:
+        self.params = params
+        self.model: Stepper | None = None
+        self.recorder = recorder
+        self.table = SeriesTable(params.ring_length, state_size=0)
+        self._evictions = IdleEviction(params.evict_ttl_ns)
+        self._pending: PendingBatch | None = None
+        self._backup_area = BackupArea()  # of the batch stepped together, reused
+        if model is not None:
+            self.swap_model(model)
+
+    def process(self, ticks: TickColumns) -> EngineResult:
+        """Step every tick of the batch; returns forecasts of the accepted ones and the rejects.
+
+        The batch stays pending until ``commit`` or ``rollback``; one still pending from
+        before is committed first.
+        """
+        self.commit()
+        stepping = Stepping(
+            self.table, self.params, self.model, self.recorder is not None, self._backup_area
+        )
+        try:
+            work = self._attempt(ticks, stepping.together)
+        except Exception as exc:
+            log.debug("stepping a batch of %d ticks raised %s; stepping them one at a time",
+                      len(ticks), internal_error_detail(exc))  # fmt: skip
+            work = self._attempt(ticks, stepping.singly)
+        return work.result(self._version())
+
+    def commit(self) -> int:
+        """Make the pending batch final: its warm steps go to the recorder, then idle series
+        are evicted. Returns how many were (0 with no batch pending)."""
+        work, self._pending = self._pending, None
+        if work is None:
+            return 0
+        self._record(work)
+        accepted = np.flatnonzero(work.accepted)
+        series = self.table.uid[work.slots[accepted]]
+        ticks = work.ticks
+        return self._evictions.sweep(
+            self.table, ticks.partition[accepted], series, ticks.ts[accepted]
+        )
+
+    def rollback(self) -> None:
+        """Put every series the pending batch touched back as it was before the batch, and
+        drop the series it created (nothing happens with no batch pending)."""
+        work, self._pending = self._pending, None
+        if work is None:
+            return
+        for undo in reversed(work.undo):
+            undo.restore(self.table)
+
+    def _attempt(self, ticks: TickColumns, step: Callable[[PendingBatch], None]) -> PendingBatch:
+        """Run ``step`` on ``ticks`` as the pending batch; if it raises, it is rolled back."""
+        work = self._pending = PendingBatch.start(ticks)
+        try:
+            step(work)
+        except BaseException:
+            self.rollback()
+            raise
+        return work
+
+    def _record(self, work: PendingBatch) -> None:
+        """Hand the warm steps of a batch being committed to the recorder, in one call."""
+        warm = [steps for undo in work.undo for steps in undo.warm]
+        if self.recorder is None or not warm:
+            return
+        slots, z, d, ts = (np.concatenate(column) for column in zip(*warm, strict=True))
+        self.recorder(self.table.uid[slots], z, d, ts)
+
+    def swap_model(self, model: Stepper) -> None:
+        """Serve ``model`` from the next batch on, its states re-warmed from the history rings
+        (a pending batch is committed first)."""
+        self.commit()
+        if model.spec.n_features != len(FEATURE_NAMES):
+            raise ValueError(
+                f"model expects {model.spec.n_features} features, engine makes {len(FEATURE_NAMES)}"
+            )
+        self.model = model
+        self.table.reset_recurrent(model.state_size)
+        self._rewarm(self.table.active_slots())
+
+    def _rewarm(self, slots: IntArray) -> None:
+        """Recompute the recurrent state of ``slots`` by running the model over their rings,
+        ``block_rows`` series at a time (a whole ring of 100,000 series is gigabytes)."""
+        if self.model is None:
+            return
+        for block in row_blocks(len(slots), self.params.block_rows):
+            rows = slots[block]
+            history = self.table.history(rows)
+            x = model_inputs(history.z, history.d, history.ts)
+            _, state = self.model.run(x, history.length)
+            state[~np.isfinite(state).all(axis=1)] = 0.0
+            self.table.recurrent[rows] = state
+
+    def snapshot_partition(self, partition: int) -> PartitionState:
+        """A copy of the state of every series on ``partition`` (checkpoints), with the
+        pending batch, if any, stepped in."""
+        slots = self.table.slots_of_partition(partition)
+        return PartitionState(partition, self._version(), self.table.snapshot(slots))
+
+    def take_partition(self, partition: int) -> PartitionState:
+        """Detach the state of every series on ``partition`` (revoke, hand-off); a pending
+        batch is committed first."""
+        self.commit()
+        slots = self.table.slots_of_partition(partition)
+        return PartitionState(partition, self._version(), self.table.take(slots))
+
+    def put_partition(self, state: PartitionState) -> None:
+        """Attach a partition's state; recurrent states made by another model (or not of
+        this model's size, as a damaged checkpoint may hold) are re-warmed. A pending batch
+        is committed first."""
+        self.commit()
+        snapshot = state.snapshot
+        foreign = state.model_version != self._version() or snapshot.recurrent.shape[1:] != (
+            self.table.state_size,
+        )
+        if foreign:
+            snapshot = replace(
+                snapshot,
+                recurrent=np.zeros((len(snapshot.series), self.table.state_size), np.float32),
+            )
+        slots = self.table.put(snapshot)
+        if foreign:
+            self._rewarm(slots)
+
+    def _version(self) -> str:
+        return self.model.version if self.model is not None else NAIVE

@@ -1,0 +1,36 @@
+"""The engine's parameters.
+
+>>> EngineParams(block_rows=0)
+Traceback (most recent call last):
+...
+ValueError: block_rows must be >= 1, got 0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from forecaster.core.features import FeatureParams
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    features: FeatureParams = field(default_factory=FeatureParams)
+    ring_length: int = 128
+    # A series whose last tick is this much older than its partition's newest tick is
+    # evicted (its state dropped); 0 keeps every series.
+    evict_ttl_ns: int = 0
+    # A round (or re-warm) of more series is stepped in blocks of this many: a block's
+    # temporaries stay in cache and are reused from malloc's heap. Whole rounds of
+    # 100,000 series made ~50 MB arrays that were mapped and faulted in afresh on every
+    # step, 6x slower per tick (see benchmarks/README.md).
+    block_rows: int = 4096
+    # The most series held at once; a tick of a new series beyond it is rejected
+    # (series_limit) while the known series go on. 0 = no limit.
+    max_series: int = 0
+
+    def __post_init__(self) -> None:
+        if self.block_rows < 1:
+            raise ValueError(f"block_rows must be >= 1, got {self.block_rows}")
+        if self.max_series < 0:
+            raise ValueError(f"max_series must be >= 0, got {self.max_series}")

@@ -1,0 +1,174 @@
+"""How one batch is stepped: series mapped to slots, then the ticks stepped in rounds
+(``rounds``), every round one vectorised feature and model step across its series, in
+blocks of ``block_rows``. Or, if that raised, tick by tick, each under its own undo
+record, so that only a tick whose own step raises is rejected (internal_error).
+
+A tick whose ts is not after its series' last accepted ts is rejected, not stepped, and
+so is a tick of a new series while ``max_series`` series are held. A tick whose model
+output (prediction, recurrent state or forecast) is not finite gets the naive forecast,
+and that series' recurrent state starts again from zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from forecaster.core.engine.params import EngineParams
+from forecaster.core.engine.pending import PendingBatch, Undo
+from forecaster.core.engine.results import OrderReject
+from forecaster.core.engine.rounds import rounds_of, row_blocks, touched
+from forecaster.core.features import FeatureStep, advance, model_inputs
+from forecaster.core.skill import calibrate
+from forecaster.core.table import BackupArea, SeriesTable, put_rows, take_rows
+from forecaster.core.ticks import RejectReason
+from forecaster.faults import internal_error_detail, log_internal_error
+from forecaster.model.stepper import Stepper
+
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Stepping:
+    """Steps pending batches through ``table`` and ``model`` (None: naive forecasts only),
+    keeping each warm step for the recorder if ``keep_warm``."""
+
+    table: SeriesTable
+    params: EngineParams
+    model: Stepper | None
+    keep_warm: bool
+    backup_area: BackupArea  # of the batch stepped together, reused
+
+    def together(self, work: PendingBatch) -> None:
+        """Step the whole batch in rounds, under one undo record."""
+        undo = work.begin(self.table)
+        ticks = work.ticks
+        work.slots[:] = self._slots_for(ticks.series, ticks.partition, undo)
+        rounds = self._rounds_of_admitted(work, np.arange(len(ticks)))
+        if not rounds:
+            return
+        slots, appends = touched(work.slots, rounds)
+        undo.backup = self.table.backup(slots, appends, self.backup_area)
+        for index in rounds:
+            for block in row_blocks(len(index), self.params.block_rows):
+                self._step_round(work, index[block])
+
+    def singly(self, work: PendingBatch) -> None:
+        """Step the batch tick by tick, each under its own undo record; a tick whose step
+        raises is rolled back and rejected."""
+        for index in range(len(work.ticks)):
+            try:
+                self._step_one(work, index)
+            except Exception as exc:
+                work.abandon(self.table, index)
+                log_internal_error("stepping a tick", exc)
+                work.rejects.append(
+                    OrderReject(index, RejectReason.INTERNAL_ERROR, internal_error_detail(exc))
+                )
+
+    def _step_one(self, work: PendingBatch, index: int) -> None:
+        undo = work.begin(self.table)
+        ticks, at = work.ticks, slice(index, index + 1)
+        work.slots[at] = self._slots_for(ticks.series[at], ticks.partition[at], undo)
+        admitted = self._rounds_of_admitted(work, np.arange(index, index + 1))
+        if admitted:
+            (rows,) = admitted
+            undo.backup = self.table.backup(work.slots[rows], np.ones(1, np.int64))
+            self._step_round(work, rows)
+
+    def _slots_for(
+        self, series: list[str], partition: npt.NDArray[np.int32], undo: Undo
+    ) -> IntArray:
+        limit = self.params.max_series
+        return self.table.slots_for(series, partition, limit=limit, journal=undo.journal)
+
+    def _rounds_of_admitted(self, work: PendingBatch, index: IntArray) -> list[IntArray]:
+        """The rounds of the ticks at ``index`` that have a slot; the others are rejected."""
+        slots = work.slots[index]
+        refused = slots < 0
+        if refused.any():
+            work.rejects.extend(_limit_rejects(index[refused], self.params.max_series))
+            index, slots = index[~refused], slots[~refused]
+        return [index[rows] for rows in rounds_of(slots)]
+
+    def _step_round(self, work: PendingBatch, index: IntArray) -> None:
+        """Step the ticks at ``index``, which belong to distinct series (a round, or a block
+        of one)."""
+        table = self.table
+        slots, ts = work.slots[index], work.ticks.ts[index]
+        stats = take_rows(table.stats, slots)
+        in_order = (stats["last_price"] == 0) | (ts > stats["last_ts"])
+        if not in_order.all():
+            out = ~in_order
+            work.rejects.extend(_order_rejects(index[out], ts[out], stats["last_ts"][out]))
+            slots, index, ts, stats = (
+                slots[in_order],
+                index[in_order],
+                ts[in_order],
+                stats[in_order],
+            )
+        work.accepted[index] = True
+        work.previous_price[index] = stats["last_price"]
+        work.previous_forecast[index] = table.last_forecast[slots]
+        step = advance(self.params.features, stats, work.ticks.price[index], ts)
+        put_rows(table.stats, slots, stats)
+        if step.warm.any():
+            self._step_model(work, index[step.warm], slots[step.warm], step.take(step.warm))
+        table.last_forecast[slots] = np.where(work.naive[index], 0.0, work.forecast[index])
+
+    def _step_model(
+        self, work: PendingBatch, index: IntArray, slots: IntArray, step: FeatureStep
+    ) -> None:
+        """Append the warm steps to the rings (keeping them for the recorder) and, with a
+        model, step it and forecast from its prediction."""
+        ts = work.ticks.ts[index]
+        self.table.append_history(slots, step.z, step.d, ts)
+        if self.keep_warm:
+            work.undo[-1].warm.append((slots, step.z, step.d, ts))
+        if self.model is not None:
+            self._forecast(self.model, work, index, slots, step)
+
+    def _forecast(
+        self,
+        model: Stepper,
+        work: PendingBatch,
+        index: IntArray,
+        slots: IntArray,
+        step: FeatureStep,
+    ) -> None:
+        """Step the model; forecast from its prediction, or naive where any of its output
+        is not finite (that series' recurrent state then starts again from zeros)."""
+        inputs = model_inputs(step.z, step.d, work.ticks.ts[index])
+        prediction, state = model.step(inputs, self.table.recurrent[slots])
+        failed = ~np.isfinite(prediction)
+        if not np.isfinite(state).all():
+            failed |= ~np.isfinite(state).all(axis=1)
+        usable = np.where(failed, np.nan, prediction.astype(np.float64))  # nan: no forecast
+        trusted = calibrate(self.table.stats, slots, step.z, usable, inputs)
+        price = work.ticks.price[index]
+        with np.errstate(over="ignore", invalid="ignore"):
+            forecast = price * np.exp(step.scale * trusted)
+        failed |= ~np.isfinite(forecast)
+        state[failed] = 0.0
+        self.table.recurrent[slots] = state
+        work.forecast[index] = np.where(failed, price, forecast)
+        work.naive[index] = failed
+        work.nonfinite += int(failed.sum())
+
+
+def _order_rejects(index: IntArray, ts: IntArray, last_ts: IntArray) -> list[OrderReject]:
+    return [
+        OrderReject(i, RejectReason.TS_DUPLICATE, "ts equals the series' last accepted ts")
+        if t == last
+        else OrderReject(
+            i, RejectReason.TS_OUT_OF_ORDER, "ts is before the series' last accepted ts"
+        )
+        for i, t, last in zip(index.tolist(), ts.tolist(), last_ts.tolist(), strict=True)
+    ]
+
+
+def _limit_rejects(index: IntArray, max_series: int) -> list[OrderReject]:
+    detail = f"a new series while {max_series} series are held (max_series)"
+    return [OrderReject(i, RejectReason.SERIES_LIMIT, detail) for i in index.tolist()]
