@@ -12,7 +12,9 @@ from forecaster.config import Settings
 from forecaster.core.engine import NAIVE
 from forecaster.evaluation import synthetic
 from forecaster.evaluation.backtest.evaluate import MIN_TUNE
-from forecaster.evaluation.backtest.report import HTML_FILE, METRICS_FILE, PLOTS, SECTIONS
+from forecaster.evaluation.backtest.page import SECTIONS
+from forecaster.evaluation.backtest.plots import PLOTS
+from forecaster.evaluation.backtest.report import HTML_FILE, METRICS_FILE
 from forecaster.evaluation.backtest.run import backtest, forecasts_file
 from tests.support.browser import (  # noqa: F401 (browser_fixture: the browser fixture)
     Browser,

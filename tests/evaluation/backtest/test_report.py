@@ -7,16 +7,11 @@ import numpy as np
 import pytest
 
 from forecaster.evaluation.backtest.evaluate import Evaluation, evaluate
+from forecaster.evaluation.backtest.page import COLUMNS, METRICS
+from forecaster.evaluation.backtest.plots import ZOOM_TICKS, _busiest_window
 from forecaster.evaluation.backtest.points import load_points
-from forecaster.evaluation.backtest.report import (
-    COLUMNS,
-    HTML_FILE,
-    METRICS,
-    STYLES,
-    ZOOM_TICKS,
-    _busiest_window,
-    write_report,
-)
+from forecaster.evaluation.backtest.report import HTML_FILE, write_report
+from forecaster.evaluation.backtest.styles import STYLES
 
 N = 600
 FIRST_MODEL = 60
