@@ -32,14 +32,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from forecaster.config import Settings
 from forecaster.core.engine import ForecastBatch
 
 FloatArray = npt.NDArray[np.float64]
 
-# Points; with a dozen busy series that is some minutes of ticks.
-DEFAULT_HALFLIFE = 1000.0
-# Series whose quality may be exported with a series label: a bounded label set.
-MAX_LABELLED_SERIES = 20
+DEFAULT_HALFLIFE = Settings.quality_halflife  # in points
 
 
 @dataclass(frozen=True, slots=True)
