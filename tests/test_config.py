@@ -1,3 +1,6 @@
+import subprocess
+import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,18 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ({"FORECASTER_CELL": "rnn"}, "cell must be one of"),
         ({"FORECASTER_METRICS_PORT": "70000"}, "metrics_port must be 0-65535"),
         ({"FORECASTER_RATE": "-1"}, "rate must be >= 0"),
+        ({"FORECASTER_LAYERS": "9"}, "layers must be 1-8, got 9"),
+        ({"FORECASTER_RING_LENGTH": "1"}, "ring_length must be >= 2"),
+        ({"FORECASTER_RETRAIN_HOLDOUT": "1"}, "retrain_holdout must be in \\(0, 1\\)"),
+        ({"FORECASTER_MAX_TS": "2200-01-01"}, "max_ts must be an RFC 3339 time with a zone"),
+        ({"FORECASTER_MIN_TS": "1969-12-31T23:59:59Z"}, "min_ts must be .*, 1970 to 2262, got"),
+        ({"FORECASTER_MIN_TS": "2250-01-01T00:00:00Z"}, "min_ts must be before max_ts"),
+        ({"FORECASTER_MAX_PRICE": "1e-10"}, "min_price must be below max_price"),
+        ({"FORECASTER_RETRAIN_CRON": "61 * * * *"}, "retrain_cron '61 \\* \\* \\* \\*' is not"),
+        (
+            {"FORECASTER_RETRAIN_CRON": "0 * * * *", "FORECASTER_RETRAIN_INTERVAL_S": "60"},
+            "set retrain_interval_s or retrain_cron, not both",
+        ),
     ],
 )
 def test_bad_values_are_refused_with_the_setting_named(
@@ -42,3 +57,22 @@ def test_readme_documents_every_setting() -> None:
     readme = README.read_text()
     for name in Settings.__dataclass_fields__:
         assert f"| `{name}` | `{ENV_PREFIX}{name.upper()}` |" in readme, name
+
+
+def test_readme_shows_each_default_and_meaning_as_settings_has_them() -> None:
+    readme = README.read_text()
+    for setting in fields(Settings):
+        name, default, meaning = setting.name, setting.default, setting.metadata["help"]
+        row = f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `{default!r}` | {meaning} |"
+        assert row in readme, row
+
+
+def test_the_settings_import_no_part_of_the_service() -> None:
+    """The parts depend on the configuration, never the other way round."""
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys, forecaster.config; print(*sorted(sys.modules))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    ours = {name for name in imported if name.startswith("forecaster.")}
+    neutral = {"forecaster.errors", "forecaster.timestamps"}
+    assert ours - neutral == {name for name in ours if name.startswith("forecaster.config")}
