@@ -17,11 +17,12 @@ from forecaster.config import Settings
 from forecaster.core.features import FeatureParams
 from forecaster.evaluation.backtest.run import ProgressBar
 from forecaster.model.spec import ModelSpec
-from forecaster.ops.metrics import HttpServer, Metrics, http_app
+from forecaster.ops.http import HttpServer, http_app
+from forecaster.ops.metrics import Metrics
 from forecaster.pipeline import Totals
 from forecaster.retraining.registry import Registry
 from forecaster.retraining.trainer import TrainedModel
-from tests.support_models import random_stepper
+from tests.support.models import random_stepper
 
 
 def forecaster(*args: str) -> subprocess.CompletedProcess[str]:
@@ -201,6 +202,35 @@ def test_help_says_what_each_command_needs(
     assert exited.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert says in text and never not in text
+
+
+@pytest.mark.parametrize(
+    ("command", "flags"),
+    [
+        (["run"], {"--metrics-port": "metrics_port", "--rate": "rate", "--group-id": "group_id",
+                   "--forecasts-out": "forecasts_out", "--dead-letters-out": "dead_letters_out",
+                   "--log-level": "log_level"}),
+        (["replay"], {"--rejects": "dead_letters_out"}),
+        (["train"], {"--cell": "cell", "--layers": "layers", "--units": "units",
+                     "--epochs": "train_epochs", "--seed": "seed"}),
+    ],
+)  # fmt: skip
+def test_help_shows_each_flags_default_from_the_settings(
+    command: list[str], flags: dict[str, str], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("COLUMNS", "1000")  # a line per flag, no default broken at its hyphen
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    helps = [""]  # each flag with its help, which may start on the next line
+    for line in map(str.strip, capsys.readouterr().out.splitlines()):
+        if line.startswith("-") or not line:  # a flag's or the end of the last flag's
+            helps.append(line)
+        elif helps[-1]:
+            helps[-1] += " " + line
+    for flag, name in flags.items():
+        (text,) = (text for text in helps if text.startswith(flag + " "))
+        assert text.endswith(f"(default: {getattr(Settings, name)})"), text
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from forecaster import cli
 from forecaster.core.features import FeatureParams
 from forecaster.model.spec import ModelSpec
 from forecaster.retraining.registry import Registry
-from tests.support_models import random_stepper
+from tests.support.models import random_stepper
 
 
 def promote_untrained_model(model_dir: Path) -> str:
