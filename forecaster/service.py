@@ -19,7 +19,15 @@ from forecaster.config import Settings
 from forecaster.core.engine import Engine
 from forecaster.io.base import Sink, Source
 from forecaster.io.files import CsvSource, JsonLinesSink, open_output
-from forecaster.ops.metrics import HttpServer, Metrics, http_app
+from forecaster.ops.http import HttpServer, http_app
+from forecaster.ops.metrics import Metrics
+from forecaster.params import (
+    engine_params,
+    feature_params,
+    input_limits,
+    model_spec,
+    retrain_policy,
+)
 from forecaster.pipeline import Pipeline, Totals
 from forecaster.retraining.coordinator import Retrainer
 from forecaster.retraining.registry import Registry
@@ -39,14 +47,13 @@ def registry_of(settings: Settings) -> Registry | None:
     return Registry(Path(settings.model_dir)) if settings.model_dir else None
 
 
-def trainer_of(settings: Settings, registry: Registry | None) -> Trainer:
+def trainer_of(settings: Settings) -> Trainer:
     return Trainer(
-        spec=settings.model_spec(),
-        features=settings.feature_params(),
-        window=settings.train_window,
+        spec=model_spec(settings),
+        features=feature_params(settings),
+        sequence_length=settings.train_window,
         epochs=settings.train_epochs,
         seed=settings.seed,
-        registry=registry,
         threads=settings.retrain_threads,
     )
 
@@ -62,8 +69,8 @@ def build_engine(
     """The engine serving the promoted model (naive if none), and the Retrainer keeping it
     fresh: training in a child process live, inline at data-clock points in a replay."""
     registry = registry_of(settings)
-    engine = Engine(settings.engine_params())
-    artifact = registry.load_serving(settings.feature_params()) if registry is not None else None
+    engine = Engine(engine_params(settings))
+    artifact = registry.load_serving(feature_params(settings)) if registry is not None else None
     if artifact is not None:
         engine.swap_model(artifact.stepper)
         log.info("serving model %s from %s", artifact.stepper.version, settings.model_dir)
@@ -72,9 +79,9 @@ def build_engine(
                  settings.bootstrap_steps)  # fmt: skip
     retrainer = Retrainer(
         engine,
-        trainer_of(settings, None).named_fit(),
-        settings.retrain_policy(),
-        settings.feature_params(),
+        trainer_of(settings).named_fit(),
+        retrain_policy(settings),
+        feature_params(settings),
         registry=registry,
         metrics=metrics,
         background=background_training,
@@ -166,11 +173,11 @@ def checkpoints_of(settings: Settings, metrics: Metrics) -> Checkpoints | None:
     if settings.state_store == "kafka":
         from forecaster.state.changelog import ChangelogStore  # kafka-python: only when used
 
-        return ChangelogStore(settings, settings.engine_params(), metrics)
+        return ChangelogStore(settings, engine_params(settings), metrics)
     if not settings.state_dir:
         return None
     root = Path(settings.state_dir) / settings.input_topic
-    return CheckpointStore(root, settings.engine_params(), metrics)
+    return CheckpointStore(root, engine_params(settings), metrics)
 
 
 def transport(
@@ -196,7 +203,7 @@ def transport(
 
 def csv_source(settings: Settings, path: Path, rate: float = 0.0, loop: bool = False) -> CsvSource:
     """A tick CSV read in batches of ``max_batch`` and checked against the input limits."""
-    return CsvSource(path, settings.max_batch, rate, loop, limits=settings.input_limits())
+    return CsvSource(path, settings.max_batch, rate, loop, limits=input_limits(settings))
 
 
 def json_lines_sink(settings: Settings, forecasts: str, dead_letters: str) -> JsonLinesSink:
@@ -244,11 +251,12 @@ def replay(
 
 
 def train(settings: Settings, input_path: Path, verbose: int = 1) -> TrainedModel:
-    """`forecaster train`: compute features over a tick file, fit, save and promote a version."""
+    """`forecaster train`: compute features over a tick file, fit, and (with a model_dir)
+    save and promote a version."""
     from forecaster.retraining.dataset import OFFLINE_MAX_STEPS, HistoryRecorder
 
     recorder = HistoryRecorder(OFFLINE_MAX_STEPS)
-    engine = Engine(settings.engine_params(), recorder=recorder)
+    engine = Engine(engine_params(settings), recorder=recorder)
     source = csv_source(settings, input_path)
     while (batch := source.poll(0.0)) is not None:
         engine.process(batch.parse().ticks)
@@ -256,7 +264,13 @@ def train(settings: Settings, input_path: Path, verbose: int = 1) -> TrainedMode
     log.info("features of %d warm steps over %d series", recorder.steps, len(engine.table))
     if recorder.held < recorder.steps:
         log.warning("training on the newest %d of them", recorder.held)
-    return trainer_of(settings, registry_of(settings)).train(recorder.sequences(), verbose)
+    trained = trainer_of(settings).fit(recorder.sequences(), verbose)
+    if (registry := registry_of(settings)) is not None:
+        version = registry.save(
+            trained.stepper, feature_params(settings), trained.details, trained.keras_model
+        )
+        registry.promote(version)
+    return trained
 
 
 def _stop_on_signals() -> threading.Event:

@@ -1,7 +1,11 @@
-"""Fit a Keras model on windows of warm steps; deterministic for a given seed and data.
+"""Fit a Keras model on samples of warm steps; deterministic for a given seed and data.
 
-Imports TensorFlow. The loss skips the first ``burn_in`` steps of every window, where
-the recurrent state (which starts from zero) has not yet seen enough of the series.
+Imports TensorFlow. Each sample is ``sequence_length`` steps of one series
+(``forecaster.retraining.dataset``); the loss skips the first ``burn_in`` steps of every
+sample, where the recurrent state (which starts from zero) has not yet seen enough of the
+series. The last ``stopping_fraction`` of each series is the stopping split: early
+stopping watches its loss (Keras' "validation data", hence ``val_loss``), the fit never
+sees it. It is not the retraining gate's holdout (``forecaster.retraining.gate``).
 """
 
 from __future__ import annotations
@@ -17,39 +21,39 @@ import tensorflow as tf
 from forecaster.errors import ConfigError, TrainingError
 from forecaster.model import keras_model
 from forecaster.model.spec import ModelSpec
-from forecaster.retraining.dataset import Sequence, Windows, make_windows
+from forecaster.retraining.dataset import Samples, Sequence, make_samples
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    window: int = 64
+    sequence_length: int = 64
     stride: int = 32
     burn_in: int = 8
     epochs: int = 30
-    batch_size: int = 16  # small: a few thousand steps make only a few hundred windows
+    batch_size: int = 16  # small: a few thousand steps make only a few hundred samples
     learning_rate: float = 2e-3
-    validation_fraction: float = 0.2
+    stopping_fraction: float = 0.2
     patience: int = 4
     seed: int = 0
-    min_windows: int = 16
+    min_samples: int = 16
 
     def __post_init__(self) -> None:
-        if not 0 <= self.burn_in < self.window:
-            raise ConfigError(f"burn_in must be in [0, window), got {self.burn_in}")
+        if not 0 <= self.burn_in < self.sequence_length:
+            raise ConfigError(f"burn_in must be in [0, sequence_length), got {self.burn_in}")
         if self.stride < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("stride, epochs and batch_size must be >= 1")
-        if not 0 < self.validation_fraction < 1:
-            raise ConfigError("validation_fraction must be in (0, 1)")
+        if not 0 < self.stopping_fraction < 1:
+            raise ConfigError("stopping_fraction must be in (0, 1)")
 
 
 @dataclass(frozen=True)
 class TrainReport:
-    train_windows: int
-    valid_windows: int
+    train_samples: int
+    stopping_samples: int
     steps: int
     epochs_run: int
     train_loss: float
-    valid_loss: float
+    stopping_loss: float
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,26 +67,27 @@ def train(
     verbose: int = 0,
 ) -> tuple[keras.Model, TrainReport]:
     """Train a fresh model on ``sequences``; raises TrainingError when it cannot."""
-    windows = make_windows(
-        sequences, params.window, params.stride, params.validation_fraction, clip
+    samples = make_samples(
+        sequences, params.sequence_length, params.stride, params.stopping_fraction, clip
     )
-    if len(windows.y_train) < params.min_windows or len(windows.y_valid) == 0:
+    if len(samples.y_train) < params.min_samples or len(samples.y_stopping) == 0:
         raise TrainingError(
-            f"too little history: {len(windows.y_train)} training windows of {params.window} "
-            f"steps (need {params.min_windows}) and {len(windows.y_valid)} validation windows"
+            f"too little history: {len(samples.y_train)} training samples of "
+            f"{params.sequence_length} steps (need {params.min_samples}) and "
+            f"{len(samples.y_stopping)} early-stopping samples"
         )
     keras.utils.set_random_seed(params.seed)
     tf.config.experimental.enable_op_determinism()
     model = keras_model.build(spec, seed=params.seed)
     model.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss="mse")
     history = model.fit(
-        windows.x_train,
-        windows.y_train[..., None],
-        sample_weight=_weights(windows.y_train.shape, params.burn_in),
+        samples.x_train,
+        samples.y_train[..., None],
+        sample_weight=_weights(samples.y_train.shape, params.burn_in),
         validation_data=(
-            windows.x_valid,
-            windows.y_valid[..., None],
-            _weights(windows.y_valid.shape, params.burn_in),
+            samples.x_stopping,
+            samples.y_stopping[..., None],
+            _weights(samples.y_stopping.shape, params.burn_in),
         ),
         epochs=params.epochs,
         batch_size=params.batch_size,
@@ -95,7 +100,7 @@ def train(
             keras.callbacks.TerminateOnNaN(),
         ],
     )
-    return model, _report(windows, history.history)
+    return model, _report(samples, history.history)
 
 
 def _weights(shape: tuple[int, ...], burn_in: int) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -104,17 +109,17 @@ def _weights(shape: tuple[int, ...], burn_in: int) -> np.ndarray[Any, np.dtype[n
     return weights
 
 
-def _report(windows: Windows, history: dict[str, list[float]]) -> TrainReport:
-    valid = history.get("val_loss", [])
+def _report(samples: Samples, history: dict[str, list[float]]) -> TrainReport:
+    stopping = history.get("val_loss", [])
     train_loss = history.get("loss", [])
-    if not valid or not all(math.isfinite(v) for v in train_loss + valid):
+    if not stopping or not all(math.isfinite(v) for v in train_loss + stopping):
         raise TrainingError(f"training diverged (loss {train_loss[-1:] or 'none'})")
-    best = int(np.argmin(valid))
+    best = int(np.argmin(stopping))
     return TrainReport(
-        train_windows=len(windows.y_train),
-        valid_windows=len(windows.y_valid),
-        steps=windows.steps,
-        epochs_run=len(valid),
+        train_samples=len(samples.y_train),
+        stopping_samples=len(samples.y_stopping),
+        steps=samples.steps,
+        epochs_run=len(stopping),
         train_loss=float(train_loss[best]),
-        valid_loss=float(valid[best]),
+        stopping_loss=float(stopping[best]),
     )

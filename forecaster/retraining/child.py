@@ -1,7 +1,7 @@
 """A retraining run, inline or in a spawned child process that leaves serving its core.
 
-``run_job`` is the run itself: fit a candidate on the head of every series, validate it
-on the tail against the serving model and naive (``forecaster.retraining.gate``), save it to
+``run_job`` is the run itself: fit a candidate on the head of every series, judge it on
+the tail against the serving model and naive (``forecaster.retraining.gate``), save it to
 the registry with its figures. A replay calls it inline; live, ``TrainingProcess`` runs
 it in a child (a fresh interpreter, so neither the GIL nor TensorFlow's thread pools are
 shared with the serving thread). The child starts in a session of its own, so a signal
@@ -12,12 +12,12 @@ itself.
 
 Nothing crosses the process boundary pickled. The parent writes a temporary directory::
 
-    sequences.npz    the training window, per series (read with allow_pickle=False)
+    sequences.npz    the history window, per series (read with allow_pickle=False)
     serving.npz      the serving model's weights, in the registry's format (if one serves)
     job.json         the fit (a NamedFit: function name and JSON parameters), holdout,
-                     margin, feature params, data window, registry directory
-    result.json      written by the child: version, validation figures, training details,
-                     or the error it ran into
+                     margin, feature params, history window summary, registry directory
+    result.json      written by the child (atomically): version, the gate's verdict,
+                     training details, or the error it ran into
     candidate.npz    the candidate's weights, in the registry's format
 
 The parent polls ``finished()`` at batch boundaries and reads ``result()`` without
@@ -46,7 +46,7 @@ from forecaster.faults import internal_error_detail
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import Stepper
 from forecaster.retraining.dataset import Sequence, load_sequences, save_sequences
-from forecaster.retraining.gate import Validation, split_holdout, validate
+from forecaster.retraining.gate import Verdict, judge, split_holdout
 from forecaster.retraining.registry import Registry, load_weights, save_weights
 from forecaster.retraining.trainer import Fit, NamedFit
 
@@ -64,7 +64,7 @@ class TrainingJob:
     holdout: float
     margin: float
     features: FeatureParams
-    window: dict[str, Any]  # what the data window covers, for the version's metadata
+    window: dict[str, Any]  # what the history window covers, for the version's metadata
     registry: Registry | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -81,10 +81,10 @@ class TrainingJob:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A fitted, validated and recorded candidate."""
+    """A fitted, judged and recorded candidate."""
 
     version: str
-    validation: Validation
+    verdict: Verdict
     details: dict[str, Any]
     stepper: Stepper
 
@@ -92,24 +92,24 @@ class Candidate:
 def run_job(
     job: TrainingJob, fit: Fit, sequences: list[Sequence], serving: Stepper | None
 ) -> Candidate:
-    """Fit on the head of each series, validate on its tail, save to the registry (if any).
+    """Fit on the head of each series, judge on its tail, save to the registry (if any).
 
     Raises what ``fit`` raises, or TrainingError when the candidate's forecasts are not
     finite.
     """
     holdout = split_holdout(sequences, job.holdout)
     trained = fit(holdout.fit)
-    validation = validate(trained.stepper, serving, holdout, job.margin)
+    verdict = judge(trained.stepper, serving, holdout, job.margin)
     details = {
         **trained.details,
         "data_window": job.window,
-        "validation": validation.to_dict(),
+        "validation": verdict.to_dict(),  # the key `models list` and existing registries read
         "retraining": {"holdout": job.holdout, "margin": job.margin},
     }
     version = trained.stepper.version
     if job.registry is not None:
         version = job.registry.save(trained.stepper, job.features, details, trained.keras_model)
-    return Candidate(version, validation, details, trained.stepper)
+    return Candidate(version, verdict, details, trained.stepper)
 
 
 class TrainingProcess:
@@ -155,8 +155,8 @@ class TrainingProcess:
             raise TrainingError(f"training process exited with code {code}: {error}")
         spec = ModelSpec(**record["spec"])
         stepper = load_weights(self.directory / CANDIDATE_FILE, spec, record["version"])
-        validation = Validation(**record["validation"])
-        return Candidate(record["version"], validation, record["details"], stepper)
+        verdict = Verdict(**record["verdict"])
+        return Candidate(record["version"], verdict, record["details"], stepper)
 
     def stop(self) -> None:
         """End the child (SIGTERM, SIGKILL after STOP_GRACE_S) and remove its directory."""
@@ -189,7 +189,7 @@ def child_main(directory: str) -> None:
         _write_result(folder, {"error": internal_error_detail(exc)})
         sys.exit(1)
     _write_result(folder, {"version": candidate.version, "spec": candidate.stepper.spec.to_dict(),
-                           "validation": candidate.validation.to_dict(),
+                           "verdict": candidate.verdict.to_dict(),
                            "details": candidate.details})  # fmt: skip
 
 

@@ -9,13 +9,14 @@ asks it for a model to swap in. A run goes
    timestamps, so a replay retrains where a live run would have, every time.
 2. *on what*: the first model (none serving yet) on every warm step seen so far, once
    there are ``bootstrap_steps``; later ones on the series' history rings. Either
-   way through the training window (``forecaster.retraining.window``), read at the batch boundary.
+   way through the history window (``forecaster.retraining.window``), read at the batch boundary.
 3. *training* (``forecaster.retraining.child``): fit on the head of each series, the
    tail held out. Live in a spawned child process (niced, TensorFlow's threads
    bounded) while ticks keep flowing, polled at batch boundaries; in a replay inline,
    at that batch boundary.
-4. *the gate* (``forecaster.retraining.gate``, in the same process as the fit): promoted
-   only if better than the serving model and naive by ``margin`` on the holdout.
+4. *the gate* (``forecaster.retraining.gate``, in the same process as the fit): its verdict
+   promotes only a candidate better than the serving model and naive by ``margin`` on the
+   holdout.
    Promoted or rejected, the version is saved to the registry with its figures; a
    promoted one is loaded back from disk (without TensorFlow) and handed to the
    pipeline, which re-warms every series' state and swaps it between two batches.
@@ -47,6 +48,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from forecaster.config import Settings
 from forecaster.core.engine import Engine
 from forecaster.core.features import FeatureParams
 from forecaster.errors import ArtifactError, ConfigError
@@ -55,7 +57,7 @@ from forecaster.model.stepper import Stepper
 from forecaster.ops.metrics import Metrics
 from forecaster.retraining.child import Candidate, TrainingJob, TrainingProcess, run_job
 from forecaster.retraining.dataset import HistoryRecorder, Sequence, sequences_from_history
-from forecaster.retraining.gate import Validation
+from forecaster.retraining.gate import Verdict
 from forecaster.retraining.registry import Registry, RetrainLock
 from forecaster.retraining.trainer import Fit, NamedFit
 from forecaster.retraining.window import WindowSpec, select_window
@@ -75,16 +77,16 @@ CRON_FIRES_SCANNED = 32  # the fires of a crontab searched for its shortest peri
 class RetrainPolicy:
     """When to retrain and what a candidate must show; 0 / '' switches a trigger off."""
 
-    interval_s: float = 0.0
-    cron: str = ""
-    every_ticks: int = 0
-    bootstrap_steps: int = 20000
+    interval_s: float = Settings.retrain_interval_s
+    cron: str = Settings.retrain_cron
+    every_ticks: int = Settings.retrain_every_ticks
+    bootstrap_steps: int = Settings.bootstrap_steps
     window: WindowSpec = field(default_factory=WindowSpec)
-    holdout: float = 0.2
-    margin: float = 0.01
-    timeout_s: float = 1800.0
-    keep_versions: int = 10
-    registry_poll_s: float = 5.0
+    holdout: float = Settings.retrain_holdout
+    margin: float = Settings.retrain_margin
+    timeout_s: float = Settings.retrain_timeout_s
+    keep_versions: int = Settings.keep_versions
+    registry_poll_s: float = Settings.registry_poll_s
 
     def __post_init__(self) -> None:
         if self.interval_s and self.cron:
@@ -146,7 +148,7 @@ class Outcome:
 
     outcome: str
     version: str | None
-    validation: Validation | None
+    verdict: Verdict | None
     error: str
     seconds: float
 
@@ -406,9 +408,9 @@ class Retrainer:
         """Promote a candidate that passed the gate (loaded back as a restart would)."""
         _show_losses(self.metrics, candidate.details)
         registry, version = self.registry, candidate.version
-        if not candidate.validation.promote:
+        if not candidate.verdict.promote:
             self._prune()
-            self._finish(Outcome("rejected", version, candidate.validation, "", _since(started)))
+            self._finish(Outcome("rejected", version, candidate.verdict, "", _since(started)))
             return
         serving = candidate.stepper
         if registry is not None:
@@ -417,7 +419,7 @@ class Retrainer:
             self._prune()
         self._ready = serving
         self._bootstrap = None
-        self._finish(Outcome("promoted", version, candidate.validation, "", _since(started)))
+        self._finish(Outcome("promoted", version, candidate.verdict, "", _since(started)))
 
     def _prune(self) -> None:
         """Keep the registry to keep_versions; a failure is only logged, since the run's
@@ -446,7 +448,7 @@ class Retrainer:
         elif outcome.outcome == "failed":
             log.error("retraining failed (%s); %s keeps serving", outcome.error, self._serving())
         else:
-            reason = outcome.validation.reason if outcome.validation else ""
+            reason = outcome.verdict.reason if outcome.verdict else ""
             serving = (
                 f"model {outcome.version} serves from the next batch"
                 if outcome.outcome == "promoted"
@@ -477,5 +479,5 @@ def _show_losses(metrics: Metrics, details: dict[str, Any]) -> None:
     training = details.get("training", {})
     if "train_loss" in training:
         metrics.retrain_training_loss.set(training["train_loss"])
-    if "valid_loss" in training:
-        metrics.retrain_validation_loss.set(training["valid_loss"])
+    if "stopping_loss" in training:
+        metrics.retrain_validation_loss.set(training["stopping_loss"])  # early stopping's

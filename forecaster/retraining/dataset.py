@@ -1,9 +1,10 @@
-"""Training data: per-series sequences of warm steps, cut into windows.
+"""Training data: per-series sequences of warm steps, cut into samples for Keras.
 
 The engine computes features once, online; training reuses exactly those values
 (recorded as they happen, or read back from the history rings), so a model is
 trained on what it will see when serving. The target of step t is the standardised
-return of step t+1, i.e. the next step's ``z``.
+return of step t+1, i.e. the next step's ``z``. A sample is ``sequence_length``
+consecutive steps of one series: what Keras fits on, one recurrence from a zero state.
 
 >>> recorder = HistoryRecorder(max_steps=1000)
 >>> recorder(np.array([7]), np.array([0.5]), np.array([0.1]), np.array([0]))
@@ -41,17 +42,18 @@ class Sequence:
 
 
 @dataclass(frozen=True, slots=True)
-class Windows:
-    """Model inputs (n, window, features) and targets (n, window), split in time per series."""
+class Samples:
+    """Model inputs (n, sequence_length, features) and targets (n, sequence_length): the
+    samples fitted on, and the later ones early stopping watches (the stopping split)."""
 
     x_train: Float32Array
     y_train: Float32Array
-    x_valid: Float32Array
-    y_valid: Float32Array
+    x_stopping: Float32Array
+    y_stopping: Float32Array
 
     @property
     def steps(self) -> int:
-        return int(self.y_train.size + self.y_valid.size)
+        return int(self.y_train.size + self.y_stopping.size)
 
 
 # What a HistoryRecorder holds per step: series key, z, d and ts, 8 bytes each.
@@ -67,7 +69,7 @@ BOOTSTRAP_HEADROOM = 4
 BOOTSTRAP_MAX_STEPS = 8_000_000
 FIRST_CAPACITY = 4096  # steps; the arrays double from here as steps arrive, up to max_steps
 # ``forecaster train`` reads a whole file: it trains on at most its newest 10 million warm
-# steps (320 MB held here; Keras' windows of them take several times that).
+# steps (320 MB held here; Keras' samples of them take several times that).
 OFFLINE_MAX_STEPS = 10_000_000
 
 
@@ -76,10 +78,9 @@ class HistoryRecorder:
 
     At most ``max_steps`` are held (``RECORDED_STEP_BYTES`` each, in arrays that double as
     steps arrive, so a large bound costs nothing until used): past that, each new step
-    replaces the oldest,
-    so every series keeps its newest steps, contiguous. Steps are grouped by the series
-    key the engine gives (``SeriesTable.uid``), never by slot: a series evicted and then
-    replaced in its slot by another stays a sequence of its own.
+    replaces the oldest, so every series keeps its newest steps, contiguous. Steps are
+    grouped by the series key the engine gives (``SeriesTable.uid``), never by slot: a
+    series evicted and then replaced in its slot by another stays a sequence of its own.
 
     >>> recorder = HistoryRecorder(max_steps=3)
     >>> for ts in range(4):
@@ -185,53 +186,54 @@ def load_sequences(path: Path) -> list[Sequence]:
     return [Sequence(z[i], d[i], ts[i].astype(np.int64)) for i in range(count)]
 
 
-def make_windows(
-    sequences: list[Sequence], window: int, stride: int, validation_fraction: float, clip: float
-) -> Windows:
-    """Cut each sequence into windows; the last ``validation_fraction`` of each is held out.
+def make_samples(
+    sequences: list[Sequence], length: int, stride: int, stopping_fraction: float, clip: float
+) -> Samples:
+    """Cut each sequence into samples of ``length`` steps; the last ``stopping_fraction`` of
+    each is the stopping split, which early stopping watches and the fit never sees.
 
-    The held-out part starts where the training part ends, so validation is always
-    later in time than the data the model was fitted on. It is at least one window
-    long when the rest still holds one: otherwise every series shorter than
-    ``window / validation_fraction`` steps gives training windows but no validation one.
+    The stopping split starts where the training part ends, so it is always later in time
+    than the data the model was fitted on. It is at least one sample long when the rest
+    still holds one: otherwise every series shorter than ``length / stopping_fraction``
+    steps gives training samples but no stopping one.
     """
     train: list[tuple[Float32Array, Float32Array]] = []
-    valid: list[tuple[Float32Array, Float32Array]] = []
+    stopping: list[tuple[Float32Array, Float32Array]] = []
     for sequence in sequences:
         x = model_inputs(sequence.z[:-1], sequence.d[:-1], sequence.ts[:-1])
         y = np.clip(sequence.z[1:], -clip, clip).astype(np.float32)
-        split = _validation_start(len(y), window, validation_fraction)
-        train.extend(_cut(x[:split], y[:split], window, stride))
-        valid.extend(_cut(x[split:], y[split:], window, stride))
-    return Windows(*_stack(train, window), *_stack(valid, window))
+        split = _stopping_start(len(y), length, stopping_fraction)
+        train.extend(_cut(x[:split], y[:split], length, stride))
+        stopping.extend(_cut(x[split:], y[split:], length, stride))
+    return Samples(*_stack(train, length), *_stack(stopping, length))
 
 
-def _validation_start(steps: int, window: int, fraction: float) -> int:
-    """Where a series' held-out part starts: its last ``fraction``, or one window if longer.
+def _stopping_start(steps: int, length: int, fraction: float) -> int:
+    """Where a series' stopping split starts: its last ``fraction``, or one sample if longer.
 
-    >>> [_validation_start(steps, window=32, fraction=0.2) for steps in (1000, 100, 40)]
+    >>> [_stopping_start(steps, length=32, fraction=0.2) for steps in (1000, 100, 40)]
     [800, 68, 32]
     """
     held_out = round(steps * fraction)
-    if held_out < window <= steps - window:
-        held_out = window
+    if held_out < length <= steps - length:
+        held_out = length
     return steps - held_out
 
 
 def _cut(
-    x: Float32Array, y: Float32Array, window: int, stride: int
+    x: Float32Array, y: Float32Array, length: int, stride: int
 ) -> list[tuple[Float32Array, Float32Array]]:
-    if len(y) < window:
+    if len(y) < length:
         return []
-    starts = range(0, len(y) - window + 1, stride)
-    return [(x[s : s + window], y[s : s + window]) for s in starts]
+    starts = range(0, len(y) - length + 1, stride)
+    return [(x[s : s + length], y[s : s + length]) for s in starts]
 
 
 def _stack(
-    pairs: list[tuple[Float32Array, Float32Array]], window: int
+    pairs: list[tuple[Float32Array, Float32Array]], length: int
 ) -> tuple[Float32Array, Float32Array]:
     if not pairs:
-        return np.zeros((0, window, len(FEATURE_NAMES)), np.float32), np.zeros(
-            (0, window), np.float32
+        return np.zeros((0, length, len(FEATURE_NAMES)), np.float32), np.zeros(
+            (0, length), np.float32
         )
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])

@@ -1,6 +1,6 @@
 """The retraining gate: a candidate serves only if it beats the serving model and naive.
 
-Each series' window is split in time: the candidate is fitted on the head of every
+Each series' history window is split in time: the candidate is fitted on the head of every
 series and scored on the tail (the holdout), which it never saw. Every model runs
 over the whole sequence from a zero state, so by the holdout its state is warm, as
 when serving. Scores are on the model's target, the next standardised return: the
@@ -9,7 +9,10 @@ relative to the price is this error times the series' return scale, so these MAE
 MASE weigh every series alike, whatever its volatility.
 
 The candidate is promoted only if its MAE is below ``(1 - margin)`` times both the
-naive MAE and the serving model's MAE (when one serves).
+naive MAE and the serving model's MAE (when one serves). The ``Verdict`` (figures and
+decision) is recorded in the version's metadata, under ``validation``. The holdout is
+not the early-stopping split of the fit (``forecaster.model.training``), which is cut
+from the head alone.
 
 >>> z = np.array([1.0, -1.0] * 10)
 >>> seqs = [Sequence(z, np.zeros(20), np.arange(20))]
@@ -46,8 +49,8 @@ class Holdout:
 
 
 @dataclass(frozen=True)
-class Validation:
-    """The figures of one candidate on the holdout, and the decision."""
+class Verdict:
+    """The figures of one candidate on the holdout, and the gate's decision."""
 
     points: int
     candidate_mae: float
@@ -75,9 +78,7 @@ def split_holdout(sequences: list[Sequence], fraction: float) -> Holdout:
     return Holdout(fit, sequences, start)
 
 
-def validate(
-    candidate: Stepper, serving: Stepper | None, holdout: Holdout, margin: float
-) -> Validation:
+def judge(candidate: Stepper, serving: Stepper | None, holdout: Holdout, margin: float) -> Verdict:
     """Score the candidate, the serving model and naive on the holdout; decide.
 
     Raises TrainingError when the candidate's forecasts are not finite (a failure, not
@@ -99,7 +100,7 @@ def validate(
         serving_mae = scoring.mae(serving_forecast, target)
         serving_mase = scoring.mase(serving_forecast, naive, target)
     promote, reason = _decide(candidate_mae, naive_mae, serving_mae, margin)
-    return Validation(
+    return Verdict(
         points=int(mask.sum()),
         candidate_mae=candidate_mae,
         naive_mae=naive_mae,

@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from forecaster.core.features import FEATURE_NAMES, FeatureParams
-from forecaster.durable import write_atomically
+from forecaster.durable import sync_directory, write_atomically
 from forecaster.errors import ArtifactError, ConfigError, VersionNameError
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import LayerWeights, Stepper
@@ -189,6 +189,9 @@ class Registry:
             write_file(staging / WEIGHTS_FILE, weights_bytes(stepper))
             if keras_model is not None:
                 keras_model.save(staging / MODEL_FILE)
+                # Keras writes without fsync: rewritten durably, the file cannot be torn
+                # by a power cut once the version is published.
+                write_file(staging / MODEL_FILE, (staging / MODEL_FILE).read_bytes())
             files = sorted(p.name for p in staging.iterdir())
             metadata = {
                 "format": FORMAT,
@@ -437,13 +440,14 @@ def _created(folder: Path) -> str:
 
 
 def _publish(staging: Path, target: Path) -> None:
-    """Rename the finished ``staging`` to ``target``; another instance may have saved the
-    same version (equal training, equal name) first, which is as good."""
+    """Rename the finished ``staging`` to ``target``, durably; another instance may have
+    saved the same version (equal training, equal name) first, which is as good."""
     try:
         staging.rename(target)
     except OSError:
         if not (target / METADATA_FILE).is_file():
             raise
+    sync_directory(target.parent)
 
 
 def _arrays(stepper: Stepper) -> dict[str, np.ndarray[Any, Any]]:
@@ -510,7 +514,7 @@ def _json_bytes(data: dict[str, Any]) -> bytes:
 def write_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` durably and atomically (``forecaster.durable``): a reader,
     or a restart after a power cut, sees the old file or the new one. Every file the
-    registry writes (but Keras' own ``model.keras``) is written here; OSError if it fails.
+    registry writes is written here (``model.keras`` once Keras wrote it); OSError if it fails.
     """
     write_atomically(path, data)
 

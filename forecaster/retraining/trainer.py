@@ -1,6 +1,8 @@
-"""Turn recorded history into a serving model: fit, export the step, save to the registry.
+"""Turn recorded history into a serving model: fit with Keras, export the NumPy step.
 
-Imports TensorFlow when a model is trained; constructing a Trainer does not.
+``Trainer.fit`` is the fit of ``forecaster train`` and of every retraining run; a run in
+a child process rebuilds it from its ``NamedFit``. Imports TensorFlow when a model is
+trained; constructing a Trainer does not.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from forecaster.core.features import FeatureParams
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import Stepper
 from forecaster.retraining.dataset import Sequence
-from forecaster.retraining.registry import Registry, version_name
+from forecaster.retraining.registry import version_name
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,8 @@ class NamedFit:
 
 @dataclass(frozen=True)
 class Trainer:
-    """Trains models of one spec on features computed with one set of params.
+    """Trains models of one spec on features computed with one set of params, on samples
+    of ``sequence_length`` steps (``forecaster.model.training``).
 
     ``threads`` > 0 bounds TensorFlow's intra- and inter-op thread pools, so that a
     retraining in the background leaves cores to the serving path.
@@ -66,11 +69,9 @@ class Trainer:
 
     spec: ModelSpec
     features: FeatureParams
-    window: int = 64
+    sequence_length: int = 64
     epochs: int = 30
     seed: int = 0
-    registry: Registry | None = None
-    promote: bool = True
     threads: int = 0
 
     def fit(self, sequences: list[Sequence], verbose: int = 0) -> TrainedModel:
@@ -79,7 +80,10 @@ class Trainer:
         from forecaster.model import keras_model, training
 
         params = training.TrainParams(
-            window=self.window, stride=max(1, self.window // 2), epochs=self.epochs, seed=self.seed
+            sequence_length=self.sequence_length,
+            stride=max(1, self.sequence_length // 2),
+            epochs=self.epochs,
+            seed=self.seed,
         )
         model, report = training.train(
             sequences, self.spec, params, clip=self.features.clip, verbose=verbose
@@ -95,22 +99,11 @@ class Trainer:
         return TrainedModel(stepper, details, model)
 
     def named_fit(self) -> NamedFit:
-        """This Trainer's ``fit`` (not its registry) in a form a training process rebuilds."""
+        """This Trainer's ``fit`` in a form a training process rebuilds."""
         params = {"spec": self.spec.to_dict(), "features": self.features.to_dict(),
-                  "window": self.window, "epochs": self.epochs, "seed": self.seed,
-                  "threads": self.threads}  # fmt: skip
+                  "sequence_length": self.sequence_length, "epochs": self.epochs,
+                  "seed": self.seed, "threads": self.threads}  # fmt: skip
         return NamedFit("forecaster.retraining.trainer:fit_trainer", params)
-
-    def train(self, sequences: list[Sequence], verbose: int = 0) -> TrainedModel:
-        """Fit, then save (and promote) when a registry is set."""
-        trained = self.fit(sequences, verbose)
-        if self.registry is not None:
-            version = self.registry.save(
-                trained.stepper, self.features, trained.details, trained.keras_model
-            )
-            if self.promote:
-                self.registry.promote(version)
-        return trained
 
 
 def fit_trainer(

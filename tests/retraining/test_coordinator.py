@@ -35,7 +35,9 @@ from forecaster.evaluation import synthetic
 from forecaster.io.files import CsvSource, JsonLinesSink, open_output
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import Stepper
-from forecaster.ops.metrics import HttpServer, Metrics, http_app
+from forecaster.ops.http import HttpServer, http_app
+from forecaster.ops.metrics import Metrics
+from forecaster.params import engine_params
 from forecaster.pipeline import Pipeline
 from forecaster.retraining import registry as registry_module
 from forecaster.retraining.coordinator import DataClock, Retrainer, RetrainPolicy
@@ -44,8 +46,8 @@ from forecaster.retraining.registry import PROMOTED_FILE, RETRAIN_STARTED_FILE, 
 from forecaster.retraining.trainer import NamedFit, TrainedModel
 from forecaster.service import build_engine
 from tests.support import retrain_instance
+from tests.support.models import constant_stepper, random_stepper
 from tests.support.waiting import wait_for
-from tests.support_models import constant_stepper, random_stepper
 
 SPEC = ModelSpec(cell="gru", layers=1, units=4)
 SMALL = {"min_history": 8, "ring_length": 512, "max_batch": 250}
@@ -104,7 +106,7 @@ def live_retrainer(engine: Engine, fit: NamedFit, registry: Registry | None = No
 
 def warmed_engine(model: Stepper, ticks: Path) -> Engine:
     """An engine serving ``model`` whose history rings hold all of ``ticks``."""
-    engine = Engine(Settings(**SMALL).engine_params(), model)  # type: ignore[arg-type]
+    engine = Engine(engine_params(Settings(**SMALL)), model)  # type: ignore[arg-type]
     engine.process(CsvSource(ticks, 100_000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
     return engine
 
@@ -153,7 +155,7 @@ def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_bound
             # A fresh engine serving the new model from the first tick has stepped every
             # warm step with it; the swapped engine re-warmed from its rings (which hold
             # every step so far): the states must agree.
-            fresh = Engine(settings.engine_params(), engine.model)
+            fresh = Engine(engine_params(settings), engine.model)
             source = CsvSource(ar_ticks, swapped_after)
             fresh.process(source.poll(0.0).parse().ticks)  # type: ignore[union-attr]
             slots = engine.table.active_slots()
@@ -165,15 +167,15 @@ def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_bound
     pipeline.sink.close()
 
     (outcome,) = retrainer.outcomes
-    assert outcome.outcome == "promoted" and outcome.validation is not None
-    assert outcome.validation.candidate_mase < 1 - settings.retrain_margin
+    assert outcome.outcome == "promoted" and outcome.verdict is not None
+    assert outcome.verdict.candidate_mase < 1 - settings.retrain_margin
     assert outcome.version is not None and engine.model is not None
     registry = Registry(tmp_path / "models")
     assert registry.promoted() == outcome.version == engine.model.version
     metadata = registry.metadata(outcome.version)
     assert metadata["validation"]["promote"] is True
     assert metadata["data_window"]["series"] == 10
-    assert metadata["train_params"]["window"] == 32
+    assert metadata["train_params"]["sequence_length"] == 32
 
     forecasts = read_forecasts(tmp_path / "f.jsonl")
     assert len(forecasts) == len(replayed) == pipeline.totals.accepted
@@ -198,7 +200,7 @@ def test_a_deliberately_worse_candidate_is_rejected_and_serving_is_unchanged(
         FeatureParams(min_history=8),
     ).stepper
     registry.promote(serving.version)
-    engine = Engine(Settings(**SMALL).engine_params(), serving)  # type: ignore[arg-type]
+    engine = Engine(engine_params(Settings(**SMALL)), serving)  # type: ignore[arg-type]
     worse = constant_stepper(SPEC, 3.0, "always-up")  # forecasts +3 scales every tick
     retrainer = retrainer_for(engine, fixed_fit(worse), registry, every_ticks=1000)
     pipeline = pipeline_over(short_ticks, engine, retrainer, tmp_path / "f.jsonl")
@@ -207,7 +209,7 @@ def test_a_deliberately_worse_candidate_is_rejected_and_serving_is_unchanged(
 
     assert [o.outcome for o in retrainer.outcomes] == ["rejected", "rejected"]
     assert outcomes(retrainer, "rejected") == 2 and outcomes(retrainer, "promoted") == 0
-    figures = retrainer.outcomes[0].validation
+    figures = retrainer.outcomes[0].verdict
     assert figures is not None and figures.candidate_mae > figures.naive_mae
     assert engine.model is serving and registry.promoted() == serving.version
     rejected = registry.metadata(retrainer.outcomes[0].version)  # type: ignore[arg-type]
@@ -234,7 +236,7 @@ def test_a_training_that_raises_or_yields_nan_leaves_serving_untouched(
     fit: Fit, short_ticks: Path, tmp_path: Path
 ) -> None:
     serving = random_stepper(SPEC, seed=5, version="serving")
-    engine = Engine(Settings(**SMALL).engine_params(), serving)  # type: ignore[arg-type]
+    engine = Engine(engine_params(Settings(**SMALL)), serving)  # type: ignore[arg-type]
     retrainer = retrainer_for(engine, fit, every_ticks=1000)
     pipeline = pipeline_over(short_ticks, engine, retrainer, tmp_path / "f.jsonl")
     pipeline.run(threading.Event())
@@ -350,7 +352,7 @@ def test_a_signal_to_the_service_group_while_the_child_starts_does_not_end_it(
 
 
 def test_a_live_retrainer_needs_a_fit_a_child_process_can_rebuild() -> None:
-    engine = Engine(Settings(**SMALL).engine_params())  # type: ignore[arg-type]
+    engine = Engine(engine_params(Settings(**SMALL)))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="NamedFit"):
         Retrainer(engine, raising, RetrainPolicy(), FeatureParams(min_history=8), metrics=Metrics())
 
@@ -365,7 +367,7 @@ def test_two_replays_retrain_at_the_same_data_clock_points_and_forecast_identica
     runs = []
     for run in range(2):
         serving = random_stepper(SPEC, seed=5, version="serving")
-        engine = Engine(Settings(**SMALL).engine_params(), serving)  # type: ignore[arg-type]
+        engine = Engine(engine_params(Settings(**SMALL)), serving)  # type: ignore[arg-type]
         # margin -0.99: any candidate short of 100x worse than naive is taken.
         retrainer = retrainer_for(engine, fit, interval_s=2 * 3600, margin=-0.99)
         pipeline = pipeline_over(short_ticks, engine, retrainer, tmp_path / f"{run}.jsonl")
@@ -396,7 +398,7 @@ def test_the_data_clock_fires_once_per_interval_of_tick_time_and_on_cron() -> No
 
 def test_the_interval_trigger_and_a_post_to_retrain_start_runs(tmp_path: Path) -> None:
     serving = random_stepper(SPEC, seed=5, version="serving")
-    engine = Engine(Settings(**SMALL).engine_params(), serving)  # type: ignore[arg-type]
+    engine = Engine(engine_params(Settings(**SMALL)), serving)  # type: ignore[arg-type]
     engine.process(CsvSource(Path("sample_data/ticks.csv"), 3000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
     retrainer = Retrainer(
         engine,
@@ -515,7 +517,7 @@ def test_every_instance_serves_what_another_promotes_or_rolls_back_within_its_po
     fit = NamedFit("tests.support.training_fits:constant", {"value": 0.0, "units": SPEC.units})
     pipelines = []
     for index in range(3):
-        engine = Engine(Settings(**SMALL).engine_params(), first.stepper)  # type: ignore[arg-type]
+        engine = Engine(engine_params(Settings(**SMALL)), first.stepper)  # type: ignore[arg-type]
         # margin -0.99: any candidate short of 100x worse than naive is taken.
         retrainer = live_retrainer(engine, fit, registry, margin=-0.99, registry_poll_s=0.2)
         pipeline = pipeline_over(short_ticks, engine, retrainer, tmp_path / f"{index}.jsonl")
@@ -566,7 +568,7 @@ def test_a_model_dir_that_cannot_be_written_fails_each_run_and_the_replay_goes_o
     short_ticks: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     serving = random_stepper(SPEC, seed=5, version="serving")
-    engine = Engine(Settings(**SMALL).engine_params(), serving)  # type: ignore[arg-type]
+    engine = Engine(engine_params(Settings(**SMALL)), serving)  # type: ignore[arg-type]
     good = fixed_fit(constant_stepper(SPEC, 0.0, "candidate"))
     retrainer = retrainer_for(engine, good, beneath_a_file(tmp_path), every_ticks=1000,
                               margin=-0.99)  # fmt: skip
@@ -598,7 +600,7 @@ def test_a_full_disk_fails_the_run_and_the_next_one_promotes_once_there_is_room(
         write_file(path, data)
 
     monkeypatch.setattr(registry_module, "write_file", full_once)
-    engine = Engine(Settings(**SMALL).engine_params(), random_stepper(SPEC, seed=5))  # type: ignore[arg-type]
+    engine = Engine(engine_params(Settings(**SMALL)), random_stepper(SPEC, seed=5))  # type: ignore[arg-type]
     good = fixed_fit(constant_stepper(SPEC, 0.0, "candidate"))
     registry = Registry(tmp_path / "models")
     retrainer = retrainer_for(engine, good, registry, every_ticks=1000, margin=-0.99)
@@ -647,7 +649,7 @@ def test_a_registry_that_cannot_be_pruned_still_promotes(
         raise ArtifactError("cannot delete model version gru-x: Read-only file system")
 
     monkeypatch.setattr(Registry, "prune", read_only)
-    engine = Engine(Settings(**SMALL).engine_params(), random_stepper(SPEC, seed=5))  # type: ignore[arg-type]
+    engine = Engine(engine_params(Settings(**SMALL)), random_stepper(SPEC, seed=5))  # type: ignore[arg-type]
     good = fixed_fit(constant_stepper(SPEC, 0.0, "candidate"))
     retrainer = retrainer_for(engine, good, Registry(tmp_path / "models"), margin=-0.99)
     engine.process(CsvSource(short_ticks, 100_000).poll(0.0).parse().ticks)  # type: ignore[union-attr]

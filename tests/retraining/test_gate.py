@@ -1,4 +1,4 @@
-"""The retraining gate on a holdout: figures against naive and the serving model, decision."""
+"""The retraining gate on a holdout: figures against naive and the serving model, verdict."""
 
 import numpy as np
 import pytest
@@ -7,8 +7,8 @@ from forecaster.errors import TrainingError
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import Stepper
 from forecaster.retraining.dataset import Sequence
-from forecaster.retraining.gate import split_holdout, validate
-from tests.support_models import constant_stepper
+from forecaster.retraining.gate import judge, split_holdout
+from tests.support.models import constant_stepper
 
 SPEC = ModelSpec(cell="gru", layers=1, units=4)
 
@@ -30,7 +30,7 @@ def test_holdout_is_the_tail_of_each_series_and_never_fitted_on() -> None:
 
 def test_a_candidate_better_than_naive_and_serving_by_the_margin_is_promoted() -> None:
     holdout = holdout_of([np.full(40, 1.0), np.full(40, 1.2)])  # next z is ~1.1 on average
-    result = validate(constant_model(1.0, "good"), constant_model(0.5, "old"), holdout, 0.05)
+    result = judge(constant_model(1.0, "good"), constant_model(0.5, "old"), holdout, 0.05)
     assert result.promote
     assert result.points == 2 * 10
     assert result.naive_mae == pytest.approx(1.1)
@@ -41,13 +41,13 @@ def test_a_candidate_better_than_naive_and_serving_by_the_margin_is_promoted() -
 
 def test_a_candidate_not_better_by_the_margin_is_rejected_with_its_figures() -> None:
     holdout = holdout_of([np.full(40, 1.0)])
-    worse = validate(constant_model(3.0, "bad"), None, holdout, 0.0)
+    worse = judge(constant_model(3.0, "bad"), None, holdout, 0.0)
     assert not worse.promote and "naive" in worse.reason
     assert worse.candidate_mae == pytest.approx(2.0) and worse.naive_mae == pytest.approx(1.0)
-    barely = validate(constant_model(0.96, "new"), constant_model(1.0, "old"), holdout, 0.05)
+    barely = judge(constant_model(0.96, "new"), constant_model(1.0, "old"), holdout, 0.05)
     assert not barely.promote and "serving" in barely.reason  # 0.04 vs 0: serving is exact
 
 
 def test_non_finite_candidate_forecasts_are_a_failure_not_a_rejection() -> None:
     with pytest.raises(TrainingError, match="non-finite"):
-        validate(constant_model(np.nan, "nan"), None, holdout_of([np.ones(20)]), 0.0)
+        judge(constant_model(np.nan, "nan"), None, holdout_of([np.ones(20)]), 0.0)

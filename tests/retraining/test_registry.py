@@ -33,7 +33,7 @@ from forecaster.retraining.registry import (
     check_version,
 )
 from forecaster.service import build_engine
-from tests.support_models import random_stepper
+from tests.support.models import random_stepper
 
 SPEC = ModelSpec(cell="gru", layers=1, units=4)
 

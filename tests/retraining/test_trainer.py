@@ -12,12 +12,13 @@ from forecaster.config import Settings
 from forecaster.core.engine import NAIVE, Engine
 from forecaster.io.files import CsvSource
 from forecaster.model.spec import ModelSpec
+from forecaster.params import engine_params
 from forecaster.retraining.dataset import Sequence
 from forecaster.retraining.registry import MODEL_FILE, Registry
 from forecaster.retraining.trainer import TrainedModel, Trainer
 from forecaster.service import replay, train
+from tests.support.models import random_stepper
 from tests.support.paths import SAMPLE_TICKS
-from tests.support_models import random_stepper
 
 SAMPLE = SAMPLE_TICKS
 SMALL = {"units": 8, "layers": 2, "train_epochs": 1, "train_window": 32, "max_batch": 1000}
@@ -51,11 +52,11 @@ def test_train_save_load_round_trip_gives_identical_forecasts(
     trained = train(settings, history, verbose=0)
     registry = Registry(tmp_path)
     assert registry.promoted() == trained.stepper.version
-    assert trained.details["training"]["valid_loss"] > 0
+    assert trained.details["training"]["stopping_loss"] > 0
     keras_file = registry.version_dir(trained.stepper.version) / MODEL_FILE
     assert keras_file.stat().st_size > 0  # the full artifact, next to the serving weights
 
-    in_memory = engine_forecasts(Engine(settings.engine_params(), trained.stepper), history)
+    in_memory = engine_forecasts(Engine(engine_params(settings), trained.stepper), history)
     replay(settings, history, tmp_path / "f.jsonl", str(tmp_path / "r.jsonl"))
     served = read_forecasts(tmp_path / "f.jsonl")
     assert set(served["model_version"]) == {NAIVE, trained.stepper.version}

@@ -1,8 +1,9 @@
-"""The training window: last N steps, last T of time, what cleaning drops; the validation split."""
+"""The history window: last N steps, last T of time, what cleaning drops; the training
+samples and their early-stopping split."""
 
 import numpy as np
 
-from forecaster.retraining.dataset import Sequence, make_windows
+from forecaster.retraining.dataset import Sequence, make_samples
 from forecaster.retraining.window import SECOND_NS, WindowSpec, select_window
 
 
@@ -42,12 +43,12 @@ def test_an_empty_history_gives_an_empty_window() -> None:
     assert window.sequences == [] and window.summary["steps"] == 0
 
 
-def test_a_series_too_short_for_a_fifth_held_out_still_validates_on_its_last_window() -> None:
-    z = np.arange(101) / 100  # 100 targets: 20 % would be 20 steps, less than one window
+def test_a_series_too_short_for_a_fifth_held_out_still_stops_on_its_last_sample() -> None:
+    z = np.arange(101) / 100  # 100 targets: 20 % would be 20 steps, less than one sample
     series = Sequence(z, np.zeros(101), np.arange(101, dtype=np.int64) * SECOND_NS)
-    windows = make_windows([series], window=32, stride=16, validation_fraction=0.2, clip=8.0)
-    assert len(windows.y_train) == 3 and len(windows.y_valid) == 1
-    np.testing.assert_allclose(windows.y_valid[0], z[69:], rtol=1e-6)  # the last 32 targets
-    assert windows.y_train[-1][-1] < windows.y_valid[0][0]  # validation is later in time
-    too_short = make_windows([sequence(0, 50)], 32, 16, 0.2, clip=8.0)  # no room for both
-    assert len(too_short.y_train) == 1 and len(too_short.y_valid) == 0
+    samples = make_samples([series], length=32, stride=16, stopping_fraction=0.2, clip=8.0)
+    assert len(samples.y_train) == 3 and len(samples.y_stopping) == 1
+    np.testing.assert_allclose(samples.y_stopping[0], z[69:], rtol=1e-6)  # the last 32 targets
+    assert samples.y_train[-1][-1] < samples.y_stopping[0][0]  # the stopping split is later
+    too_short = make_samples([sequence(0, 50)], 32, 16, 0.2, clip=8.0)  # no room for both
+    assert len(too_short.y_train) == 1 and len(too_short.y_stopping) == 0

@@ -20,6 +20,7 @@ from forecaster.core.features import FeatureParams
 from forecaster.io.files import CsvSource
 from forecaster.model.spec import ModelSpec
 from forecaster.ops.metrics import Metrics
+from forecaster.params import engine_params
 from forecaster.retraining.coordinator import Retrainer, RetrainPolicy
 from forecaster.retraining.registry import Registry
 from forecaster.retraining.trainer import NamedFit
@@ -31,7 +32,7 @@ RETRY_S = 0.1  # between two requests of an instance whose runs were skipped
 
 def instance(registry: Path, ticks: Path, workdir: Path) -> Retrainer:
     """An engine that has seen ``ticks`` and its live Retrainer, fitting ``timed``."""
-    engine = Engine(Settings(min_history=8).engine_params(), random_stepper(SPEC, seed=5))
+    engine = Engine(engine_params(Settings(min_history=8)), random_stepper(SPEC, seed=5))
     engine.process(CsvSource(ticks, 100_000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
     params = {"runs": str(workdir / "runs"), "proceed": str(workdir / "proceed"), "units": 4}
     fit = NamedFit("tests.support.training_fits:timed", params)
