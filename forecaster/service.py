@@ -30,6 +30,7 @@ from forecaster.params import (
 )
 from forecaster.pipeline import Pipeline, Totals
 from forecaster.retraining.coordinator import Retrainer
+from forecaster.retraining.feed import StepFeed
 from forecaster.retraining.registry import Registry
 from forecaster.retraining.trainer import TrainedModel, Trainer
 from forecaster.state.checkpoint import Checkpoints, CheckpointStore
@@ -67,20 +68,24 @@ def build_engine(
     settings: Settings, metrics: Metrics, background_training: bool
 ) -> tuple[Engine, Retrainer]:
     """The engine serving the promoted model (naive if none), and the Retrainer keeping it
-    fresh: training in a child process live, inline at data-clock points in a replay."""
+    fresh: training in a child process live, inline at data-clock points in a replay. The
+    engine records its committed steps into the Retrainer's feed."""
     registry = registry_of(settings)
-    engine = Engine(engine_params(settings))
     artifact = registry.load_serving(feature_params(settings)) if registry is not None else None
-    if artifact is not None:
-        engine.swap_model(artifact.stepper)
-        log.info("serving model %s from %s", artifact.stepper.version, settings.model_dir)
+    serving = artifact.stepper if artifact is not None else None
+    if serving is not None:
+        log.info("serving model %s from %s", serving.version, settings.model_dir)
     else:
         log.info("no trained model: forecasts are naive until %d warm steps train one",
                  settings.bootstrap_steps)  # fmt: skip
+    policy = retrain_policy(settings)
+    feed = StepFeed(policy.bootstrap_steps, first_model=serving is None)
+    engine = Engine(engine_params(settings), serving, recorder=feed)
     retrainer = Retrainer(
         engine,
+        feed,
         trainer_of(settings).named_fit(),
-        retrain_policy(settings),
+        policy,
         feature_params(settings),
         registry=registry,
         metrics=metrics,

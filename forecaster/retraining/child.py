@@ -1,10 +1,12 @@
-"""A retraining run, inline or in a spawned child process that leaves serving its core.
+"""Where a retraining run executes: inline, or in a spawned child process that leaves
+serving its core.
 
 ``run_job`` is the run itself: fit a candidate on the head of every series, judge it on
 the tail against the serving model and naive (``forecaster.retraining.gate``), save it to
-the registry with its figures. A replay calls it inline; live, ``TrainingProcess`` runs
-it in a child (a fresh interpreter, so neither the GIL nor TensorFlow's thread pools are
-shared with the serving thread). The child starts in a session of its own, so a signal
+the registry with its figures. ``Execution`` runs it: inline in a replay; live in a
+``TrainingProcess``, a child (a fresh interpreter, so neither the GIL nor TensorFlow's
+thread pools are shared with the serving thread) polled at batch boundaries and stopped
+once it runs past its timeout. The child starts in a session of its own, so a signal
 meant for the service (Ctrl-C, ``timeout``, a process-group kill) never ends a fit
 behind its back, even while the child is still importing; the service stops it itself.
 The child lowers its priority (nice ``NICENESS``); the fit bounds TensorFlow's threads
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -41,14 +44,17 @@ from typing import Any
 
 from forecaster.core.features import FeatureParams
 from forecaster.durable import write_atomically
-from forecaster.errors import TrainingError
+from forecaster.errors import ConfigError, TrainingError
 from forecaster.faults import internal_error_detail
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import Stepper
 from forecaster.retraining.dataset import Sequence, load_sequences, save_sequences
 from forecaster.retraining.gate import Verdict, judge, split_holdout
-from forecaster.retraining.registry import Registry, load_weights, save_weights
+from forecaster.retraining.registry import Registry
 from forecaster.retraining.trainer import Fit, NamedFit
+from forecaster.retraining.weights import load_weights, save_weights
+
+log = logging.getLogger(__name__)
 
 NICENESS = 10  # the child yields the CPU to the serving process whenever both want it
 STOP_GRACE_S = 2.0  # after SIGTERM, how long the child gets before SIGKILL
@@ -89,6 +95,14 @@ class Candidate:
     stepper: Stepper
 
 
+@dataclass(frozen=True)
+class Finished:
+    """The end of a run: its candidate, or the error it ran into."""
+
+    candidate: Candidate | None
+    error: str = ""
+
+
 def run_job(
     job: TrainingJob, fit: Fit, sequences: list[Sequence], serving: Stepper | None
 ) -> Candidate:
@@ -110,6 +124,64 @@ def run_job(
     if job.registry is not None:
         version = job.registry.save(trained.stepper, job.features, details, trained.keras_model)
     return Candidate(version, verdict, details, trained.stepper)
+
+
+class Execution:
+    """Runs jobs inline (``background`` False: a replay) or each in a TrainingProcess, one
+    at a time, polled at batch boundaries and stopped past ``timeout_s``. A background
+    ``fit`` must be a NamedFit, which the child process rebuilds."""
+
+    def __init__(self, fit: Fit, timeout_s: float, background: bool) -> None:
+        if background and not isinstance(fit, NamedFit):
+            raise ConfigError("a background Retrainer fits in a child process: give it a NamedFit")
+        self.fit = fit
+        self.timeout_s = timeout_s
+        self.background = background
+        self.training: TrainingProcess | None = None  # the background run under way
+
+    @property
+    def running(self) -> bool:
+        return self.training is not None
+
+    def start(
+        self, job: TrainingJob, sequences: list[Sequence], serving: Stepper | None
+    ) -> Finished | None:
+        """Run ``job``: inline, its end; in the background, None (``poll`` gives the end).
+        Raises what starting a TrainingProcess raises."""
+        if isinstance(self.fit, NamedFit) and self.background:
+            self.training = TrainingProcess(job, self.fit, sequences, serving)
+            return None
+        try:
+            return Finished(run_job(job, self.fit, sequences, serving))
+        except Exception as exc:  # whatever a run runs into, the serving model keeps serving
+            return Finished(None, internal_error_detail(exc))
+
+    def poll(self) -> Finished | None:
+        """The end of the background run once it has ended, or run past ``timeout_s`` (then
+        it is stopped); None while it runs, or when none does."""
+        training = self.training
+        if training is None:
+            return None
+        if not training.finished():
+            if time.monotonic() - training.started <= self.timeout_s:
+                return None
+            training.stop()
+            self.training = None
+            return Finished(None, f"timed out after {self.timeout_s:g} s")
+        self.training = None
+        try:
+            return Finished(training.result())
+        except Exception as exc:
+            return Finished(None, internal_error_detail(exc))
+        finally:
+            training.stop()
+
+    def stop(self) -> None:
+        """End the background run, if any (service shutdown): it comes to no outcome."""
+        if self.training is not None:
+            log.info("stopping the retraining process %s", self.training.pid)
+            self.training.stop()
+            self.training = None
 
 
 class TrainingProcess:

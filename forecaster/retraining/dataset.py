@@ -58,15 +58,6 @@ class Samples:
 
 # What a HistoryRecorder holds per step: series key, z, d and ts, 8 bytes each.
 RECORDED_STEP_BYTES = 32
-# The bootstrap recorder holds this many times the warm steps the first model waits for.
-# A bootstrap run that fails or is rejected is retried at twice the steps seen (Retrainer),
-# so the first two retries each train on more data than the try before; beyond that, more
-# of the same naive-served stream is unlikely to change the outcome, and the recorder
-# stays at 2.6 MB for the default 20,000 steps.
-BOOTSTRAP_HEADROOM = 4
-# Whatever bootstrap_steps says (a test or a naive-only service sets it to 10**9), the
-# bootstrap recorder holds at most 8 million steps: 256 MB.
-BOOTSTRAP_MAX_STEPS = 8_000_000
 FIRST_CAPACITY = 4096  # steps; the arrays double from here as steps arrive, up to max_steps
 # ``forecaster train`` reads a whole file: it trains on at most its newest 10 million warm
 # steps (320 MB held here; Keras' samples of them take several times that).
@@ -99,12 +90,6 @@ class HistoryRecorder:
         self._d = np.zeros(capacity)
         self._ts = np.zeros(capacity, np.int64)
         self.steps = 0  # every step recorded, including those no longer held
-
-    @classmethod
-    def for_bootstrap(cls, bootstrap_steps: int) -> HistoryRecorder:
-        """The recorder of the data a first model is trained on (``BOOTSTRAP_HEADROOM``,
-        ``BOOTSTRAP_MAX_STEPS``)."""
-        return cls(min(BOOTSTRAP_HEADROOM * bootstrap_steps, BOOTSTRAP_MAX_STEPS))
 
     @property
     def held(self) -> int:

@@ -10,9 +10,10 @@ MASE weigh every series alike, whatever its volatility.
 
 The candidate is promoted only if its MAE is below ``(1 - margin)`` times both the
 naive MAE and the serving model's MAE (when one serves). The ``Verdict`` (figures and
-decision) is recorded in the version's metadata, under ``validation``. The holdout is
-not the early-stopping split of the fit (``forecaster.model.training``), which is cut
-from the head alone.
+decision) is recorded in the version's metadata, under ``validation``; what it leads to in
+the serving instance is ``forecaster.retraining.promotion``. The holdout is not the
+early-stopping split of the fit (``forecaster.model.training``), which is cut from the
+head alone.
 
 >>> z = np.array([1.0, -1.0] * 10)
 >>> seqs = [Sequence(z, np.zeros(20), np.arange(20))]

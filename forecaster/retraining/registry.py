@@ -4,11 +4,10 @@ Layout::
 
     MODEL_DIR/versions/<version>/weights.npz      serving weights (NumPy, loaded without pickle)
     MODEL_DIR/versions/<version>/model.keras      the full Keras artifact, when Keras trained it
-    MODEL_DIR/versions/<version>/metadata.json    spec, features, data window, training and
-                                                  validation figures, sha256 of every file
-    MODEL_DIR/promoted.json                       {"version": ..., "history": [...]}, atomic
-    MODEL_DIR/retrain.lock                        flock-ed by the instance retraining
-    MODEL_DIR/retrain-started.json                when the last retraining run started, atomic
+    MODEL_DIR/versions/<version>/metadata.json    spec, features, history window, training
+                                                  figures, the gate's verdict (under
+                                                  "validation"), sha256 of every file
+    MODEL_DIR/promoted.json                       {"version": ..., "history": [...]}
 
 A version name is the cell type plus a hash of the weights, so equal training gives an
 equal name. Every name the registry takes in (a command line, ``promoted.json``, a
@@ -18,16 +17,18 @@ starting a service never imports TensorFlow; every file is checked against its
 recorded SHA-256 first. ``history`` lists the versions promoted before, oldest first:
 a rollback promotes the last of them again.
 
-Several instances may share one registry (a mounted volume): ``retrain_lock`` lets one
-of them retrain at a time. It is an ``flock`` on ``retrain.lock``, which the kernel
-frees when its holder exits, however it exits (SIGKILL too), so the volume must support
-flock (a local disk, NFSv4, CephFS).
+Every file is written durably and atomically (``forecaster.durable``), and a version's
+folder is published by a rename once whole: a reader, or a restart after a power cut,
+sees a version whole or not at all, and ``promoted.json`` old or new. Several instances
+may share one registry (a mounted volume); how they take turns to retrain is
+``forecaster.retraining.sharing``.
 
 A registry that cannot be written (read-only, full, not a directory) raises ArtifactError
 naming the file and the reason, never a bare OSError: the caller (a retraining run) fails,
 the service goes on.
 
 >>> import tempfile
+>>> import numpy as np
 >>> from forecaster.model.spec import ModelSpec
 >>> from forecaster.model.stepper import LayerWeights, Stepper
 >>> spec = ModelSpec(cell="gru", layers=1, units=1, n_features=4)
@@ -39,21 +40,13 @@ the service goes on.
 >>> registry.promote(version)
 >>> registry.load(registry.promoted(), FeatureParams()).stepper.version == version
 True
->>> lock = registry.retrain_lock()
->>> registry.retrain_lock() is None  # held: by this process here, by another instance live
-True
->>> lock.release()
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import io
 import json
 import logging
-import math
-import os
 import re
 import shutil
 import tempfile
@@ -62,13 +55,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from forecaster.core.features import FEATURE_NAMES, FeatureParams
 from forecaster.durable import sync_directory, write_atomically
 from forecaster.errors import ArtifactError, ConfigError, VersionNameError
 from forecaster.model.spec import ModelSpec
-from forecaster.model.stepper import LayerWeights, Stepper
+from forecaster.model.stepper import Stepper
+from forecaster.retraining.weights import load_weights, version_name, weights_bytes
 
 if TYPE_CHECKING:
     import keras
@@ -80,8 +72,6 @@ MODEL_FILE = "model.keras"
 WEIGHTS_FILE = "weights.npz"
 METADATA_FILE = "metadata.json"
 PROMOTED_FILE = "promoted.json"
-RETRAIN_LOCK_FILE = "retrain.lock"
-RETRAIN_STARTED_FILE = "retrain-started.json"
 VERSION_FILES = (WEIGHTS_FILE, MODEL_FILE)  # what a version's metadata may list
 MAX_VERSION_CHARS = 100
 _VERSION_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_VERSION_CHARS - 1}}}")
@@ -97,18 +87,6 @@ class Artifact:
 
     stepper: Stepper
     metadata: dict[str, Any]
-
-
-class RetrainLock:
-    """The registry's retrain lock, held until ``release`` (or until the holder exits)."""
-
-    def __init__(self, descriptor: int) -> None:
-        self._descriptor: int | None = descriptor
-
-    def release(self) -> None:
-        if self._descriptor is not None:
-            os.close(self._descriptor)  # closing the only descriptor drops the flock
-            self._descriptor = None
 
 
 def check_version(name: object) -> str:
@@ -133,14 +111,6 @@ def shown(value: object, limit: int = 60) -> str:
     """``repr(value)`` on one line, cut to ``limit`` characters: hostile input stays short."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def version_name(stepper: Stepper) -> str:
-    """The cell type and a short content hash of the weights: equal weights, equal name."""
-    digest = hashlib.sha256()
-    for array in _arrays(stepper).values():
-        digest.update(np.ascontiguousarray(array, np.float32).tobytes())
-    return f"{stepper.spec.cell}-{digest.hexdigest()[:12]}"
 
 
 class Registry:
@@ -171,7 +141,7 @@ class Registry:
                 self._write_version(target, stepper, features, details, keras_model)
         except OSError as exc:
             raise ArtifactError(
-                f"cannot save model version {version} in {self.root}: {_reason(exc)}"
+                f"cannot save model version {version} in {self.root}: {os_reason(exc)}"
             ) from exc
         return version
 
@@ -186,12 +156,12 @@ class Registry:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
         try:
-            write_file(staging / WEIGHTS_FILE, weights_bytes(stepper))
+            write_atomically(staging / WEIGHTS_FILE, weights_bytes(stepper))
             if keras_model is not None:
                 keras_model.save(staging / MODEL_FILE)
                 # Keras writes without fsync: rewritten durably, the file cannot be torn
                 # by a power cut once the version is published.
-                write_file(staging / MODEL_FILE, (staging / MODEL_FILE).read_bytes())
+                write_atomically(staging / MODEL_FILE, (staging / MODEL_FILE).read_bytes())
             files = sorted(p.name for p in staging.iterdir())
             metadata = {
                 "format": FORMAT,
@@ -203,7 +173,7 @@ class Registry:
                 "sha256": {name: _sha256(staging / name) for name in files},
                 **details,
             }
-            write_file(staging / METADATA_FILE, _json_bytes(metadata))
+            write_atomically(staging / METADATA_FILE, _json_bytes(metadata))
             _publish(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -214,7 +184,7 @@ class Registry:
         try:
             names = [path.name for path in folder.iterdir()] if folder.is_dir() else []
         except OSError as exc:
-            raise ArtifactError(f"cannot list {folder}: {_reason(exc)}") from exc
+            raise ArtifactError(f"cannot list {folder}: {os_reason(exc)}") from exc
         created = {name: _created(folder / name) for name in names if _is_version(folder, name)}
         return sorted(created, key=lambda name: (created[name], name))
 
@@ -262,7 +232,7 @@ class Registry:
             try:
                 shutil.rmtree(self.version_dir(version))
             except OSError as exc:
-                message = f"cannot delete model version {version}: {_reason(exc)}"
+                message = f"cannot delete model version {version}: {os_reason(exc)}"
                 raise ArtifactError(message) from exc
         return doomed
 
@@ -318,49 +288,6 @@ class Registry:
                 return artifact
             raise
 
-    def retrain_lock(self) -> RetrainLock | None:
-        """The retrain lock, or None while another holder (another instance) has it.
-
-        ArtifactError if the lock file cannot be opened or its file system cannot lock.
-        """
-        path = self.root / RETRAIN_LOCK_FILE
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ArtifactError(f"cannot open the retrain lock {path}: {_reason(exc)}") from exc
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(descriptor)
-            return None
-        except OSError as exc:
-            os.close(descriptor)
-            message = f"cannot lock {path} (the volume must support flock): {exc}"
-            raise ArtifactError(message) from exc
-        return RetrainLock(descriptor)
-
-    def record_retrain_start(self, when: float) -> None:
-        """Record that a retraining run started at ``when`` (epoch seconds); hold the lock."""
-        path = self.root / RETRAIN_STARTED_FILE
-        try:
-            _write_json(path, {"started": when, "host": os.uname().nodename})
-        except OSError as exc:
-            raise ArtifactError(f"cannot write {path}: {_reason(exc)}") from exc
-
-    def last_retrain_start(self) -> float | None:
-        """When the last run of any instance started (epoch seconds), None if none did."""
-        path = self.root / RETRAIN_STARTED_FILE
-        try:
-            started = float(json.loads(path.read_bytes())["started"])
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-            raise ArtifactError(f"{path} is unreadable: {exc}") from exc
-        if not math.isfinite(started):
-            raise ArtifactError(f"{path} is unreadable: started at {started}")
-        return started
-
     def _promotions(self) -> tuple[str | None, list[str]]:
         """The promoted version and its history, every name checked (check_version)."""
         path = self.root / PROMOTED_FILE
@@ -389,10 +316,10 @@ class Registry:
     def _record_promotions(self, version: str, history: list[str]) -> None:
         path = self.root / PROMOTED_FILE
         try:
-            _write_json(path, {"version": version, "history": history})
+            write_record(path, {"version": version, "history": history})
         except OSError as exc:
             raise ArtifactError(
-                f"cannot record the promotion of {version} in {path}: {_reason(exc)}"
+                f"cannot record the promotion of {version} in {path}: {os_reason(exc)}"
             ) from exc
 
     def _metadata(self, folder: Path) -> dict[str, Any]:
@@ -450,51 +377,6 @@ def _publish(staging: Path, target: Path) -> None:
     sync_directory(target.parent)
 
 
-def _arrays(stepper: Stepper) -> dict[str, np.ndarray[Any, Any]]:
-    """The weights in Keras' order (kernel, recurrent kernel, bias per layer, then the head)."""
-    arrays: dict[str, np.ndarray[Any, Any]] = {}
-    for index, layer in enumerate(stepper.layers):
-        arrays[f"layer{index}_kernel"] = layer.kernel
-        arrays[f"layer{index}_recurrent_kernel"] = layer.recurrent_kernel
-        arrays[f"layer{index}_bias"] = layer.bias
-    arrays["head_kernel"] = stepper.head_kernel
-    arrays["head_bias"] = stepper.head_bias
-    return arrays
-
-
-def weights_bytes(stepper: Stepper) -> bytes:
-    """The serving weights of ``stepper`` as a NumPy archive (``load_weights`` reads it)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, allow_pickle=False, **_arrays(stepper))
-    return buffer.getvalue()
-
-
-def save_weights(path: Path, stepper: Stepper) -> None:
-    """Write the serving weights of ``stepper`` to ``path`` (OSError if that fails)."""
-    write_file(path, weights_bytes(stepper))
-
-
-def load_weights(path: Path, spec: ModelSpec, version: str) -> Stepper:
-    """The model ``save_weights`` wrote, loaded without pickle; ArtifactError if it cannot serve."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            layers = [
-                LayerWeights(
-                    data[f"layer{i}_kernel"],
-                    data[f"layer{i}_recurrent_kernel"],
-                    data[f"layer{i}_bias"],
-                )
-                for i in range(spec.layers)
-            ]
-            stepper = Stepper(spec, version, layers, data["head_kernel"], data["head_bias"])
-        if not all(np.isfinite(array).all() for array in _arrays(stepper).values()):
-            raise ValueError("weights hold NaN or infinity")
-        stepper.step(np.zeros((1, spec.n_features), np.float32), stepper.zero_state(1))
-    except Exception as exc:  # a bad zip, a missing array or a wrong shape: all "cannot serve"
-        raise ArtifactError(f"cannot load {path}: {exc}") from exc
-    return stepper
-
-
 def _sha256(path: Path) -> str:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -502,7 +384,7 @@ def _sha256(path: Path) -> str:
         raise ArtifactError(f"cannot read {path}: {exc}") from exc
 
 
-def _reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
     """An OSError in a few words, e.g. 'No space left on device'."""
     return exc.strerror or str(exc) or type(exc).__name__
 
@@ -511,15 +393,9 @@ def _json_bytes(data: dict[str, Any]) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` durably and atomically (``forecaster.durable``): a reader,
-    or a restart after a power cut, sees the old file or the new one. Every file the
-    registry writes is written here (``model.keras`` once Keras wrote it); OSError if it fails.
-    """
-    write_atomically(path, data)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """``promoted.json`` (what every instance serves) and the retrain-start record."""
+def write_record(path: Path, data: dict[str, Any]) -> None:
+    """Write a JSON record of the registry's (``promoted.json``, the retrain-start record)
+    durably and atomically: a reader, or a restart after a power cut, sees the old record
+    or the new one. OSError if it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_file(path, _json_bytes(data))
+    write_atomically(path, _json_bytes(data))

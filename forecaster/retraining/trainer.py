@@ -19,7 +19,7 @@ from forecaster.core.features import FeatureParams
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import Stepper
 from forecaster.retraining.dataset import Sequence
-from forecaster.retraining.registry import version_name
+from forecaster.retraining.weights import version_name
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forecaster.config import Settings
 from forecaster.retraining.dataset import Sequence
 
 SECOND_NS = 1_000_000_000
@@ -41,8 +42,8 @@ SECOND_NS = 1_000_000_000
 class WindowSpec:
     """How much history a model is trained on: 0 means no limit of that kind."""
 
-    ticks: int = 0
-    seconds: float = 0.0
+    ticks: int = Settings.retrain_window_ticks
+    seconds: float = Settings.retrain_window_s
 
 
 @dataclass(frozen=True)

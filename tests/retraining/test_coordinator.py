@@ -2,7 +2,8 @@
 live runs in a child process (promoted, crashed, killed, timed out, stopped), instances
 sharing one registry (one retraining at a time, every instance serving the promoted
 version), and a registry that cannot be written or holds tampered records (the run
-fails or is skipped, the service goes on).
+fails or is skipped, the service goes on). What a run came to is read from the
+service's metrics (tests/support/retrains.py), the registry and the log.
 
 Only the first test trains with Keras (a tiny model on a stream with learnable
 structure); the others hand the Retrainer NumPy candidates, good, bad or broken; the
@@ -40,13 +41,18 @@ from forecaster.ops.metrics import Metrics
 from forecaster.params import engine_params
 from forecaster.pipeline import Pipeline
 from forecaster.retraining import registry as registry_module
-from forecaster.retraining.coordinator import DataClock, Retrainer, RetrainPolicy
+from forecaster.retraining.coordinator import Retrainer, RetrainPolicy
 from forecaster.retraining.dataset import Sequence
-from forecaster.retraining.registry import PROMOTED_FILE, RETRAIN_STARTED_FILE, Registry
+from forecaster.retraining.feed import StepFeed
+from forecaster.retraining.registry import PROMOTED_FILE, Registry
+from forecaster.retraining.sharing import RETRAIN_STARTED_FILE, last_retrain_start, retrain_lock
 from forecaster.retraining.trainer import NamedFit, TrainedModel
+from forecaster.retraining.triggers import DataClock, Schedule
 from forecaster.service import build_engine
 from tests.support import retrain_instance
 from tests.support.models import constant_stepper, random_stepper
+from tests.support.paths import SAMPLE_TICKS
+from tests.support.retrains import holdout_mae, last_run, only, runs, runs_by_outcome
 from tests.support.waiting import wait_for
 
 SPEC = ModelSpec(cell="gru", layers=1, units=4)
@@ -74,41 +80,36 @@ def read_forecasts(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def pipeline_over(path: Path, engine: Engine, retrainer: Retrainer, out: Path) -> Pipeline:
+def pipeline_over(path: Path, retrainer: Retrainer, out: Path) -> Pipeline:
     sink = JsonLinesSink(open_output(str(out)), open_output(str(out.with_suffix(".rejects"))))
-    return Pipeline(
-        CsvSource(path, SMALL["max_batch"]), engine, sink, retrainer.metrics, updates=retrainer
-    )
+    source = CsvSource(path, SMALL["max_batch"])
+    return Pipeline(source, retrainer.engine, sink, retrainer.metrics, updates=retrainer)
 
 
 def fixed_fit(model: Stepper) -> Fit:
     return lambda sequences: TrainedModel(model, {"series": len(sequences)})
 
 
-def retrainer_for(engine: Engine, fit: Fit, registry: Registry | None = None, **policy: object
+def retrainer_for(serving: Stepper | None, fit: Fit, registry: Registry | None = None,
+                  warm_on: Path | None = None, background: bool = False, **policy: object
                   ) -> Retrainer:  # fmt: skip
-    return Retrainer(
-        engine,
-        fit,
-        RetrainPolicy(**policy),  # type: ignore[arg-type]
-        FeatureParams(min_history=SMALL["min_history"]),
-        registry=registry,
-        metrics=Metrics(),
-        background=False,
-    )
+    """The Retrainer (inline unless ``background``) of a fresh engine serving ``serving``,
+    which records into the Retrainer's feed; ``warm_on``: its history rings hold all of
+    those ticks."""
+    settings = RetrainPolicy(**policy)  # type: ignore[arg-type]
+    feed = StepFeed(settings.bootstrap_steps, first_model=serving is None)
+    engine = Engine(engine_params(Settings(**SMALL)), serving, recorder=feed)  # type: ignore[arg-type]
+    if warm_on is not None:
+        engine.process(CsvSource(warm_on, 100_000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
+    features = FeatureParams(min_history=SMALL["min_history"])
+    return Retrainer(engine, feed, fit, settings, features, registry=registry, metrics=Metrics(),
+                     background=background)  # fmt: skip
 
 
-def live_retrainer(engine: Engine, fit: NamedFit, registry: Registry | None = None,
-                   **policy: object) -> Retrainer:  # fmt: skip
-    return Retrainer(engine, fit, RetrainPolicy(**policy), FeatureParams(min_history=8),  # type: ignore[arg-type]
-                     registry=registry, metrics=Metrics())  # fmt: skip
-
-
-def warmed_engine(model: Stepper, ticks: Path) -> Engine:
-    """An engine serving ``model`` whose history rings hold all of ``ticks``."""
-    engine = Engine(engine_params(Settings(**SMALL)), model)  # type: ignore[arg-type]
-    engine.process(CsvSource(ticks, 100_000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
-    return engine
+def live_retrainer(serving: Stepper | None, fit: NamedFit, registry: Registry | None = None,
+                   warm_on: Path | None = None, **policy: object) -> Retrainer:  # fmt: skip
+    """A live Retrainer: each run in a child process, ``fit`` rebuilt there by name."""
+    return retrainer_for(serving, fit, registry, warm_on, background=True, **policy)
 
 
 def collect(retrainer: Retrainer, seconds: float = 300.0) -> Stepper | None:
@@ -125,19 +126,16 @@ def hang(started: Path, ignore_sigterm: bool = False) -> NamedFit:
     return NamedFit("tests.support.training_fits:hang", params)
 
 
-def outcomes(retrainer: Retrainer, outcome: str) -> float:
-    value = retrainer.metrics.registry.get_sample_value(
-        "forecaster_retrains_total", {"outcome": outcome}
-    )
-    assert value is not None
-    return value
+def logged(caplog: pytest.LogCaptureFixture, start: str) -> list[str]:
+    """The messages logged so far that start with ``start``."""
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(start)]
 
 
 def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_boundary(
     ar_ticks: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # 8 epochs reach a holdout MASE of 0.92 here (29 reach 0.85): well inside the 0.98 bar.
-    caplog.set_level(logging.INFO, logger="forecaster.retraining.coordinator")
+    caplog.set_level(logging.INFO, logger="forecaster.retraining")
     settings = Settings(
         model_dir=str(tmp_path / "models"), cell="gru", layers=1, units=8, train_window=32,
         train_epochs=8, bootstrap_steps=3000, retrain_interval_s=0, retrain_margin=0.02,
@@ -146,7 +144,7 @@ def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_bound
     engine, retrainer = build_engine(settings, Metrics(), background_training=False)
     first_model = engine.model  # a local: asserting on engine.model would narrow it for good
     assert first_model is None
-    pipeline = pipeline_over(ar_ticks, engine, retrainer, tmp_path / "f.jsonl")
+    pipeline = pipeline_over(ar_ticks, retrainer, tmp_path / "f.jsonl")
     replayed = synthetic.generate(synthetic.SERIES_SETS["ar1"], 500, seed=11)
     swapped_after = None
     while pipeline.step():
@@ -166,28 +164,31 @@ def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_bound
             )
     pipeline.sink.close()
 
-    (outcome,) = retrainer.outcomes
-    assert outcome.outcome == "promoted" and outcome.verdict is not None
-    assert outcome.verdict.candidate_mase < 1 - settings.retrain_margin
-    assert outcome.version is not None and engine.model is not None
+    assert runs_by_outcome(retrainer) == only(promoted=1)
+    run = last_run(retrainer)
+    version = run["version"]
+    assert run == {"trigger": "bootstrap", "outcome": "promoted", "version": version}
+    assert engine.model is not None
     registry = Registry(tmp_path / "models")
-    assert registry.promoted() == outcome.version == engine.model.version
-    metadata = registry.metadata(outcome.version)
+    assert registry.promoted() == version == engine.model.version
+    metadata = registry.metadata(version)
     assert metadata["validation"]["promote"] is True
+    assert metadata["validation"]["candidate_mase"] < 1 - settings.retrain_margin
+    assert metadata["validation"]["candidate_mae"] == holdout_mae(retrainer, "candidate")
     assert metadata["data_window"]["series"] == 10
     assert metadata["train_params"]["sequence_length"] == 32
 
     forecasts = read_forecasts(tmp_path / "f.jsonl")
     assert len(forecasts) == len(replayed) == pipeline.totals.accepted
     versions = [f["model_version"] for f in forecasts]
-    first = versions.index(outcome.version)
+    first = versions.index(version)
     assert first == swapped_after and first % SMALL["max_batch"] == 0
     assert set(versions[:first]) == {NAIVE}
-    assert set(versions[first:]) == {outcome.version}
+    assert set(versions[first:]) == {version}
     # The log says when the run started, why, and what serves after it.
     assert "retraining started (trigger: bootstrap) while the naive forecast serves" in caplog.text
-    assert f"retraining promoted {outcome.version} after " in caplog.text
-    assert f"model {outcome.version} serves from the next batch" in caplog.text
+    assert f"retraining promoted {version} after " in caplog.text
+    assert f"model {version} serves from the next batch" in caplog.text
     assert "serving None" not in caplog.text
 
 
@@ -200,21 +201,23 @@ def test_a_deliberately_worse_candidate_is_rejected_and_serving_is_unchanged(
         FeatureParams(min_history=8),
     ).stepper
     registry.promote(serving.version)
-    engine = Engine(engine_params(Settings(**SMALL)), serving)  # type: ignore[arg-type]
     worse = constant_stepper(SPEC, 3.0, "always-up")  # forecasts +3 scales every tick
-    retrainer = retrainer_for(engine, fixed_fit(worse), registry, every_ticks=1000)
-    pipeline = pipeline_over(short_ticks, engine, retrainer, tmp_path / "f.jsonl")
+    retrainer = retrainer_for(serving, fixed_fit(worse), registry, every_ticks=1000)
+    engine = retrainer.engine
+    pipeline = pipeline_over(short_ticks, retrainer, tmp_path / "f.jsonl")
+    while runs(retrainer) == 0:  # the first run's figures (the second saves the same version)
+        assert pipeline.step()
+    first = last_run(retrainer)
+    candidate_mae, naive_mae = holdout_mae(retrainer, "candidate"), holdout_mae(retrainer, "naive")
     pipeline.run(threading.Event())
     pipeline.sink.close()
 
-    assert [o.outcome for o in retrainer.outcomes] == ["rejected", "rejected"]
-    assert outcomes(retrainer, "rejected") == 2 and outcomes(retrainer, "promoted") == 0
-    figures = retrainer.outcomes[0].verdict
-    assert figures is not None and figures.candidate_mae > figures.naive_mae
+    assert runs_by_outcome(retrainer) == only(rejected=2)
+    assert first["outcome"] == "rejected" and candidate_mae > naive_mae
     assert engine.model is serving and registry.promoted() == serving.version
-    rejected = registry.metadata(retrainer.outcomes[0].version)  # type: ignore[arg-type]
+    rejected = registry.metadata(first["version"])
     assert rejected["validation"]["promote"] is False
-    assert rejected["validation"]["candidate_mae"] == figures.candidate_mae
+    assert rejected["validation"]["candidate_mae"] == candidate_mae
     versions = {f["model_version"] for f in read_forecasts(tmp_path / "f.jsonl")}
     assert versions == {NAIVE, serving.version}
 
@@ -236,14 +239,12 @@ def test_a_training_that_raises_or_yields_nan_leaves_serving_untouched(
     fit: Fit, short_ticks: Path, tmp_path: Path
 ) -> None:
     serving = random_stepper(SPEC, seed=5, version="serving")
-    engine = Engine(engine_params(Settings(**SMALL)), serving)  # type: ignore[arg-type]
-    retrainer = retrainer_for(engine, fit, every_ticks=1000)
-    pipeline = pipeline_over(short_ticks, engine, retrainer, tmp_path / "f.jsonl")
+    retrainer = retrainer_for(serving, fit, every_ticks=1000)
+    pipeline = pipeline_over(short_ticks, retrainer, tmp_path / "f.jsonl")
     pipeline.run(threading.Event())
     pipeline.sink.close()
-    assert [o.outcome for o in retrainer.outcomes] == ["failed", "failed"]
-    assert outcomes(retrainer, "failed") == 2
-    assert engine.model is serving
+    assert runs_by_outcome(retrainer) == only(failed=2)
+    assert retrainer.engine.model is serving
     assert {f["model_version"] for f in read_forecasts(tmp_path / "f.jsonl")} == {
         NAIVE,
         "serving",
@@ -258,20 +259,22 @@ def test_a_live_retraining_promotes_a_candidate_fitted_and_validated_in_a_child_
     always_up = constant_stepper(SPEC, 3.0, "always-up")
     serving = registry.load(registry.save(always_up, features, {}), features).stepper
     registry.promote(serving.version)
-    engine = warmed_engine(serving, short_ticks)
     fit = NamedFit("tests.support.training_fits:constant", {"value": 0.0, "units": SPEC.units})
     # margin -0.5: the zero forecast (as good as naive) beats 1.5 x naive and always-up.
-    retrainer = live_retrainer(engine, fit, registry, margin=-0.5)
+    retrainer = live_retrainer(serving, fit, registry, warm_on=short_ticks, margin=-0.5)
+    engine = retrainer.engine
     retrainer.request()
-    assert retrainer.pending() is None and retrainer.training is not None
-    child, folder = retrainer.training.process, retrainer.training.directory
+    assert retrainer.pending() is None
+    training = retrainer.execution.training
+    assert training is not None
+    child, folder = training.process, training.directory
     swapped = collect(retrainer)
 
-    (outcome,) = retrainer.outcomes
-    assert outcome.outcome == "promoted" and swapped is not None
-    assert outcome.version == swapped.version
-    assert registry.promoted() == outcome.version and registry.history() == [serving.version]
-    metadata = registry.metadata(outcome.version)
+    assert runs_by_outcome(retrainer) == only(promoted=1) and swapped is not None
+    version = last_run(retrainer)["version"]
+    assert version == swapped.version
+    assert registry.promoted() == version and registry.history() == [serving.version]
+    metadata = registry.metadata(version)
     assert metadata["fitted_by_pid"] == child.pid != os.getpid()
     assert metadata["validation"]["serving_mae"] > metadata["validation"]["candidate_mae"]
     assert metadata["data_window"]["series"] == 10
@@ -281,63 +284,68 @@ def test_a_live_retraining_promotes_a_candidate_fitted_and_validated_in_a_child_
 
 @pytest.mark.parametrize("failure", ["raises", "killed"])
 def test_a_training_process_that_raises_or_is_killed_fails_and_serving_is_untouched(
-    failure: str, short_ticks: Path, tmp_path: Path
+    failure: str, short_ticks: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     serving = random_stepper(SPEC, seed=5, version="serving")
-    engine = warmed_engine(serving, short_ticks)
     started = tmp_path / "started"
     # The real trainer's entry point, given a spec no model can have: raises in the child.
     invalid = NamedFit(
         "forecaster.retraining.trainer:fit_trainer", {"spec": {"units": 0}, "features": {}}
     )
-    retrainer = live_retrainer(engine, invalid if failure == "raises" else hang(started))
+    fit = invalid if failure == "raises" else hang(started)
+    retrainer = live_retrainer(serving, fit, warm_on=short_ticks)
     retrainer.request()
-    assert retrainer.pending() is None and retrainer.training is not None
+    assert retrainer.pending() is None
+    training = retrainer.execution.training
+    assert training is not None
     if failure == "killed":
         wait_for(started.exists, "training start")
-        os.kill(retrainer.training.pid, signal.SIGKILL)
+        os.kill(training.pid, signal.SIGKILL)
     assert collect(retrainer) is None
 
-    (outcome,) = retrainer.outcomes
+    (failure_logged,) = logged(caplog, "retraining failed")
     expected = {"raises": "code 1: ConfigError: units must be 1-1024", "killed": "code -9"}
-    assert outcome.outcome == "failed" and expected[failure] in outcome.error
-    assert outcomes(retrainer, "failed") == 1 and outcomes(retrainer, "promoted") == 0
-    assert engine.model is serving and not retrainer.running
+    assert expected[failure] in failure_logged
+    assert runs_by_outcome(retrainer) == only(failed=1)
+    assert retrainer.engine.model is serving and not retrainer.running
 
 
 def test_a_live_retraining_past_its_timeout_is_killed_and_serving_continues(
-    short_ticks: Path, tmp_path: Path
+    short_ticks: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     serving = random_stepper(SPEC, seed=5, version="serving")
-    engine = warmed_engine(serving, short_ticks)
     started = tmp_path / "started"
-    retrainer = live_retrainer(engine, hang(started, ignore_sigterm=True), timeout_s=0.05)
+    fit = hang(started, ignore_sigterm=True)
+    retrainer = live_retrainer(serving, fit, warm_on=short_ticks, timeout_s=0.05)
     retrainer.request()
-    assert retrainer.pending() is None and retrainer.training is not None
-    child = retrainer.training.process
+    assert retrainer.pending() is None
+    training = retrainer.execution.training
+    assert training is not None
+    child = training.process
     wait_for(started.exists, "training start")  # deaf to SIGTERM from here on
     assert collect(retrainer) is None  # past its timeout: terminated, then killed
 
-    (outcome,) = retrainer.outcomes
-    assert outcome.outcome == "failed" and "timed out after 0.05 s" in outcome.error
+    (failure,) = logged(caplog, "retraining failed")
+    assert runs_by_outcome(retrainer) == only(failed=1) and "timed out after 0.05 s" in failure
     assert child.returncode == -signal.SIGKILL
-    assert not retrainer.running and engine.model is serving
+    assert not retrainer.running and retrainer.engine.model is serving
 
 
 def test_stop_ends_a_running_training_process(short_ticks: Path, tmp_path: Path) -> None:
-    engine = warmed_engine(random_stepper(SPEC, seed=5, version="serving"), short_ticks)
+    serving = random_stepper(SPEC, seed=5, version="serving")
     started = tmp_path / "started"
-    retrainer = live_retrainer(engine, hang(started))  # a fit that never finishes
+    retrainer = live_retrainer(serving, hang(started), warm_on=short_ticks)  # never finishes
     retrainer.request()
     retrainer.pending()
-    assert retrainer.training is not None
-    child, folder = retrainer.training.process, retrainer.training.directory
+    training = retrainer.execution.training
+    assert training is not None
+    child, folder = training.process, training.directory
     wait_for(started.exists, "training start")
     # In a session of its own: Ctrl-C or `timeout` signalling the service's group misses it.
     assert os.getsid(child.pid) == child.pid != os.getsid(0)
     retrainer.stop()
     assert child.returncode == -signal.SIGTERM
-    assert not retrainer.running and not folder.exists() and retrainer.outcomes == []
+    assert not retrainer.running and not folder.exists() and runs(retrainer) == 0
 
 
 def test_a_signal_to_the_service_group_while_the_child_starts_does_not_end_it(
@@ -352,9 +360,16 @@ def test_a_signal_to_the_service_group_while_the_child_starts_does_not_end_it(
 
 
 def test_a_live_retrainer_needs_a_fit_a_child_process_can_rebuild() -> None:
-    engine = Engine(engine_params(Settings(**SMALL)))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="NamedFit"):
-        Retrainer(engine, raising, RetrainPolicy(), FeatureParams(min_history=8), metrics=Metrics())
+        live_retrainer(None, raising)  # type: ignore[arg-type]
+
+
+def test_the_engine_must_record_into_the_retrainers_feed() -> None:
+    engine = Engine(engine_params(Settings(**SMALL)))  # type: ignore[arg-type]
+    feed = StepFeed(bootstrap_steps=100, first_model=True)
+    with pytest.raises(ConfigError, match="feed"):
+        Retrainer(engine, feed, raising, RetrainPolicy(), FeatureParams(), metrics=Metrics(),
+                  background=False)  # fmt: skip
 
 
 def test_two_replays_retrain_at_the_same_data_clock_points_and_forecast_identically(
@@ -364,20 +379,20 @@ def test_two_replays_retrain_at_the_same_data_clock_points_and_forecast_identica
         steps = sum(len(s) for s in sequences)  # a different model for different data
         return TrainedModel(random_stepper(SPEC, seed=steps, version=f"fit-{steps}"), {})
 
-    runs = []
-    for run in range(2):
+    replays = []
+    for replay in range(2):
         serving = random_stepper(SPEC, seed=5, version="serving")
-        engine = Engine(engine_params(Settings(**SMALL)), serving)  # type: ignore[arg-type]
         # margin -0.99: any candidate short of 100x worse than naive is taken.
-        retrainer = retrainer_for(engine, fit, interval_s=2 * 3600, margin=-0.99)
-        pipeline = pipeline_over(short_ticks, engine, retrainer, tmp_path / f"{run}.jsonl")
+        retrainer = retrainer_for(serving, fit, interval_s=2 * 3600, margin=-0.99)
+        pipeline = pipeline_over(short_ticks, retrainer, tmp_path / f"{replay}.jsonl")
         pipeline.run(threading.Event())
         pipeline.sink.close()
-        runs.append(read_forecasts(tmp_path / f"{run}.jsonl"))
-        assert {o.outcome for o in retrainer.outcomes} == {"promoted"}
-    assert runs[0] == runs[1]
+        replays.append(read_forecasts(tmp_path / f"{replay}.jsonl"))
+        promoted = runs(retrainer, "promoted")
+        assert promoted >= 1 and runs_by_outcome(retrainer) == only(promoted=promoted)
+    assert replays[0] == replays[1]
     first_seen: dict[object, int] = {}
-    for row, forecast in enumerate(runs[0]):
+    for row, forecast in enumerate(replays[0]):
         first_seen.setdefault(forecast["model_version"], row)
     swaps = [row for version, row in first_seen.items() if version not in (NAIVE, "serving")]
     assert len(swaps) >= 3
@@ -387,53 +402,49 @@ def test_two_replays_retrain_at_the_same_data_clock_points_and_forecast_identica
 def test_the_data_clock_fires_once_per_interval_of_tick_time_and_on_cron() -> None:
     hour = 3600 * 10**9
     start = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp()) * 10**9
-    clock = DataClock(RetrainPolicy(interval_s=3600))
+    clock = DataClock(Schedule(interval_s=3600))
     fired = [t for t in range(0, 10 * hour, hour // 4) if clock.due(start + t)]
     assert fired == [k * hour for k in range(1, 10)]
-    assert not DataClock(RetrainPolicy(interval_s=3600)).due(start + 5 * hour)  # first sight
-    cron = DataClock(RetrainPolicy(cron="0 */6 * * *"))
+    assert not DataClock(Schedule(interval_s=3600)).due(start + 5 * hour)  # first sight
+    cron = DataClock(Schedule(cron="0 */6 * * *"))
     fired = [t for t in range(0, 24 * hour, hour // 2) if cron.due(start + 10**9 + t)]
     assert [t // hour for t in fired] == [6, 12, 18]
 
 
 def test_the_interval_trigger_and_a_post_to_retrain_start_runs(tmp_path: Path) -> None:
     serving = random_stepper(SPEC, seed=5, version="serving")
-    engine = Engine(engine_params(Settings(**SMALL)), serving)  # type: ignore[arg-type]
-    engine.process(CsvSource(Path("sample_data/ticks.csv"), 3000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
-    retrainer = Retrainer(
-        engine,
-        fixed_fit(constant_stepper(SPEC, 0.0, "candidate")),
-        RetrainPolicy(interval_s=0.2),
-        FeatureParams(min_history=8),
-        metrics=Metrics(),
-        background=False,  # the triggers are under test here; runs are inline
-    )
+    candidate = fixed_fit(constant_stepper(SPEC, 0.0, "candidate"))
+    retrainer = retrainer_for(serving, candidate, interval_s=0.2)  # inline: triggers under test
+    sample = CsvSource(SAMPLE_TICKS, 3000).poll(0.0)
+    retrainer.engine.process(sample.parse().ticks)  # type: ignore[union-attr]
 
-    def pend_until_outcomes(count: int) -> None:
+    def pend_until_runs(count: int) -> None:
         deadline = time.monotonic() + 60
-        while len(retrainer.outcomes) < count and time.monotonic() < deadline:
+        while runs(retrainer) < count and time.monotonic() < deadline:
             retrainer.pending()
             time.sleep(0.01)
-        assert len(retrainer.outcomes) >= count
+        assert runs(retrainer) >= count
 
     retrainer.start()
     try:
-        pend_until_outcomes(1)
+        pend_until_runs(1)
     finally:
         retrainer.stop()
+    assert last_run(retrainer)["trigger"] == "schedule"
     app = http_app(Metrics().registry, lambda: (True, ""), retrainer.request, admin_token="s3")
     server = HttpServer(app, "127.0.0.1", 0).start()
     try:
-        done = len(retrainer.outcomes)
+        done = runs(retrainer)
         url = f"http://127.0.0.1:{server.port}"
         assert cli.main(["retrain", "--url", url]) == 1  # no admin token: refused
         retrainer.pending()
-        assert len(retrainer.outcomes) == done
+        assert runs(retrainer) == done
         assert cli.main(["retrain", "--url", url, "--token", "s3"]) == 0
-        pend_until_outcomes(done + 1)
+        pend_until_runs(done + 1)
     finally:
         server.stop()
-    assert outcomes(retrainer, "rejected") == len(retrainer.outcomes)  # zero == naive: no gain
+    assert last_run(retrainer)["trigger"] == "requested"
+    assert runs(retrainer, "rejected") == runs(retrainer)  # zero == naive: no gain
 
 
 def test_instances_on_one_registry_retrain_one_at_a_time_and_skip_while_another_does(
@@ -463,7 +474,7 @@ def test_instances_on_one_registry_retrain_one_at_a_time_and_skip_while_another_
             other.wait()
             logs[name].close()
 
-    assert [o.outcome for o in holder.outcomes] == ["rejected"]  # zero == naive: no gain
+    assert runs_by_outcome(holder) == only(rejected=1)  # zero == naive: no gain
     for name in names:
         report = json.loads((tmp_path / f"{name}.json").read_text())
         assert report["outcomes"] and set(report["outcomes"]) == {"skipped"}
@@ -474,15 +485,17 @@ def test_instances_on_one_registry_retrain_one_at_a_time_and_skip_while_another_
 
 
 def test_a_scheduled_run_is_skipped_while_another_instance_retrains_or_just_did(
-    short_ticks: Path, tmp_path: Path
+    short_ticks: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="forecaster.retraining")
     registry = Registry(tmp_path / "models")
     fit = NamedFit("tests.support.training_fits:constant", {"value": 0.0, "units": SPEC.units})
     first, second = (
         live_retrainer(
-            warmed_engine(random_stepper(SPEC, seed=5), short_ticks),
+            random_stepper(SPEC, seed=5),
             fit,
             registry,
+            warm_on=short_ticks,
             interval_s=3600,
             registry_poll_s=0,
         )
@@ -495,16 +508,16 @@ def test_a_scheduled_run_is_skipped_while_another_instance_retrains_or_just_did(
     collect(first)
     second.schedule_fired()
     second.pending()  # first started a run less than 0.9 x 3600 s ago
-    held, recent = [o.error for o in second.outcomes]
-    assert held == "another instance holds the retrain lock"
-    assert re.fullmatch(r"a retraining run started \d+ s ago", recent)
-    assert outcomes(second, "skipped") == 2 and not second.running
-    assert [o.outcome for o in first.outcomes] == ["rejected"]  # zero == naive: no gain
+    held, recent = logged(caplog, "retraining skipped")  # only second's runs were skipped
+    assert held == "retraining skipped: another instance holds the retrain lock"
+    assert re.fullmatch(r"retraining skipped: a retraining run started \d+ s ago", recent)
+    assert runs_by_outcome(second) == only(skipped=2) and not second.running
+    assert runs_by_outcome(first) == only(rejected=1)  # zero == naive: no gain
     second.request()  # a manual request does not wait for the schedule's period
     second.pending()
     assert second.running
     second.stop()
-    assert registry.retrain_lock() is not None  # stop released it
+    assert retrain_lock(registry.root) is not None  # stop released it
 
 
 def test_every_instance_serves_what_another_promotes_or_rolls_back_within_its_poll(
@@ -515,12 +528,14 @@ def test_every_instance_serves_what_another_promotes_or_rolls_back_within_its_po
     first = registry.load(registry.save(random_stepper(SPEC, seed=5), features, {}), features)
     registry.promote(first.stepper.version)
     fit = NamedFit("tests.support.training_fits:constant", {"value": 0.0, "units": SPEC.units})
+    # margin -0.99: any candidate short of 100x worse than naive is taken.
+    retrainers = [
+        live_retrainer(first.stepper, fit, registry, margin=-0.99, registry_poll_s=0.2)
+        for _ in range(3)
+    ]
     pipelines = []
-    for index in range(3):
-        engine = Engine(engine_params(Settings(**SMALL)), first.stepper)  # type: ignore[arg-type]
-        # margin -0.99: any candidate short of 100x worse than naive is taken.
-        retrainer = live_retrainer(engine, fit, registry, margin=-0.99, registry_poll_s=0.2)
-        pipeline = pipeline_over(short_ticks, engine, retrainer, tmp_path / f"{index}.jsonl")
+    for index, retrainer in enumerate(retrainers):
+        pipeline = pipeline_over(short_ticks, retrainer, tmp_path / f"{index}.jsonl")
         pipeline.source = CsvSource(short_ticks, 50, rate=1000.0, loop=True)
         pipelines.append(pipeline)
 
@@ -536,17 +551,16 @@ def test_every_instance_serves_what_another_promotes_or_rolls_back_within_its_po
         return {p.engine.model.version for p in pipelines}  # type: ignore[union-attr]
 
     step_until(lambda: pipelines[0].totals.accepted >= 1000, "data to train on")
-    retrainers = [p.updates for p in pipelines]
-    retrainers[0].request()  # type: ignore[union-attr]
+    retrainers[0].request()
     step_until(lambda: registry.promoted() != first.stepper.version, "the promotion")
     step_until(lambda: serving() == {registry.promoted()}, "every instance on the promoted")
-    assert [o.outcome for o in retrainers[0].outcomes] == ["promoted"]  # type: ignore[union-attr]
-    assert retrainers[1].outcomes == retrainers[2].outcomes == []  # type: ignore[union-attr]
+    assert runs_by_outcome(retrainers[0]) == only(promoted=1)
+    assert runs(retrainers[1]) == runs(retrainers[2]) == 0
 
     registry.rollback()  # an operator, on any instance
     step_until(lambda: serving() == {first.stepper.version}, "every instance rolled back")
-    for pipeline in pipelines:
-        pipeline.updates.stop()  # type: ignore[union-attr]
+    for retrainer, pipeline in zip(retrainers, pipelines, strict=True):
+        retrainer.stop()
         pipeline.sink.close()
 
 
@@ -560,27 +574,21 @@ def beneath_a_file(tmp_path: Path) -> Registry:
     return Registry(blocker / "models")
 
 
-def failures_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if "retraining failed" in r.getMessage()]
-
-
 def test_a_model_dir_that_cannot_be_written_fails_each_run_and_the_replay_goes_on(
     short_ticks: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     serving = random_stepper(SPEC, seed=5, version="serving")
-    engine = Engine(engine_params(Settings(**SMALL)), serving)  # type: ignore[arg-type]
     good = fixed_fit(constant_stepper(SPEC, 0.0, "candidate"))
-    retrainer = retrainer_for(engine, good, beneath_a_file(tmp_path), every_ticks=1000,
+    retrainer = retrainer_for(serving, good, beneath_a_file(tmp_path), every_ticks=1000,
                               margin=-0.99)  # fmt: skip
-    pipeline = pipeline_over(short_ticks, engine, retrainer, tmp_path / "f.jsonl")
+    pipeline = pipeline_over(short_ticks, retrainer, tmp_path / "f.jsonl")
     pipeline.run(threading.Event())
     pipeline.sink.close()
 
-    assert [o.outcome for o in retrainer.outcomes] == ["failed", "failed"]
-    assert outcomes(retrainer, "failed") == 2 and engine.model is serving
+    assert runs_by_outcome(retrainer) == only(failed=2) and retrainer.engine.model is serving
     assert pipeline.totals.received == 2400  # every tick of the file
     assert len(read_forecasts(tmp_path / "f.jsonl")) == pipeline.totals.accepted
-    first, _ = failures_logged(caplog)
+    first, _ = logged(caplog, "retraining failed")
     assert "\n" not in first
     assert re.search(r"ArtifactError: cannot save model version gru-\w+ in .*: Not a directory",
                      first)  # fmt: skip
@@ -590,53 +598,57 @@ def test_a_full_disk_fails_the_run_and_the_next_one_promotes_once_there_is_room(
     short_ticks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    write_file = registry_module.write_file
+    write_atomically = registry_module.write_atomically
     refused: list[Path] = []
 
     def full_once(path: Path, data: bytes) -> None:
         if not refused:
             refused.append(path)
             raise OSError(errno.ENOSPC, "No space left on device")
-        write_file(path, data)
+        write_atomically(path, data)
 
-    monkeypatch.setattr(registry_module, "write_file", full_once)
-    engine = Engine(engine_params(Settings(**SMALL)), random_stepper(SPEC, seed=5))  # type: ignore[arg-type]
+    monkeypatch.setattr(registry_module, "write_atomically", full_once)
     good = fixed_fit(constant_stepper(SPEC, 0.0, "candidate"))
     registry = Registry(tmp_path / "models")
-    retrainer = retrainer_for(engine, good, registry, every_ticks=1000, margin=-0.99)
-    pipeline_over(short_ticks, engine, retrainer, tmp_path / "f.jsonl").run(threading.Event())
+    retrainer = retrainer_for(random_stepper(SPEC, seed=5), good, registry, every_ticks=1000,
+                              margin=-0.99)  # fmt: skip
+    pipeline_over(short_ticks, retrainer, tmp_path / "f.jsonl").run(threading.Event())
 
-    assert [o.outcome for o in retrainer.outcomes] == ["failed", "promoted"]
-    (failure,) = failures_logged(caplog)
+    # Failed, then promoted: the last run promoted.
+    assert runs_by_outcome(retrainer) == only(failed=1, promoted=1)
+    promoted = last_run(retrainer)
+    assert promoted["outcome"] == "promoted"
+    (failure,) = logged(caplog, "retraining failed")
     assert "cannot save model version" in failure and "No space left on device" in failure
-    assert registry.promoted() == retrainer.outcomes[1].version == engine.model.version  # type: ignore[union-attr]
+    assert registry.promoted() == promoted["version"] == retrainer.engine.model.version  # type: ignore[union-attr]
 
 
 def test_a_live_run_that_cannot_take_the_lock_or_record_its_start_fails_and_releases(
-    short_ticks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    short_ticks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
     fit = NamedFit("tests.support.training_fits:constant", {"value": 0.0, "units": SPEC.units})
     serving = random_stepper(SPEC, seed=5)
-    unlockable = live_retrainer(warmed_engine(serving, short_ticks), fit, beneath_a_file(tmp_path))
+    unlockable = live_retrainer(serving, fit, beneath_a_file(tmp_path), warm_on=short_ticks)
     unlockable.request()
     assert unlockable.pending() is None and not unlockable.running  # the poll raised nothing
-    (outcome,) = unlockable.outcomes
-    assert outcome.outcome == "failed" and "cannot open the retrain lock" in outcome.error
+    (failure,) = logged(caplog, "retraining failed")
+    assert runs_by_outcome(unlockable) == only(failed=1)
+    assert failure.startswith("retraining failed (cannot open the retrain lock")
 
     def no_space(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(registry_module, "write_file", no_space)
+    monkeypatch.setattr(registry_module, "write_atomically", no_space)
     registry = Registry(tmp_path / "models")
-    full = live_retrainer(warmed_engine(serving, short_ticks), fit, registry)
+    full = live_retrainer(serving, fit, registry, warm_on=short_ticks)
     full.request()
     assert full.pending() is None and not full.running
-    (outcome,) = full.outcomes
-    assert outcome.outcome == "failed" and outcome.error.endswith(
-        f"cannot write {registry.root / RETRAIN_STARTED_FILE}: No space left on device"
-    )
-    assert outcomes(full, "failed") == 1
-    lock = registry.retrain_lock()
+    _, failure = logged(caplog, "retraining failed")
+    start_record = registry.root / RETRAIN_STARTED_FILE
+    assert f"(cannot write {start_record}: No space left on device)" in failure
+    assert runs_by_outcome(full) == only(failed=1)
+    lock = retrain_lock(registry.root)
     assert lock is not None  # released by the failed run
     lock.release()
 
@@ -649,13 +661,12 @@ def test_a_registry_that_cannot_be_pruned_still_promotes(
         raise ArtifactError("cannot delete model version gru-x: Read-only file system")
 
     monkeypatch.setattr(Registry, "prune", read_only)
-    engine = Engine(engine_params(Settings(**SMALL)), random_stepper(SPEC, seed=5))  # type: ignore[arg-type]
     good = fixed_fit(constant_stepper(SPEC, 0.0, "candidate"))
-    retrainer = retrainer_for(engine, good, Registry(tmp_path / "models"), margin=-0.99)
-    engine.process(CsvSource(short_ticks, 100_000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
+    retrainer = retrainer_for(random_stepper(SPEC, seed=5), good, Registry(tmp_path / "models"),
+                              warm_on=short_ticks, margin=-0.99)  # fmt: skip
     retrainer.request()
     assert retrainer.pending() is not None
-    assert [o.outcome for o in retrainer.outcomes] == ["promoted"]
+    assert runs_by_outcome(retrainer) == only(promoted=1)
     assert "cannot prune the model registry: cannot delete model version gru-x" in caplog.text
 
 
@@ -666,9 +677,9 @@ def test_a_tampered_promotion_is_not_taken_up_and_is_logged_once(
     registry = Registry(tmp_path / "models")
     v0, v1 = (registry.save(random_stepper(SPEC, seed=seed), features, {}) for seed in (0, 1))
     registry.promote(v0)
-    engine = warmed_engine(registry.load(v0, features).stepper, short_ticks)
     fit = NamedFit("tests.support.training_fits:constant", {"value": 0.0, "units": SPEC.units})
-    retrainer = live_retrainer(engine, fit, registry, registry_poll_s=0.01)
+    retrainer = live_retrainer(registry.load(v0, features).stepper, fit, registry,
+                               warm_on=short_ticks, registry_poll_s=0.01)  # fmt: skip
     (registry.root / PROMOTED_FILE).write_text(json.dumps({"version": "../../evil"}))
     for _ in range(5):
         assert retrainer.pending() is None
@@ -689,13 +700,13 @@ def test_a_bad_retrain_start_record_does_not_block_scheduled_runs(
     registry = Registry(tmp_path / "models")
     registry.root.mkdir()
     (registry.root / RETRAIN_STARTED_FILE).write_text(record)
-    engine = warmed_engine(random_stepper(SPEC, seed=5), short_ticks)
-    retrainer = live_retrainer(engine, hang(tmp_path / "started"), registry, interval_s=3600,
+    retrainer = live_retrainer(random_stepper(SPEC, seed=5), hang(tmp_path / "started"),
+                               registry, warm_on=short_ticks, interval_s=3600,
                                registry_poll_s=0)  # fmt: skip
     retrainer.schedule_fired()
     retrainer.pending()
     try:
-        assert retrainer.running and retrainer.outcomes == []
-        assert abs(registry.last_retrain_start() - time.time()) < 60  # type: ignore[operator]
+        assert retrainer.running and runs(retrainer) == 0
+        assert abs(last_retrain_start(registry.root) - time.time()) < 60  # type: ignore[operator]
     finally:
         retrainer.stop()

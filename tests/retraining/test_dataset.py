@@ -1,18 +1,11 @@
 """The training data recorder: bounded, and keyed by series identity."""
 
 import numpy as np
-import pytest
 
 from forecaster.core.engine import Engine, EngineParams
 from forecaster.core.features import FeatureParams
 from forecaster.core.ticks import TickColumns
-from forecaster.retraining.dataset import (
-    BOOTSTRAP_HEADROOM,
-    BOOTSTRAP_MAX_STEPS,
-    FIRST_CAPACITY,
-    RECORDED_STEP_BYTES,
-    HistoryRecorder,
-)
+from forecaster.retraining.dataset import RECORDED_STEP_BYTES, HistoryRecorder
 
 SECOND = 1_000_000_000
 
@@ -36,26 +29,6 @@ def test_one_call_larger_than_the_bound_keeps_its_newest_steps() -> None:
     recorder = HistoryRecorder(max_steps=3)
     recorder(np.array([5] * 7), np.arange(7.0), np.zeros(7), np.arange(7))
     assert [s.z.tolist() for s in recorder.sequences()] == [[4.0, 5.0, 6.0]]
-
-
-def test_the_bootstrap_recorder_holds_a_few_times_the_bootstrap_steps() -> None:
-    recorder = HistoryRecorder.for_bootstrap(20_000)
-    assert recorder.max_steps == BOOTSTRAP_HEADROOM * 20_000
-    assert recorder.nbytes <= 3_000_000
-    with pytest.raises(ValueError, match="max_steps"):
-        HistoryRecorder(0)
-
-
-def test_a_huge_bound_costs_memory_only_as_steps_arrive() -> None:
-    recorder = HistoryRecorder.for_bootstrap(10**9)  # a service told never to train
-    assert recorder.max_steps == BOOTSTRAP_MAX_STEPS
-    assert recorder.nbytes <= FIRST_CAPACITY * RECORDED_STEP_BYTES
-    for block in range(10):
-        keys = np.arange(1000)
-        recorder(keys, np.full(1000, float(block)), np.zeros(1000), np.full(1000, block))
-    assert recorder.held == 10_000 and recorder.nbytes < 4 * 10_000 * RECORDED_STEP_BYTES
-    sequences = recorder.sequences()
-    assert len(sequences) == 1000 and sequences[7].z.tolist() == [float(b) for b in range(10)]
 
 
 def ticks(series: list[str], ts: list[int]) -> TickColumns:

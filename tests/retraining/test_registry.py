@@ -1,5 +1,6 @@
 """The model registry: versions, promotion history, rollback, restart, integrity, pruning,
-the retrain lock, version names that are no plain names, a registry that cannot be written.
+version names that are no plain names, a registry that cannot be written (its records of
+the instances sharing it too).
 
 Versions here are random NumPy steppers: serving a version reads weights.npz only, so
 none of these tests imports TensorFlow.
@@ -26,11 +27,15 @@ from forecaster.retraining import registry as registry_module
 from forecaster.retraining.registry import (
     METADATA_FILE,
     PROMOTED_FILE,
-    RETRAIN_LOCK_FILE,
-    RETRAIN_STARTED_FILE,
     WEIGHTS_FILE,
     Registry,
     check_version,
+)
+from forecaster.retraining.sharing import (
+    RETRAIN_STARTED_FILE,
+    last_retrain_start,
+    record_retrain_start,
+    retrain_lock,
 )
 from forecaster.service import build_engine
 from tests.support.models import random_stepper
@@ -145,29 +150,6 @@ def test_serving_a_saved_version_does_not_import_tensorflow(model_dir: Path) -> 
         [sys.executable, "-c", code, str(model_dir)], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
-
-
-def test_the_retrain_lock_is_free_again_once_its_holder_is_killed(tmp_path: Path) -> None:
-    code = (
-        "import sys, time; from pathlib import Path; "
-        "from forecaster.retraining.registry import Registry; "
-        "lock = Registry(Path(sys.argv[1])).retrain_lock(); print(lock is not None, flush=True); "
-        "time.sleep(600)"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
-        assert Registry(tmp_path).retrain_lock() is None  # another process holds it
-    finally:
-        holder.kill()  # SIGKILL: no chance to release it itself
-        holder.wait()
-        holder.stdout.close()  # type: ignore[union-attr]
-    lock = Registry(tmp_path).retrain_lock()
-    assert lock is not None
-    lock.release()
-    assert (tmp_path / RETRAIN_LOCK_FILE).exists()
 
 
 # --- version names -------------------------------------------------------------------------
@@ -294,12 +276,12 @@ def test_a_registry_beneath_a_file_raises_artifact_errors_with_the_reason(
     with pytest.raises(ArtifactError, match=r"cannot save model version gru-\w+ in .*: Not a dir"):
         registry.save(random_stepper(SPEC), FeatureParams(), {})
     with pytest.raises(ArtifactError, match=r"cannot open the retrain lock .*: Not a directory"):
-        registry.retrain_lock()
+        retrain_lock(registry.root)
     with pytest.raises(ArtifactError, match=r"retrain-started\.json: Not a directory"):
-        registry.record_retrain_start(1.0)
+        record_retrain_start(registry.root, 1.0)
     # Reading finds nothing, as in an empty registry.
     assert registry.promoted() is None and registry.versions() == []
-    assert registry.last_retrain_start() is None
+    assert last_retrain_start(registry.root) is None
 
 
 def no_space(*args: object, **kwargs: object) -> None:
@@ -312,13 +294,13 @@ def test_a_full_disk_fails_each_write_and_leaves_the_registry_as_it_was(
     registry, (v0, v1) = saved_versions(tmp_path, 2)
     registry.promote(v0)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    monkeypatch.setattr(registry_module, "write_file", no_space)
+    monkeypatch.setattr(registry_module, "write_atomically", no_space)
     with pytest.raises(ArtifactError, match=f"cannot record the promotion of {v1} in .*: No space"):
         registry.promote(v1)
     with pytest.raises(ArtifactError, match=r"cannot save model version .*: No space left"):
         registry.save(random_stepper(SPEC, seed=9), FeatureParams(), {})
     with pytest.raises(ArtifactError, match=f"{RETRAIN_STARTED_FILE}: No space left"):
-        registry.record_retrain_start(1.0)
+        record_retrain_start(registry.root, 1.0)
     assert registry.promoted() == v0
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no debris
 
@@ -335,11 +317,3 @@ def test_a_version_that_cannot_be_deleted_fails_the_prune(
     monkeypatch.setattr(shutil, "rmtree", read_only)
     with pytest.raises(ArtifactError, match=f"cannot delete model version {v0}: Read-only"):
         registry.prune(keep=2)
-
-
-def test_a_garbled_retrain_start_record_is_an_artifact_error(tmp_path: Path) -> None:
-    registry = Registry(tmp_path)
-    for garbage in ("{", '{"started": "soon"}', '{"started": Infinity}', "[]"):
-        (tmp_path / RETRAIN_STARTED_FILE).write_text(garbage)
-        with pytest.raises(ArtifactError, match="is unreadable"):
-            registry.last_retrain_start()
