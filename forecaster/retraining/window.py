@@ -1,4 +1,5 @@
-"""The training window: the recent history of every series, selected and cleaned with pandas.
+"""The history window: how much recent history of every series a model is trained on,
+selected and cleaned with pandas.
 
 The window is the last ``ticks`` warm steps of each series and/or the steps of the last
 ``seconds`` of time (by tick timestamps, back from the newest tick in the history, so

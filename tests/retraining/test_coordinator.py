@@ -251,7 +251,7 @@ def test_a_training_that_raises_or_yields_nan_leaves_serving_untouched(
     }
 
 
-def test_a_live_retraining_promotes_a_candidate_fitted_and_validated_in_a_child_process(
+def test_a_live_retraining_promotes_a_candidate_fitted_and_judged_in_a_child_process(
     short_ticks: Path, tmp_path: Path
 ) -> None:
     features = FeatureParams(min_history=8)
