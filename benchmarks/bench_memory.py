@@ -57,9 +57,10 @@ def measure_memory(series: int) -> dict[str, float]:
     from forecaster.core.engine import Engine
     from forecaster.core.table import SLOT_ARRAYS
     from forecaster.core.ticks import TickColumns
+    from forecaster.params import engine_params
     from tests.support.models import random_stepper
 
-    engine = Engine(Settings().engine_params(), random_stepper(SERVING_SPEC, seed=1))
+    engine = Engine(engine_params(Settings()), random_stepper(SERVING_SPEC, seed=1))
     names = [f"S{i:06d}" for i in range(series)]
     before = resident_bytes()
     for tick in range(TICKS_PER_SERIES):

@@ -27,29 +27,42 @@ from threadpoolctl import threadpool_limits
 
 from forecaster.core.engine import Engine, EngineParams
 from forecaster.io.files import CsvSource, JsonLinesSink
-from forecaster.ops.metrics import Metrics
+from forecaster.ops.metrics import RETRAIN_OUTCOMES, Metrics
 from forecaster.pipeline import Pipeline
 from forecaster.retraining.coordinator import Retrainer, RetrainPolicy
+from forecaster.retraining.feed import StepFeed
 from forecaster.retraining.trainer import Trainer
 from forecaster.retraining.window import WindowSpec
 from forecaster.service import BLAS_THREADS
 from tests.support.models import random_stepper
 
 
-def start_retraining(pipeline: Pipeline, epochs: int, window: int, timeout_s: float
-                     ) -> Retrainer:  # fmt: skip
-    """Ask the service's Retrainer for a run; the pipeline launches it at its next batch
-    boundary in a child process (niced, TensorFlow bounded to one thread) and swaps the
-    model in, re-warming every series, when it is done."""
-    engine = pipeline.engine
-    trainer = Trainer(SERVING_SPEC, engine.params.features, window=window, epochs=epochs,
-                      threads=1)  # fmt: skip
-    policy = RetrainPolicy(window=WindowSpec(ticks=engine.params.ring_length), timeout_s=timeout_s)
-    retrainer = Retrainer(engine, trainer.named_fit(), policy, engine.params.features,
-                          metrics=pipeline.metrics)  # fmt: skip
-    pipeline.updates = retrainer
-    retrainer.request()
-    return retrainer
+def retraining_engine(epochs: int, sequence_length: int, timeout_s: float, metrics: Metrics
+                       ) -> tuple[Engine, Retrainer]:  # fmt: skip
+    """The engine and the service's Retrainer, wired as build_engine wires them; a run
+    starts only when requested: the pipeline launches it at its next batch boundary in a
+    child process (niced, TensorFlow bounded to one thread) and swaps the model in,
+    re-warming every series, when it is done."""
+    params = EngineParams()
+    policy = RetrainPolicy(window=WindowSpec(ticks=params.ring_length), timeout_s=timeout_s)
+    feed = StepFeed(policy.bootstrap_steps, first_model=False)
+    engine = Engine(params, random_stepper(SERVING_SPEC, seed=1), recorder=feed)
+    trainer = Trainer(SERVING_SPEC, params.features, sequence_length=sequence_length,
+                      epochs=epochs, threads=1)  # fmt: skip
+    retrainer = Retrainer(engine, feed, trainer.named_fit(), policy, params.features,
+                          metrics=metrics)  # fmt: skip
+    return engine, retrainer
+
+
+def retrain_runs(metrics: Metrics) -> dict[str, Any]:
+    """What the retraining came to, from the service's metrics."""
+    registry = metrics.registry
+    outcomes = {outcome: registry.get_sample_value("forecaster_retrains_total",
+                                                   {"outcome": outcome})
+                for outcome in RETRAIN_OUTCOMES}  # fmt: skip
+    seconds = registry.get_sample_value("forecaster_retrain_duration_seconds_sum")
+    return {"retrain_outcomes": {k: int(v or 0) for k, v in outcomes.items() if v},
+            "retrain_seconds": round(seconds or 0.0, 1)}  # fmt: skip
 
 
 def run_phase(pipeline: Pipeline, keep_going: Any) -> dict[str, float]:
@@ -93,23 +106,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     workdir = options.workdir / "retrain"
     ticks = tick_file(workdir / f"ticks-{options.series}.csv", 100 * options.series,
                       options.series)  # fmt: skip
-    engine = Engine(EngineParams(), random_stepper(SERVING_SPEC, seed=1))
+    metrics = Metrics()
+    engine, retrainer = retraining_engine(options.epochs, options.window,
+                                          options.max_retrain_seconds, metrics)  # fmt: skip
     out = (workdir / "forecasts.jsonl").open("wb")
     sink = JsonLinesSink(out, (workdir / "rejects.jsonl").open("wb"))
-    pipeline = Pipeline(CsvSource(ticks, options.batch, loop=True), engine, sink, Metrics())
+    source = CsvSource(ticks, options.batch, loop=True)
+    pipeline = Pipeline(source, engine, sink, metrics, updates=retrainer)
     # One BLAS thread, as the service runs.
     with threadpool_limits(BLAS_THREADS, user_api="blas"), contextlib.closing(sink):
         warm = run_phase(pipeline, lambda: least_history(engine) < options.history)
         steady = run_phase(pipeline, for_seconds(options.seconds))
-        retrainer = start_retraining(pipeline, options.epochs, options.window,
-                                     options.max_retrain_seconds)  # fmt: skip
+        retrainer.request()
         pipeline.step()  # the boundary at which the run starts
         during = run_phase(pipeline, lambda: retrainer.running)
         retrainer.stop()
     results = {"warm": warm, "steady": steady, "retraining": during,
-               "retrain_outcomes": [o.outcome for o in retrainer.outcomes],
-               "retrain_errors": [o.error for o in retrainer.outcomes if o.error],
-               "retrain_seconds": [round(o.seconds, 1) for o in retrainer.outcomes],
+               **retrain_runs(metrics),
                "throughput_ratio": ratio(during["ticks_per_s"], steady["ticks_per_s"]),
                "p99_ratio": ratio(during["p99_ms"], steady["p99_ms"])}  # fmt: skip
     settings = {"series": options.series, "batch": options.batch, "epochs": options.epochs,

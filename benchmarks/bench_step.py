@@ -45,7 +45,7 @@ def one_tick_each(names: list[str], tick: int, rng: np.random.Generator) -> Tick
 
 def engine_us_per_tick(series: int, repeats: int) -> tuple[float, float]:
     """Median µs per tick of Engine.process and of the bare Stepper.step, N series warm."""
-    params = EngineParams()
+    params = EngineParams(max_series=0)  # no series limit: 100,000 series all step
     model = random_stepper(SERVING_SPEC, seed=1)
     engine = Engine(params, model)
     names = [f"S{i:06d}" for i in range(series)]

@@ -21,6 +21,7 @@ import numpy as np
 from forecaster.config import Settings
 from forecaster.core.engine import Engine
 from forecaster.core.ticks import TickColumns
+from forecaster.params import engine_params, model_spec
 from tests.support.models import random_stepper
 
 BATCH = 5000
@@ -46,7 +47,7 @@ def batch(names: list[str], first_tick: int, rng: np.random.Generator) -> TickCo
 
 def run(ticks: int, series: int, ttl_s: float, churn: bool) -> dict[str, object]:
     settings = Settings(evict_ttl_s=ttl_s)  # the service's defaults otherwise
-    engine = Engine(settings.engine_params(), random_stepper(settings.model_spec()))
+    engine = Engine(engine_params(settings), random_stepper(model_spec(settings)))
     rng, samples, evicted, started = np.random.default_rng(0), [], 0, time.perf_counter()
     for first in range(0, ticks, BATCH):
         ids = (

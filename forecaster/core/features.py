@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from forecaster.config import Settings
 from forecaster.errors import ConfigError
 
 FEATURE_NAMES = ("return_z", "level_z", "tod_sin", "tod_cos")
@@ -60,9 +61,9 @@ BoolArray = npt.NDArray[np.bool_]
 class FeatureParams:
     """How features are computed; a model is only valid with the params it was trained on."""
 
-    min_history: int = 32
-    scale_halflife: float = 500.0
-    level_halflife: float = 50.0
+    min_history: int = Settings.min_history
+    scale_halflife: float = Settings.scale_halflife
+    level_halflife: float = Settings.level_halflife
     clip: float = 8.0
 
     def __post_init__(self) -> None:

@@ -124,9 +124,9 @@ class BackupArea:
     """Memory for a ``Backup``, reused from batch to batch.
 
     A batch's backup of 1,000 series is ~0.9 MB that lives until the batch is committed.
-    Allocated afresh for every batch, it cost 1.2-1.3x the engine time of this reused
-    area in the step benchmark: glibc trims the heap top between batches, and the fresh
-    copies' pages were faulted in again every batch (666 faults per batch against 412).
+    Allocated afresh for every batch, it costs 1.2-1.3x the engine time of this reused
+    area (``benchmarks/bench_step.py``): glibc trims the heap top between batches, so a
+    fresh copy's pages are faulted in again every batch (666 faults per batch against 412).
     """
 
     def __init__(self) -> None:

@@ -13,19 +13,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from forecaster.config import CELLS, Settings
 from forecaster.core.features import FEATURE_NAMES
 from forecaster.errors import ConfigError
-
-CELLS = ("lstm", "gru")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A stack of recurrent layers and a linear head predicting the next standardised return."""
 
-    cell: str = "lstm"
-    layers: int = 2
-    units: int = 32
+    cell: str = Settings.cell
+    layers: int = Settings.layers
+    units: int = Settings.units
     n_features: int = len(FEATURE_NAMES)
 
     def __post_init__(self) -> None:

@@ -200,8 +200,15 @@ def check_stream(stream: Stream, batch_size: int) -> None:
 # --- anything at all ---------------------------------------------------------------------
 
 # Small enough that sizes around it are cheap, large enough to hold an integer past
-# Python's 4,300-digit limit for int(); a skew so that far-future ticks are checked too.
-HOSTILE_LIMITS = InputLimits(max_message_bytes=4400, max_price=1e9, max_future_skew_ns=300 * 10**9)
+# Python's 4,300-digit limit for int(); the tick format's own latest ts, not the setting's
+# (2200), so that a tick of 2223 is in the future; a skew so that far-future ticks are
+# checked too.
+HOSTILE_LIMITS = InputLimits(
+    max_message_bytes=4400,
+    max_price=1e9,
+    max_ts_ns=MAX_EPOCH_MS * 1_000_000,
+    max_future_skew_ns=300 * 10**9,
+)
 REASONS = {reason.value for reason in RejectReason}
 EVERY_CHARACTER = st.characters(
     categories=["L", "M", "N", "P", "S", "Z", "Cc", "Cf", "Cs", "Co", "Cn"]

@@ -44,7 +44,6 @@ from forecaster.core.ticks.format import (
     MAX_SERIES_CHARS,
     InputLimits,
     RejectReason,
-    rfc3339_ns,
 )
 from forecaster.core.ticks.json_messages import parse_messages
 
@@ -61,5 +60,4 @@ __all__ = [
     "empty_columns",
     "parse_csv_frame",
     "parse_messages",
-    "rfc3339_ns",
 ]

@@ -10,16 +10,12 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-import pandas as pd
+from forecaster.config import Settings
+from forecaster.timestamps import rfc3339_ns, seconds_ns
 
-MAX_SERIES_CHARS = 200
+MAX_SERIES_CHARS = Settings.max_series_chars
 MAX_EPOCH_MS = 9_000_000_000_000  # 2255-03-14; beyond it nanoseconds overflow int64
 
-# ASCII digits only: pandas reads no others in a timestamp (int() does, in epoch ms).
-RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
-    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
 RFC3339_NO_ZONE = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
 )
@@ -66,15 +62,15 @@ class InputLimits:
     'price_out_of_range'
     """
 
-    max_message_bytes: int = 16384  # a message longer than this is not even decoded
+    max_message_bytes: int = Settings.max_message_bytes  # a longer message is not decoded
     max_series_chars: int = MAX_SERIES_CHARS
-    min_price: float = 1e-9
-    max_price: float = 1e12
-    min_ts_ns: int = 0
-    max_ts_ns: int = MAX_EPOCH_MS * 1_000_000
+    min_price: float = Settings.min_price
+    max_price: float = Settings.max_price
+    min_ts_ns: int = rfc3339_ns(Settings.min_ts)
+    max_ts_ns: int = rfc3339_ns(Settings.max_ts)
     # Live input only: a tick this far ahead of the wall clock (``now_ns`` at parse) is
     # rejected as ts_in_future; 0 = no check.
-    max_future_skew_ns: int = 0
+    max_future_skew_ns: int = seconds_ns(Settings.max_future_skew_s)
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 1 or self.max_series_chars < 1:
@@ -89,17 +85,3 @@ class InputLimits:
 
 
 DEFAULT_LIMITS = InputLimits()
-
-
-def rfc3339_ns(text: str) -> int:
-    """Epoch nanoseconds of an RFC 3339 timestamp with a zone; ValueError if it is not one.
-
-    >>> rfc3339_ns("1970-01-01T00:00:01Z")
-    1000000000
-    """
-    if not RFC3339.fullmatch(text):
-        raise ValueError(f"{text!r} is not an RFC 3339 timestamp with a zone")
-    try:
-        return int(pd.Timestamp(text.upper()).value)
-    except OverflowError:
-        raise ValueError(f"{text!r} is out of the range of int64 nanoseconds") from None

@@ -20,13 +20,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from forecaster.core.ticks.columns import ParsedBatch, Rejected, TickColumns, pick
-from forecaster.core.ticks.format import (
-    MAX_EPOCH_MS,
-    RFC3339,
-    RFC3339_NO_ZONE,
-    InputLimits,
-    RejectReason,
-)
+from forecaster.core.ticks.format import MAX_EPOCH_MS, RFC3339_NO_ZONE, InputLimits, RejectReason
+from forecaster.timestamps import RFC3339
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]

@@ -40,6 +40,7 @@ from forecaster.io.kafka.client import (
     reaches_a_broker,
 )
 from forecaster.ops.metrics import Metrics
+from forecaster.params import input_limits
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class KafkaSource:
         self._rebalance_limit_s = (
             settings.max_poll_interval_ms + settings.session_timeout_ms
         ) / 1000
-        self._limits = settings.input_limits()
+        self._limits = input_limits(settings)
         self._require_key = settings.require_series_key
         self._commit_timeout_ms = settings.request_timeout_ms
         self._topic = settings.input_topic

@@ -78,7 +78,7 @@ SKEW = InputLimits(max_future_skew_ns=60 * 10**9)
         (NOW_NS // 10**6 + 60_000, SKEW, NOW_NS, None),
         (NOW_NS // 10**6 + 60_001, SKEW, NOW_NS, RejectReason.TS_IN_FUTURE),
         (NOW_NS // 10**6 + 60_001, SKEW, None, None),
-        (NOW_NS // 10**6 + 10**9, InputLimits(), NOW_NS, None),
+        (NOW_NS // 10**6 + 10**9, InputLimits(max_future_skew_ns=0), NOW_NS, None),
         (NOW_NS // 10**6 - 10**9, SKEW, NOW_NS, None),
     ],
 )
