@@ -16,7 +16,7 @@ from forecaster.model.stepper import LayerWeights, Stepper
 HEAD_NAME = "head"
 
 
-def build(spec: ModelSpec, seed: int = 0) -> keras.Model:
+def build(spec: ModelSpec, seed: int) -> keras.Model:
     """Recurrent layers returning sequences, then a linear head: one prediction per step."""
     inputs = keras.Input(shape=(None, spec.n_features), name="features")
     x = inputs

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from forecaster.config import Settings
 from forecaster.errors import ConfigError, TrainingError
 from forecaster.model import keras_model
 from forecaster.model.spec import ModelSpec
@@ -26,15 +27,15 @@ from forecaster.retraining.dataset import Samples, Sequence, make_samples
 
 @dataclass(frozen=True)
 class TrainParams:
-    sequence_length: int = 64
+    sequence_length: int = Settings.train_window
     stride: int = 32
     burn_in: int = 8
-    epochs: int = 30
+    epochs: int = Settings.train_epochs
     batch_size: int = 16  # small: a few thousand steps make only a few hundred samples
     learning_rate: float = 2e-3
     stopping_fraction: float = 0.2
     patience: int = 4
-    seed: int = 0
+    seed: int = Settings.seed
     min_samples: int = 16
 
     def __post_init__(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from forecaster.config import Settings
 from forecaster.core.features import FeatureParams
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import Stepper
@@ -69,10 +70,10 @@ class Trainer:
 
     spec: ModelSpec
     features: FeatureParams
-    sequence_length: int = 64
-    epochs: int = 30
-    seed: int = 0
-    threads: int = 0
+    sequence_length: int = Settings.train_window
+    epochs: int = Settings.train_epochs
+    seed: int = Settings.seed
+    threads: int = Settings.retrain_threads
 
     def fit(self, sequences: list[Sequence], verbose: int = 0) -> TrainedModel:
         """Fit a fresh model on ``sequences``; raises TrainingError when it cannot."""

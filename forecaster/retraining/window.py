@@ -19,7 +19,7 @@ Normalisation, gaps and outliers, decided deliberately:
 - A series with a non-finite value, or with fewer than ``min_steps`` steps in the
   window, is dropped whole, and counted.
 
->>> seqs = [Sequence(np.array([0.1, 0.2, 0.3]), np.zeros(3), np.array([1, 2, 3]) * SECOND_NS)]
+>>> seqs = [Sequence(np.array([0.1, 0.2, 0.3]), np.zeros(3), np.array([1, 2, 3]) * NS_PER_S)]
 >>> window = select_window(seqs, WindowSpec(ticks=2), min_steps=1)
 >>> [s.z.tolist() for s in window.sequences], window.summary["steps"]
 ([[0.2, 0.3]], 2)
@@ -35,8 +35,7 @@ import pandas as pd
 
 from forecaster.config import Settings
 from forecaster.retraining.dataset import Sequence
-
-SECOND_NS = 1_000_000_000
+from forecaster.timestamps import NS_PER_S
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ def select_window(sequences: list[Sequence], spec: WindowSpec, min_steps: int) -
     """The part of ``sequences`` (one per series, oldest step first) that ``spec`` keeps."""
     frame = _frame(sequences)
     if spec.seconds > 0 and len(frame):
-        frame = frame[frame["ts"] >= frame["ts"].max() - round(spec.seconds * SECOND_NS)]
+        frame = frame[frame["ts"] >= frame["ts"].max() - round(spec.seconds * NS_PER_S)]
     if spec.ticks > 0:
         frame = frame.groupby("series", sort=False).tail(spec.ticks)
     held = sum(1 for s in sequences if len(s))

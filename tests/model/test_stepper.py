@@ -60,4 +60,4 @@ def test_run_equals_stepping_ragged_sequences(spec: ModelSpec) -> None:
 
 def test_spec_is_read_back_from_the_keras_model() -> None:
     spec = ModelSpec(cell="gru", layers=3, units=5)
-    assert keras_model.spec_of(keras_model.build(spec)) == spec
+    assert keras_model.spec_of(keras_model.build(spec, seed=0)) == spec
