@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from forecaster.config import Settings
 from forecaster.core.engine import EngineParams
 from forecaster.core.features import FeatureParams
+from forecaster.core.intervals import IntervalParams
 from forecaster.core.ticks import InputLimits
 from forecaster.errors import ConfigError
 from forecaster.model.spec import ModelSpec
@@ -40,10 +41,20 @@ def feature_params(settings: Settings) -> FeatureParams:
     )
 
 
+def interval_params(settings: Settings) -> IntervalParams:
+    """How the engine calibrates the prediction interval around every forecast."""
+    return IntervalParams(
+        coverage=settings.interval_coverage,
+        step=settings.interval_step,
+        halflife=settings.interval_halflife,
+    )
+
+
 def engine_params(settings: Settings) -> EngineParams:
-    """The engine's features, history ring, idle eviction and series limit."""
+    """The engine's features, intervals, history ring, idle eviction and series limit."""
     return EngineParams(
         features=feature_params(settings),
+        intervals=interval_params(settings),
         ring_length=settings.ring_length,
         evict_ttl_ns=seconds_ns(settings.evict_ttl_s),
         max_series=settings.max_series,

@@ -37,8 +37,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from forecaster.backoff import Backoff
-from forecaster.core.engine import NAIVE, Engine, EngineResult, ForecastBatch
-from forecaster.core.ticks import ParsedBatch, Rejected, RejectReason, empty_columns
+from forecaster.core.engine import Engine, EngineResult, ForecastBatch
+from forecaster.core.ticks import ParsedBatch, Rejected, RejectReason
 from forecaster.errors import DeliveryError
 from forecaster.faults import internal_error_detail, log_internal_error
 from forecaster.io.base import DeadLetter, Sink, Source, SourceBatch
@@ -168,7 +168,7 @@ class Pipeline:
             log_internal_error("processing a message", exc)
             self.engine.rollback()
             letter = single.unprocessable(internal_error_detail(exc))
-            self.sink.write(_no_forecasts(), [letter])
+            self.sink.write(ForecastBatch.empty(), [letter])
             self.sink.flush()
             self._commit(single)
             self.totals.rejected += 1
@@ -273,20 +273,4 @@ def _isolate_unencodable(
         letters.append(batch.dead_letter(rejected))
     letters.sort(key=lambda letter: letter.rejected.position)
     keep = np.setdiff1d(np.arange(len(forecasts)), [row for row, _ in failed])
-    return _forecast_rows(forecasts, keep), letters
-
-
-def _no_forecasts() -> ForecastBatch:
-    empty = np.zeros(0)
-    return ForecastBatch(empty_columns(), empty, np.zeros(0, bool), NAIVE, empty, empty)
-
-
-def _forecast_rows(forecasts: ForecastBatch, rows: Any) -> ForecastBatch:
-    return ForecastBatch(
-        forecasts.ticks.take(rows),
-        forecasts.forecast[rows],
-        forecasts.naive[rows],
-        forecasts.model_version,
-        forecasts.previous_price[rows],
-        forecasts.previous_forecast[rows],
-    )
+    return forecasts.take(keep), letters

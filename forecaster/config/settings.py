@@ -128,6 +128,16 @@ class Settings:
     ring_length: int = _setting(
         512, "Recent steps kept per series for retraining and re-warming", at_least(2)
     )
+    # Prediction intervals (see README, "Prediction intervals")
+    interval_coverage: float = _setting(
+        0.9, "Nominal coverage of the interval around every forecast", inside(0, 1)
+    )
+    interval_step: float = _setting(
+        0.05, "Step of a series' interval threshold per scored forecast", above(0)
+    )
+    interval_halflife: float = _setting(
+        16.0, "Half-life, in ticks, of a series' residual scale behind its intervals", above(0)
+    )
     # Training
     bootstrap_steps: int = _setting(
         20000,

@@ -49,6 +49,11 @@ STATS_DTYPE = np.dtype(
         ("skill_cross", np.float64),
         ("skill_power", np.float64),
         ("last_head", np.float64),  # the head's last forecast; 0 before any
+        # the prediction interval's calibration, kept by forecaster.core.intervals
+        ("naive_sq", np.float64),
+        ("model_sq", np.float64),
+        ("naive_shift", np.float64),
+        ("model_shift", np.float64),
     ]
 )
 

@@ -48,16 +48,19 @@ def forecast_records(batch: ForecastBatch) -> list[dict[str, Any]]:
     """The forecast objects of a batch, in order."""
     ticks = batch.ticks
     return [
-        {"series": series, "ts": ts, "price": price, "forecast": forecast, "model_version": version}
-        for series, ts, price, forecast, version in zip(
+        {"series": series, "ts": ts, "price": price, "forecast": forecast,
+         "model_version": version, "lower": lower, "upper": upper}
+        for series, ts, price, forecast, version, lower, upper in zip(
             ticks.series,
             format_rfc3339(ticks.ts),
             ticks.price.tolist(),
             batch.forecast.tolist(),
             batch.versions(),
+            batch.lower.tolist(),
+            batch.upper.tolist(),
             strict=True,
         )
-    ]
+    ]  # fmt: skip
 
 
 def encode_forecasts(batch: ForecastBatch) -> list[bytes]:
@@ -67,8 +70,9 @@ def encode_forecasts(batch: ForecastBatch) -> list[bytes]:
 
     >>> from forecaster.core.ticks import parse_messages
     >>> ticks = parse_messages([b'{"series":"A","ts":1,"price":2.0}']).ticks
-    >>> batch = ForecastBatch(ticks, np.array([2.5]), np.array([False]), "v1", np.zeros(1),
-    ...                       np.zeros(1))
+    >>> f, none = np.array([2.5]), np.zeros(1)
+    >>> batch = ForecastBatch(ticks, f, np.array([False]), "v1", none, none, f - 1, f + 1, none,
+    ...                       none)
     >>> encode_forecasts(batch)[0] == json.dumps(forecast_records(batch)[0]).encode()
     True
     """
@@ -80,8 +84,9 @@ def encode_forecast_lines(batch: ForecastBatch) -> bytes:
 
     >>> from forecaster.core.ticks import parse_messages
     >>> ticks = parse_messages([b'{"series":"A","ts":1,"price":2.0}'] * 2).ticks
-    >>> batch = ForecastBatch(ticks, np.array([2.5, 3.0]), np.array([False, True]), "v1",
-    ...                       np.zeros(2), np.zeros(2))
+    >>> f, none = np.array([2.5, 3.0]), np.zeros(2)
+    >>> batch = ForecastBatch(ticks, f, np.array([False, True]), "v1", none, none, f - 1, f + 1,
+    ...                       none, none)
     >>> encode_forecast_lines(batch) == b"".join(line + b"\\n" for line in encode_forecasts(batch))
     True
     """
@@ -95,8 +100,8 @@ def unencodable_rows(batch: ForecastBatch) -> list[tuple[int, Exception]]:
 
     >>> from forecaster.core.ticks import parse_messages
     >>> ticks = parse_messages([b'{"series":"A","ts":1,"price":2.0}'] * 3).ticks
-    >>> batch = ForecastBatch(ticks, np.array([2.5, np.inf, 3.0]), np.array([False] * 3), "v1",
-    ...                       np.zeros(3), np.zeros(3))
+    >>> f, none = np.array([2.5, np.inf, 3.0]), np.zeros(3)
+    >>> batch = ForecastBatch(ticks, f, np.array([False] * 3), "v1", none, none, f, f, none, none)
     >>> [(row, str(exc)) for row, exc in unencodable_rows(batch)]
     [(1, "forecast inf of series 'A' is not finite (JSON has no NaN or Infinity)")]
     """
@@ -114,26 +119,30 @@ def _forecast_texts(batch: ForecastBatch) -> list[str]:
     per call); each series name is escaped once per batch. Non-finite numbers, which JSON
     has no form for, take the slow path, which raises on them."""
     ticks = batch.ticks
-    if not (np.isfinite(ticks.price).all() and np.isfinite(batch.forecast).all()):
+    numbers = (ticks.price, batch.forecast, batch.lower, batch.upper)
+    if not all(np.isfinite(column).all() for column in numbers):
         return [_record_text(r) for r in forecast_records(batch)]
     names = {name: _json_string(name) for name in set(ticks.series)}
     versions = {False: _json_string(batch.model_version), True: _json_string(NAIVE)}
     return [
         f'{{"series": {names[series]}, "ts": "{ts}", "price": {price!r}, '
-        f'"forecast": {forecast!r}, "model_version": {versions[naive]}}}'
-        for series, ts, price, forecast, naive in zip(
+        f'"forecast": {forecast!r}, "model_version": {versions[naive]}, '
+        f'"lower": {lower!r}, "upper": {upper!r}}}'
+        for series, ts, price, forecast, naive, lower, upper in zip(
             ticks.series,
             format_rfc3339(ticks.ts),
             ticks.price.tolist(),
             batch.forecast.tolist(),
             batch.naive.tolist(),
+            batch.lower.tolist(),
+            batch.upper.tolist(),
             strict=True,
         )
     ]
 
 
 def _record_text(record: dict[str, Any]) -> str:
-    for name in ("price", "forecast"):
+    for name in ("price", "forecast", "lower", "upper"):
         if not math.isfinite(record[name]):
             raise ValueError(f"{name} {record[name]} of series {record['series'][:64]!a} "
                              "is not finite (JSON has no NaN or Infinity)")  # fmt: skip

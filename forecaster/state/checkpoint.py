@@ -73,7 +73,7 @@ from forecaster.retraining.registry import check_version, shown
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3  # 3: series statistics hold the prediction intervals' calibration
 CURRENT, PREVIOUS = "current.npz", "previous.npz"
 HEADER = "header"
 REFUSAL_REASONS = ("unreadable", "corrupt", "incompatible")

@@ -10,6 +10,7 @@ from forecaster.core.ticks import InputLimits, ParsedBatch, Rejected, RejectReas
 from forecaster.errors import SourceError
 from forecaster.io.base import DeadLetter
 from forecaster.io.files import CsvSource, JsonLinesSink
+from tests.support.forecasts import forecast_batch
 
 
 def write(path: Path, rows: list[str], header: str = "series,ts,price") -> Path:
@@ -78,13 +79,12 @@ def test_the_sink_keeps_keep_bytes_of_each_dead_letter() -> None:
 
 def no_forecasts() -> ForecastBatch:
     ticks = parse_messages([]).ticks
-    return ForecastBatch(ticks, np.empty(0), np.empty(0, bool), "v1", np.empty(0), np.empty(0))
+    return forecast_batch(ticks, np.empty(0), np.empty(0, bool))
 
 
 def test_the_sink_writes_nothing_when_a_forecast_cannot_be_encoded() -> None:
     ticks = parse_messages([b'{"series": "A", "ts": 1, "price": 2.0}']).ticks
-    forecasts = ForecastBatch(ticks, np.array([np.nan]), np.array([False]), "v1", np.zeros(1),
-                              np.zeros(1))  # fmt: skip
+    forecasts = forecast_batch(ticks, np.array([np.nan]), np.array([False]))
     letter = DeadLetter(Rejected(1, b"{", RejectReason.INVALID_JSON, "not JSON"), {"line": 3})
     out, dead = io.BytesIO(), io.BytesIO()
     with pytest.raises(ValueError, match="not finite"):

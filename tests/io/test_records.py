@@ -20,6 +20,7 @@ from forecaster.io.records import (
     kept_bytes,
     unencodable_rows,
 )
+from tests.support.forecasts import forecast_batch
 
 
 def test_rfc3339_keeps_the_precision_each_timestamp_needs() -> None:
@@ -36,9 +37,7 @@ def test_forecast_records_echo_the_tick() -> None:
     ticks = parse_messages(
         [b'{"series":"\\u00e9\\"x","ts":"2026-01-05T01:00:00+01:00","price":2}']
     ).ticks
-    batch = ForecastBatch(
-        ticks, np.array([2.5]), np.array([False]), "lstm-1", np.zeros(1), np.zeros(1)
-    )
+    batch = forecast_batch(ticks, np.array([2.5]), np.array([False]), "lstm-1")
     record = json.loads(encode_forecasts(batch)[0])
     assert record == {
         "series": 'é"x',
@@ -46,6 +45,8 @@ def test_forecast_records_echo_the_tick() -> None:
         "price": 2.0,
         "forecast": 2.5,
         "model_version": "lstm-1",
+        "lower": 2.5 * 0.99,
+        "upper": 2.5 * 1.01,
     }
 
 
@@ -71,7 +72,7 @@ def test_fast_encoding_is_byte_for_byte_json_dumps() -> None:
         partition=np.zeros(n, np.int32),
     )
     forecast = ticks.price * np.exp(rng.normal(0, 0.01, n))
-    batch = ForecastBatch(ticks, forecast, rng.random(n) < 0.3, "v\u00e9", np.zeros(n), np.zeros(n))
+    batch = forecast_batch(ticks, forecast, rng.random(n) < 0.3, "v\u00e9")
     expected = [json.dumps(r, ensure_ascii=False).encode() for r in forecast_records(batch)]
     assert encode_forecasts(batch) == expected
     assert encode_forecast_lines(batch) == b"".join(line + b"\n" for line in expected)
@@ -103,7 +104,7 @@ def forecasts_of(series: list[str], forecast: list[float], version: str = "v1") 
         partition=np.zeros(n, np.int32),
     )
     naive = np.array([name.startswith("naive") for name in series])
-    return ForecastBatch(ticks, np.array(forecast), naive, version, np.zeros(n), np.zeros(n))
+    return forecast_batch(ticks, np.array(forecast), naive, version)
 
 
 def test_unencodable_rows_are_the_ones_that_make_the_batch_raise() -> None:
@@ -115,8 +116,7 @@ def test_unencodable_rows_are_the_ones_that_make_the_batch_raise() -> None:
     assert "forecast nan of series 'B' is not finite" in str(failed[0][1])
     assert isinstance(failed[1][1], UnicodeEncodeError)
     keep = np.array([0, 4])
-    rest = ForecastBatch(batch.ticks.take(keep), batch.forecast[keep], batch.naive[keep], "v1",
-                         np.zeros(2), np.zeros(2))  # fmt: skip
+    rest = batch.take(keep)
     lines = encode_forecast_lines(rest).splitlines()
     assert [strict_json(line)["series"] for line in lines] == ["A", "D"]
 

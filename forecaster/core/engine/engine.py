@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
+from forecaster.core import intervals
 from forecaster.core.engine.eviction import IdleEviction
 from forecaster.core.engine.params import EngineParams
 from forecaster.core.engine.pending import PendingBatch
@@ -137,6 +138,7 @@ class Engine:
         self.model = model
         self.table.reset_recurrent(model.state_size)
         self._rewarm(self.table.active_slots())
+        intervals.restart_model(self.table.stats)
 
     def _rewarm(self, slots: IntArray) -> None:
         """Recompute the recurrent state of ``slots`` by running the model over their rings,
@@ -181,6 +183,9 @@ class Engine:
         slots = self.table.put(snapshot)
         if foreign:
             self._rewarm(slots)
+            stats = self.table.stats[slots]
+            intervals.restart_model(stats)
+            self.table.stats[slots] = stats
 
     def _version(self) -> str:
         return self.model.version if self.model is not None else NAIVE

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 
 from forecaster.config import Settings
 from forecaster.core.features import FeatureParams
+from forecaster.core.intervals import IntervalParams
 from forecaster.timestamps import seconds_ns
 
 
 @dataclass(frozen=True)
 class EngineParams:
     features: FeatureParams = field(default_factory=FeatureParams)
+    intervals: IntervalParams = field(default_factory=IntervalParams)
     ring_length: int = Settings.ring_length
     # A series whose last tick is this much older than its partition's newest tick is
     # evicted (its state dropped); 0 keeps every series.

@@ -56,6 +56,10 @@ class PendingBatch:
     accepted: BoolArray
     previous_price: FloatArray
     previous_forecast: FloatArray
+    lower: FloatArray
+    upper: FloatArray
+    previous_lower: FloatArray
+    previous_upper: FloatArray
     rejects: list[OrderReject]
     undo: list[Undo]
     nonfinite: int = 0
@@ -71,6 +75,10 @@ class PendingBatch:
             accepted=np.zeros(n, bool),
             previous_price=np.zeros(n),
             previous_forecast=np.zeros(n),
+            lower=ticks.price.copy(),
+            upper=ticks.price.copy(),
+            previous_lower=np.zeros(n),
+            previous_upper=np.zeros(n),
             rejects=[],
             undo=[],
         )
@@ -87,8 +95,9 @@ class PendingBatch:
         del self.rejects[undo.rejects :]
         self.nonfinite = undo.nonfinite
         self.slots[index], self.accepted[index], self.naive[index] = -1, False, True
-        self.forecast[index] = self.ticks.price[index]
+        self.forecast[index] = self.lower[index] = self.upper[index] = self.ticks.price[index]
         self.previous_price[index] = self.previous_forecast[index] = 0.0
+        self.previous_lower[index] = self.previous_upper[index] = 0.0
 
     def result(self, version: str) -> EngineResult:
         keep = np.flatnonzero(self.accepted)
@@ -99,6 +108,10 @@ class PendingBatch:
             version,
             self.previous_price[keep],
             self.previous_forecast[keep],
+            self.lower[keep],
+            self.upper[keep],
+            self.previous_lower[keep],
+            self.previous_upper[keep],
         )
         rejects = sorted(self.rejects, key=lambda reject: reject.index)
         return EngineResult(forecasts, rejects, self.nonfinite)

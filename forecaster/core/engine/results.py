@@ -2,9 +2,11 @@
 
 >>> from forecaster.core.ticks import parse_messages
 >>> ticks = parse_messages([b'{"series":"X","ts":1,"price":2.0}']).ticks
->>> batch = ForecastBatch(ticks, ticks.price, np.ones(1, bool), "v1", ticks.price, ticks.price)
->>> batch.versions()
-['naive']
+>>> price = ticks.price
+>>> batch = ForecastBatch(ticks, price, np.ones(1, bool), "v1", price, price, price * 0.9,
+...                       price * 1.1, price * 0.9, price * 1.1)
+>>> batch.versions(), len(batch.take(np.arange(0))), len(ForecastBatch.empty())
+(['naive'], 0, 0)
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from forecaster.core.ticks import RejectReason, TickColumns
+from forecaster.core.ticks import RejectReason, TickColumns, empty_columns
 
 NAIVE = "naive"
 
@@ -46,9 +48,35 @@ class ForecastBatch:
     # so that the quality of that forecast can be scored now that the price is known.
     previous_price: FloatArray
     previous_forecast: FloatArray
+    # The prediction interval of each forecast (forecaster.core.intervals), and the one
+    # issued with the series' previous forecast (0, 0 where none), scored now.
+    lower: FloatArray
+    upper: FloatArray
+    previous_lower: FloatArray
+    previous_upper: FloatArray
+
+    @classmethod
+    def empty(cls) -> ForecastBatch:
+        none = np.zeros(0)
+        return cls(empty_columns(), none, np.zeros(0, bool), NAIVE, *([none] * 6))
 
     def __len__(self) -> int:
         return len(self.ticks)
+
+    def take(self, rows: npt.NDArray[np.int64]) -> ForecastBatch:
+        """The forecasts at ``rows``, in that order."""
+        return ForecastBatch(
+            self.ticks.take(rows),
+            self.forecast[rows],
+            self.naive[rows],
+            self.model_version,
+            self.previous_price[rows],
+            self.previous_forecast[rows],
+            self.lower[rows],
+            self.upper[rows],
+            self.previous_lower[rows],
+            self.previous_upper[rows],
+        )
 
     def versions(self) -> list[str]:
         return [NAIVE if naive else self.model_version for naive in self.naive.tolist()]

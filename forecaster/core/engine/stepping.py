@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from forecaster.core import intervals
 from forecaster.core.engine.params import EngineParams
 from forecaster.core.engine.pending import PendingBatch, Undo
 from forecaster.core.engine.results import OrderReject
@@ -111,12 +112,18 @@ class Stepping:
             )
         work.accepted[index] = True
         work.previous_price[index] = stats["last_price"]
-        work.previous_forecast[index] = table.last_forecast[slots]
-        step = advance(self.params.features, stats, work.ticks.price[index], ts)
+        work.previous_forecast[index] = previous = table.last_forecast[slots]
+        price = work.ticks.price[index]
+        scored = intervals.observe(self.params.intervals, stats, price, previous)
+        work.previous_lower[index], work.previous_upper[index] = scored.lower, scored.upper
+        step = advance(self.params.features, stats, price, ts)
         put_rows(table.stats, slots, stats)
         if step.warm.any():
             self._step_model(work, index[step.warm], slots[step.warm], step.take(step.warm))
-        table.last_forecast[slots] = np.where(work.naive[index], 0.0, work.forecast[index])
+        naive, forecast = work.naive[index], work.forecast[index]
+        table.last_forecast[slots] = np.where(naive, 0.0, forecast)
+        bounds = intervals.issue(self.params.intervals, table.stats[slots], forecast, naive)
+        work.lower[index], work.upper[index] = bounds
 
     def _step_model(
         self, work: PendingBatch, index: IntArray, slots: IntArray, step: FeatureStep

@@ -1,0 +1,174 @@
+r"""Prediction intervals: a central interval for the next price around every forecast,
+calibrated online, per series and strictly causally.
+
+The method is conformal quantile tracking (the quantile tracker of Angelopoulos, Candès
+and Tibshirani's conformal PID control, 2023: adaptive conformal inference, Gibbs and
+Candès 2021, run on the score's threshold instead of its level) on log residuals scaled
+by each series' own recent volatility. Per series and per kind of forecast (the model's,
+and naive: the last price), with ``alpha = 1 - coverage``:
+
+- a forecast ``f`` issued at tick t carries ``[f exp(-q s), f exp(q s)]``, where ``s`` is
+  the kind's exponentially weighted RMS log residual (half-life ``halflife`` ticks) and
+  ``q`` its current threshold;
+- once the next price ``p`` is known, the forecast's score is ``|log p - log f| / s``,
+  a miss if above ``q``; then ``q += step (miss - alpha)``, and ``s`` takes the residual in.
+
+Whatever the scores do, a series' miss rate after T scores is within ``(q_max + step) /
+(step T)`` of ``alpha`` (their Proposition 1), so coverage converges to nominal on every
+series, while ``s`` makes intervals widen in turbulent spells and narrow in quiet ones.
+Naive errors are calibrated on every tick, also while the model serves, so a series whose
+forecasts turn naive (cold, or a failed model step) is not falsely confident. A series'
+first tick, with no return seen yet, gets the wide ``COLD_LOG_SIGMA``.
+
+The calibration lives in the series' statistics (``STATS_DTYPE``: ``naive_sq``,
+``model_sq``, ``naive_shift``, ``model_shift``), so it is checkpointed, restored and rolled
+back with them; ``q`` is stored as its shift from ``q0``, the Gaussian quantile, so a
+fresh (zeroed) row starts at ``q0``. A model swap starts the model's calibration again
+from the naive one (``restart_model``).
+
+>>> from forecaster.core.features import new_stats
+>>> params = IntervalParams(coverage=0.9)
+>>> stats = new_stats(1)
+>>> stats["last_price"] = 100.0
+>>> lower, upper = issue(params, stats, np.array([101.0]), np.array([False]))
+>>> bool(lower[0] < 101.0 < upper[0])
+True
+>>> previous = observe(params, stats, np.array([100.5]), np.array([101.0]))
+>>> bool(previous.hit[0]), bool(stats["model_sq"][0] > 0)
+(True, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+import numpy.typing as npt
+
+from forecaster.config import Settings
+from forecaster.errors import ConfigError
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+# A series' first interval, before any return: wide, since nothing is known of its scale.
+COLD_LOG_SIGMA = 0.05
+MIN_SIGMA = 1e-12
+MAX_Q = 50.0  # keeps every interval finite whatever the scores
+
+
+@dataclass(frozen=True)
+class IntervalParams:
+    """Nominal coverage, the tracker's step and the volatility half-life, in ticks."""
+
+    coverage: float = Settings.interval_coverage
+    step: float = Settings.interval_step
+    halflife: float = Settings.interval_halflife
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.coverage < 1.0:
+            raise ConfigError(f"interval coverage must be in (0, 1), got {self.coverage}")
+        if not self.step > 0.0 or not self.halflife > 0.0:
+            raise ConfigError("interval step and half-life must be > 0")
+
+    @property
+    def alpha(self) -> float:
+        return 1.0 - self.coverage
+
+    @property
+    def q0(self) -> float:
+        """The Gaussian quantile of the nominal coverage: where every threshold starts."""
+        return NormalDist().inv_cdf(1.0 - self.alpha / 2.0)
+
+    @property
+    def weight(self) -> float:
+        """The weight of each new squared residual in the running mean."""
+        return float(1.0 - 0.5 ** (1.0 / self.halflife))
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The intervals issued at each row's previous tick (0, 0 where none) and whether the
+    price now known fell inside."""
+
+    lower: FloatArray
+    upper: FloatArray
+    hit: BoolArray
+
+
+def observe(
+    params: IntervalParams,
+    stats: npt.NDArray[np.void],
+    price: FloatArray,
+    previous_forecast: FloatArray,
+) -> Previous:
+    """Score the interval issued at each row's previous tick against ``price`` and fold it
+    into the row's calibration (``stats`` updated in place; ``last_price`` still the
+    previous price). ``previous_forecast`` is the model's forecast then, 0 if naive."""
+    last = stats["last_price"]
+    seen = last > 0
+    modelled = seen & (previous_forecast > 0)
+    centre = np.where(modelled, previous_forecast, np.where(seen, last, price))
+    lower, upper = _bounds(params, stats, centre, ~modelled)
+    residual = np.log(price) - np.log(centre)
+    naive_residual = np.where(seen, np.log(price) - np.log(np.where(seen, last, 1.0)), 0.0)
+    _track(params, stats, "model", residual, modelled)  # first: it may start from naive's
+    _track(params, stats, "naive", naive_residual, seen)
+    hit = (lower <= price) & (price <= upper)
+    return Previous(np.where(seen, lower, 0.0), np.where(seen, upper, 0.0), seen & hit)
+
+
+def issue(
+    params: IntervalParams, stats: npt.NDArray[np.void], forecast: FloatArray, naive: BoolArray
+) -> tuple[FloatArray, FloatArray]:
+    """The interval of each row's forecast, from the calibration of its kind."""
+    return _bounds(params, stats, forecast, naive)
+
+
+def restart_model(stats: npt.NDArray[np.void]) -> None:
+    """A new model serves: its calibration starts again from the naive one."""
+    stats["model_sq"] = stats["naive_sq"]
+    stats["model_shift"] = stats["naive_shift"]
+
+
+def _bounds(
+    params: IntervalParams, stats: npt.NDArray[np.void], centre: FloatArray, naive: BoolArray
+) -> tuple[FloatArray, FloatArray]:
+    sigma, q = _sigma_and_q(params, stats, naive)
+    half = q * sigma
+    return centre * np.exp(-half), centre * np.exp(half)
+
+
+def _sigma_and_q(
+    params: IntervalParams, stats: npt.NDArray[np.void], naive: BoolArray
+) -> tuple[FloatArray, FloatArray]:
+    naive_sq, model_sq = stats["naive_sq"], stats["model_sq"]
+    sq = np.where(naive | (model_sq <= 0), naive_sq, model_sq)
+    sigma = np.where(sq > 0, np.sqrt(np.maximum(sq, MIN_SIGMA**2)), COLD_LOG_SIGMA)
+    shift = np.where(naive, stats["naive_shift"], stats["model_shift"])
+    return sigma, np.clip(params.q0 + shift, 0.0, MAX_Q)
+
+
+def _track(
+    params: IntervalParams,
+    stats: npt.NDArray[np.void],
+    kind: str,
+    residual: FloatArray,
+    rows: BoolArray,
+) -> None:
+    """Fold ``residual`` into the ``kind`` calibration of ``rows``: the threshold moves only
+    where a scale was known when the interval was issued (a cold interval says nothing of
+    the threshold)."""
+    sq, shift = stats[f"{kind}_sq"], stats[f"{kind}_shift"]
+    if kind == "model":  # a model's first forecast was issued on the naive scale
+        sq = np.where(sq > 0, sq, stats["naive_sq"])
+    known = rows & (sq > 0)
+    score = np.abs(residual) / np.sqrt(np.maximum(sq, MIN_SIGMA**2))
+    q = np.clip(params.q0 + shift, 0.0, MAX_Q)
+    miss = score > q
+    moved = shift + params.step * (miss - params.alpha)
+    stats[f"{kind}_shift"] = np.where(known, np.clip(moved, -params.q0, MAX_Q), shift)
+    squared = np.minimum(residual**2, 1.0)  # a log return of 100%: no scale is larger
+    blended = np.where(sq > 0, sq + params.weight * (squared - sq), squared)
+    stats[f"{kind}_sq"] = np.where(rows, blended, stats[f"{kind}_sq"])
