@@ -434,6 +434,7 @@ def test_any_message_is_one_forecast_or_one_dead_letter_in_utf8_json(
     assert set(dead) <= set(range(len(payloads)))
     accepted = [json.loads(p)["series"] for i, p in enumerate(payloads) if i not in dead]
     assert Counter(f["series"] for f in made) == Counter(accepted)
+    assert all(0 < f["lower"] <= f["forecast"] <= f["upper"] for f in made)
     for offset, letter in dead.items():
         kept = letter["raw"].encode() if "raw" in letter else base64.b64decode(letter["raw_base64"])
         assert letter["size"] == len(payloads[offset]) and payloads[offset].startswith(kept)
