@@ -19,7 +19,6 @@ import itertools
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from forecaster.core.engine import Engine, EngineParams
