@@ -224,6 +224,7 @@ class Pipeline:
         m.forecasts_nonfinite.inc(nonfinite)
         m.batch_size.observe(parsed.received)
         m.forecast_quality.observe(forecasts)
+        m.forecast_intervals.observe(forecasts)
 
     def _count_series(self, known_series: int, evicted: int) -> None:
         m = self.metrics

@@ -61,7 +61,7 @@ def trainer_of(settings: Settings) -> Trainer:
 
 def metrics_of(settings: Settings) -> Metrics:
     """The metrics every part of one service or replay reports into."""
-    return Metrics(settings.quality_halflife, settings.quality_series())
+    return Metrics(settings.quality_halflife, settings.quality_series(), settings.interval_coverage)
 
 
 def build_engine(

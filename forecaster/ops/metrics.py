@@ -33,9 +33,11 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 
+from forecaster.config import Settings
 from forecaster.core.engine import NAIVE
 from forecaster.core.ticks import RejectReason
 from forecaster.ops.collectors import counter_with_labels, nan_gauge
+from forecaster.ops.coverage import IntervalMetrics
 from forecaster.ops.quality import DEFAULT_HALFLIFE
 from forecaster.ops.quality_metrics import QualityMetrics
 
@@ -55,7 +57,10 @@ class Metrics:
     """The service's metrics, registered in one registry."""
 
     def __init__(
-        self, quality_halflife: float = DEFAULT_HALFLIFE, quality_series: Sequence[str] = ()
+        self,
+        quality_halflife: float = DEFAULT_HALFLIFE,
+        quality_series: Sequence[str] = (),
+        interval_coverage: float = Settings.interval_coverage,
     ) -> None:
         self.registry = CollectorRegistry()
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR):
@@ -66,6 +71,9 @@ class Metrics:
         self._define_model()
         self._define_checkpoints()
         self.forecast_quality = QualityMetrics(self.registry, quality_halflife, quality_series)
+        self.forecast_intervals = IntervalMetrics(
+            self.registry, interval_coverage, quality_halflife, quality_series
+        )
 
     def _define_ingestion(self) -> None:
         r = self.registry
