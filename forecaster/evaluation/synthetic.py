@@ -1,23 +1,33 @@
-"""Seeded synthetic tick streams whose best next-price forecast (the oracle) is known exactly.
+"""Seeded synthetic tick streams whose next-price distribution (the oracle's) is known exactly.
 
 Each series follows one process on its log price ``x_t`` (``r_t = x_t - x_{t-1}``,
-``eps ~ N(0, 1)``, one step per tick of that series):
+``eps ~ N(0, 1)`` independent, one step per tick of that series):
 
-=================  ===============================================  ==============================
-kind               next log price ``x_{t+1}``                       oracle
-=================  ===============================================  ==============================
-random_walk        ``x_t + vol*eps``                                ``p_t``
-ar1                ``x_t + phi*r_t + vol*eps``                      ``p_t*exp(phi*r_t)``
-mean_reversion     ``x_t + kappa*(mu - x_t) + vol*eps``             ``exp(x_t + kappa*(mu - x_t))``
-intraday           ``x_t + a*sin(2*pi*tod_t) + vol*eps``            ``p_t*exp(a*sin(2*pi*tod_t))``
-=================  ===============================================  ==============================
+==============  =============================================  =============================
+kind            next log price ``x_{t+1}``                     oracle
+==============  =============================================  =============================
+random_walk     ``x_t + vol*eps``                              ``p_t``
+ar1             ``x_t + phi*r_t + vol*eps``                    ``p_t*exp(phi*r_t)``
+mean_reversion  ``x_t + kappa*(mu - x_t) + vol*eps``           ``exp(x_t + kappa*(mu - x_t))``
+intraday        ``x_t + a*sin(2*pi*tod_t) + vol*eps``          ``p_t*exp(a*sin(2*pi*tod_t))``
+garch           ``x_t + s_t*eps``,                             ``p_t``
+                ``s_t^2 = w + alpha*r_t^2 + beta*s_{t-1}^2``
+==============  =============================================  =============================
 
 ``mu`` is the log of the start price and ``tod_t`` the UTC time of day of tick ``t`` as a
-fraction of a day. The oracle is the conditional median of the next price. Every price is
-rounded to 6 significant digits as soon as it is drawn and the process continues from the
-rounded price, so the formulas hold exactly for the prices written. Inter-arrival times are
-exponential, in whole milliseconds and at least 1 ms, so each series' timestamps strictly
-increase.
+fraction of a day. garch is a GARCH(1,1) whose unconditional variance is ``vol^2``
+(``w = vol^2*(1 - alpha - beta)``), started at it (``s_0 = vol``). The oracle is the
+conditional median of the next price. Besides it, every tick but a series' last carries what
+an oracle knows of the next price's distribution: the next log-return ``x_{t+1} - x_t`` is
+Gaussian with mean ``log_mean`` (the predictable part above) and sd ``log_sd`` (``vol``, or
+``s_t`` for garch), so :func:`oracle_interval` gives its true central interval at any
+coverage. Every kind knows both; only a series' last tick, which nothing follows, has none.
+
+Every price is rounded to 6 significant digits as soon as it is drawn and the process
+continues from the rounded price, so the formulas hold exactly for the prices written (the
+interval is exact for the price before rounding, which moves it by at most 5e-6 of itself).
+Inter-arrival times are exponential, in whole milliseconds and at least 1 ms, so each series'
+timestamps strictly increase.
 
 Rebuild the committed sample data byte for byte with::
 
@@ -34,6 +44,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +52,7 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-KINDS = ("random_walk", "ar1", "mean_reversion", "intraday")
+KINDS = ("random_walk", "ar1", "mean_reversion", "intraday", "garch")
 DEFAULT_START = "2026-01-05T00:00:00Z"
 DEFAULT_TICKS_PER_SERIES = 5000
 PRICE_DIGITS = 6
@@ -52,7 +63,7 @@ VOLUME_LOG_MEDIAN = 4.0  # volumes are lognormal around e^4 ~ 55 units
 VOLUME_LOG_SIGMA = 1.0
 DAY_MS = 86_400_000
 TICKS_HEADER = ("series", "ts", "price", "volume")
-ORACLE_HEADER = ("series", "ts", "kind", "oracle")
+ORACLE_HEADER = ("series", "ts", "kind", "oracle", "oracle_log_mean", "oracle_log_sd")
 MALFORMED_HEADER = (*TICKS_HEADER, "expected_reason")
 
 
@@ -63,9 +74,10 @@ class SeriesSpec:
     name: str
     kind: str
     start_price: float
-    volatility: float  # per-tick std of the log-return noise
-    param: float = 0.0  # phi for ar1, kappa for mean_reversion, amplitude a for intraday
+    volatility: float  # per-tick std of the log-return noise (garch: its unconditional std)
+    param: float = 0.0  # phi for ar1, kappa for mean_reversion, a for intraday, alpha for garch
     mean_interval_s: float = 150.0
+    beta: float = 0.0  # garch only: the weight of the last conditional variance
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -74,6 +86,13 @@ class SeriesSpec:
             )
         if not (self.start_price > 0 and self.volatility >= 0 and self.mean_interval_s > 0):
             raise ValueError(f"series {self.name!r}: start_price, volatility or interval invalid")
+        garch = self.kind == "garch"
+        if garch and not (self.param >= 0 and self.beta >= 0 and self.param + self.beta < 1):
+            raise ValueError(
+                f"series {self.name!r}: garch needs alpha, beta >= 0, alpha + beta < 1"
+            )
+        if not garch and self.beta != 0:
+            raise ValueError(f"series {self.name!r}: beta is a garch parameter")
 
 
 DEFAULT_SERIES: tuple[SeriesSpec, ...] = (
@@ -89,15 +108,17 @@ DEFAULT_SERIES: tuple[SeriesSpec, ...] = (
     SeriesSpec("MR-SPREAD", "mean_reversion", 1250.0, 0.0025, 0.1, mean_interval_s=135.0),
     SeriesSpec("ID-POWER", "intraday", 42.5, 0.002, 0.003, mean_interval_s=150.0),
     SeriesSpec("ID-GAS", "intraday", 2.871, 0.001, 0.0015, mean_interval_s=180.0),
+    SeriesSpec("GA-CRUDE", "garch", 71.84, 0.002, 0.08, mean_interval_s=125.0, beta=0.9),
+    SeriesSpec("GA-NDX", "garch", 18234.5, 0.0008, 0.05, mean_interval_s=150.0, beta=0.93),
 )
 
 _TEST_PRICES = (0.07, 0.45, 1.2, 3.5, 12.0, 48.0, 150.0, 420.0, 1300.0, 4000.0)
 
 
-def _uniform_set(prefix: str, kind: str, param: float) -> tuple[SeriesSpec, ...]:
+def _uniform_set(prefix: str, kind: str, param: float, beta: float = 0.0) -> tuple[SeriesSpec, ...]:
     """Ten series of one process over the whole range of price levels, for tests."""
     return tuple(
-        SeriesSpec(f"{prefix}-{i:02d}", kind, price, 0.001 + 0.0002 * i, param)
+        SeriesSpec(f"{prefix}-{i:02d}", kind, price, 0.001 + 0.0002 * i, param, beta=beta)
         for i, price in enumerate(_TEST_PRICES)
     )
 
@@ -106,6 +127,7 @@ SERIES_SETS: dict[str, tuple[SeriesSpec, ...]] = {
     "default": DEFAULT_SERIES,
     "random_walk": _uniform_set("RW", "random_walk", 0.0),
     "ar1": _uniform_set("AR", "ar1", 0.5),
+    "garch": _uniform_set("GA", "garch", 0.08, beta=0.9),
 }
 
 
@@ -119,17 +141,26 @@ class Ticks:
     volume: FloatArray
     oracle: FloatArray  # forecast of the series' next price made at this tick; NaN on its last
     kind: list[str]
+    log_mean: FloatArray  # mean of the next log-return given this tick; NaN on a series' last
+    log_sd: FloatArray  # its standard deviation; NaN on a series' last
 
     def __len__(self) -> int:
         return len(self.series)
 
 
 @dataclass(frozen=True)
+class _PricePath:
+    price: FloatArray
+    oracle: FloatArray
+    log_mean: FloatArray
+    log_sd: FloatArray
+
+
+@dataclass(frozen=True)
 class _SeriesPath:
     ts_ms: IntArray
-    price: FloatArray
     volume: FloatArray
-    oracle: FloatArray
+    prices: _PricePath
 
 
 def generate(
@@ -155,6 +186,26 @@ def round_significant(value: float, digits: int) -> float:
     return float(f"{value:.{digits - 1}e}")
 
 
+def oracle_interval(
+    price: npt.ArrayLike, log_mean: npt.ArrayLike, log_sd: npt.ArrayLike, coverage: float
+) -> tuple[FloatArray, FloatArray]:
+    """The true central interval of the next price at ``coverage``, from an oracle row.
+
+    The next log-return is Gaussian, so the interval is ``price*exp(log_mean -+ z*log_sd)``
+    with ``z`` the standard normal quantile at ``(1 + coverage) / 2``:
+
+    >>> lower, upper = oracle_interval([100.0, 2.0], [0.0, 0.001], [0.01, 0.002], 0.9)
+    >>> lower.round(4).tolist(), upper.round(4).tolist()
+    ([98.3686, 1.9954], [101.6585, 2.0086])
+    """
+    if not 0 < coverage < 1:
+        raise ValueError(f"coverage must be in (0, 1), got {coverage}")
+    z = NormalDist().inv_cdf((1 + coverage) / 2)
+    center = np.asarray(price, np.float64) * np.exp(np.asarray(log_mean, np.float64))
+    spread = z * np.asarray(log_sd, np.float64)
+    return center * np.exp(-spread), center * np.exp(spread)
+
+
 def _epoch_ms(timestamp: str) -> int:
     moment = datetime.fromisoformat(timestamp)
     if moment.tzinfo is None:
@@ -165,15 +216,12 @@ def _epoch_ms(timestamp: str) -> int:
 def _simulate(spec: SeriesSpec, count: int, start_ms: int, rng: np.random.Generator) -> _SeriesPath:
     gaps = np.maximum(np.rint(rng.exponential(spec.mean_interval_s * 1000.0, count)), 1.0)
     ts_ms = start_ms + np.cumsum(gaps.astype(np.int64))
-    noise = spec.volatility * rng.standard_normal(count - 1)
+    shocks = rng.standard_normal(count - 1)
     volume = np.maximum(np.rint(rng.lognormal(VOLUME_LOG_MEDIAN, VOLUME_LOG_SIGMA, count)), 1.0)
-    price, oracle = _price_path(spec, ts_ms, noise)
-    return _SeriesPath(ts_ms, price, volume, oracle)
+    return _SeriesPath(ts_ms, volume, _price_path(spec, ts_ms, shocks))
 
 
-def _price_path(
-    spec: SeriesSpec, ts_ms: IntArray, noise: FloatArray
-) -> tuple[FloatArray, FloatArray]:
+def _price_path(spec: SeriesSpec, ts_ms: IntArray, shocks: FloatArray) -> _PricePath:
     """Prices rounded as emitted, and the oracle of the next price at every tick but the last.
 
     A scalar loop on ``math`` functions: each step depends on the rounded previous price, and
@@ -181,17 +229,24 @@ def _price_path(
     """
     price = [round_significant(spec.start_price, PRICE_DIGITS)]
     oracle: list[float] = []
+    log_mean: list[float] = []
+    log_sd: list[float] = []
     log_price = math.log(price[0])
     last_return = 0.0
-    for now_ms, step in zip(ts_ms[:-1].tolist(), noise.tolist(), strict=True):
+    sd = spec.volatility
+    for now_ms, shock in zip(ts_ms[:-1].tolist(), shocks.tolist(), strict=True):
         drift = _log_drift(spec, log_price, last_return, (now_ms % DAY_MS) / DAY_MS)
         oracle.append(round_significant(price[-1] * math.exp(drift), ORACLE_DIGITS))
-        price.append(round_significant(math.exp(log_price + drift + step), PRICE_DIGITS))
+        log_mean.append(round_significant(drift, ORACLE_DIGITS))
+        log_sd.append(round_significant(sd, ORACLE_DIGITS))
+        price.append(round_significant(math.exp(log_price + drift + sd * shock), PRICE_DIGITS))
         next_log_price = math.log(price[-1])
         last_return = next_log_price - log_price
         log_price = next_log_price
-    oracle.append(math.nan)  # nothing follows the last tick
-    return np.array(price), np.array(oracle)
+        sd = _next_sd(spec, sd, last_return - drift)
+    for column in (oracle, log_mean, log_sd):
+        column.append(math.nan)  # nothing follows the last tick
+    return _PricePath(np.array(price), np.array(oracle), np.array(log_mean), np.array(log_sd))
 
 
 def _log_drift(spec: SeriesSpec, log_price: float, last_return: float, time_of_day: float) -> float:
@@ -205,6 +260,15 @@ def _log_drift(spec: SeriesSpec, log_price: float, last_return: float, time_of_d
     return 0.0
 
 
+def _next_sd(spec: SeriesSpec, sd: float, surprise: float) -> float:
+    """The sd of the next log-return, given this one's and its realised surprise."""
+    if spec.kind != "garch":
+        return spec.volatility
+    alpha, beta = spec.param, spec.beta
+    base = spec.volatility**2 * (1.0 - alpha - beta)
+    return math.sqrt(base + alpha * surprise**2 + beta * sd**2)
+
+
 def _merge(specs: Sequence[SeriesSpec], paths: Sequence[_SeriesPath]) -> Ticks:
     name_rank = {name: rank for rank, name in enumerate(sorted(spec.name for spec in specs))}
     owner = np.concatenate([np.full(len(path.ts_ms), i) for i, path in enumerate(paths)])
@@ -212,13 +276,19 @@ def _merge(specs: Sequence[SeriesSpec], paths: Sequence[_SeriesPath]) -> Ticks:
     ranks = np.array([name_rank[spec.name] for spec in specs])[owner]
     order = np.lexsort((ranks, ts_ms))
     owner = owner[order]
+
+    def merged(values: Sequence[FloatArray]) -> FloatArray:
+        return np.concatenate(values)[order]
+
     return Ticks(
         series=[specs[i].name for i in owner.tolist()],
         ts_ms=ts_ms[order],
-        price=np.concatenate([path.price for path in paths])[order],
-        volume=np.concatenate([path.volume for path in paths])[order],
-        oracle=np.concatenate([path.oracle for path in paths])[order],
+        price=merged([path.prices.price for path in paths]),
+        volume=merged([path.volume for path in paths]),
+        oracle=merged([path.prices.oracle for path in paths]),
         kind=[specs[i].kind for i in owner.tolist()],
+        log_mean=merged([path.prices.log_mean for path in paths]),
+        log_sd=merged([path.prices.log_sd for path in paths]),
     )
 
 
@@ -235,9 +305,16 @@ def write_ticks_csv(ticks: Ticks, path: Path) -> None:
 
 
 def write_oracle_csv(ticks: Ticks, path: Path) -> None:
-    """The oracle of every tick as CSV: ``series,ts,kind,oracle`` (empty on a series' last)."""
+    """The oracle of every tick as CSV: ``series,ts,kind,oracle,oracle_log_mean,oracle_log_sd``
+    (the last three empty on a series' last tick)."""
     rows = zip(
-        ticks.series, format_ts(ticks.ts_ms), ticks.kind, _format_floats(ticks.oracle), strict=True
+        ticks.series,
+        format_ts(ticks.ts_ms),
+        ticks.kind,
+        _format_floats(ticks.oracle),
+        _format_floats(ticks.log_mean),
+        _format_floats(ticks.log_sd),
+        strict=True,
     )
     _write_csv(path, ORACLE_HEADER, rows)
 

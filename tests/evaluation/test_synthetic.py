@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from forecaster.evaluation.synthetic import (
     SeriesSpec,
     Ticks,
     generate,
+    oracle_interval,
 )
 from tests.support.paths import SAMPLE_DATA
 
@@ -45,6 +47,9 @@ CSV_REACHABLE_REASONS = {
 RFC3339_MS_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
 RFC3339_NO_ZONE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?")
+COVERAGES = (0.8, 0.9, 0.95)  # the levels the backtest reports
+LONG_STREAM = 200_000  # ticks: a coverage off by 1 point is 15 standard errors away
+GARCH = SeriesSpec("GA-LONG", "garch", 71.84, 0.002, 0.08, beta=0.9)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +66,12 @@ def sample(regenerated: Path) -> pd.DataFrame:
     ticks = pd.read_csv(regenerated / "ticks.csv")
     oracle = pd.read_csv(regenerated / "oracle.csv")
     assert (ticks[["series", "ts"]] == oracle[["series", "ts"]]).all().all()
-    return ticks.assign(kind=oracle["kind"], oracle=oracle["oracle"])
+    return ticks.assign(
+        kind=oracle["kind"],
+        oracle=oracle["oracle"],
+        log_mean=oracle["oracle_log_mean"],
+        log_sd=oracle["oracle_log_sd"],
+    )
 
 
 def per_series(ticks: Ticks) -> dict[str, dict[str, np.ndarray]]:
@@ -86,6 +96,21 @@ def lag1_autocorrelation(ticks: Ticks) -> float:
         pairs.append(np.stack([returns[:-1], returns[1:]]))
     lagged, following = np.concatenate(pairs, axis=1)
     return float(np.sum(lagged * following) / np.sqrt(np.sum(lagged**2) * np.sum(following**2)))
+
+
+def squared_autocorrelation(values: FloatArray, lag: int = 1) -> float:
+    """Autocorrelation of ``values**2`` at ``lag``: positive where large moves follow large ones."""
+    squares = values**2 - np.mean(values**2)
+    return float(np.sum(squares[:-lag] * squares[lag:]) / np.sum(squares**2))
+
+
+def hits(lower: FloatArray, upper: FloatArray, actual: FloatArray) -> FloatArray:
+    return ((lower <= actual) & (actual <= upper)).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def long_garch() -> Ticks:
+    return generate([GARCH], LONG_STREAM, seed=12)
 
 
 def test_regenerating_seed_7_reproduces_the_committed_sample_data(regenerated: Path) -> None:
@@ -153,6 +178,17 @@ def epoch_ms_of(ts: pd.Series) -> IntArray:
     return np.array(ts.str.removesuffix("Z").tolist(), dtype="datetime64[ms]").astype(np.int64)
 
 
+def expected_log_sd(spec: SeriesSpec, price: FloatArray) -> FloatArray:
+    """The sd of the next log-return at every tick but the last, from the emitted prices."""
+    if spec.kind != "garch":
+        return np.full(len(price) - 1, spec.volatility)
+    base = spec.volatility**2 * (1 - spec.param - spec.beta)
+    variance = [spec.volatility**2]
+    for last_return in np.diff(np.log(price))[:-1].tolist():
+        variance.append(base + spec.param * last_return**2 + spec.beta * variance[-1])
+    return np.sqrt(variance)
+
+
 def expected_oracle(spec: SeriesSpec, ts_ms: IntArray, price: FloatArray) -> FloatArray:
     """The oracle of every tick but the last, recomputed from the emitted prices and times."""
     now, log_price = price[:-1], np.log(price[:-1])
@@ -181,6 +217,75 @@ def test_sample_oracle_follows_the_process_formula(sample: pd.DataFrame, spec: S
     surprise = np.log(price[1:] / oracle[:-1])
     assert surprise.std() == pytest.approx(spec.volatility, rel=0.05)
     assert abs(surprise.mean()) < 4 * spec.volatility / math.sqrt(len(surprise))
+    # The oracle's log-return distribution: its mean is the oracle's, its sd the process's.
+    log_mean, log_sd = rows["log_mean"].to_numpy(), rows["log_sd"].to_numpy()
+    np.testing.assert_allclose(log_mean[:-1], np.log(expected / price[:-1]), rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(log_sd[:-1], expected_log_sd(spec, price), rtol=1e-9)
+    assert math.isnan(log_mean[-1]) and math.isnan(log_sd[-1])
+    standardised = (np.diff(np.log(price)) - log_mean[:-1]) / log_sd[:-1]
+    assert standardised.std() == pytest.approx(1.0, rel=0.05)
+
+
+def test_garch_returns_cluster_volatility_which_the_oracle_sd_explains(long_garch: Ticks) -> None:
+    returns = np.diff(np.log(long_garch.price))
+    # GARCH(1,1) with alpha 0.08, beta 0.9: lag-1 autocorrelation of squares 0.205, lag 10 0.17.
+    assert squared_autocorrelation(returns) > 0.1
+    assert squared_autocorrelation(returns, lag=10) > 0.05
+    standardised = (returns - long_garch.log_mean[:-1]) / long_garch.log_sd[:-1]
+    assert abs(squared_autocorrelation(standardised)) < 0.02
+    assert np.ptp(long_garch.log_sd[:-1]) > GARCH.volatility
+
+
+def test_constant_volatility_returns_do_not_cluster() -> None:
+    ticks = generate(
+        [replace(GARCH, kind="random_walk", param=0.0, beta=0.0)], LONG_STREAM, seed=12
+    )
+    returns = np.diff(np.log(ticks.price))
+    assert abs(squared_autocorrelation(returns)) < 0.02
+    assert abs(squared_autocorrelation(returns, lag=10)) < 0.02
+    assert np.all(ticks.log_sd[:-1] == GARCH.volatility)
+
+
+@pytest.mark.parametrize("coverage", COVERAGES)
+def test_oracle_interval_covers_the_next_garch_price_at_its_nominal_rate(
+    long_garch: Ticks, coverage: float
+) -> None:
+    lower, upper = oracle_interval(
+        long_garch.price[:-1], long_garch.log_mean[:-1], long_garch.log_sd[:-1], coverage
+    )
+    assert hits(lower, upper, long_garch.price[1:]).mean() == pytest.approx(coverage, abs=0.01)
+    assert np.all(lower < long_garch.price[:-1]) and np.all(long_garch.price[:-1] < upper)
+
+
+def test_oracle_interval_covers_every_sample_kind_at_its_nominal_rate(sample: pd.DataFrame) -> None:
+    for kind, rows in sample.groupby("kind"):
+        covered: dict[float, list[FloatArray]] = {coverage: [] for coverage in COVERAGES}
+        for _, series in rows.groupby("series"):
+            price = series["price"].to_numpy()
+            for coverage, hit_lists in covered.items():
+                lower, upper = oracle_interval(
+                    price[:-1],
+                    series["log_mean"].to_numpy()[:-1],
+                    series["log_sd"].to_numpy()[:-1],
+                    coverage,
+                )
+                hit_lists.append(hits(lower, upper, price[1:]))
+        for coverage, hit_lists in covered.items():
+            rate = np.concatenate(hit_lists).mean()
+            assert rate == pytest.approx(coverage, abs=0.01), (kind, coverage)
+
+
+def test_oracle_interval_needs_a_coverage_strictly_between_0_and_1() -> None:
+    for coverage in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="coverage"):
+            oracle_interval(1.0, 0.0, 0.01, coverage)
+
+
+def test_garch_parameters_must_keep_the_variance_finite() -> None:
+    with pytest.raises(ValueError, match="alpha \\+ beta < 1"):
+        SeriesSpec("X", "garch", 1.0, 0.001, 0.2, beta=0.8)
+    with pytest.raises(ValueError, match="garch parameter"):
+        SeriesSpec("X", "random_walk", 1.0, 0.001, beta=0.9)
 
 
 def test_oracle_beats_naive_on_ar1_by_sqrt_one_minus_phi_squared(tmp_path: Path) -> None:
