@@ -32,9 +32,9 @@ TICKS_PREFIX = 1000  # 12 series, each past min_history: model forecasts get sco
 LABELLED_SERIES = ("AR-GAMMA", "RW-DOGE")
 REPLAY_RATE = 300  # ticks/s: the replay lasts a few scrapes
 JOB = "forecaster"  # the job name the dashboard and the alert rules expect
-# Importing TensorFlow takes minutes on a loaded 2-core machine.
+# Safety nets: serving the saved model needs no TensorFlow, and the replay takes seconds.
 SERVICE_START_TIMEOUT_S = 1500.0
-STOP_TIMEOUT_S = 120.0  # TensorFlow's teardown is slow on a loaded machine
+STOP_TIMEOUT_S = 120.0
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]  # (name, labels) -> value
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 
 from forecaster.config import Settings
-from forecaster.io.produce import publish
 from tests.support.broker import TansuBroker, read_topic
 from tests.support.kafka import (
     BATCH,
@@ -40,6 +39,8 @@ from tests.support.kafka import (
 )
 
 pytestmark = pytest.mark.kafka
+
+PACED_RATE = 500  # ticks/s of the input published while a service works
 
 # --- 1: sample and malformed ticks through an in-process service -----------------------------
 
@@ -130,21 +131,20 @@ def test_a_stopped_and_restarted_service_skips_no_tick(
     publish_input(settings, head)
     first = ServiceProcess(settings, service_log)
     read_topic(settings.bootstrap_servers, settings.output_topic, lambda r: len(r) > 0, WAIT_S)
-    # The rest arrives while the service works, paced so that SIGTERM lands mid-stream.
-    publisher = threading.Thread(target=publish, args=(settings, tail, settings.input_topic, 500))
-    publisher.start()
-    read_topic(
-        settings.bootstrap_servers, settings.output_topic, lambda r: len(r) >= 3 * BATCH, WAIT_S
-    )
-    code, seconds = first.terminate()
-    assert code == 0 and seconds < EXIT_BOUND_S, f"exit {code} after {seconds:.1f} s"
-    publisher.join()
-
-    second = ServiceProcess(settings, service_log)
-    try:
-        keys = forecast_keys(read_until_complete(settings, expected))
-    finally:
-        code, _ = second.terminate()
+    with ThreadPoolExecutor(1) as publisher:
+        # The rest arrives while the services work, paced so that SIGTERM lands mid-stream.
+        publishing = publisher.submit(publish_input, settings, tail, PACED_RATE)
+        read_topic(
+            settings.bootstrap_servers, settings.output_topic, lambda r: len(r) >= 3 * BATCH, WAIT_S
+        )
+        code, seconds = first.terminate()
+        assert code == 0 and seconds < EXIT_BOUND_S, f"exit {code} after {seconds:.1f} s"
+        second = ServiceProcess(settings, service_log)
+        try:
+            publishing.result()
+            keys = forecast_keys(read_until_complete(settings, expected))
+        finally:
+            code, _ = second.terminate()
     assert set(keys) == expected, f"{len(expected - set(keys))} ticks without a forecast"
     assert len(keys) - len(set(keys)) <= BATCH, "more duplicates than one batch in flight"
     assert code == 0

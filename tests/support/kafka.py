@@ -31,6 +31,7 @@ from forecaster.core.ticks import parse_csv_frame, parse_messages
 from forecaster.io.produce import publish
 from forecaster.io.records import format_rfc3339
 from forecaster.ops.metrics import Metrics
+from forecaster.params import engine_params
 from forecaster.pipeline import Pipeline
 from forecaster.service import Service, transport
 from tests.support.broker import (
@@ -48,7 +49,7 @@ SAMPLE = SAMPLE_DATA
 PREFIX_ROWS = 2000  # of sample_data/ticks.csv: enough for many batches, quick to publish
 BATCH = 200  # poll_max_records of the service under test
 PARTITIONS = 4
-WAIT_S = 120.0  # deadline of any wait; generous, the machines are slow
+WAIT_S = 300.0  # deadline of any wait: a safety net, never what a passing run waits for
 PUBLISH_TIMEOUT_MS = 60_000  # the test's own producer, per request
 EXIT_BOUND_S = 30.0  # SIGTERM to exit, in-flight batch and group leave included
 
@@ -65,7 +66,12 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
 
 @pytest.fixture
 def settings(broker: TansuBroker, request: pytest.FixtureRequest) -> Settings:
-    """Settings of a service on topics of this test's own, tuned to join and fail over fast."""
+    """Settings of a service on topics of this test's own, tuned to join and fail over fast.
+
+    Each join costs half the session timeout on Tansu (3 s here). The session stays at
+    6 s all the same: it is also how long a live member's heartbeats may stall on a
+    starved machine before the group evicts it, and an eviction repeats a batch, which
+    the tests that count exactly would take for a fault."""
     name = request.node.name
     return Settings(
         bootstrap_servers=broker.bootstrap,
@@ -85,14 +91,14 @@ def settings(broker: TansuBroker, request: pytest.FixtureRequest) -> Settings:
     )
 
 
-def publish_input(settings: Settings, path: Path) -> None:
-    """Publish ticks with the tests' own producer, which is not under test: it waits as
-    long as a starved broker needs, where the service's settings give up in seconds (a
-    5 s request timeout failed a set-up here, and 13 s batch expiry the scale-out test's,
-    in clean-clone runs)."""
+def publish_input(settings: Settings, path: Path, rate: float = 0.0) -> None:
+    """Publish ticks (``rate`` a second; 0 = flat out) with the tests' own producer, which
+    is not under test: it waits as long as a starved broker needs, where the service's
+    settings give up in seconds (a 5 s request timeout failed a set-up here, and 13 s
+    batch expiry the scale-out test's, in clean-clone runs)."""
     patient = replace(settings, request_timeout_ms=PUBLISH_TIMEOUT_MS,
                       delivery_timeout_ms=2 * PUBLISH_TIMEOUT_MS)  # fmt: skip
-    publish(patient, path, settings.input_topic)
+    publish(patient, path, settings.input_topic, rate)
 
 
 def make_topics(settings: Settings) -> None:
@@ -138,14 +144,31 @@ def forecast_keys(records: list[Any]) -> list[Key]:
     return [(f["series"], f["ts"]) for f in (json.loads(r.value) for r in records)]
 
 
+class KeysRead:
+    """The distinct keys of a growing list of forecast records, each record parsed once:
+    a wait that parsed every record again at each poll would cost the more CPU, the
+    longer a starved service makes it wait."""
+
+    def __init__(self) -> None:
+        self.keys: set[Key] = set()
+        self._parsed = 0
+
+    def of(self, records: list[Any]) -> set[Key]:
+        """Every key so far; ``records`` is the list seen last time, grown."""
+        self.keys.update(forecast_keys(records[self._parsed :]))
+        self._parsed = len(records)
+        return self.keys
+
+
 def read_until_complete(
     settings: Settings, expected: set[Key], seen: Callable[[], set[Key]] = set
 ) -> list[Any]:
     """Forecast records, read until with ``seen()`` they cover ``expected`` or time is up."""
+    keys = KeysRead()
     return read_topic(
         settings.bootstrap_servers,
         settings.output_topic,
-        lambda records: expected <= seen() | set(forecast_keys(records)),
+        lambda records: expected <= seen() | keys.of(records),
         WAIT_S,
     )
 
@@ -163,7 +186,7 @@ class InProcessService:
 
 def start_in_process(settings: Settings) -> InProcessService:
     """The service's Kafka pipeline on a thread: what `forecaster run` builds, minus signals."""
-    engine, metrics = Engine(settings.engine_params()), Metrics()
+    engine, metrics = Engine(engine_params(settings)), Metrics()
     source, sink, states = transport(settings, engine, metrics)
     pipeline = Pipeline(source, engine, sink, metrics, states=states)
     service = Service(settings, pipeline, threading.Event())

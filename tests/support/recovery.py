@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -18,11 +19,13 @@ from forecaster.config import Settings
 from forecaster.core.ticks import parse_csv_frame
 from forecaster.io.records import format_rfc3339
 from tests.support import recovery_service
-from tests.support.broker import read_topic
-from tests.support.kafka import WAIT_S, Key
+from tests.support.broker import read_topic, remove_group_member
+from tests.support.kafka import WAIT_S, Key, KeysRead
 
 SERIES, TICKS_PER_SERIES = 12, 200
 SEED = 20261121
+# kafka-python's line for the member id the coordinator gave a joining consumer
+MEMBER_ID = re.compile(r"Received member id (\S+) for group ")
 
 Forecast = tuple[float, str]  # value, model version
 
@@ -54,9 +57,10 @@ def forecasts_until(config: Settings, count: int, service: Any) -> list[dict[str
     """The forecast topic, read from the beginning until it holds ``count`` distinct
     (series, ts) or the service is gone."""
 
+    keys = KeysRead()
+
     def done(records: list[Any]) -> bool:
-        distinct = keys_of([json.loads(record.value) for record in records])
-        return len(distinct) >= count or not (service is None or service.is_alive())
+        return len(keys.of(records)) >= count or not (service is None or service.is_alive())
 
     records = read_topic(config.bootstrap_servers, config.output_topic, done, WAIT_S)
     return [json.loads(record.value) for record in records]
@@ -80,6 +84,15 @@ def kill_9(process: Any) -> None:
     os.kill(process.pid, signal.SIGKILL)
     process.join(WAIT_S)
     assert process.exitcode == -signal.SIGKILL
+
+
+def forget_killed_member(config: Settings, log: Path) -> None:
+    """Remove the group member a killed service was (the last member id its log names),
+    as the coordinator does once its session times out: the next service then joins at
+    once instead of joining beside the dead member and rejoining when it expires."""
+    members = MEMBER_ID.findall(log.read_text())
+    assert members, f"the service never joined its group; see {log}"
+    remove_group_member(config.bootstrap_servers, config.group_id, members[-1])
 
 
 def crash_settings(base: Settings, **overrides: Any) -> Settings:

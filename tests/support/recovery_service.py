@@ -15,6 +15,7 @@ from pathlib import Path
 from forecaster.config import Settings
 from forecaster.core.engine import Engine
 from forecaster.model.spec import ModelSpec
+from forecaster.params import engine_params
 from forecaster.service import metrics_of, serve
 from tests.support.models import random_stepper
 
@@ -22,7 +23,7 @@ SPEC = ModelSpec(cell="lstm", layers=2, units=8)
 
 
 def serving_engine(settings: Settings) -> Engine:
-    return Engine(settings.engine_params(), model=random_stepper(SPEC, seed=11))
+    return Engine(engine_params(settings), model=random_stepper(SPEC, seed=11))
 
 
 def run(settings: Settings, log_path: Path) -> None:

@@ -14,7 +14,7 @@ def wait_for(condition: Callable[[], bool], what: str, deadline_s: float = 300.0
 
 
 def probe_until(
-    probe: Callable[[], Any], done: Callable[[Any], bool], deadline_s: float = 120.0
+    probe: Callable[[], Any], done: Callable[[Any], bool], deadline_s: float = 300.0
 ) -> Any:
     """``probe()`` until ``done(value)`` or the deadline; returns the last value, for the
     caller to assert on (its failure message can then show what was seen)."""
