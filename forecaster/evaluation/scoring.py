@@ -1,7 +1,8 @@
-"""Point-forecast scores shared by the retraining gate and the backtest.
+"""Forecast scores: of point forecasts, shared by the retraining gate and the backtest, and
+of central prediction intervals, for the backtest.
 
-Every function takes aligned arrays of forecasts, the realised values and (for the
-relative scores) the naive forecast made at the same points.
+Every function takes aligned arrays of forecasts (or interval bounds), the realised values
+and (for the relative scores) the naive forecast made at the same points.
 
 >>> actual = np.array([10.0, 11.0, 10.0])
 >>> naive = np.array([9.0, 10.0, 11.0])
@@ -13,6 +14,14 @@ relative scores) the naive forecast made at the same points.
 >>> stat, p_value = diebold_mariano(np.abs(forecast - actual), np.abs(naive - actual))
 >>> round(stat, 3), round(p_value, 3)
 (-inf, 0.0)
+
+A central 50% interval (``alpha`` 0.5) that holds two of the three actual values:
+
+>>> lower, upper = np.array([9.0, 10.0, 10.5]), np.array([11.0, 12.0, 11.5])
+>>> float(coverage(lower, upper, actual)), float(mean_width(lower, upper))
+(0.6666666666666666, 1.6666666666666667)
+>>> round(interval_score(lower, upper, actual, alpha=0.5), 9)  # 5/3 + (2/0.5) * 0.5 / 3
+2.333333333
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.metrics import mean_pinball_loss
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -70,3 +80,36 @@ def diebold_mariano(loss: FloatArray, reference_loss: FloatArray) -> tuple[float
         return (0.0, 1.0) if mean == 0.0 else (math.copysign(math.inf, mean), 0.0)
     stat = mean / (spread / math.sqrt(difference.size))
     return stat, math.erfc(abs(stat) / math.sqrt(2.0))
+
+
+def coverage(lower: FloatArray, upper: FloatArray, actual: FloatArray) -> float:
+    """Share of the actual values inside their interval, bounds included."""
+    return float(np.mean((lower <= actual) & (actual <= upper)))
+
+
+def mean_width(lower: FloatArray, upper: FloatArray) -> float:
+    """Mean width of the intervals."""
+    return float(np.mean(upper - lower))
+
+
+def pinball_losses(
+    lower: FloatArray, upper: FloatArray, actual: FloatArray, alpha: float
+) -> tuple[float, float]:
+    """Mean pinball (quantile) losses of the bounds of central ``1 - alpha`` intervals, as
+    the ``alpha / 2`` and ``1 - alpha / 2`` quantiles of the actual values."""
+    return (
+        float(mean_pinball_loss(actual, lower, alpha=alpha / 2.0)),
+        float(mean_pinball_loss(actual, upper, alpha=1.0 - alpha / 2.0)),
+    )
+
+
+def interval_score(lower: FloatArray, upper: FloatArray, actual: FloatArray, alpha: float) -> float:
+    """Mean interval (Winkler) score of central ``1 - alpha`` intervals: the width, plus
+    ``2 / alpha`` times how far the actual value fell outside. Lower is better; a proper
+    score, so no interval scores better in expectation than the true quantiles'.
+
+    It is ``2 / alpha`` times the sum of the bounds' pinball losses (Gneiting and Raftery,
+    2007), which is how it is computed here.
+    """
+    below, above = pinball_losses(lower, upper, actual, alpha)
+    return 2.0 / alpha * (below + above)
