@@ -10,6 +10,8 @@ forecast's MAE on the same points, and the Diebold-Mariano test compares absolut
 errors with the naive forecast's. A row whose absolute errors are significantly larger
 than naive's (``SIGNIFICANCE``) is worse than naive however small the effect:
 ``worse_than_naive`` lists the models (cells) that are, per series and per kind.
+Prediction intervals are scored on the same points, per kind and overall too
+(``interval_evaluation``).
 """
 
 from __future__ import annotations
@@ -22,16 +24,20 @@ import numpy as np
 import numpy.typing as npt
 
 from forecaster.core.engine import NAIVE
+from forecaster.core.intervals import IntervalParams
 from forecaster.evaluation import scoring
 from forecaster.evaluation.backtest.baselines import BASELINES
-from forecaster.evaluation.backtest.points import Points
+from forecaster.evaluation.backtest.interval_evaluation import (
+    IntervalEvaluation,
+    evaluate_intervals,
+)
+from forecaster.evaluation.backtest.points import ORACLE, Points
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 MIN_TUNE = 50
-ORACLE = "oracle"
 OVERALL = "all"
 SIGNIFICANCE = 0.05  # two-sided Diebold-Mariano p-value
 
@@ -75,7 +81,8 @@ class Flag:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Predictions of every row (cells, baselines, oracle) and their scores."""
+    """Predictions of every row (cells, baselines, oracle) and their scores, and the same
+    for prediction intervals."""
 
     points: Points
     predictions: dict[str, FloatArray]  # by row name, one value per point
@@ -83,6 +90,7 @@ class Evaluation:
     per_series: dict[str, dict[str, Scores]]
     per_kind: dict[str, dict[str, Scores]]  # by process kind, and OVERALL for every point
     retrains: dict[str, IntArray]  # by cell: points where a new model version took over
+    intervals: IntervalEvaluation
 
     @property
     def rows(self) -> list[str]:
@@ -104,8 +112,10 @@ class Evaluation:
         ]
 
 
-def evaluate(points: Points) -> Evaluation:
-    """Run the baselines over every series, choose the scored points and score every row."""
+def evaluate(points: Points, intervals: IntervalParams | None = None) -> Evaluation:
+    """Run the baselines over every series, choose the scored points and score every row;
+    the same for prediction intervals, the service's calibrated with ``intervals`` (its
+    defaults unless given)."""
     tune = _tuning_lengths(points)
     predictions = {**points.forecasts, **_baseline_predictions(points, tune)}
     scored = points.model_made() & np.isfinite(points.actual) & (points.position >= tune)
@@ -116,17 +126,26 @@ def evaluate(points: Points) -> Evaluation:
         for name, rows in points.by_series().items()
         if scored[rows].any()
     }
+    groups = _groups(points, scored)
+    per_kind = {
+        kind: _score_rows(predictions, points, rows, relative=True) for kind, rows in groups.items()
+    }
+    retrains = {cell: retrain_points(versions) for cell, versions in points.versions.items()}
+    interval_evaluation = evaluate_intervals(
+        points, groups, retrains, intervals or IntervalParams()
+    )
+    return Evaluation(
+        points, predictions, scored, per_series, per_kind, retrains, interval_evaluation
+    )
+
+
+def _groups(points: Points, scored: BoolArray) -> dict[str, IntArray]:
+    """The scored points of every process kind, and OVERALL: all of them; none empty."""
     groups = {OVERALL: np.flatnonzero(scored)}
     if points.kind is not None:
         kinds = np.array(points.kind)
         groups |= {kind: np.flatnonzero(scored & (kinds == kind)) for kind in sorted(set(kinds))}
-    per_kind = {
-        kind: _score_rows(predictions, points, rows, relative=True)
-        for kind, rows in groups.items()
-        if len(rows)
-    }
-    retrains = {cell: retrain_points(versions) for cell, versions in points.versions.items()}
-    return Evaluation(points, predictions, scored, per_series, per_kind, retrains)
+    return {kind: rows for kind, rows in groups.items() if len(rows)}
 
 
 def retrain_points(versions: list[str]) -> IntArray:

@@ -2,8 +2,10 @@
 
 A point is a tick the service forecast from; its ``actual`` is the price of the same
 series' next accepted tick (NaN on a series' last tick, which has nothing to score).
-Several replays of one file (one per cell type) share the points; the generator's
-oracle, when given, is joined on ``(series, ts)``.
+Several replays of one file (one per cell type) share the points; each forecast's
+prediction interval comes along when its records carry one (``lower``, ``upper``). The
+generator's oracle, when given, is joined on ``(series, ts)``, with the mean and sd of
+the next log return when the oracle file has them (``oracle_log_mean``, ``oracle_log_sd``).
 
 >>> import json, tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "lstm.jsonl"
@@ -21,7 +23,7 @@ import csv
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,9 @@ from forecaster.errors import ForecasterError
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+
+ORACLE = "oracle"  # the row of the generator's oracle
+ORACLE_LOG_COLUMNS = ("oracle_log_mean", "oracle_log_sd")
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,10 @@ class Points:
     versions: dict[str, list[str]]  # model version of each forecast, by cell type
     oracle: FloatArray | None = None  # the generator's best forecast, when known
     kind: list[str] | None = None  # the generator's process of each series, when known
+    # the interval of each forecast (lower, upper), by cell type, where the records have it
+    bounds: dict[str, tuple[FloatArray, FloatArray]] = field(default_factory=dict)
+    # the mean and sd of the next log return, given the tick, when the oracle knows them
+    oracle_log: tuple[FloatArray, FloatArray] | None = None
 
     def __len__(self) -> int:
         return len(self.series)
@@ -71,56 +80,78 @@ def load_points(forecast_files: Mapping[str, Path], oracle_file: Path | None = N
     """Read one forecast file per cell type (same ticks in each) and the optional oracle."""
     if not forecast_files:
         raise ForecasterError("no forecast files to score")
-    forecasts: dict[str, FloatArray] = {}
-    versions: dict[str, list[str]] = {}
-    keys: list[tuple[str, str]] = []
-    price = np.zeros(0)
-    for cell, path in forecast_files.items():
-        cell_keys, cell_price, forecasts[cell], versions[cell] = _read_forecasts(path)
-        if not keys:
-            keys, price = cell_keys, cell_price
-        elif cell_keys != keys or not np.array_equal(cell_price, price):
-            raise ForecasterError(f"{path} does not hold the same ticks as the other replays")
-    series = [name for name, _ in keys]
+    replays = {cell: _read_forecasts(path) for cell, path in forecast_files.items()}
+    first = next(iter(replays.values()))
+    for cell, replay in replays.items():
+        if replay.keys != first.keys or not np.array_equal(replay.price, first.price):
+            raise ForecasterError(
+                f"{forecast_files[cell]} does not hold the same ticks as the other replays"
+            )
     points = Points(
-        series=series,
-        ts=[ts for _, ts in keys],
-        price=price,
-        actual=np.full(len(keys), math.nan),
-        position=np.zeros(len(keys), np.int64),
-        forecasts=forecasts,
-        versions=versions,
+        series=[name for name, _ in first.keys],
+        ts=[ts for _, ts in first.keys],
+        price=first.price,
+        actual=np.full(len(first.keys), math.nan),
+        position=np.zeros(len(first.keys), np.int64),
+        forecasts={cell: replay.forecast for cell, replay in replays.items()},
+        versions={cell: replay.versions for cell, replay in replays.items()},
+        bounds={cell: replay.bounds for cell, replay in replays.items() if replay.bounds},
     )
     for rows in points.by_series().values():
-        points.actual[rows[:-1]] = price[rows[1:]]
+        points.actual[rows[:-1]] = first.price[rows[1:]]
         points.position[rows] = np.arange(len(rows))
     if oracle_file is None:
         return points
-    oracle, kind = _read_oracle(oracle_file, keys)
-    return replace(points, oracle=oracle, kind=kind)
+    kind, oracle, oracle_log = _read_oracle(oracle_file, first.keys)
+    return replace(points, kind=kind, oracle=oracle, oracle_log=oracle_log)
 
 
-def _read_forecasts(path: Path) -> tuple[list[tuple[str, str]], FloatArray, FloatArray, list[str]]:
+@dataclass(frozen=True)
+class _Replay:
+    """One forecast file's columns."""
+
+    keys: list[tuple[str, str]]
+    price: FloatArray
+    forecast: FloatArray
+    versions: list[str]
+    bounds: tuple[FloatArray, FloatArray] | None  # None unless every record has one
+
+
+def _read_forecasts(path: Path) -> _Replay:
     keys: list[tuple[str, str]] = []
-    prices: list[float] = []
-    forecasts: list[float] = []
+    columns: dict[str, list[float]] = {"price": [], "forecast": [], "lower": [], "upper": []}
     versions: list[str] = []
+    bounded = True
     with path.open(encoding="utf-8") as file:
         for line in file:
             record = json.loads(line)
             keys.append((record["series"], record["ts"]))
-            prices.append(record["price"])
-            forecasts.append(record["forecast"])
             versions.append(record["model_version"])
-    return keys, np.array(prices, np.float64), np.array(forecasts, np.float64), versions
+            bounded = bounded and "lower" in record and "upper" in record
+            for name, values in columns.items():
+                values.append(record.get(name, math.nan))
+    price, forecast, lower, upper = (np.array(columns[name], np.float64) for name in columns)
+    return _Replay(keys, price, forecast, versions, (lower, upper) if bounded and keys else None)
 
 
-def _read_oracle(path: Path, keys: list[tuple[str, str]]) -> tuple[FloatArray, list[str]]:
-    """The oracle and kind of every point; a point the oracle file lacks gets NaN and ''."""
-    known: dict[tuple[str, str], tuple[float, str]] = {}
+def _read_oracle(
+    path: Path, keys: list[tuple[str, str]]
+) -> tuple[list[str], FloatArray, tuple[FloatArray, FloatArray] | None]:
+    """The kind and oracle of every point, and the oracle's log-return mean and sd if the
+    file has them; a point the oracle file lacks gets '' and NaN."""
     with path.open(newline="", encoding="utf-8") as file:
-        for row in csv.DictReader(file):
-            value = float(row["oracle"]) if row["oracle"] else math.nan
-            known[(row["series"], row["ts"])] = (value, row["kind"])
-    found = [known.get(key, (math.nan, "")) for key in keys]
-    return np.array([value for value, _ in found], np.float64), [kind for _, kind in found]
+        reader = csv.DictReader(file)
+        known = {(row["series"], row["ts"]): row for row in reader}
+        has_log = set(ORACLE_LOG_COLUMNS) <= set(reader.fieldnames or ())
+    found = [known.get(key, {}) for key in keys]
+
+    def column(name: str) -> FloatArray:
+        return np.array([_number(row.get(name, "")) for row in found], np.float64)
+
+    mean, sd = ORACLE_LOG_COLUMNS
+    log = (column(mean), column(sd)) if has_log else None
+    return [row.get("kind", "") for row in found], column("oracle"), log
+
+
+def _number(text: str) -> float:
+    return float(text) if text else math.nan

@@ -21,6 +21,7 @@ from forecaster.errors import ForecasterError, SourceError
 from forecaster.evaluation.backtest.evaluate import evaluate
 from forecaster.evaluation.backtest.points import load_points
 from forecaster.evaluation.backtest.report import write_report
+from forecaster.params import interval_params
 from forecaster.pipeline import Totals
 from forecaster.service import replay
 
@@ -60,7 +61,8 @@ def backtest(
         if oracle is None and (input_path.parent / ORACLE_FILE).exists():
             oracle = input_path.parent / ORACLE_FILE
         evaluation = evaluate(
-            load_points({cell: forecasts_file(report, cell) for cell in cells}, oracle)
+            load_points({cell: forecasts_file(report, cell) for cell in cells}, oracle),
+            interval_params(settings),
         )
         if not evaluation.scored.any():
             raise ForecasterError(
