@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from forecaster.evaluation.backtest.evaluate import OVERALL, SIGNIFICANCE
+from forecaster.evaluation.backtest.interval_evaluation import level_key
+from forecaster.evaluation.backtest.interval_plots import GOAL_POINTS, INTERVAL_PLOTS
 from forecaster.evaluation.backtest.plots import PLOTS
+from forecaster.evaluation.backtest.points import ORACLE
 from forecaster.evaluation.backtest.styles import label, style
 
 SECTIONS = {
@@ -17,6 +20,7 @@ SECTIONS = {
     "worse-than-naive": "Worse than naive?",
     "metrics": "How to read the figures",
     "kinds": "Scores per kind",
+    "intervals": "Prediction intervals",
     "plots": "Plots",
     "series": "Scores per series",
 }
@@ -44,14 +48,31 @@ ROWS = {
     "holt": "Holt's linear trend",
     "oracle": "the generator's true conditional forecast: the best possible",
 }
+INTERVAL_METRICS = {
+    "coverage": "share of next prices inside their interval: the nominal coverage if "
+    "calibrated (red: more than 1 point off)",
+    "width": "mean width of the intervals, in basis points of the price forecast from",
+    "score": "interval (Winkler) score, same unit: the width plus 2 / (1 - coverage) times "
+    "how far a next price fell outside; lower is better (bold: the best at that coverage "
+    "but the oracle's), and no interval does better on average than the true one",
+}
+INTERVAL_ROWS = {
+    "empirical": "the last price times exp(+-h), h the empirical quantile of the "
+    "series' past absolute log returns",
+    "riskmetrics": "the last price times exp(+-z sigma), sigma RiskMetrics' exponentially "
+    "weighted volatility (lambda 0.94), z the Gaussian quantile",
+    "oracle": "the generator's true conditional interval",
+}
+BPS = 1e4
 
 
 CSS = (
     "body{font-family:sans-serif;margin:2em;max-width:1200px}"
     "table{border-collapse:collapse;margin-bottom:1.5em}"
     "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
-    "th:first-child,td:first-child{text-align:left}"
-    "tr.worse td{background:#fde2dd}"
+    "th:first-child,td:first-child{text-align:left;white-space:nowrap}"
+    "table.intervals td,table.intervals th{padding:2px 5px}"
+    "tr.worse td{background:#fde2dd}td.off{background:#fde2dd}"
     ".alarm{background:#fde2dd;border-left:6px solid #c0392b;padding:.6em 1em}"
     ".fine{background:#e3f4ea;border-left:6px solid #2e8b57;padding:.6em 1em}"
     ".swatch{display:inline-block;width:1.6em;height:.7em;margin-right:.4em;"
@@ -70,6 +91,7 @@ def page_html(document: dict[str, Any], out: Path) -> str:
         for kind, table in document["kinds"].items()
     )
     plots = "".join(_plot(out, file, title) for file, title in PLOTS.items())
+    interval_plots = "".join(_plot(out, file, title) for file, title in INTERVAL_PLOTS.items())
     series = "".join(
         _table(f"Series {name}", table, "errors in price units")
         for name, table in document["series"].items()
@@ -83,10 +105,73 @@ def page_html(document: dict[str, Any], out: Path) -> str:
             _section("worse-than-naive", _worse_sentence(document)),
             _section("metrics", _metric_lines(document)),
             _section("kinds", kinds),
+            _section("intervals", _intervals(document) + interval_plots),
             _section("plots", plots),
             _section("series", series),
             "</body></html>",
         ]
+    )
+
+
+def _intervals(document: dict[str, Any]) -> str:
+    intervals = document["intervals"]
+    coverage = intervals["coverage"]
+    around = {cell: f"the service's intervals around the {label(cell)} model's forecasts"
+              for cell in document["cells"]}  # fmt: skip
+    lines = "".join(
+        f"<dt>{name}</dt><dd>{html.escape(text)}</dd>" for name, text in INTERVAL_METRICS.items()
+    )
+    rows = "".join(
+        f"<dt>{_swatch(row)}{html.escape(label(row))}</dt><dd>{html.escape(text)}</dd>"
+        for row, text in {**around, **INTERVAL_ROWS}.items()
+        if row in intervals["rows"]
+    )
+    tables = "".join(
+        _interval_table("All series" if kind == OVERALL else f"Kind: {kind}", by_level, intervals)
+        for kind, by_level in intervals["kinds"].items()
+    )
+    return (
+        f"<p>Every forecast carries a central {_percent(coverage)} interval for the next price. "
+        "On the same points as the scores above, each model's intervals at several nominal "
+        f"coverages (the replay's own at {_percent(coverage)}; the others from the same "
+        "calibration run over the replay's forecasts) next to two baselines and, where the "
+        f"generator knows it, the true interval.</p><dl>{lines}</dl><dl>{rows}</dl>{tables}"
+    )
+
+
+def _interval_table(title: str, by_level: dict[str, Any], intervals: dict[str, Any]) -> str:
+    levels = [level_key(level) for level in intervals["levels"]]
+    top = "".join(f"<th colspan=3>{_percent(float(level))}</th>" for level in levels)
+    names = "<th>coverage</th><th>width</th><th>score</th>" * len(levels)
+    best = {level: min(scores["interval_score"] for row, scores in by_level[level].items()
+                       if row != ORACLE)
+            for level in levels}  # fmt: skip
+    body = "".join(
+        f"<tr><td>{_swatch(row)}{html.escape(label(row))}</td>"
+        + "".join(
+            _interval_cells(by_level[level][row], float(level), best[level]) for level in levels
+        )
+        + "</tr>"
+        for row in intervals["rows"]
+    )
+    return (
+        f"<h3>{html.escape(title)} <small>(width and score in bp of the price)</small></h3>"
+        f"<table class=intervals><tr><th rowspan=2>row</th>{top}</tr><tr>{names}</tr>{body}"
+        "</table>"
+    )
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:g}%"
+
+
+def _interval_cells(scores: dict[str, Any], level: float, best: float) -> str:
+    off = abs(scores["coverage"] - level) * 100.0 > GOAL_POINTS
+    score = f"{scores['interval_score'] * BPS:.2f}"
+    return (
+        f"<td{' class=off' if off else ''}>{scores['coverage']:.1%}</td>"
+        f"<td>{scores['width'] * BPS:.2f}</td>"
+        f"<td>{f'<b>{score}</b>' if scores['interval_score'] == best else score}</td>"
     )
 
 

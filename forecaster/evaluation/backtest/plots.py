@@ -77,8 +77,8 @@ def _plot_forecasts(evaluation: Evaluation, chosen: list[str], path: Path) -> No
         rows = by_series[name]
         window = _busiest_window(evaluation, rows[scored[rows]], ZOOM_TICKS)
         _draw_window(evaluation, name, window, axes[2 * index, 0], axes[2 * index + 1, 0])
-    _legend(figure)
-    _save(figure, path)
+    figure_legend(figure)
+    save_figure(figure, path)
 
 
 def _busiest_window(evaluation: Evaluation, rows: IntArray, width: int) -> IntArray:
@@ -159,8 +159,8 @@ def _plot_rolling_mae(evaluation: Evaluation, path: Path) -> None:
         ratio.set_title("the same, over naive's: below 1 beats naive", loc="left")
         ratio.set_ylabel("rolling MAE / naive's\n(ratio)")
         ratio.set_xlabel("hours since the first tick of the file (h)")
-    _legend(figure)
-    _save(figure, path)
+    figure_legend(figure)
+    save_figure(figure, path)
 
 
 def _rolling_mean(values: FloatArray, window: int) -> FloatArray:
@@ -200,11 +200,11 @@ def _plot_errors(evaluation: Evaluation, path: Path) -> None:
         axis.set_title("all scored forecasts; the central 99% of errors", loc="left")
         axis.set_xlabel("forecast - actual (bp of the price forecast from)")
         axis.set_ylabel("forecasts per bin")
-    _legend(figure)
-    _save(figure, path)
+    figure_legend(figure)
+    save_figure(figure, path)
 
 
-def _legend(figure: Figure) -> None:
+def figure_legend(figure: Figure) -> None:
     """One legend for the whole figure, right of the axes, each row once."""
     handles: dict[str, Any] = {}
     for axis in figure.axes:
@@ -215,9 +215,6 @@ def _legend(figure: Figure) -> None:
                       fontsize=9)  # fmt: skip
 
 
-def _save(figure: Figure, path: Path) -> None:
+def save_figure(figure: Figure, path: Path) -> None:
     figure.savefig(path, dpi=DPI)
     plt.close(figure)
-
-
-# --- HTML -----------------------------------------------------------------------------

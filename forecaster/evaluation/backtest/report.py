@@ -1,8 +1,8 @@
-"""What a backtest leaves behind: ``metrics.json``, three PNGs and ``report.html`` showing them.
+"""What a backtest leaves behind: ``metrics.json``, five PNGs and ``report.html`` showing them.
 
-``plots`` draws the PNGs and ``page`` writes the HTML; every row (actual, naive, the
-baselines, the oracle, each model) has one look from ``styles`` in every plot, and the
-HTML tables mark each row with the same colour.
+``plots`` and ``interval_plots`` draw the PNGs and ``page`` writes the HTML; every row
+(actual, naive, the baselines, the oracle, each model) has one look from ``styles`` in
+every plot, and the HTML tables mark each row with the same colour.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from forecaster.evaluation.backtest.evaluate import Evaluation, Scores
+from forecaster.evaluation.backtest.interval_evaluation import IntervalEvaluation, level_key
+from forecaster.evaluation.backtest.interval_plots import draw_interval_plots
 from forecaster.evaluation.backtest.page import page_html
 from forecaster.evaluation.backtest.plots import draw_plots
 
@@ -21,7 +23,8 @@ HTML_FILE = "report.html"
 
 
 def metrics_document(evaluation: Evaluation, about: dict[str, Any]) -> dict[str, Any]:
-    """The machine-readable result: every row's scores overall, per kind and per series."""
+    """The machine-readable result: every row's scores overall, per kind and per series,
+    and its intervals' scores overall and per kind, at every nominal coverage."""
     points = evaluation.points
 
     def table(scores: dict[str, Scores]) -> dict[str, Any]:
@@ -50,6 +53,24 @@ def metrics_document(evaluation: Evaluation, about: dict[str, Any]) -> dict[str,
             ]
             for cell, events in evaluation.retrains.items()
         },
+        "intervals": _interval_document(evaluation.intervals),
+    }
+
+
+def _interval_document(intervals: IntervalEvaluation) -> dict[str, Any]:
+    return {
+        "coverage": intervals.coverage,
+        "levels": list(intervals.levels),
+        "rows": intervals.rows,
+        "units": "width, interval_score and the pinball losses relative to the price "
+        "forecast from; coverage a share of the points",
+        "kinds": {
+            kind: {
+                level_key(level): {row: score.to_dict() for row, score in scores.items()}
+                for level, scores in by_level.items()
+            }
+            for kind, by_level in intervals.per_kind.items()
+        },
     }
 
 
@@ -62,6 +83,7 @@ def write_report(
     (out / METRICS_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     chosen = list(series) or _default_series(evaluation)
     draw_plots(evaluation, chosen, out)
+    draw_interval_plots(evaluation, chosen, out)
     (out / HTML_FILE).write_text(page_html(document, out), encoding="utf-8")
     return document
 

@@ -1,5 +1,5 @@
-"""One look per row of the backtest (actual, naive, the baselines, the oracle, each model),
-the same in every plot and in the report's tables."""
+"""One look per row of the backtest (actual, naive, the baselines of forecasts and of
+intervals, the oracle, each model), the same in every plot and in the report's tables."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class Style:
     linewidth: float
     alpha: float
     zorder: float
-    marker: str = "D"  # marks the row's retrains (models only)
+    marker: str = "D"  # marks the row's retrains (models), its points in the calibration plot
 
     def line(self) -> dict[str, Any]:
         return {
@@ -37,6 +37,8 @@ STYLES = {
     "ewma": Style("#56b4e9", (0, (1.0, 1.5)), 1.4, 0.9, 3.2),
     "holt": Style("#e69f00", (0, (4.0, 1.5, 1.0, 1.5)), 1.2, 0.9, 3.3),
     "oracle": Style("#009e73", (0, (1.0, 1.0)), 2.2, 0.9, 4.0),
+    "empirical": Style("#999933", (0, (5.0, 2.0)), 1.4, 0.9, 3.4, marker="o"),
+    "riskmetrics": Style("#882255", (0, (2.0, 1.0, 2.0, 3.0)), 1.4, 0.9, 3.5, marker="P"),
     "lstm": Style("#0072b2", "-", 3.6, 0.65, 5.0, marker="v"),
     "gru": Style("#d55e00", (0, (3.0, 1.5)), 1.6, 1.0, 6.0, marker="^"),
 }

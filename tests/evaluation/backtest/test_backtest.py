@@ -11,19 +11,24 @@ import pytest
 from forecaster.config import Settings
 from forecaster.core.engine import NAIVE
 from forecaster.evaluation import synthetic
-from forecaster.evaluation.backtest.evaluate import MIN_TUNE
+from forecaster.evaluation.backtest.evaluate import MIN_TUNE, retrain_points
+from forecaster.evaluation.backtest.interval_plots import INTERVAL_PLOTS
 from forecaster.evaluation.backtest.page import SECTIONS
 from forecaster.evaluation.backtest.plots import PLOTS
+from forecaster.evaluation.backtest.points import load_points
 from forecaster.evaluation.backtest.report import HTML_FILE, METRICS_FILE
 from forecaster.evaluation.backtest.run import backtest, forecasts_file
+from forecaster.evaluation.backtest.service_intervals import service_bounds
+from forecaster.params import interval_params
 from tests.support.browser import (  # noqa: F401 (browser_fixture: the browser fixture)
     Browser,
     browser_fixture,
 )
 
 TINY = Settings(units=4, layers=1, train_epochs=8, train_window=32, bootstrap_steps=4000,
-                max_batch=1000, metrics_port=0)  # fmt: skip
+                max_batch=1000, metrics_port=0, interval_coverage=0.8)  # fmt: skip
 CELL = "gru"
+ALL_PLOTS = {**PLOTS, **INTERVAL_PLOTS}
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +36,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Ten random walks and ten AR(1) series with phi = 0.5, at price levels from 0.07 to
-    4000, backtested together (GRU) with the generator's oracle: one backtest (one fit)
+    4000, backtested together (GRU) with the generator's oracle, intervals at 80% (not the
+    default, so that the settings are seen to reach the scores): one backtest (one fit)
     serves every test here."""
     data = tmp_path_factory.mktemp("generated")
     specs = synthetic.SERIES_SETS["random_walk"] + synthetic.SERIES_SETS["ar1"]
@@ -61,12 +67,12 @@ def scored_frame(report: Path, cell: str, oracle: Path) -> pd.DataFrame:
 
 
 def test_the_report_files_are_written(report: Path) -> None:
-    for name in (METRICS_FILE, HTML_FILE, *PLOTS, f"forecasts-{CELL}.jsonl"):
+    for name in (METRICS_FILE, HTML_FILE, *ALL_PLOTS, f"forecasts-{CELL}.jsonl"):
         assert (report / name).stat().st_size > 0, name
-    for name in PLOTS:
+    for name in ALL_PLOTS:
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (report / HTML_FILE).read_text()
-    assert page.count("data:image/png;base64,") == len(PLOTS)
+    assert page.count("data:image/png;base64,") == len(ALL_PLOTS)
     assert "RW-00" in page and "AR-09" in page and "holt" in page
 
 
@@ -106,6 +112,37 @@ def test_autocorrelated_returns_are_captured(report: Path) -> None:
     assert ar1[CELL]["dm_stat"] < -1.96
 
 
+def test_the_offline_calibration_gives_back_the_replays_own_intervals(report: Path) -> None:
+    """The backtest's intervals at other coverages are the service's: the same calibration
+    run over the replay's forecasts (model swaps included) reproduces the ones it emitted."""
+    points = load_points({CELL: forecasts_file(report, CELL)})
+    new_models = retrain_points(points.versions[CELL])
+    assert len(new_models) >= 1
+    params = interval_params(TINY)
+    lower, upper = service_bounds(points, CELL, new_models, params, (params.coverage,))
+    emitted_lower, emitted_upper = points.bounds[CELL]
+    np.testing.assert_allclose(lower[0], emitted_lower, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(upper[0], emitted_upper, rtol=1e-9, atol=0)
+
+
+def test_interval_figures_agree_with_a_recomputation_from_the_forecast_file(report: Path) -> None:
+    metrics = metrics_of(report)
+    frame = scored_frame(report, CELL, report.parent / "oracle.csv")
+    intervals = metrics["intervals"]
+    assert intervals["coverage"] == TINY.interval_coverage
+    own = f"{TINY.interval_coverage:g}"
+    for kind, rows in [("all", frame), *frame.groupby("kind")]:
+        scores = intervals["kinds"][kind][own][CELL]
+        inside = (rows["lower"] <= rows["actual"]) & (rows["actual"] <= rows["upper"])
+        assert scores["points"] == len(rows)
+        assert scores["coverage"] == pytest.approx(inside.mean(), abs=1e-12)
+        width = (rows["upper"] - rows["lower"]) / rows["price"]
+        assert scores["width"] == pytest.approx(width.mean(), rel=1e-9)
+    for level in intervals["levels"]:
+        coverage = intervals["kinds"]["all"][f"{level:g}"][CELL]["coverage"]
+        assert coverage == pytest.approx(level, abs=0.03)
+
+
 def test_the_report_renders_in_a_browser_with_every_section_and_plot(
     report: Path, browser: Browser, tmp_path: Path
 ) -> None:
@@ -118,8 +155,13 @@ def test_the_report_renders_in_a_browser_with_every_section_and_plot(
         assert ("<h3>All series" if kind == "all" else f"<h3>Kind: {kind} ") in dom
     for series in metrics["series"]:
         assert f"<h3>Series {series} " in dom
+    start = dom.index('<section id="intervals">')
+    intervals = dom[start : dom.index("</section>", start)]
+    for kind in metrics["intervals"]["kinds"]:
+        assert ("<h3>All series" if kind == "all" else f"<h3>Kind: {kind} ") in intervals
+    assert intervals.count('<table class="intervals">') == len(metrics["intervals"]["kinds"])
     images = browser.images(page, tmp_path)
-    assert sorted(image.alt for image in images) == sorted(PLOTS)
+    assert sorted(image.alt for image in images) == sorted(ALL_PLOTS)
     assert all(image.natural_width > 0 for image in images), images
 
 

@@ -1,12 +1,17 @@
 """The backtest report on forecasts written by hand (no model, no TensorFlow, no browser)."""
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from forecaster.config import Settings
 from forecaster.evaluation.backtest.evaluate import Evaluation, evaluate
+from forecaster.evaluation.backtest.interval_baselines import INTERVAL_BASELINES
+from forecaster.evaluation.backtest.interval_evaluation import LEVELS, IntervalScores, level_key
+from forecaster.evaluation.backtest.interval_plots import INTERVAL_PLOTS
 from forecaster.evaluation.backtest.page import COLUMNS, METRICS
 from forecaster.evaluation.backtest.plots import ZOOM_TICKS, _busiest_window
 from forecaster.evaluation.backtest.points import load_points
@@ -125,3 +130,38 @@ def test_directional_figures_separate_calling_from_calling_right(tmp_path: Path)
     assert scores["lstm"].directional_accuracy == pytest.approx(0.5, abs=0.01)
     assert scores["lstm"].call_hit_rate == 1.0
     assert scores["naive"].calls == scores["naive"].directional_accuracy == 0.0
+
+
+def test_the_interval_figures_are_in_the_metrics_and_the_page(tmp_path: Path) -> None:
+    """LSTM's own intervals (the records') are far too narrow: its coverage at the service's
+    level is marked in the page, and only where the metrics say it is off by over a point."""
+    prices = random_walks(7)
+    evaluation_of(tmp_path, prices, prices)
+    records = [json.loads(line) for line in (tmp_path / "lstm.jsonl").read_text().splitlines()]
+    narrow = [{**r, "lower": r["forecast"] * 0.9999, "upper": r["forecast"] * 1.0001}
+              for r in records]  # fmt: skip
+    (tmp_path / "lstm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in narrow))
+    points = load_points({"lstm": tmp_path / "lstm.jsonl", "gru": tmp_path / "gru.jsonl"})
+    document = write_report(evaluate(points), tmp_path / "report", {})
+
+    intervals = document["intervals"]
+    assert intervals["coverage"] == Settings.interval_coverage
+    assert intervals["rows"] == ["lstm", "gru", *INTERVAL_BASELINES]
+    assert intervals["levels"] == sorted({*LEVELS, Settings.interval_coverage})
+    own = intervals["kinds"]["all"][level_key(Settings.interval_coverage)]
+    assert set(own["lstm"]) == {field.name for field in fields(IntervalScores)}
+    assert own["lstm"]["coverage"] < 0.2 and abs(own["gru"]["coverage"] - 0.9) < 0.05
+    off = [
+        (level, row)
+        for level, scores in intervals["kinds"]["all"].items()
+        for row, figures in scores.items()
+        if abs(figures["coverage"] - float(level)) > 0.01
+    ]
+    assert (level_key(Settings.interval_coverage), "lstm") in off
+    page = (tmp_path / "report" / HTML_FILE).read_text()
+    section = page[page.index("<section id='intervals'>") : page.index("<section id='plots'>")]
+    assert section.count("<td class=off>") == len(off)
+    assert section.count("<h3>All series") == 1
+    for file in INTERVAL_PLOTS:
+        assert f"alt='{file}'" in section
+        assert (tmp_path / "report" / file).read_bytes()[:4] == b"\x89PNG"
