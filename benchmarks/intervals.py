@@ -1,7 +1,8 @@
 """Choose the interval method by measurement: coverage and interval score of the engine's
 intervals around naive forecasts, per kind of the sample data, for several settings.
 
-Methods compared (all on log residuals scaled by the series' EW RMS of ``halflife`` ticks):
+Methods compared (both on log residuals over the engine's blended scale, whose fast part
+has a half-life of ``halflife`` ticks; see forecaster/core/intervals.py):
   tracker   conformal quantile tracking, the engine's method, at ``--steps``;
   gaussian  the same scale, a fixed Gaussian quantile (no calibration: step ~ 0).
 

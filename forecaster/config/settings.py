@@ -133,10 +133,10 @@ class Settings:
         0.9, "Nominal coverage of the interval around every forecast", inside(0, 1)
     )
     interval_step: float = _setting(
-        0.05, "Step of a series' interval threshold per scored forecast", above(0)
+        0.02, "Step of a series' interval threshold per scored forecast", above(0)
     )
     interval_halflife: float = _setting(
-        16.0, "Half-life, in ticks, of a series' residual scale behind its intervals", above(0)
+        8.0, "Half-life, in ticks, of the fast scale of a series' intervals", above(0)
     )
     # Training
     bootstrap_steps: int = _setting(

@@ -50,9 +50,17 @@ STATS_DTYPE = np.dtype(
         ("skill_power", np.float64),
         ("last_head", np.float64),  # the head's last forecast; 0 before any
         # the prediction interval's calibration, kept by forecaster.core.intervals
-        ("naive_sq", np.float64),
-        ("model_sq", np.float64),
+        ("naive_fast", np.float64),
+        ("naive_slow", np.float64),
+        ("naive_cov", np.float64),
+        ("naive_var", np.float64),
+        ("naive_count", np.float64),
         ("naive_shift", np.float64),
+        ("model_fast", np.float64),
+        ("model_slow", np.float64),
+        ("model_cov", np.float64),
+        ("model_var", np.float64),
+        ("model_count", np.float64),
         ("model_shift", np.float64),
     ]
 )

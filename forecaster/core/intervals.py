@@ -4,27 +4,32 @@ calibrated online, per series and strictly causally.
 The method is conformal quantile tracking (the quantile tracker of Angelopoulos, Candès
 and Tibshirani's conformal PID control, 2023: adaptive conformal inference, Gibbs and
 Candès 2021, run on the score's threshold instead of its level) on log residuals scaled
-by each series' own recent volatility. Per series and per kind of forecast (the model's,
-and naive: the last price), with ``alpha = 1 - coverage``:
+by each series' own volatility. Per series and per kind of forecast (the model's, and
+naive: the last price), with ``alpha = 1 - coverage``:
 
-- a forecast ``f`` issued at tick t carries ``[f exp(-q s), f exp(q s)]``, where ``s`` is
-  the kind's exponentially weighted RMS log residual (half-life ``halflife`` ticks) and
-  ``q`` its current threshold;
+- a forecast ``f`` issued at tick t carries ``[f exp(-q s), f exp(q s)]``, ``q`` the kind's
+  current threshold and ``s`` its residual scale;
 - once the next price ``p`` is known, the forecast's score is ``|log p - log f| / s``,
-  a miss if above ``q``; then ``q += step (miss - alpha)``, and ``s`` takes the residual in.
+  a miss if above ``q``; then ``q += step (miss - alpha)``, and the scale takes the
+  residual in.
 
 Whatever the scores do, a series' miss rate after T scores is within ``(q_max + step) /
 (step T)`` of ``alpha`` (their Proposition 1), so coverage converges to nominal on every
-series, while ``s`` makes intervals widen in turbulent spells and narrow in quiet ones.
-Naive errors are calibrated on every tick, also while the model serves, so a series whose
-forecasts turn naive (cold, or a failed model step) is not falsely confident. A series'
-first tick, with no return seen yet, gets the wide ``COLD_LOG_SIGMA``.
+series. The scale ``s^2 = a fast + (1 - a) slow`` blends a fast running mean of squared
+residuals (half-life ``halflife`` ticks, as RiskMetrics) with the series' long-run one
+(``SLOW_HALFLIFE``), ``a`` the running least-squares weight that best predicts the next
+squared residual from the two (``REGRESSION_HALFLIFE``): where volatility clusters the
+fast mean predicts and ``a`` grows; where it does not, the fast mean is noise and ``a``
+falls, so the interval is as steady as an all-history quantile. Naive errors are
+calibrated on every tick, also while the model serves, so a series whose forecasts turn
+naive (cold, or a failed model step) is not falsely confident. A series' first tick, with
+no return seen yet, gets the wide ``COLD_LOG_SIGMA``.
 
-The calibration lives in the series' statistics (``STATS_DTYPE``: ``naive_sq``,
-``model_sq``, ``naive_shift``, ``model_shift``), so it is checkpointed, restored and rolled
-back with them; ``q`` is stored as its shift from ``q0``, the Gaussian quantile, so a
-fresh (zeroed) row starts at ``q0``. A model swap starts the model's calibration again
-from the naive one (``restart_model``).
+The calibration lives in the series' statistics (``STATS_DTYPE``: for each kind, the
+``_fast``, ``_slow``, ``_cov``, ``_var``, ``_count`` and ``_shift`` fields), so it is
+checkpointed, restored and rolled back with them; ``q`` is stored as its shift from
+``q0``, the Gaussian quantile, so a fresh (zeroed) row starts at ``q0``. A model swap
+starts the model's calibration again from the naive one (``restart_model``).
 
 >>> from forecaster.core.features import new_stats
 >>> params = IntervalParams(coverage=0.9)
@@ -34,8 +39,8 @@ from the naive one (``restart_model``).
 >>> bool(lower[0] < 101.0 < upper[0])
 True
 >>> previous = observe(params, stats, np.array([100.5]), np.array([101.0]))
->>> bool(previous.hit[0]), bool(stats["model_sq"][0] > 0)
-(True, True)
+>>> bool(previous.hit[0]), int(stats["model_count"][0]), int(stats["naive_count"][0])
+(True, 1, 1)
 """
 
 from __future__ import annotations
@@ -56,6 +61,12 @@ BoolArray = npt.NDArray[np.bool_]
 COLD_LOG_SIGMA = 0.05
 MIN_SIGMA = 1e-12
 MAX_Q = 50.0  # keeps every interval finite whatever the scores
+# The long-run scale: about a trading day of ticks of a busy series; its running mean is
+# bias-corrected, so before that many residuals it is their plain mean.
+SLOW_HALFLIFE = 4096.0
+REGRESSION_HALFLIFE = 1024.0  # the blend's weight: slower than the fast mean it judges
+KINDS = ("naive", "model")
+FIELDS = ("fast", "slow", "cov", "var", "count", "shift")
 
 
 @dataclass(frozen=True)
@@ -128,8 +139,8 @@ def issue(
 
 def restart_model(stats: npt.NDArray[np.void]) -> None:
     """A new model serves: its calibration starts again from the naive one."""
-    stats["model_sq"] = stats["naive_sq"]
-    stats["model_shift"] = stats["naive_shift"]
+    for name in FIELDS:
+        stats[f"model_{name}"] = stats[f"naive_{name}"]
 
 
 def _bounds(
@@ -143,11 +154,22 @@ def _bounds(
 def _sigma_and_q(
     params: IntervalParams, stats: npt.NDArray[np.void], naive: BoolArray
 ) -> tuple[FloatArray, FloatArray]:
-    naive_sq, model_sq = stats["naive_sq"], stats["model_sq"]
-    sq = np.where(naive | (model_sq <= 0), naive_sq, model_sq)
-    sigma = np.where(sq > 0, np.sqrt(np.maximum(sq, MIN_SIGMA**2)), COLD_LOG_SIGMA)
+    """A model kind not scored yet uses the naive scale (and its own threshold)."""
+    use_naive = naive | (stats["model_count"] <= 0)
+    sq = np.where(use_naive, _scale_sq(stats, "naive"), _scale_sq(stats, "model"))
+    known = (np.where(use_naive, stats["naive_count"], stats["model_count"]) > 0) & (sq > 0)
+    sigma = np.where(known, np.sqrt(np.maximum(sq, MIN_SIGMA**2)), COLD_LOG_SIGMA)
     shift = np.where(naive, stats["naive_shift"], stats["model_shift"])
     return sigma, np.clip(params.q0 + shift, 0.0, MAX_Q)
+
+
+def _scale_sq(stats: npt.NDArray[np.void], kind: str) -> FloatArray:
+    fast, slow = stats[f"{kind}_fast"], stats[f"{kind}_slow"]
+    var = stats[f"{kind}_var"]
+    weight = np.clip(np.divide(stats[f"{kind}_cov"], var, out=np.full_like(var, 0.5),
+                               where=var > 0), 0.0, 1.0)  # fmt: skip
+    blended: FloatArray = weight * fast + (1.0 - weight) * slow
+    return blended
 
 
 def _track(
@@ -159,16 +181,43 @@ def _track(
 ) -> None:
     """Fold ``residual`` into the ``kind`` calibration of ``rows``: the threshold moves only
     where a scale was known when the interval was issued (a cold interval says nothing of
-    the threshold)."""
-    sq, shift = stats[f"{kind}_sq"], stats[f"{kind}_shift"]
-    if kind == "model":  # a model's first forecast was issued on the naive scale
-        sq = np.where(sq > 0, sq, stats["naive_sq"])
-    known = rows & (sq > 0)
+    the threshold); a model's first score is on the naive scale it was issued with."""
+    count = stats[f"{kind}_count"]
+    scale_kind = "naive" if kind == "model" else kind
+    sq = np.where(count > 0, _scale_sq(stats, kind), _scale_sq(stats, scale_kind))
+    known = rows & (sq > 0) & ((count > 0) | (stats[f"{scale_kind}_count"] > 0))
     score = np.abs(residual) / np.sqrt(np.maximum(sq, MIN_SIGMA**2))
-    q = np.clip(params.q0 + shift, 0.0, MAX_Q)
-    miss = score > q
-    moved = shift + params.step * (miss - params.alpha)
-    stats[f"{kind}_shift"] = np.where(known, np.clip(moved, -params.q0, MAX_Q), shift)
-    squared = np.minimum(residual**2, 1.0)  # a log return of 100%: no scale is larger
-    blended = np.where(sq > 0, sq + params.weight * (squared - sq), squared)
-    stats[f"{kind}_sq"] = np.where(rows, blended, stats[f"{kind}_sq"])
+    shift = stats[f"{kind}_shift"]
+    miss = score > np.clip(params.q0 + shift, 0.0, MAX_Q)
+    moved = np.clip(shift + params.step * (miss - params.alpha), -params.q0, MAX_Q)
+    stats[f"{kind}_shift"] = np.where(known, moved, shift)
+    _fold_scale(params, stats, kind, np.minimum(residual**2, 1.0), rows)
+
+
+def _fold_scale(
+    params: IntervalParams,
+    stats: npt.NDArray[np.void],
+    kind: str,
+    squared: FloatArray,
+    rows: BoolArray,
+) -> None:
+    """Take one squared residual (a log return of 100% at most) into the running means."""
+    fast, slow = stats[f"{kind}_fast"], stats[f"{kind}_slow"]
+    count = stats[f"{kind}_count"]
+    first = count <= 0
+    lead, target = fast - slow, squared - slow
+    regression = 1.0 - 0.5 ** (1.0 / REGRESSION_HALFLIFE)
+    cov = stats[f"{kind}_cov"] + regression * (lead * target - stats[f"{kind}_cov"])
+    var = stats[f"{kind}_var"] + regression * (lead * lead - stats[f"{kind}_var"])
+    decay = 0.5 ** (1.0 / SLOW_HALFLIFE)
+    seen = count + 1
+    slow_step = (1.0 - decay) / (1.0 - decay**seen)  # the bias-corrected running mean
+    updated = {
+        "fast": np.where(first, squared, fast + params.weight * (squared - fast)),
+        "slow": np.where(first, squared, slow + slow_step * (squared - slow)),
+        "cov": np.where(first, 0.0, cov),
+        "var": np.where(first, 0.0, var),
+        "count": seen,
+    }
+    for name, values in updated.items():
+        stats[f"{kind}_{name}"] = np.where(rows, values, stats[f"{kind}_{name}"])
