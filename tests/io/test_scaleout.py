@@ -29,6 +29,7 @@ from tests.support.kafka import (  # noqa: F401 (broker, settings: fixtures)
     settings,
 )
 from tests.support.recovery import (
+    assert_as_uninterrupted,
     crash_settings,
     forecasts_until,
     keys_of,
@@ -86,9 +87,6 @@ def test_three_instances_one_killed_one_joining_forecast_as_one_uninterrupted_en
                 kill_9(instance)
 
     assert keys_of(forecasts) == set(expected), "ticks without a forecast"
-    for forecast in forecasts:  # repeats included
-        value, version = expected[(forecast["series"], forecast["ts"])]
-        assert forecast["model_version"] == version, forecast
-        assert abs(forecast["forecast"] - value) <= 1e-6, (forecast, value)
+    assert_as_uninterrupted(forecasts, expected)  # repeats included
     taken_over = [int(offset) for log in logs[1:] for offset in RESTORED.findall(log.read_text())]
     assert any(offset > 0 for offset in taken_over), "no state came through the changelog"

@@ -27,23 +27,24 @@ from tests.support.broker import create_topics, read_topic
 from tests.support.kafka import WAIT_S
 
 Delivered = tuple[list[bytes], list[str]]  # forecast payloads, dead letters' reasons
+Expected = tuple[int, int]  # how many forecasts and dead letters are due
 
 
 @dataclass
 class Case:
-    """An implementation under contract: ``open()`` a sink, ``delivered(count)`` what its
-    destination holds once ``count`` records arrived, ``refusing()`` a sink whose
-    destination takes nothing."""
+    """An implementation under contract: ``open()`` a sink, ``delivered(expected)`` what
+    its destination holds once the expected forecasts and dead letters arrived,
+    ``refusing()`` a sink whose destination takes nothing."""
 
     open: Callable[[], Sink]
-    delivered: Callable[[int], Delivered]
+    delivered: Callable[[Expected], Delivered]
     refusing: Callable[[], Sink]
 
 
 def json_lines_case(folder: Path) -> Case:
     forecasts, letters = folder / "forecasts.jsonl", folder / "dead-letters.jsonl"
 
-    def delivered(count: int) -> Delivered:
+    def delivered(expected: Expected) -> Delivered:
         lines = forecasts.read_bytes().splitlines()
         reasons = [json.loads(line)["reason"] for line in letters.read_bytes().splitlines()]
         return lines, reasons
@@ -61,12 +62,13 @@ def json_lines_case(folder: Path) -> Case:
 def kafka_case(settings: Settings) -> Case:
     create_topics(settings.bootstrap_servers, {settings.output_topic: 2, settings.dlq_topic: 1})
 
-    def delivered(count: int) -> Delivered:
-        def read(topic: str, done: Callable[[list[Any]], bool]) -> list[Any]:
-            return read_topic(settings.bootstrap_servers, topic, done, WAIT_S)
+    def delivered(expected: Expected) -> Delivered:
+        def read(topic: str, count: int) -> list[Any]:
+            bootstrap = settings.bootstrap_servers
+            return read_topic(bootstrap, topic, lambda records: len(records) >= count, WAIT_S)
 
-        forecasts = read(settings.output_topic, lambda records: len(records) >= count)
-        letters = read(settings.dlq_topic, lambda records: len(forecasts) + len(records) >= count)
+        forecasts = read(settings.output_topic, expected[0])
+        letters = read(settings.dlq_topic, expected[1])
         ordered = sorted(forecasts, key=lambda record: (record.partition, record.offset))
         reasons = [dict(record.headers)["forecaster.reason"].decode() for record in letters]
         return [record.value for record in ordered], reasons
@@ -104,7 +106,7 @@ def test_flushed_records_arrive_once_each_encoded_as_records_encodes_them(case: 
     sink.write(second, [letter(RejectReason.NOT_UTF8)])
     sink.flush()
     sink.close()
-    payloads, reasons = case.delivered(5)
+    payloads, reasons = case.delivered((3, 2))
     assert sorted(payloads) == sorted(encode_forecasts(first) + encode_forecasts(second))
     assert sorted(reasons) == ["invalid_json", "not_utf8"]
     assert all(np.isfinite(json.loads(p)["forecast"]) for p in payloads)

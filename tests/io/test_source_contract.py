@@ -5,6 +5,7 @@ to one behaviour. A new source passes this suite before anything else uses it.""
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -22,7 +23,7 @@ from forecaster.io.kafka import KafkaSource
 from forecaster.io.produce import publish
 from forecaster.ops.metrics import Metrics
 from tests.support.broker import create_topics
-from tests.support.waiting import probe_until
+from tests.support.kafka import WAIT_S
 
 SERIES, TICKS = ("A", "B", "C"), 8
 BAD_ROWS = [("A", "not a time", "1.0"), ("", "1767225600000", "1.0")]
@@ -89,20 +90,21 @@ def expected_records() -> Counter[str]:
 
 
 def drain(source: Source[Any], count: int, commit: bool = True) -> list[SourceBatch]:
-    """Non-empty batches until ``count`` records came (or the source is exhausted)."""
+    """Non-empty batches until ``count`` records came (or the source is exhausted),
+    polling back to back as the pipeline does (a member that polls seldom joins its
+    group slowly)."""
     batches: list[SourceBatch] = []
-
-    def poll() -> int:
+    received = 0
+    deadline = time.monotonic() + WAIT_S
+    while received < count and time.monotonic() < deadline:
         batch = source.poll(0.2)
         if batch is None:
-            return count  # a file ran out: nothing more will come
+            break  # a file ran out: nothing more will come
         if batch.parse().received:
             batches.append(batch)
+            received += batch.parse().received
             if commit:
                 source.commit(batch)
-        return sum(b.parse().received for b in batches)
-
-    probe_until(poll, lambda total: total >= count)
     return batches
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def settings(broker: TansuBroker, request: pytest.FixtureRequest) -> Settings:
     6 s all the same: it is also how long a live member's heartbeats may stall on a
     starved machine before the group evicts it, and an eviction repeats a batch, which
     the tests that count exactly would take for a fault."""
-    name = request.node.name
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", request.node.name)  # Kafka's topic name rule
     return Settings(
         bootstrap_servers=broker.bootstrap,
         input_topic=f"{name}.ticks",

@@ -10,7 +10,7 @@ import re
 import signal
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,14 @@ SEED = 20261121
 # kafka-python's line for the member id the coordinator gave a joining consumer
 MEMBER_ID = re.compile(r"Received member id (\S+) for group ")
 
-Forecast = tuple[float, str]  # value, model version
+
+class Forecast(NamedTuple):
+    """What an uninterrupted engine forecast for one tick."""
+
+    value: float
+    lower: float
+    upper: float
+    version: str
 
 
 def tick_file(path: Path) -> Path:
@@ -49,8 +56,27 @@ def uninterrupted(config: Settings, path: Path) -> dict[Key, Forecast]:
     engine = recovery_service.serving_engine(config)
     forecasts = engine.process(parse_csv_frame(frame).ticks).forecasts
     keys = zip(forecasts.ticks.series, format_rfc3339(forecasts.ticks.ts), strict=True)
-    values = zip(forecasts.forecast.tolist(), forecasts.versions(), strict=True)
-    return dict(zip(keys, values, strict=True))
+    values = zip(
+        forecasts.forecast.tolist(),
+        forecasts.lower.tolist(),
+        forecasts.upper.tolist(),
+        forecasts.versions(),
+        strict=True,
+    )
+    return {key: Forecast(*value) for key, value in zip(keys, values, strict=True)}
+
+
+def assert_as_uninterrupted(forecasts: list[dict[str, Any]], expected: dict[Key, Forecast]) -> None:
+    """Every forecast, repeats included, is the uninterrupted engine's for its tick: same
+    model version, value and interval within 1e-6."""
+    for forecast in forecasts:
+        want = expected[(forecast["series"], forecast["ts"])]
+        assert forecast["model_version"] == want.version, forecast
+        got = (forecast["forecast"], forecast["lower"], forecast["upper"])
+        assert np.allclose(got, (want.value, want.lower, want.upper), rtol=0, atol=1e-6), (
+            forecast,
+            want,
+        )
 
 
 def forecasts_until(config: Settings, count: int, service: Any) -> list[dict[str, Any]]:

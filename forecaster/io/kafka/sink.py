@@ -66,7 +66,6 @@ from forecaster.ops.metrics import Metrics
 log = logging.getLogger(__name__)
 
 HEADER_PREFIX = "forecaster."
-SOURCE = ("topic", "partition", "offset")  # origin fields of a record, also dead-letter headers
 KEPT_KEY_BYTES = 1024  # of a dead letter's original key
 KEPT_HEADER_BYTES = 65536  # of its original headers, names and values together
 
@@ -88,7 +87,11 @@ def dead_letter_message(letter: DeadLetter, keep_bytes: int) -> Message:
     ours = [
         (HEADER_PREFIX + "reason", rejected.reason.value.encode()),
         (HEADER_PREFIX + "detail", rejected.detail.encode("utf-8", "backslashreplace")),
-        *((f"{HEADER_PREFIX}source.{name}", str(origin[name]).encode()) for name in SOURCE),
+        *(
+            (f"{HEADER_PREFIX}source.{name}", str(value).encode("utf-8", "backslashreplace"))
+            for name, value in origin.items()
+            if name != "key" and value is not None
+        ),
         (HEADER_PREFIX + "size", str(len(rejected.raw)).encode()),
     ]
     if len(value) < len(rejected.raw):
