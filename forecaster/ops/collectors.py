@@ -15,7 +15,7 @@ gauge of a figure not known yet reads NaN, not a misleading 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -35,3 +35,16 @@ def nan_gauge(name: str, documentation: str, registry: CollectorRegistry) -> Gau
     gauge = Gauge(name, documentation, registry=registry)
     gauge.set(math.nan)
     return gauge
+
+
+def rows_by_name(names: Iterable[str], labelled: Container[str]) -> dict[str, list[int]]:
+    """The rows of each labelled name among ``names``, for per-series gauges.
+
+    >>> rows_by_name(["A", "B", "A"], {"A"})
+    {'A': [0, 2]}
+    """
+    rows: dict[str, list[int]] = {}
+    for row, name in enumerate(names):
+        if name in labelled:
+            rows.setdefault(name, []).append(row)
+    return rows

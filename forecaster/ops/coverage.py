@@ -28,7 +28,7 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from forecaster.core.engine import ForecastBatch
-from forecaster.ops.collectors import nan_gauge
+from forecaster.ops.collectors import nan_gauge, rows_by_name
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -124,11 +124,7 @@ class IntervalMetrics:
             self._observe_named_series(batch)
 
     def _observe_named_series(self, batch: ForecastBatch) -> None:
-        rows: dict[str, list[int]] = {}
-        for row, name in enumerate(batch.ticks.series):
-            if name in self.by_series:
-                rows.setdefault(name, []).append(row)
-        for name, index in rows.items():
+        for name, index in rows_by_name(batch.ticks.series, self.by_series).items():
             rolling = self.by_series[name]
             rolling.add(*_columns(batch, index))
             coverage, width = rolling.get()

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from forecaster.config import MAX_LABELLED_SERIES
 from forecaster.core.engine import ForecastBatch
 from forecaster.errors import ConfigError
-from forecaster.ops.collectors import nan_gauge
+from forecaster.ops.collectors import nan_gauge, rows_by_name
 from forecaster.ops.quality import Quality, RollingQuality, Sums
 
 _SUM_HELP = {
@@ -81,11 +81,7 @@ class QualityMetrics:
             self._observe_named_series(batch)
 
     def _observe_named_series(self, batch: ForecastBatch) -> None:
-        rows: dict[str, list[int]] = {}
-        for row, name in enumerate(batch.ticks.series):
-            if name in self.by_series:
-                rows.setdefault(name, []).append(row)
-        for name, index in rows.items():
+        for name, index in rows_by_name(batch.ticks.series, self.by_series).items():
             rolling = self.by_series[name]
             rolling.add(
                 batch.ticks.price[index],

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.deploy.replay_input import ReplayInput, write_replay_input
 from tests.support.broker import free_port
 from tests.support.paths import ROOT
 from tests.support.prometheus import (
@@ -25,6 +24,7 @@ from tests.support.prometheus import (
     scrape_config,
     wait_until,
 )
+from tests.support.replay_input import ReplayInput, write_replay_input
 
 DEPLOY = ROOT / "deploy"
 ALERT_RULES = DEPLOY / "prometheus" / "alerts.yml"

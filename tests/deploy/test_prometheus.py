@@ -29,8 +29,8 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import ALERT_RULES, DEPLOY, LABELLED_SERIES, ForecasterProcess, Samples
-from tests.deploy.replay_input import ReplayInput
 from tests.support.prometheus import PrometheusServer, PrometheusTools, wait_until
+from tests.support.replay_input import ReplayInput
 
 # Set-up may install Prometheus with apt: minutes on a busy machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]

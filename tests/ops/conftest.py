@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.deploy.replay_input import ReplayInput, write_replay_input
+from tests.support.replay_input import ReplayInput, write_replay_input
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from forecaster.ops.http import HttpServer, http_app
 from forecaster.ops.metrics import Metrics
 from forecaster.pipeline import Pipeline
 from forecaster.service import Service
-from tests.deploy.replay_input import ReplayInput
+from tests.support.replay_input import ReplayInput
 
 Response = tuple[str, dict[str, str], bytes]
 

@@ -14,9 +14,9 @@ from forecaster.ops import metrics as metrics_module
 from forecaster.ops.metrics import FORECAST_KINDS, RETRAIN_OUTCOMES, Metrics
 from forecaster.pipeline import Pipeline
 from forecaster.service import Service
-from tests.deploy.replay_input import ReplayInput
 from tests.support.metrics import QUALITY_FIGURES, run_pipeline, sample
 from tests.support.models import random_stepper
+from tests.support.replay_input import ReplayInput
 
 
 def test_docstring_examples() -> None:

@@ -7,8 +7,8 @@ import pytest
 from forecaster.config import MAX_LABELLED_SERIES, Settings
 from forecaster.errors import ConfigError
 from forecaster.ops.metrics import Metrics
-from tests.deploy.replay_input import ReplayInput
 from tests.support.metrics import QUALITY_FIGURES, run_pipeline, sample
+from tests.support.replay_input import ReplayInput
 
 
 def test_a_run_scores_model_forecasts(replay: ReplayInput) -> None:

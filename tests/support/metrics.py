@@ -8,8 +8,8 @@ from forecaster.io.files import CsvSource, JsonLinesSink
 from forecaster.model.spec import ModelSpec
 from forecaster.ops.metrics import Metrics
 from forecaster.pipeline import Pipeline
-from tests.deploy.replay_input import ReplayInput
 from tests.support.models import random_stepper
+from tests.support.replay_input import ReplayInput
 
 QUALITY_FIGURES = ("mae", "rmse", "mase", "directional_accuracy")
 
