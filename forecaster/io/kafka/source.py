@@ -191,6 +191,11 @@ class KafkaSource:
         self._rebalance_limit_s = (
             settings.max_poll_interval_ms + settings.session_timeout_ms
         ) / 1000
+        # While the member joins its group, poll for as long as a join round may take:
+        # kafka-python 3.0.12 starts a new round when a poll returns between the SyncGroup
+        # answer and its use, throwing the assignment away (a round costs about half the
+        # session timeout on the test broker), so short polls during a join lose rounds.
+        self._join_poll_s = settings.session_timeout_ms / 2000 + 1.0
         self._limits = input_limits(settings)
         self._require_key = settings.require_series_key
         self._commit_timeout_ms = settings.request_timeout_ms
@@ -210,6 +215,8 @@ class KafkaSource:
         if consumer is None:
             time.sleep(timeout)
             return KafkaBatch({})
+        if self.group.rebalancing_since is not None or not consumer.assignment():
+            timeout = max(timeout, self._join_poll_s)
         try:
             polled = consumer.poll(timeout_ms=int(timeout * 1000))
             self._report_assigned(consumer)
