@@ -81,6 +81,7 @@ def retrain_policy(settings: Settings) -> RetrainPolicy:
     """When to retrain, on which window, and what a candidate must show."""
     # Here, not at the top: a Kafka source's input limits need no retraining stack.
     from forecaster.retraining.coordinator import RetrainPolicy
+    from forecaster.retraining.decay import DecayPolicy
     from forecaster.retraining.window import WindowSpec
 
     return RetrainPolicy(
@@ -94,4 +95,10 @@ def retrain_policy(settings: Settings) -> RetrainPolicy:
         timeout_s=settings.retrain_timeout_s,
         keep_versions=settings.keep_versions,
         registry_poll_s=settings.registry_poll_s,
+        decay=DecayPolicy(
+            window=settings.decay_window,
+            mase_limit=settings.decay_mase,
+            margin=settings.decay_margin,
+            cooldown_s=settings.decay_cooldown_s,
+        ),
     )

@@ -56,6 +56,10 @@ DESTINATION_FAULTS = (DeliveryError, OSError)
 
 
 class ModelUpdates(Protocol):
+    def settled(self, forecasts: ForecastBatch) -> None:
+        """A batch was delivered: its prices settle earlier forecasts (live quality)."""
+        ...
+
     def pending(self) -> Stepper | None:
         """A model to serve from the next batch on, if one is ready."""
         ...
@@ -144,6 +148,8 @@ class Pipeline:
         try:  # the batch is done: what fails now must not make it be processed again
             self._count(parsed, forecasts, dead_letters, result.nonfinite)
             self._count_series(known_series, evicted)
+            if self.updates is not None:
+                self.updates.settled(forecasts)
         except Exception as exc:
             log_internal_error("counting a delivered batch", exc)
         self.metrics.step_seconds.observe(stepped - started)

@@ -178,6 +178,20 @@ class Settings:
     retrain_timeout_s: float = _setting(
         1800.0, "A live retraining running longer has failed", above(0)
     )
+    decay_window: int = _setting(
+        2000,
+        "Scored forecasts the serving model's live MASE is taken over; 0 = no decay trigger",
+        at_least(0),
+    )
+    decay_mase: float = _setting(
+        1.0, "Retrain when the serving model's live MASE rises above this", above(0)
+    )
+    decay_margin: float = _setting(
+        0.1, "Or when it is this much worse than its own holdout MASE (0.1: 10 %)", at_least(0)
+    )
+    decay_cooldown_s: float = _setting(
+        3600.0, "At most one decay retraining per this many seconds of tick time", at_least(0)
+    )
     retrain_threads: int = _setting(
         1,
         "TensorFlow threads (intra- and inter-op each) of a training; 0 = TensorFlow's default",

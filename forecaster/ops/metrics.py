@@ -186,6 +186,18 @@ class Metrics:
         self.retrain_validation_loss = nan_gauge(
             "forecaster_retrain_validation_loss", "Validation loss of the last retraining run", r
         )
+        self.retrain_triggers = Counter(
+            "forecaster_retrain_triggers",
+            "Retraining runs started, by what started them (decay: the serving model's live "
+            "quality fell)",
+            ["trigger"],
+            registry=r,
+        )
+        self.retrain_live_mase = nan_gauge(
+            "forecaster_retrain_live_mase_ratio",
+            "The serving model's MASE over its last decay_window scored forecasts",
+            r,
+        )
         self.retrain_last_run = Info(
             "forecaster_retrain_last_run",
             "The last retraining run: its trigger, outcome and candidate version ('' if none)",

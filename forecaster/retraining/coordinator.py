@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from forecaster.config import Settings
-from forecaster.core.engine import Engine
+from forecaster.core.engine import Engine, ForecastBatch
 from forecaster.core.features import FeatureParams
 from forecaster.errors import ArtifactError, ConfigError
 from forecaster.faults import internal_error_detail
@@ -40,6 +40,7 @@ from forecaster.model.stepper import Stepper
 from forecaster.ops.metrics import Metrics
 from forecaster.retraining.child import Execution, Finished, TrainingJob
 from forecaster.retraining.dataset import Sequence, sequences_from_history
+from forecaster.retraining.decay import DecayMonitor, DecayPolicy
 from forecaster.retraining.feed import StepFeed
 from forecaster.retraining.gate import Verdict
 from forecaster.retraining.outcome import Outcome, report, show_training
@@ -69,6 +70,7 @@ class RetrainPolicy:
     timeout_s: float = Settings.retrain_timeout_s
     keep_versions: int = Settings.keep_versions
     registry_poll_s: float = Settings.registry_poll_s
+    decay: DecayPolicy = field(default_factory=DecayPolicy)
 
     def __post_init__(self) -> None:
         if self.interval_s < 0 or self.every_ticks < 0 or self.timeout_s <= 0:
@@ -121,7 +123,10 @@ class Retrainer:
         self.registry = registry
         self.metrics = metrics
         self.execution = Execution(fit, policy.timeout_s, background)
-        self.triggers = Triggers(policy.schedule, policy.every_ticks, on_data_clock=not background)
+        self.decay = DecayMonitor(policy.decay)
+        self.triggers = Triggers(
+            policy.schedule, policy.every_ticks, self.decay, on_data_clock=not background
+        )
         self._promotion = Promotion(registry, features, policy.keep_versions)
         shared = registry if background else None  # live: other instances may share it
         self._turns = Turns(shared.root, policy.schedule.period_s()) if shared else None
@@ -156,6 +161,13 @@ class Retrainer:
         self.execution.stop()
         self._release()
 
+    def settled(self, forecasts: ForecastBatch) -> None:
+        """The prices of a committed batch settle earlier forecasts: score the serving
+        model's, for the decay trigger."""
+        self.decay.observe(forecasts.ticks.price, forecasts.previous_price,
+                           forecasts.previous_forecast)  # fmt: skip
+        self.metrics.retrain_live_mase.set(self.decay.mase())
+
     def pending(self) -> Stepper | None:
         """Called at each batch boundary: the new model to swap in, if one is ready."""
         if (finished := self.execution.poll()) is not None:
@@ -173,6 +185,7 @@ class Retrainer:
         """Read the window (on the pipeline thread, between batches) and start a run."""
         self.triggers.consumed(self.feed)
         self._trigger, self._started = trigger, time.monotonic()
+        self.metrics.retrain_triggers.labels(trigger).inc()
         if self._turns is not None and not self._take_turn(self._turns):
             return
         log.info("retraining started (trigger: %s) while %s serves", trigger, self._serving())
@@ -226,14 +239,16 @@ class Retrainer:
         show_training(self.metrics, candidate.details)
         model = self._promotion.settle(candidate)
         if model is not None:
-            self._serve(model)
+            self._serve(model, candidate.verdict.candidate_mase)
         result = "promoted" if model is not None else "rejected"
         self._report(result, candidate.version, candidate.verdict)
 
-    def _serve(self, model: Stepper) -> None:
-        """Hand ``model`` to the pipeline at this boundary; the bootstrap is over."""
+    def _serve(self, model: Stepper, holdout_mase: float | None = None) -> None:
+        """Hand ``model`` to the pipeline at this boundary; the bootstrap is over, and its
+        live quality is judged from now on (against its holdout MASE, if known)."""
         self._ready = model
         self.feed.model_served()
+        self.decay.restart(holdout_mase)
 
     def _report(
         self, result: str, version: str | None = None, verdict: Verdict | None = None,

@@ -1,6 +1,7 @@
 """When a retraining run is due, and why: ``requested`` (``POST /retrain``, ``forecaster
 retrain``), ``bootstrap`` (no model yet: once the first one's data is in), ``schedule``
-(the interval or cron ``Schedule``) or ``ticks`` (``every_ticks`` warm steps).
+(the interval or cron ``Schedule``), ``decay`` (the serving model's live quality fell,
+``forecaster.retraining.decay``) or ``ticks`` (``every_ticks`` warm steps).
 
 Live, the schedule fires on the wall clock in an APScheduler BackgroundScheduler; in a
 replay it is evaluated on the ticks' own timestamps (``DataClock``), so a replay retrains
@@ -16,6 +17,7 @@ from itertools import pairwise
 from typing import Any
 
 from forecaster.errors import ConfigError
+from forecaster.retraining.decay import DecayMonitor
 from forecaster.retraining.feed import StepFeed
 
 NS = 1_000_000_000
@@ -104,9 +106,12 @@ class Triggers:
     ``start`` runs it on the wall clock, as the live service does.
     """
 
-    def __init__(self, schedule: Schedule, every_ticks: int, on_data_clock: bool) -> None:
+    def __init__(
+        self, schedule: Schedule, every_ticks: int, decay: DecayMonitor, on_data_clock: bool
+    ) -> None:
         self.schedule = schedule
         self.every_ticks = every_ticks
+        self.decay = decay
         self._clock = DataClock(schedule) if on_data_clock else None
         self._requested = threading.Event()
         self._fired = threading.Event()  # the wall-clock schedule fired
@@ -139,7 +144,8 @@ class Triggers:
             self._scheduler = None
 
     def due(self, feed: StepFeed) -> str:
-        """The trigger of a run due now ('' if none): requested, bootstrap, schedule, ticks."""
+        """The trigger of a run due now ('' if none): requested, bootstrap, schedule, decay,
+        ticks."""
         # Evaluated first: the data clock moves on whichever trigger is due.
         clock_fired = self._clock is not None and self._clock.due(feed.newest_ts)
         if self._requested.is_set():
@@ -148,6 +154,8 @@ class Triggers:
             return "bootstrap" if feed.bootstrap_due() else ""
         if clock_fired or self._fired.is_set():
             return "schedule"
+        if self.decay.due(feed.newest_ts):
+            return "decay"
         return "ticks" if 0 < self.every_ticks <= feed.steps_since_run else ""
 
     def consumed(self, feed: StepFeed) -> None:

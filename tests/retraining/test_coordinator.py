@@ -33,13 +33,12 @@ from forecaster.core.engine import NAIVE, Engine
 from forecaster.core.features import FeatureParams
 from forecaster.errors import ArtifactError, ConfigError, TrainingError
 from forecaster.evaluation import synthetic
-from forecaster.io.files import CsvSource, JsonLinesSink, open_output
+from forecaster.io.files import CsvSource
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import Stepper
 from forecaster.ops.http import HttpServer, http_app
 from forecaster.ops.metrics import Metrics
 from forecaster.params import engine_params
-from forecaster.pipeline import Pipeline
 from forecaster.retraining import registry as registry_module
 from forecaster.retraining.coordinator import Retrainer, RetrainPolicy
 from forecaster.retraining.dataset import Sequence
@@ -52,12 +51,11 @@ from forecaster.service import build_engine
 from tests.support import retrain_instance
 from tests.support.models import constant_stepper, random_stepper
 from tests.support.paths import SAMPLE_TICKS
+from tests.support.retraining import SMALL, Fit, fixed_fit, pipeline_over, retrainer_for
 from tests.support.retrains import holdout_mae, last_run, only, runs, runs_by_outcome
 from tests.support.waiting import wait_for
 
 SPEC = ModelSpec(cell="gru", layers=1, units=4)
-SMALL = {"min_history": 8, "ring_length": 512, "max_batch": 250}
-Fit = Callable[[list[Sequence]], TrainedModel]
 
 
 @pytest.fixture(scope="module")
@@ -78,32 +76,6 @@ def short_ticks(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def read_forecasts(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def pipeline_over(path: Path, retrainer: Retrainer, out: Path) -> Pipeline:
-    sink = JsonLinesSink(open_output(str(out)), open_output(str(out.with_suffix(".rejects"))))
-    source = CsvSource(path, SMALL["max_batch"])
-    return Pipeline(source, retrainer.engine, sink, retrainer.metrics, updates=retrainer)
-
-
-def fixed_fit(model: Stepper) -> Fit:
-    return lambda sequences: TrainedModel(model, {"series": len(sequences)})
-
-
-def retrainer_for(serving: Stepper | None, fit: Fit, registry: Registry | None = None,
-                  warm_on: Path | None = None, background: bool = False, **policy: object
-                  ) -> Retrainer:  # fmt: skip
-    """The Retrainer (inline unless ``background``) of a fresh engine serving ``serving``,
-    which records into the Retrainer's feed; ``warm_on``: its history rings hold all of
-    those ticks."""
-    settings = RetrainPolicy(**policy)  # type: ignore[arg-type]
-    feed = StepFeed(settings.bootstrap_steps, first_model=serving is None)
-    engine = Engine(engine_params(Settings(**SMALL)), serving, recorder=feed)  # type: ignore[arg-type]
-    if warm_on is not None:
-        engine.process(CsvSource(warm_on, 100_000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
-    features = FeatureParams(min_history=SMALL["min_history"])
-    return Retrainer(engine, feed, fit, settings, features, registry=registry, metrics=Metrics(),
-                     background=background)  # fmt: skip
 
 
 def live_retrainer(serving: Stepper | None, fit: NamedFit, registry: Registry | None = None,
