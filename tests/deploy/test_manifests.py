@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from forecaster.config import ENV_PREFIX, Settings
-from tests.deploy.conftest import DEPLOY, ROOT
+from tests.support.deploy import DEPLOY, ROOT
 
 KUBERNETES_VERSION = "1.31.0"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"

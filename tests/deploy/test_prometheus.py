@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import ALERT_RULES, DEPLOY, LABELLED_SERIES, ForecasterProcess, Samples
+from tests.support.deploy import ALERT_RULES, DEPLOY, LABELLED_SERIES, ForecasterProcess, Samples
 from tests.support.prometheus import PrometheusServer, PrometheusTools, wait_until
 from tests.support.replay_input import ReplayInput
 
