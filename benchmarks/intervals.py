@@ -10,7 +10,8 @@ has a half-life of ``halflife`` ticks; see forecaster/core/intervals.py):
     python benchmarks/intervals.py --ticks other.csv --oracle other_oracle.csv
 
 Prints one row per (method, step, half-life, coverage, kind): empirical coverage, mean
-relative width and mean relative interval (Winkler) score, in basis points of price.
+relative width and mean relative interval (Winkler) score, in basis points of price,
+over each series' intervals after its first MIN_RESIDUALS (which take the cold scale).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from forecaster.core.engine import Engine, EngineParams
-from forecaster.core.intervals import IntervalParams
+from forecaster.core.intervals import MIN_RESIDUALS, IntervalParams
 from forecaster.core.ticks import parse_csv_frame
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
@@ -43,7 +44,9 @@ def scored(ticks: pd.DataFrame, params: IntervalParams) -> pd.DataFrame:
             "upper": forecasts.previous_upper,
         }
     )
-    return frame[frame["lower"] > 0]
+    frame = frame[frame["lower"] > 0]
+    # A series' first intervals take the cold scale by design: score the steady state.
+    return frame[frame.groupby("series").cumcount() >= MIN_RESIDUALS]
 
 
 def figures(frame: pd.DataFrame, coverage: float) -> dict[str, float]:

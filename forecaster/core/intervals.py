@@ -22,8 +22,8 @@ squared residual from the two (``REGRESSION_HALFLIFE``): where volatility cluste
 fast mean predicts and ``a`` grows; where it does not, the fast mean is noise and ``a``
 falls, so the interval is as steady as an all-history quantile. Naive errors are
 calibrated on every tick, also while the model serves, so a series whose forecasts turn
-naive (cold, or a failed model step) is not falsely confident. A series' first tick, with
-no return seen yet, gets the wide ``COLD_LOG_SIGMA``.
+naive (cold, or a failed model step) is not falsely confident; until a kind has
+``MIN_RESIDUALS`` residuals its intervals take the wide ``COLD_LOG_SIGMA`` as their scale.
 
 The calibration lives in the series' statistics (``STATS_DTYPE``: for each kind, the
 ``_fast``, ``_slow``, ``_cov``, ``_var``, ``_count`` and ``_shift`` fields), so it is
@@ -57,8 +57,11 @@ from forecaster.errors import ConfigError
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-# A series' first interval, before any return: wide, since nothing is known of its scale.
+# A series' intervals before it has MIN_RESIDUALS residuals of a kind: wide, since a
+# scale estimated from a handful of returns can be far too small (a cold series must not
+# be falsely confident).
 COLD_LOG_SIGMA = 0.05
+MIN_RESIDUALS = 16
 MIN_SIGMA = 1e-12
 MAX_Q = 50.0  # keeps every interval finite whatever the scores
 # The long-run scale: about a trading day of ticks of a busy series; its running mean is
@@ -154,10 +157,12 @@ def _bounds(
 def _sigma_and_q(
     params: IntervalParams, stats: npt.NDArray[np.void], naive: BoolArray
 ) -> tuple[FloatArray, FloatArray]:
-    """A model kind not scored yet uses the naive scale (and its own threshold)."""
-    use_naive = naive | (stats["model_count"] <= 0)
+    """A model kind with fewer than MIN_RESIDUALS residuals uses the naive scale (and its
+    own threshold)."""
+    use_naive = naive | (stats["model_count"] < MIN_RESIDUALS)
     sq = np.where(use_naive, _scale_sq(stats, "naive"), _scale_sq(stats, "model"))
-    known = (np.where(use_naive, stats["naive_count"], stats["model_count"]) > 0) & (sq > 0)
+    count = np.where(use_naive, stats["naive_count"], stats["model_count"])
+    known = (count >= MIN_RESIDUALS) & (sq > 0)
     sigma = np.where(known, np.sqrt(np.maximum(sq, MIN_SIGMA**2)), COLD_LOG_SIGMA)
     shift = np.where(naive, stats["naive_shift"], stats["model_shift"])
     return sigma, np.clip(params.q0 + shift, 0.0, MAX_Q)
@@ -181,11 +186,12 @@ def _track(
 ) -> None:
     """Fold ``residual`` into the ``kind`` calibration of ``rows``: the threshold moves only
     where a scale was known when the interval was issued (a cold interval says nothing of
-    the threshold); a model's first score is on the naive scale it was issued with."""
+    the threshold); a young model kind's score is on the naive scale it was issued with."""
     count = stats[f"{kind}_count"]
-    scale_kind = "naive" if kind == "model" else kind
-    sq = np.where(count > 0, _scale_sq(stats, kind), _scale_sq(stats, scale_kind))
-    known = rows & (sq > 0) & ((count > 0) | (stats[f"{scale_kind}_count"] > 0))
+    own = count >= MIN_RESIDUALS
+    sq = np.where(own, _scale_sq(stats, kind), _scale_sq(stats, "naive"))
+    scale_count = np.where(own, count, stats["naive_count"])
+    known = rows & (sq > 0) & (scale_count >= MIN_RESIDUALS)
     score = np.abs(residual) / np.sqrt(np.maximum(sq, MIN_SIGMA**2))
     shift = stats[f"{kind}_shift"]
     miss = score > np.clip(params.q0 + shift, 0.0, MAX_Q)

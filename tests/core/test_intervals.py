@@ -10,7 +10,7 @@ import pytest
 
 from forecaster.core.engine import Engine, EngineParams, ForecastBatch
 from forecaster.core.features import FeatureParams
-from forecaster.core.intervals import IntervalParams
+from forecaster.core.intervals import COLD_LOG_SIGMA, MIN_RESIDUALS, IntervalParams
 from forecaster.core.ticks import TickColumns
 from forecaster.model.spec import ModelSpec
 from tests.support.models import random_stepper
@@ -117,3 +117,15 @@ def test_a_new_model_starts_from_the_naive_calibration() -> None:
     stats = engine.table.stats[engine.table.active_slots()]
     for name in ("fast", "slow", "cov", "var", "count", "shift"):
         np.testing.assert_array_equal(stats[f"model_{name}"], stats[f"naive_{name}"])
+
+
+def test_a_young_series_is_not_falsely_confident() -> None:
+    """One calm return is no scale: until a series has MIN_RESIDUALS returns its
+    intervals keep the wide cold scale, then they narrow to its own."""
+    price = 100.0 * np.exp(np.cumsum(np.full(40, 1e-5)))  # calm: 0.001 % a tick
+    forecasts = engine_with(0.9).process(columns(["A"] * 40, list(range(1, 41)), list(price)))
+    width = np.log(forecasts.forecasts.upper / forecasts.forecasts.lower)
+    cold = 2 * IntervalParams(coverage=0.9).q0 * COLD_LOG_SIGMA
+    young = MIN_RESIDUALS  # tick k has k returns behind it
+    np.testing.assert_allclose(width[:young], cold)
+    assert (width[young:] < cold / 100).all()
