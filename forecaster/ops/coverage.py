@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from forecaster.core.engine import ForecastBatch
 from forecaster.ops.collectors import nan_gauge, rows_by_name
+from forecaster.ops.quality import DecayingSums
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -37,10 +38,7 @@ class RollingCoverage:
     """Exponentially weighted coverage and relative width, ``halflife`` in points."""
 
     def __init__(self, halflife: float) -> None:
-        if halflife <= 0:
-            raise ValueError(f"halflife must be > 0, got {halflife}")
-        self.decay = 0.5 ** (1.0 / halflife)
-        self._sums = np.zeros(3)  # weighted sums of: 1, hit, relative width
+        self._sums = DecayingSums(halflife, terms=3)  # of: 1, hit, relative width
 
     def add(
         self, price: FloatArray, previous_price: FloatArray, lower: FloatArray, upper: FloatArray
@@ -51,15 +49,12 @@ class RollingCoverage:
         price, lower, upper = price[scored], lower[scored], upper[scored]
         hit = (lower <= price) & (price <= upper)
         width = (upper - lower) / previous_price[scored]
-        terms = np.stack([np.ones_like(width), hit, width])
-        n = terms.shape[1]
-        weights = self.decay ** np.arange(n - 1, -1, -1, dtype=np.float64)
-        self._sums = self._sums * self.decay**n + terms @ weights
-        return n, int(hit.sum())
+        self._sums.add(np.stack([np.ones_like(width), hit, width]))
+        return len(width), int(hit.sum())
 
     def get(self) -> tuple[float, float]:
         """Coverage and mean relative width; NaN before any point."""
-        weight, hits, width = self._sums.tolist()
+        weight, hits, width = self._sums.sums.tolist()
         if weight <= 0:
             return math.nan, math.nan
         return hits / weight, width / weight

@@ -62,6 +62,30 @@ class Sums:
     direction_hits: int
 
 
+class DecayingSums:
+    """Sums of per-point terms, each point weighted by ``0.5 ** (age / halflife)``, ``age``
+    counted in points from the newest (0).
+
+    >>> sums = DecayingSums(halflife=1.0, terms=1)
+    >>> sums.add(np.array([[4.0, 2.0]])).tolist()  # 4 * 0.5 + 2
+    [4.0]
+    """
+
+    def __init__(self, halflife: float, terms: int) -> None:
+        if halflife <= 0:
+            raise ValueError(f"halflife must be > 0, got {halflife}")
+        self.decay = 0.5 ** (1.0 / halflife)
+        self.sums = np.zeros(terms)
+
+    def add(self, terms: FloatArray) -> FloatArray:
+        """Fold ``terms`` (one row per term, one column per point, oldest first) in;
+        returns the new weighted sums."""
+        n = terms.shape[1]
+        weights = self.decay ** np.arange(n - 1, -1, -1, dtype=np.float64)
+        self.sums = self.sums * self.decay**n + terms @ weights
+        return self.sums
+
+
 class RollingQuality:
     """Exponentially weighted quality over the points seen so far, in arrival order.
 
@@ -69,11 +93,8 @@ class RollingQuality:
     """
 
     def __init__(self, halflife: float) -> None:
-        if halflife <= 0:
-            raise ValueError(f"halflife must be > 0, got {halflife}")
-        self.decay = 0.5 ** (1.0 / halflife)
         # Weighted sums of: 1, |e|, |e_naive|, e^2, moved, hit.
-        self._sums = np.zeros(6)
+        self._sums = DecayingSums(halflife, terms=6)
 
     def update(self, batch: ForecastBatch) -> Sums:
         """Score every model forecast the ticks of ``batch`` settle."""
@@ -92,14 +113,13 @@ class RollingQuality:
         terms = np.stack(
             [np.ones_like(error), np.abs(error), np.abs(naive_error), error**2, moved, hit]
         )
+        self._sums.add(terms)
         n = terms.shape[1]
-        weights = self.decay ** np.arange(n - 1, -1, -1, dtype=np.float64)
-        self._sums = self._sums * self.decay**n + terms @ weights
         _, abs_error, naive_abs_error, squared_error, moves, hits = terms.sum(axis=1).tolist()
         return Sums(n, abs_error, naive_abs_error, squared_error, int(moves), int(hits))
 
     def get(self) -> Quality:
-        weight, abs_error, naive_abs_error, squared_error, moves, hits = self._sums.tolist()
+        weight, abs_error, naive_abs_error, squared_error, moves, hits = self._sums.sums.tolist()
         return Quality(
             mae=_ratio(abs_error, weight),
             rmse=math.sqrt(_ratio(squared_error, weight)),
