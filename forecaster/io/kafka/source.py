@@ -97,8 +97,12 @@ class KafkaBatch:
     def first_offsets(self) -> dict[TopicPartition, int]:
         return {tp: int(records[0].offset) for tp, records in self.by_partition.items()}
 
+    def positions_after(self) -> dict[TopicPartition, int]:
+        """Per topic-partition, the offset after the batch's last record."""
+        return {tp: int(records[-1].offset) + 1 for tp, records in self.by_partition.items()}
+
     def next_offsets(self) -> dict[int, int]:
-        return {tp.partition: int(r[-1].offset) + 1 for tp, r in self.by_partition.items()}
+        return {tp.partition: offset for tp, offset in self.positions_after().items()}
 
     def without(self, partitions: Collection[int]) -> KafkaBatch:
         if not partitions:
@@ -304,10 +308,10 @@ class KafkaSource:
         for label in self._lag_labels - {str(tp.partition) for tp in assigned}:
             gauge.remove(label)
             self._lag_labels.discard(label)
-        for tp, records in batch.by_partition.items():
+        for tp, offset in batch.positions_after().items():
             highwater = consumer.highwater(tp)
             if highwater is not None:
-                gauge.labels(str(tp.partition)).set(highwater - int(records[-1].offset) - 1)
+                gauge.labels(str(tp.partition)).set(highwater - offset)
                 self._lag_labels.add(str(tp.partition))
 
     def commit(self, batch: KafkaBatch) -> None:
@@ -316,9 +320,7 @@ class KafkaSource:
         A failed commit is logged and retried with the next batch: the worst it can do
         is let a restart repeat forecasts, never skip a tick.
         """
-        self._done.update(
-            {tp: int(records[-1].offset) + 1 for tp, records in batch.by_partition.items()}
-        )
+        self._done.update(batch.positions_after())
         self._commit_done()
 
     def _commit_done(self) -> None:
