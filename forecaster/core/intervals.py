@@ -124,11 +124,13 @@ def observe(
     seen = last > 0
     modelled = seen & (previous_forecast > 0)
     centre = np.where(modelled, previous_forecast, np.where(seen, last, price))
-    lower, upper = _bounds(params, stats, centre, ~modelled)
+    naive, model = _calibration(params, stats, "naive"), _calibration(params, stats, "model")
+    half = np.where(modelled, model.q * model.sigma, naive.q * naive.sigma)
+    lower, upper = centre * np.exp(-half), centre * np.exp(half)
     residual = np.log(price) - np.log(centre)
     naive_residual = np.where(seen, np.log(price) - np.log(np.where(seen, last, 1.0)), 0.0)
-    _track(params, stats, "model", residual, modelled)  # first: it may start from naive's
-    _track(params, stats, "naive", naive_residual, seen)
+    _track(params, stats, "model", issued=model, residual=residual, rows=modelled)
+    _track(params, stats, "naive", issued=naive, residual=naive_residual, rows=seen)
     hit = (lower <= price) & (price <= upper)
     return Previous(np.where(seen, lower, 0.0), np.where(seen, upper, 0.0), seen & hit)
 
@@ -137,7 +139,9 @@ def issue(
     params: IntervalParams, stats: npt.NDArray[np.void], forecast: FloatArray, naive: BoolArray
 ) -> tuple[FloatArray, FloatArray]:
     """The interval of each row's forecast, from the calibration of its kind."""
-    return _bounds(params, stats, forecast, naive)
+    by_naive, by_model = _calibration(params, stats, "naive"), _calibration(params, stats, "model")
+    half = np.where(naive, by_naive.q * by_naive.sigma, by_model.q * by_model.sigma)
+    return forecast * np.exp(-half), forecast * np.exp(half)
 
 
 def restart_model(stats: npt.NDArray[np.void]) -> None:
@@ -146,26 +150,28 @@ def restart_model(stats: npt.NDArray[np.void]) -> None:
         stats[f"model_{name}"] = stats[f"naive_{name}"]
 
 
-def _bounds(
-    params: IntervalParams, stats: npt.NDArray[np.void], centre: FloatArray, naive: BoolArray
-) -> tuple[FloatArray, FloatArray]:
-    sigma, q = _sigma_and_q(params, stats, naive)
-    half = q * sigma
-    return centre * np.exp(-half), centre * np.exp(half)
+@dataclass(frozen=True)
+class Calibration:
+    """What a kind's interval is issued with, per row: its scale (the cold one where not
+    ``known``) and its threshold."""
+
+    sigma: FloatArray
+    q: FloatArray
+    known: BoolArray
 
 
-def _sigma_and_q(
-    params: IntervalParams, stats: npt.NDArray[np.void], naive: BoolArray
-) -> tuple[FloatArray, FloatArray]:
-    """A model kind with fewer than MIN_RESIDUALS residuals uses the naive scale (and its
-    own threshold)."""
-    use_naive = naive | (stats["model_count"] < MIN_RESIDUALS)
-    sq = np.where(use_naive, _scale_sq(stats, "naive"), _scale_sq(stats, "model"))
-    count = np.where(use_naive, stats["naive_count"], stats["model_count"])
+def _calibration(params: IntervalParams, stats: npt.NDArray[np.void], kind: str) -> Calibration:
+    """A model kind with fewer than MIN_RESIDUALS residuals takes the naive scale (and keeps
+    its own threshold)."""
+    count = stats[f"{kind}_count"]
+    own = count >= MIN_RESIDUALS
+    sq = _scale_sq(stats, kind)
+    if kind == "model":
+        sq = np.where(own, sq, _scale_sq(stats, "naive"))
+        count = np.where(own, count, stats["naive_count"])
     known = (count >= MIN_RESIDUALS) & (sq > 0)
     sigma = np.where(known, np.sqrt(np.maximum(sq, MIN_SIGMA**2)), COLD_LOG_SIGMA)
-    shift = np.where(naive, stats["naive_shift"], stats["model_shift"])
-    return sigma, np.clip(params.q0 + shift, 0.0, MAX_Q)
+    return Calibration(sigma, np.clip(params.q0 + stats[f"{kind}_shift"], 0.0, MAX_Q), known)
 
 
 def _scale_sq(stats: npt.NDArray[np.void], kind: str) -> FloatArray:
@@ -181,22 +187,18 @@ def _track(
     params: IntervalParams,
     stats: npt.NDArray[np.void],
     kind: str,
+    *,
+    issued: Calibration,
     residual: FloatArray,
     rows: BoolArray,
 ) -> None:
-    """Fold ``residual`` into the ``kind`` calibration of ``rows``: the threshold moves only
-    where a scale was known when the interval was issued (a cold interval says nothing of
-    the threshold); a young model kind's score is on the naive scale it was issued with."""
-    count = stats[f"{kind}_count"]
-    own = count >= MIN_RESIDUALS
-    sq = np.where(own, _scale_sq(stats, kind), _scale_sq(stats, "naive"))
-    scale_count = np.where(own, count, stats["naive_count"])
-    known = rows & (sq > 0) & (scale_count >= MIN_RESIDUALS)
-    score = np.abs(residual) / np.sqrt(np.maximum(sq, MIN_SIGMA**2))
+    """Fold ``residual`` into the ``kind`` calibration of ``rows``, scored against the
+    interval ``issued`` with: the threshold moves only where its scale was known (a cold
+    interval says nothing of the threshold)."""
     shift = stats[f"{kind}_shift"]
-    miss = score > np.clip(params.q0 + shift, 0.0, MAX_Q)
+    miss = np.abs(residual) > issued.q * issued.sigma
     moved = np.clip(shift + params.step * (miss - params.alpha), -params.q0, MAX_Q)
-    stats[f"{kind}_shift"] = np.where(known, moved, shift)
+    stats[f"{kind}_shift"] = np.where(rows & issued.known, moved, shift)
     _fold_scale(params, stats, kind, np.minimum(residual**2, 1.0), rows)
 
 
