@@ -133,7 +133,10 @@ class Settings:
         0.9, "Nominal coverage of the interval around every forecast", inside(0, 1)
     )
     interval_step: float = _setting(
-        0.02, "Step of a series' interval threshold per scored forecast", above(0)
+        0.032,
+        "Largest step of a series' interval threshold per scored forecast (also tracked "
+        "at 1/4 and 1/16 of it)",
+        above(0),
     )
     interval_halflife: float = _setting(
         8.0, "Half-life, in ticks, of the fast scale of a series' intervals", above(0)

@@ -34,6 +34,7 @@ MIN_SCALE = 1e-12
 N_REGRESSORS = 1 + len(
     FEATURE_NAMES
 )  # forecaster.core.skill: the model's prediction and its inputs
+INTERVAL_EXPERTS = 6  # forecaster.core.intervals: thresholds tracked on 2 scales at 3 steps
 
 STATS_DTYPE = np.dtype(
     [
@@ -55,13 +56,17 @@ STATS_DTYPE = np.dtype(
         ("naive_cov", np.float64),
         ("naive_var", np.float64),
         ("naive_count", np.float64),
-        ("naive_shift", np.float64),
+        ("naive_shift", np.float32, (INTERVAL_EXPERTS,)),
+        ("naive_loss", np.float32, (INTERVAL_EXPERTS,)),
+        ("naive_best", np.int32),  # the expert of least loss: it issues
         ("model_fast", np.float64),
         ("model_slow", np.float64),
         ("model_cov", np.float64),
         ("model_var", np.float64),
         ("model_count", np.float64),
-        ("model_shift", np.float64),
+        ("model_shift", np.float32, (INTERVAL_EXPERTS,)),
+        ("model_loss", np.float32, (INTERVAL_EXPERTS,)),
+        ("model_best", np.int32),  # the expert of least loss: it issues
     ]
 )
 

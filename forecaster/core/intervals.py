@@ -7,29 +7,35 @@ Candès 2021, run on the score's threshold instead of its level) on log residual
 by each series' own volatility. Per series and per kind of forecast (the model's, and
 naive: the last price), with ``alpha = 1 - coverage``:
 
-- a forecast ``f`` issued at tick t carries ``[f exp(-q s), f exp(q s)]``, ``q`` the kind's
-  current threshold and ``s`` its residual scale;
+- a forecast ``f`` issued at tick t carries ``[f exp(-q s), f exp(q s)]``, ``q`` a
+  threshold of the kind's and ``s`` a scale of its residuals;
 - once the next price ``p`` is known, the forecast's score is ``|log p - log f| / s``,
-  a miss if above ``q``; then ``q += step (miss - alpha)``, and the scale takes the
-  residual in.
+  a miss of a threshold ``q`` if above it; then ``q += step (miss - alpha)``, and the
+  scale takes the residual in.
 
-Whatever the scores do, a series' miss rate after T scores is within ``(q_max + step) /
-(step T)`` of ``alpha`` (their Proposition 1), so coverage converges to nominal on every
-series. The scale ``s^2 = a fast + (1 - a) slow`` blends a fast running mean of squared
-residuals (half-life ``halflife`` ticks, as RiskMetrics) with the series' long-run one
-(``SLOW_HALFLIFE``), ``a`` the running least-squares weight that best predicts the next
+Whatever the scores do, a tracker's miss rate after T scores is within ``(q_max + step)
+/ (step T)`` of ``alpha`` (their Proposition 1). A large step adapts fast but makes the
+threshold jitter, which costs width where nothing changes; a small one is steady but
+slow. So each kind tracks thresholds at three steps (``step`` / 16, / 4 and ``step``) on
+each of two scales, and issues with the one of these experts whose pinball loss,
+averaged over about the last ``LOSS_HALFLIFE`` residuals, is lowest (Zaffran et al.
+2022's aggregation of adaptive conformal experts, here choosing one). The long-run scale
+is the running mean of squared residuals over ``SLOW_HALFLIFE`` ticks; the blended
+scale ``s^2 = a fast + (1 - a) slow`` mixes in a fast one (half-life ``halflife`` ticks,
+as RiskMetrics), ``a`` the running least-squares weight that best predicts the next
 squared residual from the two (``REGRESSION_HALFLIFE``): where volatility clusters the
-fast mean predicts and ``a`` grows; where it does not, the fast mean is noise and ``a``
-falls, so the interval is as steady as an all-history quantile. Naive errors are
-calibrated on every tick, also while the model serves, so a series whose forecasts turn
-naive (cold, or a failed model step) is not falsely confident; until a kind has
-``MIN_RESIDUALS`` residuals its intervals take the wide ``COLD_LOG_SIGMA`` as their scale.
+fast mean predicts and the blended experts win; where it does not, the long-run ones
+are as steady as an all-history quantile. Naive errors are calibrated on every tick,
+also while the model serves, so a series whose forecasts turn naive (cold, or a failed
+model step) is not falsely confident; until a kind has ``MIN_RESIDUALS`` residuals its
+intervals take the wide ``COLD_LOG_SIGMA`` as their scale.
 
 The calibration lives in the series' statistics (``STATS_DTYPE``: for each kind, the
-``_fast``, ``_slow``, ``_cov``, ``_var``, ``_count`` and ``_shift`` fields), so it is
-checkpointed, restored and rolled back with them; ``q`` is stored as its shift from
-``q0``, the Gaussian quantile, so a fresh (zeroed) row starts at ``q0``. A model swap
-starts the model's calibration again from the naive one (``restart_model``).
+``_fast``, ``_slow``, ``_cov``, ``_var``, ``_count`` and ``_best`` fields and, per
+expert, ``_shift`` and ``_loss``), so it is checkpointed, restored and rolled back with
+them; a threshold is stored as its shift from ``q0``, the Gaussian quantile, so a fresh
+(zeroed) row starts at ``q0``. A model swap starts the model's calibration again from
+the naive one (``restart_model``).
 
 >>> from forecaster.core.features import new_stats
 >>> params = IntervalParams(coverage=0.9)
@@ -46,7 +52,9 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -68,13 +76,21 @@ MAX_Q = 50.0  # keeps every interval finite whatever the scores
 # bias-corrected, so before that many residuals it is their plain mean.
 SLOW_HALFLIFE = 4096.0
 REGRESSION_HALFLIFE = 1024.0  # the blend's weight: slower than the fast mean it judges
+# Which step's threshold a series issues with is judged on about this many scores: long
+# enough that chance does not pick a jittery one, short enough to follow a regime change.
+LOSS_HALFLIFE = 2000.0
+# The experts, INTERVAL_EXPERTS of them: a threshold on each of SCALES scales (the
+# blended one, then the long-run one) at each step of STEP_RATIOS (of ``step``).
+SCALES = 2
+STEP_RATIOS = np.array([1.0 / 16.0, 1.0 / 4.0, 1.0])
 KINDS = ("naive", "model")
-FIELDS = ("fast", "slow", "cov", "var", "count", "shift")
+FIELDS = ("fast", "slow", "cov", "var", "count", "shift", "loss", "best")
 
 
 @dataclass(frozen=True)
 class IntervalParams:
-    """Nominal coverage, the tracker's step and the volatility half-life, in ticks."""
+    """Nominal coverage, the largest of the tracker's steps and the volatility half-life,
+    in ticks."""
 
     coverage: float = Settings.interval_coverage
     step: float = Settings.interval_step
@@ -90,7 +106,7 @@ class IntervalParams:
     def alpha(self) -> float:
         return 1.0 - self.coverage
 
-    @property
+    @cached_property  # on the per-tick path
     def q0(self) -> float:
         """The Gaussian quantile of the nominal coverage: where every threshold starts."""
         return NormalDist().inv_cdf(1.0 - self.alpha / 2.0)
@@ -125,7 +141,7 @@ def observe(
     modelled = seen & (previous_forecast > 0)
     centre = np.where(modelled, previous_forecast, np.where(seen, last, price))
     naive, model = _calibration(params, stats, "naive"), _calibration(params, stats, "model")
-    half = np.where(modelled, model.q * model.sigma, naive.q * naive.sigma)
+    half = np.where(modelled, model.half, naive.half)
     lower, upper = centre * np.exp(-half), centre * np.exp(half)
     residual = np.log(price) - np.log(centre)
     naive_residual = np.where(seen, np.log(price) - np.log(np.where(seen, last, 1.0)), 0.0)
@@ -139,8 +155,14 @@ def issue(
     params: IntervalParams, stats: npt.NDArray[np.void], forecast: FloatArray, naive: BoolArray
 ) -> tuple[FloatArray, FloatArray]:
     """The interval of each row's forecast, from the calibration of its kind."""
-    by_naive, by_model = _calibration(params, stats, "naive"), _calibration(params, stats, "model")
-    half = np.where(naive, by_naive.q * by_naive.sigma, by_model.q * by_model.sigma)
+    if naive.all() or not naive.any():
+        half = _calibration(params, stats, "naive" if naive.all() else "model").half
+    else:
+        by_naive, by_model = (
+            _calibration(params, stats, "naive"),
+            _calibration(params, stats, "model"),
+        )
+        half = np.where(naive, by_naive.half, by_model.half)
     return forecast * np.exp(-half), forecast * np.exp(half)
 
 
@@ -152,26 +174,30 @@ def restart_model(stats: npt.NDArray[np.void]) -> None:
 
 @dataclass(frozen=True)
 class Calibration:
-    """What a kind's interval is issued with, per row: its scale (the cold one where not
-    ``known``) and its threshold."""
+    """What a kind's intervals are issued with, per row: its scales (blended, long-run; the
+    cold one where not ``known``), of shape (SCALES, rows), and the half-width, in log
+    price, of the issuing expert."""
 
     sigma: FloatArray
-    q: FloatArray
+    half: FloatArray
     known: BoolArray
 
 
 def _calibration(params: IntervalParams, stats: npt.NDArray[np.void], kind: str) -> Calibration:
-    """A model kind with fewer than MIN_RESIDUALS residuals takes the naive scale (and keeps
-    its own threshold)."""
+    """A model kind with fewer than MIN_RESIDUALS residuals takes the naive scales (and
+    keeps its own thresholds)."""
     count = stats[f"{kind}_count"]
     own = count >= MIN_RESIDUALS
-    sq = _scale_sq(stats, kind)
-    if kind == "model":
-        sq = np.where(own, sq, _scale_sq(stats, "naive"))
+    blended, long_run = _scale_sq(stats, kind), stats[f"{kind}_slow"]
+    if kind == "model" and not own.all():
+        blended = np.where(own, blended, _scale_sq(stats, "naive"))
+        long_run = np.where(own, long_run, stats["naive_slow"])
         count = np.where(own, count, stats["naive_count"])
-    known = (count >= MIN_RESIDUALS) & (sq > 0)
-    sigma = np.where(known, np.sqrt(np.maximum(sq, MIN_SIGMA**2)), COLD_LOG_SIGMA)
-    return Calibration(sigma, np.clip(params.q0 + stats[f"{kind}_shift"], 0.0, MAX_Q), known)
+    known = (count >= MIN_RESIDUALS) & (blended > 0) & (long_run > 0)
+    sigma = np.where(known, np.sqrt(np.maximum([blended, long_run], MIN_SIGMA**2)), COLD_LOG_SIGMA)
+    rows, best = np.arange(len(count)), stats[f"{kind}_best"]
+    q = np.clip(params.q0 + stats[f"{kind}_shift"][rows, best], 0.0, MAX_Q)
+    return Calibration(sigma, q * sigma[best // len(STEP_RATIOS), rows], known)
 
 
 def _scale_sq(stats: npt.NDArray[np.void], kind: str) -> FloatArray:
@@ -193,13 +219,34 @@ def _track(
     rows: BoolArray,
 ) -> None:
     """Fold ``residual`` into the ``kind`` calibration of ``rows``, scored against the
-    interval ``issued`` with: the threshold moves only where its scale was known (a cold
+    scale ``issued`` with: the thresholds move only where that scale was known (a cold
     interval says nothing of the threshold)."""
-    shift = stats[f"{kind}_shift"]
-    miss = np.abs(residual) > issued.q * issued.sigma
-    moved = np.clip(shift + params.step * (miss - params.alpha), -params.q0, MAX_Q)
-    stats[f"{kind}_shift"] = np.where(rows & issued.known, moved, shift)
+    shift, loss = _by_expert(stats[f"{kind}_shift"]), _by_expert(stats[f"{kind}_loss"])
+    sigma = issued.sigma[:, None, :]
+    score = np.abs(residual) / sigma
+    q = np.clip(params.q0 + shift, 0.0, MAX_Q)
+    miss = score > q
+    steps = params.step * STEP_RATIOS[:, None]
+    moved = np.clip(shift + steps * (miss - params.alpha), -params.q0, MAX_Q)
+    # in units of the blended scale, so that experts on either scale compare
+    pinball = np.where(miss, 1.0 - params.alpha, -params.alpha) * (score - q) * (sigma / sigma[0])
+    judged = loss + (1.0 - 0.5 ** (1.0 / LOSS_HALFLIFE)) * (pinball - loss)
+    scored = rows & issued.known
+    stats[f"{kind}_shift"] = _by_row(_select(scored, moved, shift))
+    judged = _by_row(_select(scored, judged, loss))
+    stats[f"{kind}_loss"] = judged
+    stats[f"{kind}_best"] = np.argmin(judged, axis=1)
     _fold_scale(params, stats, kind, np.minimum(residual**2, 1.0), rows)
+
+
+def _by_expert(field: FloatArray) -> FloatArray:
+    """A per-expert field, (rows, INTERVAL_EXPERTS), as a contiguous (SCALES, steps, rows)
+    array: every operation then runs along the rows."""
+    return np.ascontiguousarray(field.T).reshape(SCALES, len(STEP_RATIOS), -1)
+
+
+def _by_row(experts: FloatArray) -> FloatArray:
+    return experts.reshape(SCALES * len(STEP_RATIOS), -1).T
 
 
 def _fold_scale(
@@ -221,11 +268,21 @@ def _fold_scale(
     seen = count + 1
     slow_step = (1.0 - decay) / (1.0 - decay**seen)  # the bias-corrected running mean
     updated = {
-        "fast": np.where(first, squared, fast + params.weight * (squared - fast)),
-        "slow": np.where(first, squared, slow + slow_step * (squared - slow)),
-        "cov": np.where(first, 0.0, cov),
-        "var": np.where(first, 0.0, var),
+        "fast": _select(first, squared, fast + params.weight * (squared - fast)),
+        "slow": _select(first, squared, slow + slow_step * (squared - slow)),
+        "cov": _select(first, 0.0, cov),
+        "var": _select(first, 0.0, var),
         "count": seen,
     }
     for name, values in updated.items():
-        stats[f"{kind}_{name}"] = np.where(rows, values, stats[f"{kind}_{name}"])
+        stats[f"{kind}_{name}"] = _select(rows, values, stats[f"{kind}_{name}"])
+
+
+def _select(mask: BoolArray, where_true: Any, where_false: Any) -> Any:
+    """``np.where``, without its work when ``mask`` is all one way (the usual case: every
+    row of a batch seen before, scored, and not a series' first residual)."""
+    if mask.all():
+        return where_true
+    if not mask.any():
+        return where_false
+    return np.where(mask, where_true, where_false)

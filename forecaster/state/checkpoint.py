@@ -73,7 +73,7 @@ from forecaster.retraining.registry import check_version, shown
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # 3: series statistics hold the prediction intervals' calibration
+FORMAT = 4  # 3: series statistics hold the intervals' calibration; 4: a threshold per step
 CURRENT, PREVIOUS = "current.npz", "previous.npz"
 HEADER = "header"
 REFUSAL_REASONS = ("unreadable", "corrupt", "incompatible")
