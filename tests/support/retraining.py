@@ -18,6 +18,7 @@ from forecaster.retraining.coordinator import Retrainer, RetrainPolicy
 from forecaster.retraining.dataset import Sequence
 from forecaster.retraining.feed import StepFeed
 from forecaster.retraining.registry import Registry
+from forecaster.retraining.shadow import ShadowPolicy
 from forecaster.retraining.trainer import TrainedModel
 
 SMALL = {"min_history": 8, "ring_length": 512, "max_batch": 250}
@@ -39,7 +40,9 @@ def retrainer_for(serving: Stepper | None, fit: Fit, registry: Registry | None =
                   ) -> Retrainer:  # fmt: skip
     """The Retrainer (inline unless ``background``) of a fresh engine serving ``serving``,
     which records into the Retrainer's feed; ``warm_on``: its history rings hold all of
-    those ticks."""
+    those ticks. Candidates are promoted on the gate alone unless ``shadow`` says otherwise
+    (tests/retraining/test_shadow.py)."""
+    policy.setdefault("shadow", ShadowPolicy(mode="gate"))
     settings = RetrainPolicy(**policy)  # type: ignore[arg-type]
     feed = StepFeed(settings.bootstrap_steps, first_model=serving is None)
     engine = Engine(engine_params(Settings(**SMALL)), serving, recorder=feed)  # type: ignore[arg-type]
