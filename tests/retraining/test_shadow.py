@@ -1,0 +1,150 @@
+"""Shadow: a candidate that passed the gate is scored on the live stream beside the serving
+model, never emitted, and promoted only if it is better there, significantly.
+
+The stream (tests/support/structure.py) has structure that only a model can serve: its
+next return is an even function of the last one, which the per-series linear head
+cannot learn, so a model that knows it serves better than one that does not, even
+after calibration. Runs are inline replays, so their verdicts fall at data-clock points.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forecaster.core.engine import PairedErrors
+from forecaster.model.spec import ModelSpec
+from forecaster.model.stepper import Stepper
+from forecaster.retraining.coordinator import Retrainer
+from forecaster.retraining.decay import DecayPolicy
+from forecaster.retraining.registry import Registry
+from forecaster.retraining.shadow import ShadowPolicy, ShadowTrial
+from tests.support.models import constant_stepper, random_stepper
+from tests.support.retraining import fixed_fit, pipeline_over, retrainer_for
+from tests.support.structure import even_stepper, write_even_ticks
+
+STRENGTH = 0.6
+REQUESTED_AFTER = 12  # batches of 250 ticks: 300 per series in the rings
+SHADOW = ShadowPolicy(min_points=1500, max_s=10_000)
+
+
+@pytest.fixture(scope="module")
+def even_ticks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten series of 800 ticks with structure only a model can serve."""
+    path = tmp_path_factory.mktemp("even") / "ticks.csv"
+    write_even_ticks(path, series=10, ticks=800, strength=STRENGTH, seed=1)
+    return path
+
+
+def replay(
+    ticks: Path, out: Path, serving: Stepper, candidate: Stepper, margin: float
+) -> tuple[Retrainer, Registry, list[dict[str, object]]]:
+    """Replay ``ticks`` serving ``serving``; a run, requested part-way, fits ``candidate``."""
+    registry = Registry(out.parent / "models")
+    retrainer = retrainer_for(serving, fixed_fit(candidate), registry, margin=margin,
+                              shadow=SHADOW, decay=DecayPolicy(window=0))  # fmt: skip
+    pipeline = pipeline_over(ticks, retrainer, out)
+    batches = 0
+    while pipeline.step():
+        batches += 1
+        if batches == REQUESTED_AFTER:
+            retrainer.request()
+    forecasts = [json.loads(line) for line in out.read_text().splitlines()]
+    return retrainer, registry, forecasts
+
+
+def outcomes(retrainer: Retrainer, name: str) -> dict[str, float | None]:
+    registry = retrainer.metrics.registry
+    labels = (
+        ("promoted", "rejected", "shadowed") if name == "retrains" else ("promoted", "rejected")
+    )
+    return {
+        o: registry.get_sample_value(f"forecaster_{name}_total", {"outcome": o}) for o in labels
+    }
+
+
+def test_a_candidate_worse_on_live_data_is_rejected_in_shadow_and_never_emitted(
+    even_ticks: Path, tmp_path: Path
+) -> None:
+    # A model of another process (random weights: it knows nothing of this one) passes a
+    # lenient gate (margin -0.5: 1.5 x naive and serving MAE), but not its shadow.
+    stranger = random_stepper(ModelSpec(cell="gru", layers=1, units=4), seed=1, version="x")
+    serving = even_stepper(STRENGTH, "serving")
+    retrainer, registry, forecasts = replay(even_ticks, tmp_path / "f.jsonl", serving,
+                                            stranger, margin=-0.5)  # fmt: skip
+    (version,) = registry.versions()
+    metadata = registry.metadata(version)
+    assert metadata["validation"]["promote"] is True  # it passed the holdout gate
+    shadow = metadata["shadow"]
+    assert shadow["promote"] is False and shadow["points"] >= SHADOW.min_points
+    assert shadow["candidate_mase"] > shadow["serving_mase"] and shadow["p_value"] > 0.5
+    assert outcomes(retrainer, "retrains") == {"promoted": 0, "rejected": 0, "shadowed": 1}
+    assert outcomes(retrainer, "shadow_verdicts") == {"promoted": 0, "rejected": 1}
+    assert {f["model_version"] for f in forecasts} == {"naive", "serving"}  # not one of its
+    assert registry.promoted() is None and retrainer.engine.shadow is None
+
+
+def test_a_candidate_better_on_live_data_is_promoted_after_its_shadow(
+    even_ticks: Path, tmp_path: Path
+) -> None:
+    spec = ModelSpec(cell="gru", layers=1, units=2)
+    retrainer, registry, forecasts = replay(
+        even_ticks, tmp_path / "f.jsonl", constant_stepper(spec, 0.0, "serving"),
+        even_stepper(STRENGTH, "knows"), margin=0.01,
+    )  # fmt: skip
+    version = registry.promoted()
+    assert version is not None
+    shadow = registry.metadata(version)["shadow"]
+    assert shadow["promote"] is True and shadow["p_value"] < SHADOW.significance
+    assert shadow["candidate_mase"] < 0.99 * shadow["serving_mase"] and shadow["dm_statistic"] < 0
+    versions = [f["model_version"] for f in forecasts if f["model_version"] != "naive"]
+    first = versions.index(version)  # it serves from a batch boundary after its shadow
+    assert set(versions[:first]) == {"serving"} and set(versions[first:]) == {version}
+    shadowed_ticks = (REQUESTED_AFTER * 250) + shadow["points"]
+    assert len(forecasts) - len(versions[first:]) >= shadowed_ticks  # never during it
+    assert outcomes(retrainer, "shadow_verdicts") == {"promoted": 1, "rejected": 0}
+
+
+def test_two_replays_with_a_shadow_give_identical_forecasts(
+    even_ticks: Path, tmp_path: Path
+) -> None:
+    spec = ModelSpec(cell="gru", layers=1, units=2)
+    outputs = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        out = tmp_path / run / "f.jsonl"
+        replay(even_ticks, out, constant_stepper(spec, 0.0, "serving"),
+               even_stepper(STRENGTH, "knows"), margin=0.01)  # fmt: skip
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] and b'"model_version": "serving"' in outputs[0]
+
+
+def errors(candidate: float, serving: float, n: int, seed: int = 0) -> PairedErrors:
+    """Paired absolute errors around the given means, naive's at 1."""
+    noise = np.random.default_rng(seed).normal(0, 0.05, (2, n))
+    return PairedErrors(candidate + noise[0], serving + noise[1], np.ones(n))
+
+
+def test_a_trial_decides_on_min_points_by_margin_and_significance() -> None:
+    policy = ShadowPolicy(min_points=200, max_s=60, significance=0.05)
+    better = ShadowTrial("v", policy, margin=0.01, started_ts=0)
+    better.observe(errors(0.8, 0.9, 100))
+    assert better.verdict(newest_ts=1) is None  # 100 of 200 points, time left
+    better.observe(errors(0.8, 0.9, 100, seed=1))
+    verdict = better.verdict(newest_ts=1)
+    assert verdict is not None and verdict.promote and verdict.points == 200
+    close = ShadowTrial("v", policy, margin=0.2, started_ts=0)  # better, not by 20 %
+    close.observe(errors(0.8, 0.9, 200))
+    assert (ruled := close.verdict(1)) is not None and not ruled.promote
+    assert "is not below 0.8 x serving" in ruled.reason
+
+
+def test_a_trial_without_enough_points_by_max_s_is_rejected_with_its_figures() -> None:
+    trial = ShadowTrial("v", ShadowPolicy(min_points=200, max_s=60), 0.01, started_ts=10**9)
+    trial.observe(errors(0.5, 0.9, 50))
+    assert trial.verdict(newest_ts=60 * 10**9) is None  # 59 s in
+    verdict = trial.verdict(newest_ts=61 * 10**9)
+    assert verdict is not None and not verdict.promote and verdict.seconds == 60.0
+    assert verdict.points == 50 and verdict.reason == "only 50 of 200 forecasts scored in 60 s"
+    assert verdict.candidate_mase == pytest.approx(0.5, abs=0.02)
