@@ -228,7 +228,7 @@ class Retrainer:
         """This instance's turn on the shared registry; False if the run is skipped or
         failed (reported)."""
         try:
-            skipped = turns.take(scheduled=self._trigger == "schedule")
+            skipped = turns.take(scheduled=self._trigger == self.policy.schedule.name)
         except ArtifactError as exc:
             self._report("failed", error=str(exc))
             return False
