@@ -51,6 +51,7 @@ RETRAIN_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800
 FORECAST_KINDS = ("model", NAIVE)
 RETRAIN_OUTCOMES = ("promoted", "rejected", "failed", "skipped", "shadowed")
 SHADOW_VERDICTS = ("promoted", "rejected")
+RETRAIN_TRIGGERS = ("manual", "bootstrap", "interval", "cron", "decay", "ticks")
 PRODUCE_ERROR_KINDS = ("transient", "permanent")
 
 
@@ -188,12 +189,13 @@ class Metrics:
         self.retrain_validation_loss = nan_gauge(
             "forecaster_retrain_validation_loss", "Validation loss of the last retraining run", r
         )
-        self.retrain_triggers = Counter(
+        self.retrain_triggers = counter_with_labels(
             "forecaster_retrain_triggers",
             "Retraining runs started, by what started them (decay: the serving model's live "
             "quality fell)",
-            ["trigger"],
-            registry=r,
+            "trigger",
+            RETRAIN_TRIGGERS,
+            r,
         )
         self.retrain_live_mase = nan_gauge(
             "forecaster_retrain_live_mase_ratio",
