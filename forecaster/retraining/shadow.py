@@ -11,8 +11,9 @@ boundary, decides:
 - once ``min_points`` are scored: **promoted** if the candidate's live MASE is below
   ``(1 - margin)`` times the serving model's on the same ticks (``retrain_margin``) and a
   one-sided Diebold-Mariano test of the paired absolute errors
-  (``forecaster.evaluation.diebold_mariano``, Newey-West variance) says it is more
-  accurate at ``significance``; otherwise **rejected**;
+  (``forecaster.evaluation.scoring.diebold_mariano`` with a Newey-West variance, the
+  series' errors being pooled in arrival order) says it is more accurate at
+  ``significance``; otherwise **rejected**;
 - after ``max_s`` seconds of tick time (the data's clock, as a replay has it) with fewer
   points: **rejected**, the figures it had recorded.
 
@@ -35,7 +36,7 @@ import numpy as np
 from forecaster.config import Settings
 from forecaster.core.engine import PairedErrors
 from forecaster.errors import ConfigError
-from forecaster.evaluation.diebold_mariano import diebold_mariano
+from forecaster.evaluation.scoring import diebold_mariano, newey_west_lags
 from forecaster.timestamps import NS_PER_S
 
 PROMOTIONS = ("shadow", "gate")
@@ -140,7 +141,8 @@ class ShadowTrial:
         statistic = p_value = math.nan
         if self.points >= 2:
             errors = PairedErrors.join(self._parts)
-            test = diebold_mariano(errors.candidate, errors.serving)
-            statistic, p_value = test.statistic, test.p_value
+            lags = newey_west_lags(self.points)
+            statistic, _ = diebold_mariano(errors.candidate, errors.serving, lags)
+            p_value = 0.5 * math.erfc(-statistic / math.sqrt(2.0))  # one-sided: it is better
         return ShadowVerdict(False, "", self.points, candidate, serving, statistic, p_value,
                              seconds)  # fmt: skip
