@@ -13,16 +13,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from forecaster.config import Settings
 from forecaster.core.engine import PairedErrors
+from forecaster.core.features import FeatureParams
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import Stepper
+from forecaster.ops.metrics import Metrics
 from forecaster.retraining.coordinator import Retrainer
 from forecaster.retraining.decay import DecayPolicy
 from forecaster.retraining.registry import Registry
 from forecaster.retraining.shadow import ShadowPolicy, ShadowTrial
+from forecaster.retraining.sharing import retrain_lock
+from forecaster.retraining.trainer import NamedFit
+from forecaster.service import build_engine
 from tests.support.models import constant_stepper, random_stepper
-from tests.support.retraining import fixed_fit, pipeline_over, retrainer_for
+from tests.support.retraining import SMALL, fixed_fit, pipeline_over, retrainer_for
+from tests.support.retrains import runs_by_outcome
 from tests.support.structure import even_stepper, write_even_ticks
+from tests.support.waiting import probe_until, wait_for
 
 STRENGTH = 0.6
 REQUESTED_AFTER = 12  # batches of 250 ticks: 300 per series in the rings
@@ -148,3 +156,67 @@ def test_a_trial_without_enough_points_by_max_s_is_rejected_with_its_figures() -
     assert verdict is not None and not verdict.promote and verdict.seconds == 60.0
     assert verdict.points == 50 and verdict.reason == "only 50 of 200 forecasts scored in 60 s"
     assert verdict.candidate_mase == pytest.approx(0.5, abs=0.02)
+
+
+def test_one_instance_decides_a_shadow_holding_the_retrain_lock_and_the_others_follow(
+    even_ticks: Path, tmp_path: Path
+) -> None:
+    """Two live instances on one registry: the one whose run made the candidate shadows it
+    and decides, holding the lock, so the other's run is skipped meanwhile; the other
+    takes the promotion up from the registry."""
+    features = FeatureParams(min_history=SMALL["min_history"])
+    registry = Registry(tmp_path / "models")
+    first = constant_stepper(ModelSpec(cell="gru", layers=1, units=2), 0.0, "first")
+    serving = registry.load(registry.save(first, features, {}), features).stepper
+    registry.promote(serving.version)
+    fit = NamedFit("tests.support.training_fits:even", {"strength": STRENGTH})
+    deciding, other = (
+        retrainer_for(serving, fit, registry, background=True, shadow=SHADOW,
+                      decay=DecayPolicy(window=0), registry_poll_s=0.01)
+        for _ in range(2)
+    )  # fmt: skip
+    pipeline = pipeline_over(even_ticks, deciding, tmp_path / "f.jsonl")
+    for _ in range(REQUESTED_AFTER):
+        pipeline.step()
+    deciding.request()
+    wait_for(lambda: deciding.pending() is None and not deciding.running, "the run to end")
+    assert deciding.engine.shadow is not None  # its candidate is in shadow
+    assert retrain_lock(registry.root) is None  # held by the deciding instance
+    other.request()
+    assert other.pending() is None and runs_by_outcome(other)["skipped"] == 1
+    while deciding.engine.shadow is not None and pipeline.step():
+        pass
+    promoted = registry.promoted()
+    assert promoted != serving.version and registry.metadata(promoted)["shadow"]["promote"]
+    lock = retrain_lock(registry.root)
+    assert lock is not None  # released with the verdict
+    lock.release()
+    taken_up = probe_until(other.pending, lambda model: model is not None, deadline_s=30.0)
+    assert taken_up is not None and taken_up.version == promoted
+
+
+def test_a_restart_during_a_shadow_serves_the_promoted_model_and_drops_the_shadow(
+    even_ticks: Path, tmp_path: Path
+) -> None:
+    """The shadow is not checkpointed: a restarted service serves the promoted model and
+    no candidate is in shadow; the candidate stays in the registry without a verdict."""
+    features = FeatureParams(min_history=SMALL["min_history"])
+    registry = Registry(tmp_path / "models")
+    first = constant_stepper(ModelSpec(cell="gru", layers=1, units=2), 0.0, "first")
+    serving = registry.load(registry.save(first, features, {}), features).stepper
+    registry.promote(serving.version)
+    endless = ShadowPolicy(min_points=10**6, max_s=10**6)
+    retrainer = retrainer_for(serving, fixed_fit(even_stepper(STRENGTH, "knows")), registry,
+                              shadow=endless, decay=DecayPolicy(window=0))  # fmt: skip
+    pipeline = pipeline_over(even_ticks, retrainer, tmp_path / "f.jsonl")
+    for _ in range(REQUESTED_AFTER):
+        pipeline.step()
+    retrainer.request()
+    pipeline.step()
+    assert retrainer.engine.shadow is not None  # in shadow when the process dies
+    settings = Settings(model_dir=str(registry.root), **SMALL)  # type: ignore[arg-type]
+    engine, _ = build_engine(settings, Metrics(), background_training=False)
+    assert engine.model is not None and engine.model.version == serving.version
+    assert engine.shadow is None and registry.promoted() == serving.version
+    (candidate,) = [v for v in registry.versions() if v != serving.version]
+    assert "shadow" not in registry.metadata(candidate)
