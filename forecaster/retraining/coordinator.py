@@ -186,8 +186,8 @@ class Retrainer:
         """Called at each batch boundary: the new model to swap in, if one is ready."""
         if (finished := self.execution.poll()) is not None:
             self._conclude(finished)
-        if self._trial is not None and (verdict := self._trial.verdict(self.feed.newest_ts)):
-            self._end_shadow(verdict)
+        if self._trial is not None:
+            self._judge_shadow(self._trial)
         idle = self._ready is None and not self.running and self._trial is None
         if idle and (trigger := self.triggers.due(self.feed)):
             self._launch(trigger)
@@ -277,6 +277,13 @@ class Retrainer:
                  "scored", candidate.version, self._serving(),
                  self.policy.shadow.min_points)  # fmt: skip
 
+    def _judge_shadow(self, trial: ShadowTrial) -> None:
+        """End the shadow if its verdict is in, or if stepping the candidate failed."""
+        if self.engine.shadow is None:
+            self._drop_shadow("stepping the candidate failed (see the log)")
+        elif (verdict := trial.verdict(self.feed.newest_ts)) is not None:
+            self._end_shadow(verdict)
+
     def _end_shadow(self, verdict: ShadowVerdict) -> None:
         """Act on the shadow's verdict: record it, then promote the candidate or not."""
         trial, shadow = self._trial, self.engine.shadow
@@ -295,9 +302,9 @@ class Retrainer:
                 self._serve(self._promotion.serve(trial.version, shadow.model), self._trial_holdout)
             else:
                 self._promotion.reject()
-        except ArtifactError as exc:
+        except Exception as exc:  # whatever it runs into, the serving model keeps serving
             log.error("cannot act on the shadow verdict of %s (%s); %s keeps serving",
-                      trial.version, exc, self._serving())  # fmt: skip
+                      trial.version, internal_error_detail(exc), self._serving())  # fmt: skip
 
     def _drop_shadow(self, reason: str) -> None:
         """End the shadow, if any (``reason``: why it ends without a verdict, logged)."""

@@ -27,7 +27,7 @@ from forecaster.core.engine.stepping import Stepping, rewarm
 from forecaster.core.features import FEATURE_NAMES
 from forecaster.core.table import BackupArea, SeriesTable, TableSnapshot
 from forecaster.core.ticks import TickColumns
-from forecaster.faults import internal_error_detail
+from forecaster.faults import internal_error_detail, log_internal_error
 from forecaster.model.stepper import Stepper
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class Engine:
             return 0
         self._record(work)
         if self.shadow is not None:
-            self.shadow.follow(self.table, work)
+            self._follow_shadow(work)
         accepted = np.flatnonzero(work.accepted)
         series = self.table.uid[work.slots[accepted]]
         ticks = work.ticks
@@ -150,6 +150,16 @@ class Engine:
         """Stop stepping the model in shadow (a pending batch is committed first)."""
         self.commit()
         self.shadow = None
+
+    def _follow_shadow(self, work: PendingBatch) -> None:
+        """Step the model in shadow over a batch being committed; if that raises, the
+        shadow is dropped (logged): a candidate's fault never costs a served tick."""
+        assert self.shadow is not None
+        try:
+            self.shadow.follow(self.table, work)
+        except Exception as exc:
+            log_internal_error("stepping the model in shadow (it is dropped)", exc)
+            self.shadow = None
 
     def _rewarm(self, slots: IntArray) -> None:
         """Recompute the recurrent state of ``slots`` by running the model over their rings."""

@@ -1,14 +1,23 @@
 """A model in shadow: it never changes what the engine emits or holds, it is stepped once
-per committed tick (a rolled-back batch does not move it), and the shadow of the serving
-model itself scores exactly the serving model's errors on the same ticks."""
+per committed tick (a rolled-back batch does not move it), the shadow of the serving
+model itself scores exactly the serving model's errors on the same ticks, and one that
+raises is dropped without costing a served tick."""
 
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from forecaster.core.engine import Engine, PairedErrors
 from forecaster.model.spec import ModelSpec
-from tests.support.engine import PARAMS, assert_same_state, messy_batches, table_state
+from tests.support.engine import (
+    PARAMS,
+    Faulty,
+    assert_same_state,
+    messy_batches,
+    seconds_batch,
+    table_state,
+)
 from tests.support.models import random_stepper
 
 SPEC = ModelSpec(cell="gru", layers=1, units=4)
@@ -70,3 +79,17 @@ def test_the_serving_model_in_its_own_shadow_scores_its_errors_exactly() -> None
     assert len(errors) > 500
     np.testing.assert_allclose(errors.candidate, errors.serving, rtol=1e-5, atol=1e-12)
     assert not np.allclose(errors.serving, errors.naive)
+
+
+def test_a_model_in_shadow_that_raises_is_dropped_and_costs_no_served_tick(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    batch = seconds_batch(8, 300, 6)
+    plain, shadowed = warmed(), warmed()
+    shadowed.start_shadow(Faulty(SPEC, [int(t) for t in batch.ts[::50]], fault="raise"))
+    want, got = plain.process(batch), shadowed.process(batch)
+    plain.commit()
+    shadowed.commit()
+    np.testing.assert_array_equal(got.forecasts.forecast, want.forecasts.forecast)
+    assert_same_state(table_state(shadowed), table_state(plain))
+    assert shadowed.shadow is None and "stepping the model in shadow" in caplog.text
