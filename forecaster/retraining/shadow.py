@@ -87,7 +87,8 @@ class ShadowVerdict:
 
 
 class ShadowTrial:
-    """The shadow of candidate ``version``, started at ``started_ts`` (epoch ns)."""
+    """The shadow of candidate ``version``, started at ``started_ts`` (epoch ns). It holds
+    the paired errors it decides on: at most ``min_points`` and one batch, 24 bytes each."""
 
     def __init__(self, version: str, policy: ShadowPolicy, margin: float, started_ts: int) -> None:
         self.version = version
