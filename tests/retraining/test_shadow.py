@@ -220,3 +220,28 @@ def test_a_restart_during_a_shadow_serves_the_promoted_model_and_drops_the_shado
     assert engine.shadow is None and registry.promoted() == serving.version
     (candidate,) = [v for v in registry.versions() if v != serving.version]
     assert "shadow" not in registry.metadata(candidate)
+
+
+def test_a_run_asked_for_during_a_shadow_waits_for_its_verdict(
+    even_ticks: Path, tmp_path: Path
+) -> None:
+    spec = ModelSpec(cell="gru", layers=1, units=2)
+    retrainer = retrainer_for(constant_stepper(spec, 0.0, "serving"),
+                              fixed_fit(even_stepper(STRENGTH, "knows")), shadow=SHADOW,
+                              decay=DecayPolicy(window=0))  # fmt: skip
+    pipeline = pipeline_over(even_ticks, retrainer, tmp_path / "f.jsonl")
+    triggers = retrainer.metrics.registry.get_sample_value
+    for _ in range(REQUESTED_AFTER):
+        pipeline.step()
+    retrainer.request()
+    pipeline.step()
+    assert retrainer.engine.shadow is not None
+    retrainer.request()  # a second candidate: it waits
+    while retrainer.engine.shadow is not None:
+        assert triggers("forecaster_retrain_triggers_total", {"trigger": "manual"}) == 1
+        assert pipeline.step(), "the shadow ended before the stream did"
+    assert outcomes(retrainer, "shadow_verdicts") == {"promoted": 1, "rejected": 0}
+    assert triggers("forecaster_retrain_triggers_total", {"trigger": "manual"}) == 1
+    pipeline.step()  # the promoted model is swapped in; the waiting run starts after it
+    assert triggers("forecaster_retrain_triggers_total", {"trigger": "manual"}) == 2
+    assert outcomes(retrainer, "retrains") == {"promoted": 0, "rejected": 1, "shadowed": 1}
