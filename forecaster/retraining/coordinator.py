@@ -22,6 +22,9 @@ At every batch boundary the pipeline asks it for a model to swap in. A run goes
    trigger waits), and a live instance keeps its turn on the registry until the verdict.
    The first model (nothing serves but naive) is promoted on the gate alone.
 
+Each trigger, outcome and shadow verdict also goes, with its tick time, to ``events``
+when given (``forecaster.retraining.events``: a replay's record for the backtest).
+
 Any failure (exception, NaN loss, non-finite forecasts, a corrupt artifact, a child
 process that crashes or is killed, a live run exceeding ``timeout``, which terminates
 it) is logged and counted; the serving model keeps serving. Live, several instances on
@@ -48,6 +51,7 @@ from forecaster.ops.metrics import Metrics
 from forecaster.retraining.child import Candidate, Execution, Finished, TrainingJob
 from forecaster.retraining.dataset import Sequence, sequences_from_history
 from forecaster.retraining.decay import DecayMonitor, DecayPolicy
+from forecaster.retraining.events import EventSink, RetrainEvent
 from forecaster.retraining.feed import StepFeed
 from forecaster.retraining.gate import Verdict
 from forecaster.retraining.outcome import Outcome, report, show_training
@@ -122,6 +126,7 @@ class Retrainer:
         registry: Registry | None = None,
         metrics: Metrics,
         background: bool = True,
+        events: EventSink | None = None,
     ) -> None:
         if engine.recorder is not feed:
             raise ConfigError("the engine must record its steps into the Retrainer's feed")
@@ -131,6 +136,7 @@ class Retrainer:
         self.features = features
         self.registry = registry
         self.metrics = metrics
+        self.events = events
         self.execution = Execution(fit, policy.timeout_s, background)
         self.decay = DecayMonitor(policy.decay)
         self.triggers = Triggers(
@@ -204,6 +210,7 @@ class Retrainer:
         self.triggers.consumed(self.feed)
         self._trigger, self._started = trigger, time.monotonic()
         self.metrics.retrain_triggers.labels(trigger).inc()
+        self._event("trigger", trigger)
         if self._turns is not None and not self._take_turn(self._turns):
             return
         log.info("retraining started (trigger: %s) while %s serves", trigger, self._serving())
@@ -291,6 +298,7 @@ class Retrainer:
         self._drop_shadow("")
         outcome = "promoted" if verdict.promote else "rejected"
         self.metrics.shadow_verdicts.labels(outcome).inc()
+        self._event("shadow", outcome, trial.version)
         log.info("shadow of %s: %s (%d forecasts, live MASE %.4f against serving %.4f, "
                  "DM %.3f, p %.3g): %s", trial.version, outcome, verdict.points,
                  verdict.candidate_mase, verdict.serving_mase, verdict.dm_statistic,
@@ -340,9 +348,14 @@ class Retrainer:
         seconds = 0.0 if result == "skipped" else time.monotonic() - self._started
         outcome = Outcome(result, self._trigger, version, verdict, error, seconds)
         report(outcome, self.metrics, self._serving())
+        self._event("run", result, version or "")
         if result != "promoted" and self.feed.bootstrap is not None:
             at = self.feed.bootstrap_missed()
             log.warning("no first model yet; next try after %d warm steps", at)
+
+    def _event(self, kind: str, what: str, version: str = "") -> None:
+        if self.events is not None:
+            self.events(RetrainEvent(self.feed.newest_ts, kind, what, version))
 
     def _serving(self) -> str:
         """What serves now, for the log: a model version, or the naive forecast."""

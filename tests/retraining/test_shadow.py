@@ -21,11 +21,13 @@ from forecaster.model.stepper import Stepper
 from forecaster.ops.metrics import Metrics
 from forecaster.retraining.coordinator import Retrainer
 from forecaster.retraining.decay import DecayPolicy
+from forecaster.retraining.events import EventSink, RetrainEvent
 from forecaster.retraining.registry import Registry
 from forecaster.retraining.shadow import ShadowPolicy, ShadowTrial
 from forecaster.retraining.sharing import retrain_lock
 from forecaster.retraining.trainer import NamedFit
 from forecaster.service import build_engine
+from forecaster.timestamps import rfc3339_ns
 from tests.support.models import constant_stepper, random_stepper
 from tests.support.retraining import SMALL, fixed_fit, pipeline_over, retrainer_for
 from tests.support.retrains import runs_by_outcome
@@ -46,12 +48,14 @@ def even_ticks(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def replay(
-    ticks: Path, out: Path, serving: Stepper, candidate: Stepper, margin: float
-) -> tuple[Retrainer, Registry, list[dict[str, object]]]:
+    ticks: Path, out: Path, serving: Stepper, candidate: Stepper, margin: float,
+    *, events: EventSink | None = None,
+) -> tuple[Retrainer, Registry, list[dict[str, object]]]:  # fmt: skip
     """Replay ``ticks`` serving ``serving``; a run, requested part-way, fits ``candidate``."""
     registry = Registry(out.parent / "models")
     retrainer = retrainer_for(serving, fixed_fit(candidate), registry, margin=margin,
-                              shadow=SHADOW, decay=DecayPolicy(window=0))  # fmt: skip
+                              shadow=SHADOW, decay=DecayPolicy(window=0),
+                              events=events)  # fmt: skip
     pipeline = pipeline_over(ticks, retrainer, out)
     batches = 0
     while pipeline.step():
@@ -91,6 +95,27 @@ def test_a_candidate_worse_on_live_data_is_rejected_in_shadow_and_never_emitted(
     assert outcomes(retrainer, "shadow_verdicts") == {"promoted": 0, "rejected": 1}
     assert {f["model_version"] for f in forecasts} == {"naive", "serving"}  # not one of its
     assert registry.promoted() is None and retrainer.engine.shadow is None
+
+
+def test_the_replay_tells_its_trigger_outcome_and_shadow_verdict_at_their_tick_times(
+    even_ticks: Path, tmp_path: Path
+) -> None:
+    """What the backtest marks on its rolling-error plot (forecaster.retraining.events)."""
+    stranger = random_stepper(ModelSpec(cell="gru", layers=1, units=4), seed=1, version="x")
+    events: list[RetrainEvent] = []
+    _, registry, forecasts = replay(even_ticks, tmp_path / "f.jsonl", even_stepper(STRENGTH, "s"),
+                                    stranger, margin=-0.5, events=events.append)  # fmt: skip
+    (version,) = registry.versions()
+    assert [(e.kind, e.what, e.version) for e in events] == [
+        ("trigger", "manual", ""), ("run", "shadowed", version), ("shadow", "rejected", version)
+    ]  # fmt: skip
+    assert [event.rejection for event in events] == [False, False, True]
+    stamps = sorted(rfc3339_ns(str(forecast["ts"])) for forecast in forecasts)
+    # A run asked for after batch 12 starts at the next boundary, after batch 13, and an
+    # inline run ends where it starts.
+    assert events[0].ts == events[1].ts == stamps[(REQUESTED_AFTER + 1) * 250 - 1]
+    shadowed = registry.metadata(version)["shadow"]["points"]
+    assert stamps.index(events[2].ts) >= (REQUESTED_AFTER + 1) * 250 + shadowed - 1
 
 
 def test_a_candidate_better_on_live_data_is_promoted_after_its_shadow(
