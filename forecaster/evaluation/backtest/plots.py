@@ -37,7 +37,8 @@ PLOTS = {
     ERRORS_PLOT: "Distribution of forecast errors (relative to price)",
 }
 ZOOM_TICKS = 40
-TRIGGER_MARKERS = {"bootstrap": "^", "decay": "v", "manual": "<", "interval": ">", "cron": ">",
+# shapes no row's style uses (styles.py): a retrain trigger's marker names the trigger
+TRIGGER_MARKERS = {"bootstrap": "p", "decay": "*", "manual": "h", "interval": ">", "cron": "<",
                    "ticks": "d"}  # fmt: skip
 ROLLING_POINTS = 600
 BPS = 1e4
@@ -219,7 +220,7 @@ def _event_marks(
     marks: dict[str, tuple[str, list[RetrainEvent]]] = {}
     for event in events:
         if event.kind == "trigger":
-            marker = TRIGGER_MARKERS.get(event.what, "v")
+            marker = TRIGGER_MARKERS.get(event.what, "8")
             marks.setdefault(f"{name} retrain triggered: {event.what}", (marker, []))[1].append(
                 event
             )
