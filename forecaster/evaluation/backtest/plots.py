@@ -220,12 +220,12 @@ def _event_marks(
     marks: dict[str, tuple[str, list[RetrainEvent]]] = {}
     for event in events:
         if event.kind == "trigger":
-            marker = TRIGGER_MARKERS.get(event.what, "8")
-            marks.setdefault(f"{name} retrain triggered: {event.what}", (marker, []))[1].append(
-                event
-            )
+            text, marker = f"{name} retrain triggered: {event.what}", TRIGGER_MARKERS[event.what]
         elif event.rejection:
-            marks.setdefault(f"{name} candidate rejected", ("x", []))[1].append(event)
+            text, marker = f"{name} candidate rejected", "x"
+        else:
+            continue
+        marks.setdefault(text, (marker, []))[1].append(event)
     return marks
 
 

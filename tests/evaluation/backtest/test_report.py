@@ -13,10 +13,16 @@ from forecaster.evaluation.backtest.interval_baselines import INTERVAL_BASELINES
 from forecaster.evaluation.backtest.interval_evaluation import LEVELS, IntervalScores, level_key
 from forecaster.evaluation.backtest.interval_plots import INTERVAL_PLOTS
 from forecaster.evaluation.backtest.page import COLUMNS, METRICS
-from forecaster.evaluation.backtest.plots import ZOOM_TICKS, _busiest_window, rolling_mae_figure
+from forecaster.evaluation.backtest.plots import (
+    TRIGGER_MARKERS,
+    ZOOM_TICKS,
+    _busiest_window,
+    rolling_mae_figure,
+)
 from forecaster.evaluation.backtest.points import load_points
 from forecaster.evaluation.backtest.report import HTML_FILE, write_report
-from forecaster.evaluation.backtest.styles import STYLES
+from forecaster.evaluation.backtest.styles import OTHER, STYLES
+from forecaster.ops.metrics import RETRAIN_TRIGGERS
 from forecaster.retraining.events import RetrainEvent
 from forecaster.timestamps import rfc3339_ns
 
@@ -196,3 +202,10 @@ def test_every_trigger_and_rejection_of_the_replay_is_in_the_metrics_and_on_the_
     assert marks["LSTM candidate rejected"] == pytest.approx([hours[0], hours[2]])
     assert marks["GRU retrain triggered: manual"] == pytest.approx(hours[3:])
     assert "GRU candidate rejected" not in marks and "LSTM retrained" in marks  # m1 took over
+
+
+def test_every_retrain_trigger_has_a_marker_no_row_uses() -> None:
+    assert set(TRIGGER_MARKERS) == set(RETRAIN_TRIGGERS)
+    row_markers = {look.marker for look in (*STYLES.values(), OTHER)}
+    assert not row_markers & {*TRIGGER_MARKERS.values(), "x"}
+    assert len(set(TRIGGER_MARKERS.values())) == len(TRIGGER_MARKERS)
