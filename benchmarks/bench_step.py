@@ -3,8 +3,11 @@
 The forecaster: N series each with warm state, one tick each, one ``Engine.process`` call
 (features, one vectorised 2-layer LSTM step, forecasts); µs per tick = time / N. The bare
 ``Stepper.step`` on N rows is timed too, in the engine's blocks of ``block_rows``, both
-with the service's BLAS thread limit. The tutorial way, for the same architecture: Keras
-``model.predict`` on the last 60 prices of the series, once per tick.
+with the service's BLAS thread limit, and the engine again with a candidate in shadow
+(a second model of the same size stepped beside the serving one, at commit), batch for
+batch alternating with the plain engine so that both see the same machine. The tutorial
+way, for the same architecture: Keras ``model.predict`` on the last 60 prices of the
+series, once per tick.
 
     python benchmarks/bench_step.py --series 1 100 1000 10000 100000 \\
         --json benchmarks/results/step.json
@@ -43,32 +46,45 @@ def one_tick_each(names: list[str], tick: int, rng: np.random.Generator) -> Tick
     )
 
 
-def engine_us_per_tick(series: int, repeats: int) -> tuple[float, float]:
-    """Median µs per tick of Engine.process and of the bare Stepper.step, N series warm."""
+def warm_engine(series: int, shadow: bool) -> tuple[Engine, list[str], np.random.Generator]:
+    """An engine serving a random model to ``series`` warm series (with a candidate in
+    shadow if ``shadow``)."""
     params = EngineParams(max_series=0)  # no series limit: 100,000 series all step
-    model = random_stepper(SERVING_SPEC, seed=1)
-    engine = Engine(params, model)
+    engine = Engine(params, random_stepper(SERVING_SPEC, seed=1))
     names = [f"S{i:06d}" for i in range(series)]
     rng = np.random.default_rng(0)
-    warm_up = params.features.min_history + 2
-    for tick in range(warm_up):
+    for tick in range(params.features.min_history + 2):
         engine.process(one_tick_each(names, tick, rng))
+    if shadow:
+        engine.start_shadow(random_stepper(SERVING_SPEC, seed=2, version="candidate"))
+    return engine, names, rng
+
+
+def engine_us_per_tick(series: int, repeats: int) -> tuple[float, float, float]:
+    """Median µs per tick of Engine.process and commit, without and with a candidate in
+    shadow (alternating batches), and of the bare Stepper.step, N series warm."""
+    plain, names, rng = warm_engine(series, shadow=False)
+    shadowed, _, _ = warm_engine(series, shadow=True)
+    warm_up = plain.params.features.min_history + 2
     batches = [one_tick_each(names, warm_up + k, rng) for k in range(repeats)]
-    process = []
+    times: dict[str, list[float]] = {"plain": [], "shadow": []}
     for batch in batches:
-        started = time.perf_counter()
-        result = engine.process(batch)
-        process.append((time.perf_counter() - started) / series * 1e6)
-        assert not result.forecasts.naive.any()
+        for name, engine in (("plain", plain), ("shadow", shadowed)):
+            started = time.perf_counter()
+            result = engine.process(batch)
+            engine.commit()
+            times[name].append((time.perf_counter() - started) / series * 1e6)
+            assert not result.forecasts.naive.any()
+    model = random_stepper(SERVING_SPEC, seed=1)
     x = rng.normal(size=(series, SERVING_SPEC.n_features)).astype(np.float32)
     state = model.zero_state(series)
     step = []
     for _ in range(repeats):
         started = time.perf_counter()
-        for block in row_blocks(series, params.block_rows):
+        for block in row_blocks(series, plain.params.block_rows):
             model.step(x[block], state[block])
         step.append((time.perf_counter() - started) / series * 1e6)
-    return median(process), median(step)
+    return median(times["plain"]), median(times["shadow"]), median(step)
 
 
 def tutorial_us_per_tick(ticks: int) -> float:
@@ -100,9 +116,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"tutorial_us_per_tick": tutorial, "by_series": {}}
     with threadpool_limits(BLAS_THREADS, user_api="blas"):  # as the service runs the step
         for series in options.series:
-            process, step = engine_us_per_tick(series, options.repeats)
+            process, shadowed, step = engine_us_per_tick(series, options.repeats)
             results["by_series"][str(series)] = {
                 "engine_us_per_tick": process,
+                "engine_with_shadow_us_per_tick": shadowed,
+                "shadow_over_engine": ratio(shadowed, process),
                 "stepper_us_per_series_step": step,
                 "tutorial_over_engine": ratio(tutorial, process) if tutorial else None,
             }

@@ -82,6 +82,7 @@ def retrain_policy(settings: Settings) -> RetrainPolicy:
     # Here, not at the top: a Kafka source's input limits need no retraining stack.
     from forecaster.retraining.coordinator import RetrainPolicy
     from forecaster.retraining.decay import DecayPolicy
+    from forecaster.retraining.shadow import ShadowPolicy
     from forecaster.retraining.window import WindowSpec
 
     return RetrainPolicy(
@@ -100,5 +101,11 @@ def retrain_policy(settings: Settings) -> RetrainPolicy:
             mase_limit=settings.decay_mase,
             margin=settings.decay_margin,
             cooldown_s=settings.decay_cooldown_s,
+        ),
+        shadow=ShadowPolicy(
+            mode=settings.promotion,
+            min_points=settings.shadow_min_points,
+            max_s=settings.shadow_max_s,
+            significance=settings.shadow_significance,
         ),
     )

@@ -30,6 +30,7 @@ from forecaster.params import (
 )
 from forecaster.pipeline import Pipeline, Totals
 from forecaster.retraining.coordinator import Retrainer
+from forecaster.retraining.events import EventSink, EventWriter
 from forecaster.retraining.feed import StepFeed
 from forecaster.retraining.registry import Registry
 from forecaster.retraining.trainer import TrainedModel, Trainer
@@ -65,11 +66,15 @@ def metrics_of(settings: Settings) -> Metrics:
 
 
 def build_engine(
-    settings: Settings, metrics: Metrics, background_training: bool
+    settings: Settings,
+    metrics: Metrics,
+    background_training: bool,
+    events: EventSink | None = None,
 ) -> tuple[Engine, Retrainer]:
     """The engine serving the promoted model (naive if none), and the Retrainer keeping it
     fresh: training in a child process live, inline at data-clock points in a replay. The
-    engine records its committed steps into the Retrainer's feed."""
+    engine records its committed steps into the Retrainer's feed; the Retrainer tells
+    ``events`` what it does (``forecaster.retraining.events``)."""
     registry = registry_of(settings)
     artifact = registry.load_serving(feature_params(settings)) if registry is not None else None
     serving = artifact.stepper if artifact is not None else None
@@ -90,6 +95,7 @@ def build_engine(
         registry=registry,
         metrics=metrics,
         background=background_training,
+        events=events,
     )
     return engine, retrainer
 
@@ -224,13 +230,18 @@ def replay(
     out: Path,
     rejects: str,
     progress: Callable[[Totals], None] | None = None,
+    *,
+    events_out: Path | None = None,
 ) -> Totals:
     """`forecaster replay`: the same engine over a whole file, as fast as it goes.
 
-    ``progress`` is called with the totals so far after every batch (the backtest's bar).
+    ``progress`` is called with the totals so far after every batch (the backtest's bar);
+    ``events_out`` receives the retraining events as JSON lines (the backtest's markers).
     """
     metrics = metrics_of(settings)
-    engine, retrainer = build_engine(settings, metrics, background_training=False)
+    events = events_out.open("w", encoding="utf-8") if events_out is not None else None
+    engine, retrainer = build_engine(settings, metrics, background_training=False,
+                                     events=EventWriter(events) if events else None)  # fmt: skip
     source = csv_source(settings, input_path)
     sink = json_lines_sink(settings, str(out), rejects)
     pipeline = Pipeline(source, engine, sink, metrics, updates=retrainer)
@@ -242,6 +253,8 @@ def replay(
                     progress(pipeline.totals)
     finally:
         sink.close()
+        if events is not None:
+            events.close()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     totals = pipeline.totals
     # CPU time next to wall time: on a shared machine the wall time includes waits for a core.

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
     from forecaster.retraining.registry import Registry
 
-_LIST_HEADER = (" ", "version", "created", "gate", "mase", "serving_mase")
-_LIST_ALIGN = ("<", "<", "<", "<", ">", ">")
+_LIST_HEADER = (" ", "version", "created", "gate", "mase", "serving_mase",
+                "shadow", "live_mase", "live_serving", "p")  # fmt: skip
+_LIST_ALIGN = ("<", "<", "<", "<", ">", ">", "<", ">", ">", ">")
 
 
 def add_models(commands: Any) -> None:
@@ -26,8 +27,10 @@ def add_models(commands: Any) -> None:
         "models",
         help="list the model registry, promote a version, roll back",
         description="Work on the model registry in --model-dir: `list` shows every version "
-        "(newest last) with its holdout figures, `promote VERSION` makes it the version a "
-        "service serves when it starts, `rollback` promotes the previously promoted version "
+        "(newest last) with its holdout figures and its shadow verdict (live MASE of it and "
+        "of the model serving then, on the same ticks, and the p-value of the Diebold-Mariano "
+        "test), `promote VERSION` makes it the version a service serves when it starts (no "
+        "shadow), `rollback` promotes the previously promoted version "
         "again. A version whose files do not match their SHA-256 is refused.",
         epilog=EPILOG,
     )
@@ -50,7 +53,8 @@ def add_retrain(commands: Any) -> None:
         help="ask a running service to retrain now",
         description="POST /retrain to a running service: it reads its training window at the "
         "next batch boundary, trains in the background, and swaps the result in only if it "
-        "passes the holdout gate. Follow the outcome on forecaster_retrains_total. The service "
+        "passes the holdout gate and, with promotion = shadow, its shadow on the live stream. "
+        "Follow the outcome on forecaster_retrains_total. The service "
         "only takes it with its admin token (its FORECASTER_ADMIN_TOKEN), sent as a Bearer token.",
         epilog=EPILOG,
     )
@@ -84,7 +88,8 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
         decision = {True: "passed", False: "rejected"}.get(checked.get("promote"), "-")
         mase, serving = checked.get("candidate_mase"), checked.get("serving_mase")
         rows.append(("*" if version == promoted else " ", version, str(metadata["created"]),
-                     decision, _figure(mase), _figure(serving)))  # fmt: skip
+                     decision, _figure(mase), _figure(serving),
+                     *_shadow_cells(metadata.get("shadow", {}))))  # fmt: skip
     widths = [max(len(row[column]) for row in rows) for column in range(len(_LIST_HEADER))]
     for row in rows:
         cells = zip(row, widths, _LIST_ALIGN, strict=True)
@@ -94,6 +99,15 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 def _figure(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _shadow_cells(shadow: dict[str, Any]) -> tuple[str, str, str, str]:
+    """The shadow verdict of a version: its outcome, both live MASEs, the DM p-value."""
+    decision = "-" if "promote" not in shadow else "promoted" if shadow["promote"] else "rejected"
+    p_value = shadow.get("p_value")
+    shown_p = "-" if p_value is None else f"{p_value:.3g}"
+    return (decision, _figure(shadow.get("candidate_mase")), _figure(shadow.get("serving_mase")),
+            shown_p)  # fmt: skip
 
 
 def _promote(args: argparse.Namespace, settings: Settings) -> int:

@@ -195,6 +195,25 @@ class Settings:
     decay_cooldown_s: float = _setting(
         3600.0, "At most one decay retraining per this many seconds of tick time", at_least(0)
     )
+    promotion: str = _setting(
+        "shadow",
+        "How a candidate that passed the holdout gate is promoted: shadow (scored on the live "
+        "stream beside the serving model first) or gate (at once)",
+        one_of(("shadow", "gate")),
+    )
+    shadow_min_points: int = _setting(
+        2000, "Scored forecasts a candidate in shadow is judged on", at_least(2)
+    )
+    shadow_max_s: float = _setting(
+        86400.0,
+        "Seconds of tick time a candidate may stay in shadow; rejected if it has fewer points",
+        above(0),
+    )
+    shadow_significance: float = _setting(
+        0.05,
+        "Level of the Diebold-Mariano test that the candidate in shadow beats the serving model",
+        inside(0, 1),
+    )
     retrain_threads: int = _setting(
         1,
         "TensorFlow threads (intra- and inter-op each) of a training; 0 = TensorFlow's default",

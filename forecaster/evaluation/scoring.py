@@ -57,13 +57,20 @@ def directional_accuracy(forecast: FloatArray, naive: FloatArray, actual: FloatA
     return float(np.mean(hits)) if hits.size else float("nan")
 
 
-def diebold_mariano(loss: FloatArray, reference_loss: FloatArray) -> tuple[float, float]:
+def diebold_mariano(
+    loss: FloatArray, reference_loss: FloatArray, lags: int = 0
+) -> tuple[float, float]:
     """Diebold-Mariano test of equal one-step accuracy: (statistic, two-sided p-value).
 
     ``loss`` and ``reference_loss`` are per-point losses (e.g. absolute errors) of two
-    forecasts on the same points. The statistic is the mean loss difference over its
-    standard error; negative means ``loss`` is lower. One-step forecast errors are
-    serially uncorrelated under the null, so no autocovariance terms are added.
+    forecasts on the same points, in order. The statistic is the mean loss difference
+    over its standard error; negative means ``loss`` is lower. One-step forecast errors
+    are serially uncorrelated under the null, so by default no autocovariance terms are
+    added; ``lags`` > 0 adds that many, Bartlett-weighted (the Newey-West long-run
+    variance, ``long_run_variance``), for differences that may be autocorrelated (e.g.
+    many series' errors pooled in arrival order). Under equal accuracy the statistic is
+    asymptotically standard normal: the one-sided p-value of "``loss`` is lower" is
+    ``erfc(-statistic / sqrt(2)) / 2``.
 
     >>> rng = np.random.default_rng(0)
     >>> same = rng.normal(size=1000)
@@ -74,12 +81,37 @@ def diebold_mariano(loss: FloatArray, reference_loss: FloatArray) -> tuple[float
     difference = loss - reference_loss
     if difference.size < 2:
         return float("nan"), float("nan")
-    spread = float(np.std(difference, ddof=1))
+    variance = long_run_variance(difference, lags)
     mean = float(np.mean(difference))
-    if spread == 0.0:
+    if variance <= 0.0:
         return (0.0, 1.0) if mean == 0.0 else (math.copysign(math.inf, mean), 0.0)
-    stat = mean / (spread / math.sqrt(difference.size))
+    stat = mean / math.sqrt(variance / difference.size)
     return stat, math.erfc(abs(stat) / math.sqrt(2.0))
+
+
+def long_run_variance(difference: FloatArray, lags: int) -> float:
+    """The sample variance of ``difference`` plus its first ``lags`` autocovariances,
+    Bartlett-weighted (Newey-West).
+
+    >>> round(long_run_variance(np.array([1.0, 2.0, 3.0, 4.0]), lags=1), 6)  # 5/3 + 5/16
+    1.979167
+    """
+    deviation = difference - difference.mean()
+    n = difference.size
+    variance = float(deviation @ deviation) / (n - 1)
+    for lag in range(1, min(lags, n - 1) + 1):
+        autocovariance = float(deviation[lag:] @ deviation[:-lag]) / n
+        variance += 2.0 * (1.0 - lag / (lags + 1)) * autocovariance
+    return variance
+
+
+def newey_west_lags(points: int) -> int:
+    """Newey-West's rule of thumb for the lags of the long-run variance of ``points``.
+
+    >>> newey_west_lags(100), newey_west_lags(2000)
+    (4, 7)
+    """
+    return int(4 * (points / 100) ** (2 / 9))
 
 
 def coverage(lower: FloatArray, upper: FloatArray, actual: FloatArray) -> float:

@@ -49,7 +49,9 @@ BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 CHECKPOINT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 RETRAIN_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 FORECAST_KINDS = ("model", NAIVE)
-RETRAIN_OUTCOMES = ("promoted", "rejected", "failed", "skipped")
+RETRAIN_OUTCOMES = ("promoted", "rejected", "failed", "skipped", "shadowed")
+SHADOW_VERDICTS = ("promoted", "rejected")
+RETRAIN_TRIGGERS = ("manual", "bootstrap", "interval", "cron", "decay", "ticks")
 PRODUCE_ERROR_KINDS = ("transient", "permanent")
 
 
@@ -69,6 +71,7 @@ class Metrics:
         self._define_speed()
         self._define_kafka()
         self._define_model()
+        self._define_shadow()
         self._define_checkpoints()
         self.forecast_quality = QualityMetrics(self.registry, quality_halflife, quality_series)
         self.forecast_intervals = IntervalMetrics(
@@ -186,12 +189,13 @@ class Metrics:
         self.retrain_validation_loss = nan_gauge(
             "forecaster_retrain_validation_loss", "Validation loss of the last retraining run", r
         )
-        self.retrain_triggers = Counter(
+        self.retrain_triggers = counter_with_labels(
             "forecaster_retrain_triggers",
             "Retraining runs started, by what started them (decay: the serving model's live "
             "quality fell)",
-            ["trigger"],
-            registry=r,
+            "trigger",
+            RETRAIN_TRIGGERS,
+            r,
         )
         self.retrain_live_mase = nan_gauge(
             "forecaster_retrain_live_mase_ratio",
@@ -212,6 +216,31 @@ class Metrics:
         )
         for model in ("candidate", "serving", "naive"):
             self.retrain_holdout_mae.labels(model).set(math.nan)
+
+    def _define_shadow(self) -> None:
+        r = self.registry
+        self.shadow_active = Gauge(
+            "forecaster_shadow_active", "1 while a candidate is in shadow, else 0", registry=r
+        )
+        self.shadow_points = Gauge(
+            "forecaster_shadow_points",
+            "Forecasts of the candidate in shadow scored so far (paired with the serving "
+            "model's on the same ticks)",
+            registry=r,
+        )
+        self.shadow_mase = Gauge(
+            "forecaster_shadow_live_mase_ratio",
+            "Live MASE on the ticks scored in shadow, of the candidate and of the serving model "
+            "(NaN while no candidate is in shadow)",
+            ["model"],
+            registry=r,
+        )
+        for model in ("candidate", "serving"):
+            self.shadow_mase.labels(model).set(math.nan)
+        self.shadow_verdicts = counter_with_labels(
+            "forecaster_shadow_verdicts", "Shadow verdicts, by outcome", "outcome",
+            SHADOW_VERDICTS, r,
+        )  # fmt: skip
 
     def _define_checkpoints(self) -> None:
         r = self.registry

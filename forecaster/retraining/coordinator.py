@@ -15,6 +15,15 @@ At every batch boundary the pipeline asks it for a model to swap in. A run goes
    handed to the pipeline; rejected, the serving model serves on. Either way the
    version is saved to the registry with its figures; the outcome is counted and logged
    (``forecaster.retraining.outcome``).
+5. *shadow* (``forecaster.retraining.shadow``, ``promotion = "shadow"``): a candidate
+   that passed the gate while a model serves is first stepped beside it on the live
+   stream (the run's outcome: ``shadowed``) and promoted or rejected on its live figures,
+   recorded in its metadata under ``shadow``. No run starts while one is in shadow (its
+   trigger waits), and a live instance keeps its turn on the registry until the verdict.
+   The first model (nothing serves but naive) is promoted on the gate alone.
+
+Each trigger, outcome and shadow verdict also goes, with its tick time, to ``events``
+when given (``forecaster.retraining.events``: a replay's record for the backtest).
 
 Any failure (exception, NaN loss, non-finite forecasts, a corrupt artifact, a child
 process that crashes or is killed, a live run exceeding ``timeout``, which terminates
@@ -26,6 +35,7 @@ one registry take turns to retrain and follow each other's promotions
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -38,14 +48,16 @@ from forecaster.errors import ArtifactError, ConfigError
 from forecaster.faults import internal_error_detail
 from forecaster.model.stepper import Stepper
 from forecaster.ops.metrics import Metrics
-from forecaster.retraining.child import Execution, Finished, TrainingJob
+from forecaster.retraining.child import Candidate, Execution, Finished, TrainingJob
 from forecaster.retraining.dataset import Sequence, sequences_from_history
 from forecaster.retraining.decay import DecayMonitor, DecayPolicy
+from forecaster.retraining.events import EventSink, RetrainEvent
 from forecaster.retraining.feed import StepFeed
 from forecaster.retraining.gate import Verdict
 from forecaster.retraining.outcome import Outcome, report, show_training
 from forecaster.retraining.promotion import Promotion
 from forecaster.retraining.registry import Registry
+from forecaster.retraining.shadow import ShadowPolicy, ShadowTrial, ShadowVerdict
 from forecaster.retraining.sharing import RegistryFollower, Turns
 from forecaster.retraining.trainer import Fit
 from forecaster.retraining.triggers import Schedule, Triggers
@@ -71,6 +83,7 @@ class RetrainPolicy:
     keep_versions: int = Settings.keep_versions
     registry_poll_s: float = Settings.registry_poll_s
     decay: DecayPolicy = field(default_factory=DecayPolicy)
+    shadow: ShadowPolicy = field(default_factory=ShadowPolicy)
 
     def __post_init__(self) -> None:
         if self.interval_s < 0 or self.every_ticks < 0 or self.timeout_s <= 0:
@@ -113,6 +126,7 @@ class Retrainer:
         registry: Registry | None = None,
         metrics: Metrics,
         background: bool = True,
+        events: EventSink | None = None,
     ) -> None:
         if engine.recorder is not feed:
             raise ConfigError("the engine must record its steps into the Retrainer's feed")
@@ -122,6 +136,7 @@ class Retrainer:
         self.features = features
         self.registry = registry
         self.metrics = metrics
+        self.events = events
         self.execution = Execution(fit, policy.timeout_s, background)
         self.decay = DecayMonitor(policy.decay)
         self.triggers = Triggers(
@@ -135,6 +150,8 @@ class Retrainer:
         )
         self._trigger, self._started = "", 0.0  # of the run under way
         self._ready: Stepper | None = None
+        self._trial: ShadowTrial | None = None  # the candidate in shadow
+        self._trial_holdout = math.nan  # its holdout MASE, judged against once it serves
 
     @property
     def running(self) -> bool:
@@ -167,16 +184,23 @@ class Retrainer:
         self.decay.observe(forecasts.ticks.price, forecasts.previous_price,
                            forecasts.previous_forecast)  # fmt: skip
         self.metrics.retrain_live_mase.set(self.decay.mase())
+        if self._trial is not None and self.engine.shadow is not None:
+            self._trial.observe(self.engine.shadow.drain())
+            self._show_trial(self._trial)
 
     def pending(self) -> Stepper | None:
         """Called at each batch boundary: the new model to swap in, if one is ready."""
         if (finished := self.execution.poll()) is not None:
             self._conclude(finished)
-        if self._ready is None and not self.running and (trigger := self.triggers.due(self.feed)):
+        if self._trial is not None:
+            self._judge_shadow(self._trial)
+        idle = self._ready is None and not self.running and self._trial is None
+        if idle and (trigger := self.triggers.due(self.feed)):
             self._launch(trigger)
         if self._ready is None and self._follower is not None:
             serving = self.engine.model.version if self.engine.model is not None else None
             if (model := self._follower.poll(serving)) is not None:
+                self._drop_shadow(f"model {model.version} was promoted meanwhile")
                 self._serve(model)
         model, self._ready = self._ready, None
         return model
@@ -186,6 +210,7 @@ class Retrainer:
         self.triggers.consumed(self.feed)
         self._trigger, self._started = trigger, time.monotonic()
         self.metrics.retrain_triggers.labels(trigger).inc()
+        self._event("trigger", trigger)
         if self._turns is not None and not self._take_turn(self._turns):
             return
         log.info("retraining started (trigger: %s) while %s serves", trigger, self._serving())
@@ -210,7 +235,7 @@ class Retrainer:
         """This instance's turn on the shared registry; False if the run is skipped or
         failed (reported)."""
         try:
-            skipped = turns.take(scheduled=self._trigger == "schedule")
+            skipped = turns.take(scheduled=self._trigger == self.policy.schedule.name)
         except ArtifactError as exc:
             self._report("failed", error=str(exc))
             return False
@@ -229,7 +254,8 @@ class Retrainer:
         except Exception as exc:
             self._report("failed", error=internal_error_detail(exc))
         finally:
-            self._release()
+            if self._trial is None:  # a candidate in shadow keeps the turn to its verdict
+                self._release()
 
     def _settle(self, finished: Finished) -> None:
         candidate = finished.candidate
@@ -237,11 +263,76 @@ class Retrainer:
             self._report("failed", error=finished.error)
             return
         show_training(self.metrics, candidate.details)
+        if candidate.verdict.promote and self.policy.shadow.on and self.engine.model is not None:
+            self._start_shadow(candidate)
+            self._report("shadowed", candidate.version, candidate.verdict)
+            return
         model = self._promotion.settle(candidate)
         if model is not None:
             self._serve(model, candidate.verdict.candidate_mase)
         result = "promoted" if model is not None else "rejected"
         self._report(result, candidate.version, candidate.verdict)
+
+    def _start_shadow(self, candidate: Candidate) -> None:
+        """Step ``candidate`` beside the serving model from the next batch on."""
+        self.engine.start_shadow(self._promotion.trial(candidate))
+        self._trial = ShadowTrial(candidate.version, self.policy.shadow, self.policy.margin,
+                                  self.feed.newest_ts)  # fmt: skip
+        self._trial_holdout = candidate.verdict.candidate_mase
+        self._show_trial(self._trial)
+        log.info("candidate %s passed the gate: in shadow beside %s until %d forecasts are "
+                 "scored", candidate.version, self._serving(),
+                 self.policy.shadow.min_points)  # fmt: skip
+
+    def _judge_shadow(self, trial: ShadowTrial) -> None:
+        """End the shadow if its verdict is in, or if stepping the candidate failed."""
+        if self.engine.shadow is None:
+            self._drop_shadow("stepping the candidate failed (see the log)")
+        elif (verdict := trial.verdict(self.feed.newest_ts)) is not None:
+            self._end_shadow(verdict)
+
+    def _end_shadow(self, verdict: ShadowVerdict) -> None:
+        """Act on the shadow's verdict: record it, then promote the candidate or not."""
+        trial, shadow = self._trial, self.engine.shadow
+        assert trial is not None and shadow is not None, "a verdict ends a shadow under way"
+        self._drop_shadow("")
+        outcome = "promoted" if verdict.promote else "rejected"
+        self.metrics.shadow_verdicts.labels(outcome).inc()
+        self._event("shadow", outcome, trial.version)
+        log.info("shadow of %s: %s (%d forecasts, live MASE %.4f against serving %.4f, "
+                 "DM %.3f, p %.3g): %s", trial.version, outcome, verdict.points,
+                 verdict.candidate_mase, verdict.serving_mase, verdict.dm_statistic,
+                 verdict.p_value, verdict.reason)  # fmt: skip
+        try:
+            if self.registry is not None:
+                self.registry.annotate(trial.version, "shadow", verdict.to_dict())
+            if verdict.promote:
+                self._serve(self._promotion.serve(trial.version, shadow.model), self._trial_holdout)
+            else:
+                self._promotion.reject()
+        except Exception as exc:  # whatever it runs into, the serving model keeps serving
+            log.error("cannot act on the shadow verdict of %s (%s); %s keeps serving",
+                      trial.version, internal_error_detail(exc), self._serving())  # fmt: skip
+
+    def _drop_shadow(self, reason: str) -> None:
+        """End the shadow, if any (``reason``: why it ends without a verdict, logged)."""
+        if self._trial is None:
+            return
+        if reason:
+            log.warning("shadow of %s ends without a verdict: %s", self._trial.version, reason)
+        self._trial = None
+        self.engine.end_shadow()
+        self._release()
+        self.metrics.shadow_active.set(0)
+        for model in ("candidate", "serving"):
+            self.metrics.shadow_mase.labels(model).set(math.nan)
+
+    def _show_trial(self, trial: ShadowTrial) -> None:
+        candidate, serving = trial.mase()
+        self.metrics.shadow_active.set(1)
+        self.metrics.shadow_points.set(trial.points)
+        self.metrics.shadow_mase.labels("candidate").set(candidate)
+        self.metrics.shadow_mase.labels("serving").set(serving)
 
     def _serve(self, model: Stepper, holdout_mase: float | None = None) -> None:
         """Hand ``model`` to the pipeline at this boundary; the bootstrap is over, and its
@@ -257,9 +348,14 @@ class Retrainer:
         seconds = 0.0 if result == "skipped" else time.monotonic() - self._started
         outcome = Outcome(result, self._trigger, version, verdict, error, seconds)
         report(outcome, self.metrics, self._serving())
+        self._event("run", result, version or "")
         if result != "promoted" and self.feed.bootstrap is not None:
             at = self.feed.bootstrap_missed()
             log.warning("no first model yet; next try after %d warm steps", at)
+
+    def _event(self, kind: str, what: str, version: str = "") -> None:
+        if self.events is not None:
+            self.events(RetrainEvent(self.feed.newest_ts, kind, what, version))
 
     def _serving(self) -> str:
         """What serves now, for the log: a model version, or the naive forecast."""

@@ -4,7 +4,7 @@ holdout MAE and training losses) and one log line.
 
 >>> from forecaster.ops.metrics import Metrics
 >>> metrics = Metrics()
->>> report(Outcome("skipped", "schedule", error="another instance holds the retrain lock"),
+>>> report(Outcome("skipped", "interval", error="another instance holds the retrain lock"),
 ...        metrics, "the naive forecast")
 >>> metrics.registry.get_sample_value("forecaster_retrains_total", {"outcome": "skipped"})
 1.0

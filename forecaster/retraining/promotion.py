@@ -4,7 +4,9 @@ Promoted: the candidate is loaded back from the registry (checked as a restart w
 load it, without TensorFlow), recorded as the promoted version, and handed to the
 pipeline, which re-warms every series' state and swaps it in between two batches.
 Rejected: it stays in the registry with its figures, and the serving model serves on.
-Either way the registry is pruned to ``keep_versions``.
+Either way the registry is pruned to ``keep_versions``. A candidate promoted in shadow
+(``forecaster.retraining.shadow``) is stepped from the registry's copy, and promoted
+from it the same way once its shadow says so.
 """
 
 from __future__ import annotations
@@ -33,16 +35,32 @@ class Promotion:
 
         ArtifactError if a promoted candidate cannot be loaded back or recorded.
         """
-        registry = self.registry
         if not candidate.verdict.promote:
             self._prune()
             return None
+        return self.serve(candidate.version, candidate.stepper)
+
+    def serve(self, version: str, stepper: Stepper) -> Stepper:
+        """Promote ``version`` (``stepper`` in memory): the model to serve, loaded back
+        from the registry. ArtifactError if it cannot be loaded back or recorded."""
+        registry = self.registry
         if registry is None:
-            return candidate.stepper
-        serving = registry.load(candidate.version, self.features).stepper
-        registry.promote(candidate.version)
+            return stepper
+        serving = registry.load(version, self.features).stepper
+        registry.promote(version)
         self._prune()
         return serving
+
+    def trial(self, candidate: Candidate) -> Stepper:
+        """The candidate to step in shadow, loaded back from the registry as ``serve``
+        would load it (ArtifactError if it cannot be)."""
+        if self.registry is None:
+            return candidate.stepper
+        return self.registry.load(candidate.version, self.features).stepper
+
+    def reject(self) -> None:
+        """A candidate was rejected in shadow: it stays in the registry, pruned in time."""
+        self._prune()
 
     def _prune(self) -> None:
         """Keep the registry to ``keep`` versions; a failure is only logged, since the

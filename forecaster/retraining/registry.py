@@ -191,6 +191,19 @@ class Registry:
     def metadata(self, version: str) -> dict[str, Any]:
         return self._metadata(self.version_dir(version))
 
+    def annotate(self, version: str, key: str, record: dict[str, Any]) -> None:
+        """Add ``record`` under ``key`` to the metadata of ``version`` (e.g. its shadow
+        verdict), written atomically; ArtifactError if it cannot be read or written."""
+        folder = self.version_dir(version)
+        metadata = self._metadata(folder)
+        metadata[key] = record
+        try:
+            write_atomically(folder / METADATA_FILE, _json_bytes(metadata))
+        except OSError as exc:
+            raise ArtifactError(
+                f"cannot record {key} of model version {version}: {os_reason(exc)}"
+            ) from exc
+
     def promoted(self) -> str | None:
         """The promoted version (None if none is); ArtifactError if promoted.json is
         unreadable or names anything but plain version names."""

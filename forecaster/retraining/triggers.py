@@ -1,6 +1,6 @@
-"""When a retraining run is due, and why: ``requested`` (``POST /retrain``, ``forecaster
-retrain``), ``bootstrap`` (no model yet: once the first one's data is in), ``schedule``
-(the interval or cron ``Schedule``), ``decay`` (the serving model's live quality fell,
+"""When a retraining run is due, and why: ``manual`` (``POST /retrain``, ``forecaster
+retrain``), ``bootstrap`` (no model yet: once the first one's data is in), ``interval``
+or ``cron`` (the ``Schedule``), ``decay`` (the serving model's live quality fell,
 ``forecaster.retraining.decay``) or ``ticks`` (``every_ticks`` warm steps).
 
 Live, the schedule fires on the wall clock in an APScheduler BackgroundScheduler; in a
@@ -39,6 +39,11 @@ class Schedule:
     @property
     def on(self) -> bool:
         return bool(self.interval_s or self.cron)
+
+    @property
+    def name(self) -> str:
+        """The trigger's name: ``cron`` or ``interval``."""
+        return "cron" if self.cron else "interval"
 
     def trigger(self, start: datetime) -> Any:
         """The APScheduler trigger of the interval or cron setting (None if neither)."""
@@ -144,16 +149,16 @@ class Triggers:
             self._scheduler = None
 
     def due(self, feed: StepFeed) -> str:
-        """The trigger of a run due now ('' if none): requested, bootstrap, schedule, decay,
-        ticks."""
+        """The trigger of a run due now ('' if none): manual, bootstrap, interval or cron,
+        decay, ticks."""
         # Evaluated first: the data clock moves on whichever trigger is due.
         clock_fired = self._clock is not None and self._clock.due(feed.newest_ts)
         if self._requested.is_set():
-            return "requested"
+            return "manual"
         if feed.bootstrap is not None:  # no model yet: the first one waits for its data
             return "bootstrap" if feed.bootstrap_due() else ""
         if clock_fired or self._fired.is_set():
-            return "schedule"
+            return self.schedule.name
         if self.decay.due(feed.newest_ts):
             return "decay"
         return "ticks" if 0 < self.every_ticks <= feed.steps_since_run else ""

@@ -1,5 +1,6 @@
-"""Interval scores on hand-made intervals with known answers."""
+"""Scores on hand-made cases with known answers: interval scores, the Diebold-Mariano test."""
 
+import math
 from statistics import NormalDist
 
 import numpy as np
@@ -62,3 +63,35 @@ def test_the_true_quantiles_score_better_than_any_other_interval() -> None:
     assert scoring.coverage(-z + 0 * actual, z + 0 * actual, actual) == pytest.approx(
         0.9, abs=0.003
     )
+
+
+def test_the_diebold_mariano_statistic_of_a_case_worked_by_hand() -> None:
+    # d = 1, 2, 3, 4: mean 2.5; deviations -1.5, -0.5, 0.5, 1.5; sample variance 5 / 3;
+    # lag-1 autocovariance (0.75 - 0.25 + 0.75) / 4 = 0.3125, Bartlett weight 1/2:
+    # long-run variance 5/3 + 0.3125, statistic 2.5 / sqrt(that / 4).
+    loss, reference = np.array([3.0, 5.0, 7.0, 9.0]), np.array([2.0, 3.0, 4.0, 5.0])
+    by_hand = 2.5 / math.sqrt((5 / 3 + 0.3125) / 4)
+    stat, p_value = scoring.diebold_mariano(loss, reference, lags=1)
+    assert stat == pytest.approx(by_hand) and p_value == pytest.approx(
+        math.erfc(by_hand / math.sqrt(2))
+    )
+    plain, _ = scoring.diebold_mariano(loss, reference)  # no lags: the plain statistic
+    assert plain == pytest.approx(2.5 / math.sqrt(5 / 3 / 4))
+    assert scoring.diebold_mariano(reference, loss, lags=1)[0] == pytest.approx(-by_hand)
+
+
+def test_autocorrelated_differences_widen_the_newey_west_variance() -> None:
+    rng = np.random.default_rng(2)
+    d = np.convolve(rng.normal(size=2000), np.ones(5), mode="valid")  # MA(4): correlated
+    lags = scoring.newey_west_lags(len(d))
+    assert scoring.long_run_variance(d, lags) > 2 * scoring.long_run_variance(d, 0)
+
+
+def test_equal_accuracy_is_called_better_one_sided_at_about_the_level_tested() -> None:
+    rng = np.random.default_rng(5)
+    calls = []
+    for _ in range(400):
+        loss, reference = np.abs(rng.normal(size=300)), np.abs(rng.normal(size=300))
+        stat, _ = scoring.diebold_mariano(loss, reference, scoring.newey_west_lags(300))
+        calls.append(0.5 * math.erfc(-stat / math.sqrt(2)) < 0.05)
+    assert 0.025 <= np.mean(calls) <= 0.085  # a 5 % test; 400 trials have an sd of 1.1 %

@@ -402,7 +402,7 @@ def test_the_interval_trigger_and_a_post_to_retrain_start_runs(tmp_path: Path) -
         pend_until_runs(1)
     finally:
         retrainer.stop()
-    assert last_run(retrainer)["trigger"] == "schedule"
+    assert last_run(retrainer)["trigger"] == "interval"
     app = http_app(Metrics().registry, lambda: (True, ""), retrainer.request, admin_token="s3")
     server = HttpServer(app, "127.0.0.1", 0).start()
     try:
@@ -415,7 +415,7 @@ def test_the_interval_trigger_and_a_post_to_retrain_start_runs(tmp_path: Path) -
         pend_until_runs(done + 1)
     finally:
         server.stop()
-    assert last_run(retrainer)["trigger"] == "requested"
+    assert last_run(retrainer)["trigger"] == "manual"
     assert runs(retrainer, "rejected") == runs(retrainer)  # zero == naive: no gain
 
 

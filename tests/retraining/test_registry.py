@@ -135,7 +135,7 @@ def test_models_list_shows_every_version_and_the_promoted_one(
     capsys.readouterr()
     assert cli.main(["models", "list", "--model-dir", str(tmp_path)]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
-    assert [row.split()[-5] for row in rows] == [v0, v1]
+    assert [row.split()[-9] for row in rows] == [v0, v1]
     assert rows[1].startswith("*") and not rows[0].startswith("*")
 
 

@@ -96,12 +96,14 @@ def keys_of(forecasts: list[dict[str, Any]]) -> set[Key]:
     return {(f["series"], f["ts"]) for f in forecasts}
 
 
-def start_service(config: Settings, log: Path) -> Any:
+def start_service(config: Settings, log: Path, shadow: bool = False) -> Any:
     """A fork of a forkserver that has imported the service, not of this process: the
-    test's own client threads must not be forked mid-lock."""
+    test's own client threads must not be forked mid-lock. ``shadow``: the service
+    retrains, and its candidates go into shadow (``recovery_service.run_with_shadow``)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["tests.support.recovery_service"])
-    process = context.Process(target=recovery_service.run, args=(config, log), daemon=True)
+    process = context.Process(target=recovery_service.run, args=(config, log, shadow),
+                              daemon=True)  # fmt: skip
     process.start()
     return process
 

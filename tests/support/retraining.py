@@ -16,8 +16,10 @@ from forecaster.params import engine_params
 from forecaster.pipeline import Pipeline
 from forecaster.retraining.coordinator import Retrainer, RetrainPolicy
 from forecaster.retraining.dataset import Sequence
+from forecaster.retraining.events import EventSink
 from forecaster.retraining.feed import StepFeed
 from forecaster.retraining.registry import Registry
+from forecaster.retraining.shadow import ShadowPolicy
 from forecaster.retraining.trainer import TrainedModel
 
 SMALL = {"min_history": 8, "ring_length": 512, "max_batch": 250}
@@ -35,11 +37,13 @@ def fixed_fit(model: Stepper) -> Fit:
 
 
 def retrainer_for(serving: Stepper | None, fit: Fit, registry: Registry | None = None,
-                  warm_on: Path | None = None, background: bool = False, **policy: object
-                  ) -> Retrainer:  # fmt: skip
+                  warm_on: Path | None = None, background: bool = False,
+                  *, events: EventSink | None = None, **policy: object) -> Retrainer:  # fmt: skip
     """The Retrainer (inline unless ``background``) of a fresh engine serving ``serving``,
     which records into the Retrainer's feed; ``warm_on``: its history rings hold all of
-    those ticks."""
+    those ticks; ``events`` hears what it does. Candidates are promoted on the gate alone
+    unless ``shadow`` says otherwise (tests/retraining/test_shadow.py)."""
+    policy.setdefault("shadow", ShadowPolicy(mode="gate"))
     settings = RetrainPolicy(**policy)  # type: ignore[arg-type]
     feed = StepFeed(settings.bootstrap_steps, first_model=serving is None)
     engine = Engine(engine_params(Settings(**SMALL)), serving, recorder=feed)  # type: ignore[arg-type]
@@ -47,4 +51,4 @@ def retrainer_for(serving: Stepper | None, fit: Fit, registry: Registry | None =
         engine.process(CsvSource(warm_on, 100_000).poll(0.0).parse().ticks)  # type: ignore[union-attr]
     features = FeatureParams(min_history=SMALL["min_history"])
     return Retrainer(engine, feed, fit, settings, features, registry=registry, metrics=Metrics(),
-                     background=background)  # fmt: skip
+                     background=background, events=events)  # fmt: skip

@@ -13,12 +13,18 @@ from forecaster.model.spec import ModelSpec
 from forecaster.retraining.dataset import Sequence
 from forecaster.retraining.trainer import TrainedModel
 from tests.support.models import constant_stepper
+from tests.support.structure import even_stepper
 
 
 def constant(sequences: list[Sequence], value: float, units: int) -> TrainedModel:
     """A model that always forecasts ``value``; its details name the process that fitted it."""
     stepper = constant_stepper(ModelSpec(cell="gru", layers=1, units=units), value, "constant")
     return TrainedModel(stepper, {"fitted_by_pid": os.getpid(), "series": len(sequences)})
+
+
+def even(sequences: list[Sequence], strength: float) -> TrainedModel:
+    """The model of tests/support/structure.py's stream (``even_stepper``)."""
+    return TrainedModel(even_stepper(strength, "even"), {"series": len(sequences)})
 
 
 def hang(sequences: list[Sequence], started: str, ignore_sigterm: bool) -> TrainedModel:

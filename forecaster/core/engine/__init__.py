@@ -34,7 +34,8 @@ step raises is rejected (``internal_error``).
 The package: ``engine`` (the Engine: pending batches, model swaps, partition moves),
 ``params``, ``results`` (ForecastBatch, the rejects), ``stepping`` (a batch stepped in
 rounds, or tick by tick), ``rounds`` (grouping a batch's ticks into rounds), ``pending``
-(a batch in progress and its undo records) and ``eviction`` (idle series dropped on each
+(a batch in progress and its undo records), ``shadow`` (a candidate stepped beside the
+serving model, scored, never emitted) and ``eviction`` (idle series dropped on each
 partition's event-time clock). Callers import from the package.
 """
 
@@ -42,6 +43,7 @@ from forecaster.core.engine.engine import Engine, PartitionState, StepRecorder
 from forecaster.core.engine.params import EngineParams
 from forecaster.core.engine.results import NAIVE, EngineResult, ForecastBatch, OrderReject
 from forecaster.core.engine.rounds import row_blocks
+from forecaster.core.engine.shadow import PairedErrors, ShadowModel
 
 __all__ = [
     "NAIVE",
@@ -50,7 +52,9 @@ __all__ = [
     "EngineResult",
     "ForecastBatch",
     "OrderReject",
+    "PairedErrors",
     "PartitionState",
+    "ShadowModel",
     "StepRecorder",
     "row_blocks",
 ]

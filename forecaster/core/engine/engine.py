@@ -22,12 +22,12 @@ from forecaster.core.engine.eviction import IdleEviction
 from forecaster.core.engine.params import EngineParams
 from forecaster.core.engine.pending import PendingBatch
 from forecaster.core.engine.results import NAIVE, EngineResult
-from forecaster.core.engine.rounds import row_blocks
-from forecaster.core.engine.stepping import Stepping
-from forecaster.core.features import FEATURE_NAMES, model_inputs
+from forecaster.core.engine.shadow import ShadowModel
+from forecaster.core.engine.stepping import Stepping, rewarm
+from forecaster.core.features import FEATURE_NAMES
 from forecaster.core.table import BackupArea, SeriesTable, TableSnapshot
 from forecaster.core.ticks import TickColumns
-from forecaster.faults import internal_error_detail
+from forecaster.faults import internal_error_detail, log_internal_error
 from forecaster.model.stepper import Stepper
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class Engine:
         self._evictions = IdleEviction(params.evict_ttl_ns)
         self._pending: PendingBatch | None = None
         self._backup_area = BackupArea()  # of the batch stepped together, reused
+        self.shadow: ShadowModel | None = None  # a candidate stepped beside the model
         if model is not None:
             self.swap_model(model)
 
@@ -75,9 +76,8 @@ class Engine:
         before is committed first.
         """
         self.commit()
-        stepping = Stepping(
-            self.table, self.params, self.model, self.recorder is not None, self._backup_area
-        )
+        stepping = Stepping(self.table, self.params, self.model, self.recorder is not None,
+                            self._backup_area, keep_rounds=self.shadow is not None)  # fmt: skip
         try:
             work = self._attempt(ticks, stepping.together)
         except Exception as exc:
@@ -93,6 +93,8 @@ class Engine:
         if work is None:
             return 0
         self._record(work)
+        if self.shadow is not None:
+            self._follow_shadow(work)
         accepted = np.flatnonzero(work.accepted)
         series = self.table.uid[work.slots[accepted]]
         ticks = work.ticks
@@ -131,27 +133,38 @@ class Engine:
         """Serve ``model`` from the next batch on, its states re-warmed from the history rings
         (a pending batch is committed first)."""
         self.commit()
-        if model.spec.n_features != len(FEATURE_NAMES):
-            raise ValueError(
-                f"model expects {model.spec.n_features} features, engine makes {len(FEATURE_NAMES)}"
-            )
+        _check_features(model)
         self.model = model
         self.table.reset_recurrent(model.state_size)
         self._rewarm(self.table.active_slots())
         intervals.restart_model(self.table.stats)
 
+    def start_shadow(self, model: Stepper) -> None:
+        """Step ``model`` in shadow beside the serving model from the next batch on
+        (``forecaster.core.engine.shadow``); a pending batch is committed first."""
+        self.commit()
+        _check_features(model)
+        self.shadow = ShadowModel(model, self.table, self.params.block_rows)
+
+    def end_shadow(self) -> None:
+        """Stop stepping the model in shadow (a pending batch is committed first)."""
+        self.commit()
+        self.shadow = None
+
+    def _follow_shadow(self, work: PendingBatch) -> None:
+        """Step the model in shadow over a batch being committed; if that raises, the
+        shadow is dropped (logged): a candidate's fault never costs a served tick."""
+        assert self.shadow is not None
+        try:
+            self.shadow.follow(self.table, work)
+        except Exception as exc:
+            log_internal_error("stepping the model in shadow (it is dropped)", exc)
+            self.shadow = None
+
     def _rewarm(self, slots: IntArray) -> None:
-        """Recompute the recurrent state of ``slots`` by running the model over their rings,
-        ``block_rows`` series at a time (a whole ring of 100,000 series is gigabytes)."""
-        if self.model is None:
-            return
-        for block in row_blocks(len(slots), self.params.block_rows):
-            rows = slots[block]
-            history = self.table.history(rows)
-            x = model_inputs(history.z, history.d, history.ts)
-            _, state = self.model.run(x, history.length)
-            state[~np.isfinite(state).all(axis=1)] = 0.0
-            self.table.recurrent[rows] = state
+        """Recompute the recurrent state of ``slots`` by running the model over their rings."""
+        if self.model is not None:
+            rewarm(self.model, self.table, slots, self.params.block_rows, self.table.recurrent)
 
     def snapshot_partition(self, partition: int) -> PartitionState:
         """A copy of the state of every series on ``partition`` (checkpoints), with the
@@ -189,3 +202,10 @@ class Engine:
 
     def _version(self) -> str:
         return self.model.version if self.model is not None else NAIVE
+
+
+def _check_features(model: Stepper) -> None:
+    if model.spec.n_features != len(FEATURE_NAMES):
+        raise ValueError(
+            f"model expects {model.spec.n_features} features, engine makes {len(FEATURE_NAMES)}"
+        )

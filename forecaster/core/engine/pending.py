@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forecaster.core.engine.results import EngineResult, ForecastBatch, OrderReject
+from forecaster.core.features import FeatureStep
 from forecaster.core.table import Allocations, Backup, SeriesTable
 from forecaster.core.ticks import TickColumns
 
@@ -31,13 +32,15 @@ BoolArray = npt.NDArray[np.bool_]
 @dataclass(slots=True)
 class Undo:
     """What one attempt (a whole batch, or one tick of it) overwrote, to put it back, and
-    the warm steps it made, for the recorder at commit."""
+    the warm steps it made, for the recorder at commit, and (while a model is in shadow)
+    its warm rounds: batch index, slots and features, for the shadow at commit."""
 
     journal: Allocations
     rejects: int  # how many rejects the batch had before this attempt
     nonfinite: int
     backup: Backup | None = None
     warm: list[tuple[IntArray, FloatArray, FloatArray, IntArray]] = field(default_factory=list)
+    rounds: list[tuple[IntArray, IntArray, FeatureStep]] = field(default_factory=list)
 
     def restore(self, table: SeriesTable) -> None:
         if self.backup is not None:

@@ -29,6 +29,9 @@ from forecaster.faults import internal_error_detail, log_internal_error
 from forecaster.model.stepper import Stepper
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+Float32Array = npt.NDArray[np.float32]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Stepping:
     model: Stepper | None
     keep_warm: bool
     backup_area: BackupArea  # of the batch stepped together, reused
+    keep_rounds: bool = False  # keep each warm round's features, for a model in shadow
 
     def together(self, work: PendingBatch) -> None:
         """Step the whole batch in rounds, under one undo record."""
@@ -135,6 +139,8 @@ class Stepping:
         self.table.append_history(slots, step.z, step.d, ts)
         if self.keep_warm:
             work.undo[-1].warm.append((slots, step.z, step.d, ts))
+        if self.keep_rounds:
+            work.undo[-1].rounds.append((index, slots, step))
         if self.model is not None:
             self._forecast(self.model, work, index, slots, step)
 
@@ -148,22 +154,62 @@ class Stepping:
     ) -> None:
         """Step the model; forecast from its prediction, or naive where any of its output
         is not finite (that series' recurrent state then starts again from zeros)."""
-        inputs = model_inputs(step.z, step.d, work.ticks.ts[index])
-        prediction, state = model.step(inputs, self.table.recurrent[slots])
-        failed = ~np.isfinite(prediction)
-        if not np.isfinite(state).all():
-            failed |= ~np.isfinite(state).all(axis=1)
-        usable = np.where(failed, np.nan, prediction.astype(np.float64))  # nan: no forecast
-        trusted = calibrate(self.table.stats, slots, step.z, usable, inputs)
-        price = work.ticks.price[index]
-        with np.errstate(over="ignore", invalid="ignore"):
-            forecast = price * np.exp(step.scale * trusted)
-        failed |= ~np.isfinite(forecast)
-        state[failed] = 0.0
-        self.table.recurrent[slots] = state
-        work.forecast[index] = np.where(failed, price, forecast)
+        state = SeriesState(self.table.recurrent, self.table.stats)
+        ts, price = work.ticks.ts[index], work.ticks.price[index]
+        forecast, failed = forecast_step(model, state, slots, step, ts=ts, price=price)
+        work.forecast[index] = forecast
         work.naive[index] = failed
         work.nonfinite += int(failed.sum())
+
+
+@dataclass(frozen=True)
+class SeriesState:
+    """What a model's forecasts carry from tick to tick, by slot: its recurrent states and
+    the statistics holding each series' calibration record (``forecaster.core.skill``)."""
+
+    recurrent: Float32Array
+    stats: npt.NDArray[np.void]
+
+
+def forecast_step(
+    model: Stepper,
+    state: SeriesState,
+    slots: IntArray,
+    step: FeatureStep,
+    *,
+    ts: IntArray,
+    price: FloatArray,
+) -> tuple[FloatArray, BoolArray]:
+    """Step ``model`` for distinct ``slots`` of ``state`` (updated in place) on this tick's
+    features; the forecasts (the price where it failed) and where it failed: any output
+    not finite, after which that series' recurrent state starts again from zeros."""
+    inputs = model_inputs(step.z, step.d, ts)
+    prediction, recurrent = model.step(inputs, state.recurrent[slots])
+    failed = ~np.isfinite(prediction)
+    if not np.isfinite(recurrent).all():
+        failed |= ~np.isfinite(recurrent).all(axis=1)
+    usable = np.where(failed, np.nan, prediction.astype(np.float64))  # nan: no forecast
+    trusted = calibrate(state.stats, slots, step.z, usable, inputs)
+    with np.errstate(over="ignore", invalid="ignore"):
+        forecast = price * np.exp(step.scale * trusted)
+    failed |= ~np.isfinite(forecast)
+    recurrent[failed] = 0.0
+    state.recurrent[slots] = recurrent
+    return np.where(failed, price, forecast), failed
+
+
+def rewarm(model: Stepper, table: SeriesTable, slots: IntArray, block_rows: int,
+           recurrent: Float32Array) -> None:  # fmt: skip
+    """Recompute ``recurrent`` (by slot) of ``slots`` by running ``model`` over their
+    history rings, ``block_rows`` series at a time (a whole ring of 100,000 series is
+    gigabytes); a state that is not finite starts from zeros."""
+    for block in row_blocks(len(slots), block_rows):
+        rows = slots[block]
+        history = table.history(rows)
+        x = model_inputs(history.z, history.d, history.ts)
+        _, state = model.run(x, history.length)
+        state[~np.isfinite(state).all(axis=1)] = 0.0
+        recurrent[rows] = state
 
 
 def _order_rejects(index: IntArray, ts: IntArray, last_ts: IntArray) -> list[OrderReject]:

@@ -1,9 +1,11 @@
 """The backtest's plots, as PNGs: forecast vs actual zoomed per kind, rolling MAE with the
-retrains marked, and the distribution of errors. Matplotlib's Agg backend: no display."""
+retrains marked (every promotion from the forecasts' model versions; every trigger and
+rejection from the replay's events), and the distribution of errors. Matplotlib's Agg
+backend: no display."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,11 @@ from matplotlib.figure import Figure
 
 from forecaster.evaluation.backtest.evaluate import Evaluation
 from forecaster.evaluation.backtest.styles import STYLES, label, style
+from forecaster.retraining.events import RetrainEvent
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+Events = Mapping[str, Sequence[RetrainEvent]]  # a replay's retraining events, by cell
 
 FORECASTS_PLOT = "forecast_vs_actual.png"
 ROLLING_PLOT = "rolling_mae.png"
@@ -28,19 +32,25 @@ ERRORS_PLOT = "error_distribution.png"
 PLOTS = {
     FORECASTS_PLOT: "Forecast vs actual, zoomed: per kind, the stretch where the forecasts "
     "differ most, and each forecast's error against naive's",
-    ROLLING_PLOT: "Rolling MAE over time, and relative to naive's; retrains marked per model",
+    ROLLING_PLOT: "Rolling MAE over time, and relative to naive's; per model, its promotions "
+    "(lines), retrain triggers (triangles) and rejected candidates (crosses)",
     ERRORS_PLOT: "Distribution of forecast errors (relative to price)",
 }
 ZOOM_TICKS = 40
+# shapes no row's style uses (styles.py): a retrain trigger's marker names the trigger
+TRIGGER_MARKERS = {"bootstrap": "p", "decay": "*", "manual": "h", "interval": ">", "cron": "<",
+                   "ticks": "d"}  # fmt: skip
 ROLLING_POINTS = 600
 BPS = 1e4
 DPI = 90
 
 
-def draw_plots(evaluation: Evaluation, chosen: list[str], out: Path) -> None:
+def draw_plots(
+    evaluation: Evaluation, chosen: list[str], out: Path, events: Events | None = None
+) -> None:
     """Every PNG of ``PLOTS`` into ``out``; ``chosen`` are the series zoomed in on."""
     _plot_forecasts(evaluation, chosen, out / FORECASTS_PLOT)
-    _plot_rolling_mae(evaluation, out / ROLLING_PLOT)
+    save_figure(rolling_mae_figure(evaluation, events or {}), out / ROLLING_PLOT)
     _plot_errors(evaluation, out / ERRORS_PLOT)
 
 
@@ -51,8 +61,12 @@ def _stamps(evaluation: Evaluation, rows: IntArray) -> npt.NDArray[np.datetime64
 
 def _hours(evaluation: Evaluation, rows: IntArray) -> FloatArray:
     """Hours from the first tick of the file to the ticks at ``rows``."""
+    return _hours_since_start(evaluation, _stamps(evaluation, rows))
+
+
+def _hours_since_start(evaluation: Evaluation, stamps: npt.NDArray[np.datetime64]) -> FloatArray:
     start = np.datetime64(min(evaluation.points.ts).rstrip("Z"), "ns")
-    hours: FloatArray = (_stamps(evaluation, rows) - start) / np.timedelta64(3600, "s")
+    hours: FloatArray = (stamps - start) / np.timedelta64(3600, "s")
     return hours
 
 
@@ -136,7 +150,8 @@ def _relative_errors(evaluation: Evaluation, row: str) -> FloatArray:
     return errors
 
 
-def _plot_rolling_mae(evaluation: Evaluation, path: Path) -> None:
+def rolling_mae_figure(evaluation: Evaluation, events: Events) -> Figure:
+    """The rolling MAE, overall and over naive's, with each cell's retrains marked."""
     rows = np.flatnonzero(evaluation.scored)
     figure, (level, ratio) = plt.subplots(
         2, 1, figsize=(12, 6.5), sharex=True, height_ratios=[1.4, 1.0], layout="constrained"
@@ -154,13 +169,14 @@ def _plot_rolling_mae(evaluation: Evaluation, path: Path) -> None:
             level.plot(when, values, label=label(row), **style(row).line())
             ratio.plot(when, values / rolling["naive"], label=label(row), **style(row).line())
         _mark_retrains(evaluation, (level, ratio))
+        _mark_events(evaluation, events, level)
         level.set_title(f"MAE of the last {window} scored forecasts, all series", loc="left")
         level.set_ylabel("rolling MAE\n(bp of price)")
         ratio.set_title("the same, over naive's: below 1 beats naive", loc="left")
         ratio.set_ylabel("rolling MAE / naive's\n(ratio)")
         ratio.set_xlabel("hours since the first tick of the file (h)")
     figure_legend(figure)
-    save_figure(figure, path)
+    return figure
 
 
 def _rolling_mean(values: FloatArray, window: int) -> FloatArray:
@@ -182,6 +198,35 @@ def _mark_retrains(evaluation: Evaluation, axes: Iterable[Axes]) -> None:
                  marker=look.marker, markersize=9, color=look.color, clip_on=False,
                  transform=top.get_xaxis_transform(), label=f"{label(cell)} retrained",
                  zorder=7)  # fmt: skip
+
+
+def _mark_events(evaluation: Evaluation, events: Events, axis: Axes) -> None:
+    """Per cell, a marker at the top of ``axis`` where each retrain was triggered (its
+    shape names the trigger) and a cross where a candidate was rejected, by the gate or
+    in shadow; its promotions are the lines of ``_mark_retrains``."""
+    for offset, (cell, cell_events) in enumerate(events.items()):
+        for text, (marker, marked) in _event_marks(label(cell), cell_events).items():
+            stamps = np.array([event.ts for event in marked], np.int64).astype("datetime64[ns]")
+            moments = _hours_since_start(evaluation, stamps)
+            axis.plot(moments, np.full(len(moments), 0.88 - 0.08 * offset), linestyle="none",
+                      marker=marker, markersize=8, color=style(cell).color, clip_on=False,
+                      label=text, transform=axis.get_xaxis_transform(), zorder=7)  # fmt: skip
+
+
+def _event_marks(
+    name: str, events: Sequence[RetrainEvent]
+) -> dict[str, tuple[str, list[RetrainEvent]]]:
+    """Legend text -> (marker, its events): the starts of each trigger, and the rejections."""
+    marks: dict[str, tuple[str, list[RetrainEvent]]] = {}
+    for event in events:
+        if event.kind == "trigger":
+            text, marker = f"{name} retrain triggered: {event.what}", TRIGGER_MARKERS[event.what]
+        elif event.rejection:
+            text, marker = f"{name} candidate rejected", "x"
+        else:
+            continue
+        marks.setdefault(text, (marker, []))[1].append(event)
+    return marks
 
 
 # --- error distribution ---------------------------------------------------------------

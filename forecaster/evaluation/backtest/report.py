@@ -16,15 +16,18 @@ from forecaster.evaluation.backtest.evaluate import Evaluation, Scores
 from forecaster.evaluation.backtest.interval_evaluation import IntervalEvaluation, level_key
 from forecaster.evaluation.backtest.interval_plots import draw_interval_plots
 from forecaster.evaluation.backtest.page import page_html
-from forecaster.evaluation.backtest.plots import draw_plots
+from forecaster.evaluation.backtest.plots import Events, draw_plots
 
 METRICS_FILE = "metrics.json"
 HTML_FILE = "report.html"
 
 
-def metrics_document(evaluation: Evaluation, about: dict[str, Any]) -> dict[str, Any]:
+def metrics_document(
+    evaluation: Evaluation, about: dict[str, Any], events: Events | None = None
+) -> dict[str, Any]:
     """The machine-readable result: every row's scores overall, per kind and per series,
-    and its intervals' scores overall and per kind, at every nominal coverage."""
+    and its intervals' scores overall and per kind, at every nominal coverage; the
+    retraining events of each cell's replay, when given."""
     points = evaluation.points
 
     def table(scores: dict[str, Scores]) -> dict[str, Any]:
@@ -53,6 +56,10 @@ def metrics_document(evaluation: Evaluation, about: dict[str, Any]) -> dict[str,
             ]
             for cell, events in evaluation.retrains.items()
         },
+        "retrain_events": {
+            cell: [event.to_dict() for event in cell_events]
+            for cell, cell_events in (events or {}).items()
+        },
         "intervals": _interval_document(evaluation.intervals),
     }
 
@@ -75,14 +82,19 @@ def _interval_document(intervals: IntervalEvaluation) -> dict[str, Any]:
 
 
 def write_report(
-    evaluation: Evaluation, out: Path, about: dict[str, Any], series: Sequence[str] = ()
+    evaluation: Evaluation,
+    out: Path,
+    about: dict[str, Any],
+    series: Sequence[str] = (),
+    events: Events | None = None,
 ) -> dict[str, Any]:
-    """Write metrics.json, the PNGs and report.html into ``out``; returns the metrics."""
+    """Write metrics.json, the PNGs and report.html into ``out``; returns the metrics.
+    ``events``: each cell's retraining events, marked on the rolling-error plot."""
     out.mkdir(parents=True, exist_ok=True)
-    document = metrics_document(evaluation, about)
+    document = metrics_document(evaluation, about, events)
     (out / METRICS_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     chosen = list(series) or _default_series(evaluation)
-    draw_plots(evaluation, chosen, out)
+    draw_plots(evaluation, chosen, out, events)
     draw_interval_plots(evaluation, chosen, out)
     (out / HTML_FILE).write_text(page_html(document, out), encoding="utf-8")
     return document

@@ -3,7 +3,8 @@
 Each replay is ``service.replay`` itself (same engine, same first-model bootstrap and
 whatever retraining the replay path runs), started without any saved model so that
 no forecast can have seen its future. The forecasts of every replay are kept in the
-report directory (``forecasts-<cell>.jsonl``) next to the scores computed from them.
+report directory (``forecasts-<cell>.jsonl``), with what its retraining did
+(``events-<cell>.jsonl``: triggers, outcomes, shadow verdicts), next to the scores.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from forecaster.evaluation.backtest.points import load_points
 from forecaster.evaluation.backtest.report import write_report
 from forecaster.params import interval_params
 from forecaster.pipeline import Totals
+from forecaster.retraining.events import RetrainEvent, read_events
 from forecaster.service import replay
 
 ORACLE_FILE = "oracle.csv"  # the generator writes it next to ticks.csv
@@ -31,6 +33,11 @@ BAR_WIDTH = 30
 
 def forecasts_file(report: Path, cell: str) -> Path:
     return report / f"forecasts-{cell}.jsonl"
+
+
+def events_file(report: Path, cell: str) -> Path:
+    """The retraining events of a cell's replay (``forecaster.retraining.events``)."""
+    return report / f"events-{cell}.jsonl"
 
 
 def backtest(
@@ -55,8 +62,8 @@ def backtest(
         for cell in cells:
             fresh = replace(settings, cell=cell, model_dir="")
             bar = ProgressBar(f"backtest {cell}", total, progress)
-            replay(fresh, input_path, forecasts_file(report, cell),
-                   str(report / "rejects.jsonl"), bar.update)  # fmt: skip
+            replay(fresh, input_path, forecasts_file(report, cell), str(report / "rejects.jsonl"),
+                   bar.update, events_out=events_file(report, cell))  # fmt: skip
             bar.close()
         if oracle is None and (input_path.parent / ORACLE_FILE).exists():
             oracle = input_path.parent / ORACLE_FILE
@@ -71,7 +78,8 @@ def backtest(
                 f"{settings.bootstrap_steps} warm steps are in)"
             )
         about = {"input": str(input_path), "oracle": str(oracle) if oracle else None}
-        return write_report(evaluation, report, about, series)
+        events = {cell: _read_events(events_file(report, cell)) for cell in cells}
+        return write_report(evaluation, report, about, series, events)
 
 
 @contextmanager
@@ -85,6 +93,11 @@ def _removed_on_failure(folder: Path) -> Iterator[None]:
         if created:
             shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def _read_events(path: Path) -> list[RetrainEvent]:
+    with path.open(encoding="utf-8") as file:
+        return read_events(file)
 
 
 def _count_rows(path: Path) -> int:

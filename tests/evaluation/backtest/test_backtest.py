@@ -17,9 +17,11 @@ from forecaster.evaluation.backtest.page import SECTIONS
 from forecaster.evaluation.backtest.plots import PLOTS
 from forecaster.evaluation.backtest.points import load_points
 from forecaster.evaluation.backtest.report import HTML_FILE, METRICS_FILE
-from forecaster.evaluation.backtest.run import backtest, forecasts_file
+from forecaster.evaluation.backtest.run import backtest, events_file, forecasts_file
 from forecaster.evaluation.backtest.service_intervals import service_bounds
 from forecaster.params import interval_params
+from forecaster.retraining.events import read_events
+from forecaster.timestamps import rfc3339_ns
 from tests.support.browser import (  # noqa: F401 (browser_fixture: the browser fixture)
     Browser,
     browser_fixture,
@@ -98,6 +100,18 @@ def test_metrics_agree_with_a_recomputation_from_the_forecast_file(report: Path)
     overall = metrics["kinds"]["all"][CELL]
     assert overall["mase"] == pytest.approx(relative.mean() / naive_relative.mean(), rel=1e-9)
     assert metrics["retrains"][CELL][0]["version"].startswith(CELL)
+
+
+def test_the_replay_retraining_events_are_kept_beside_its_forecasts(report: Path) -> None:
+    """The first model's trigger and promotion, at the tick time of its first forecasts."""
+    with events_file(report, CELL).open() as file:
+        events = read_events(file)
+    first = metrics_of(report)["retrains"][CELL][0]
+    assert [(e.kind, e.what, e.version) for e in events] == [
+        ("trigger", "bootstrap", ""), ("run", "promoted", first["version"])
+    ]  # fmt: skip
+    assert metrics_of(report)["retrain_events"][CELL] == [e.to_dict() for e in events]
+    assert events[0].ts == events[1].ts < rfc3339_ns(first["ts"])
 
 
 def test_random_walks_are_forecast_no_worse_than_naive(report: Path) -> None:

@@ -13,10 +13,18 @@ from forecaster.evaluation.backtest.interval_baselines import INTERVAL_BASELINES
 from forecaster.evaluation.backtest.interval_evaluation import LEVELS, IntervalScores, level_key
 from forecaster.evaluation.backtest.interval_plots import INTERVAL_PLOTS
 from forecaster.evaluation.backtest.page import COLUMNS, METRICS
-from forecaster.evaluation.backtest.plots import ZOOM_TICKS, _busiest_window
+from forecaster.evaluation.backtest.plots import (
+    TRIGGER_MARKERS,
+    ZOOM_TICKS,
+    _busiest_window,
+    rolling_mae_figure,
+)
 from forecaster.evaluation.backtest.points import load_points
 from forecaster.evaluation.backtest.report import HTML_FILE, write_report
-from forecaster.evaluation.backtest.styles import STYLES
+from forecaster.evaluation.backtest.styles import OTHER, STYLES
+from forecaster.ops.metrics import RETRAIN_TRIGGERS
+from forecaster.retraining.events import RetrainEvent
+from forecaster.timestamps import rfc3339_ns
 
 N = 600
 FIRST_MODEL = 60
@@ -165,3 +173,39 @@ def test_the_interval_figures_are_in_the_metrics_and_the_page(tmp_path: Path) ->
     for file in INTERVAL_PLOTS:
         assert f"alt='{file}'" in section
         assert (tmp_path / "report" / file).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_trigger_and_rejection_of_the_replay_is_in_the_metrics_and_on_the_rolling_plot(
+    tmp_path: Path,
+) -> None:
+    prices = random_walks(5)
+    evaluation = evaluation_of(tmp_path, prices, prices)
+    second = 1_000_000_000
+    start = rfc3339_ns(min(evaluation.points.ts))
+    lstm = [RetrainEvent(start + 100 * second, "trigger", "decay"),
+            RetrainEvent(start + 100 * second, "run", "rejected", "m2"),
+            RetrainEvent(start + 200 * second, "trigger", "decay"),
+            RetrainEvent(start + 200 * second, "run", "shadowed", "m3"),
+            RetrainEvent(start + 300 * second, "shadow", "rejected", "m3")]  # fmt: skip
+    gru = [RetrainEvent(start + 400 * second, "trigger", "manual")]
+    events = {"lstm": lstm, "gru": gru}
+    document = write_report(evaluation, tmp_path / "report", {}, events=events)
+    assert document["retrain_events"]["lstm"][4] == {
+        "ts": "2026-01-05T00:05:00.000Z", "kind": "shadow", "what": "rejected", "version": "m3"
+    }  # fmt: skip
+    figure = rolling_mae_figure(evaluation, events)
+    marks = {
+        line.get_label(): list(np.asarray(line.get_xdata())) for line in figure.axes[0].get_lines()
+    }
+    hours = [100 / 3600, 200 / 3600, 300 / 3600, 400 / 3600]
+    assert marks["LSTM retrain triggered: decay"] == pytest.approx(hours[:2])
+    assert marks["LSTM candidate rejected"] == pytest.approx([hours[0], hours[2]])
+    assert marks["GRU retrain triggered: manual"] == pytest.approx(hours[3:])
+    assert "GRU candidate rejected" not in marks and "LSTM retrained" in marks  # m1 took over
+
+
+def test_every_retrain_trigger_has_a_marker_no_row_uses() -> None:
+    assert set(TRIGGER_MARKERS) == set(RETRAIN_TRIGGERS)
+    row_markers = {look.marker for look in (*STYLES.values(), OTHER)}
+    assert not row_markers & {*TRIGGER_MARKERS.values(), "x"}
+    assert len(set(TRIGGER_MARKERS.values())) == len(TRIGGER_MARKERS)
