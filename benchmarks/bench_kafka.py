@@ -69,7 +69,7 @@ def pipe(bootstrap: str, topic: str, group: str, client: str) -> None:
     settings = settings_for(bootstrap, group_id=group)
     consumer = construct(KafkaConsumer, consumer_configs(settings))[0]
     producer = construct(KafkaProducer, producer_configs(settings))[0]
-    consumer.subscribe([topic], listener=AssignmentLog())
+    consumer.subscribe([topic], listener=assignment_log())
     while True:
         batches = consumer.poll(timeout_ms=200, max_records=settings.poll_max_records)
         for records in batches.values():
@@ -85,14 +85,18 @@ def assigned(partitions: list[int]) -> None:
     print(f"partitions assigned: {sorted(partitions)}", flush=True)
 
 
-class AssignmentLog:
+def assignment_log() -> Any:
     """kafka-python's rebalance listener of the pipe."""
+    from kafka import ConsumerRebalanceListener
 
-    def on_partitions_assigned(self, tps: set[Any]) -> None:
-        assigned([tp.partition for tp in tps])
+    class AssignmentLog(ConsumerRebalanceListener):  # type: ignore[misc]
+        def on_partitions_assigned(self, tps: set[Any]) -> None:
+            assigned([tp.partition for tp in tps])
 
-    def on_partitions_revoked(self, tps: set[Any]) -> None:
-        pass
+        def on_partitions_revoked(self, tps: set[Any]) -> None:
+            pass
+
+    return AssignmentLog()
 
 
 def confluent_pipe(bootstrap: str, topic: str, group: str) -> None:

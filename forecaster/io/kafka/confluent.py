@@ -164,6 +164,7 @@ class ConfluentConsumer:
         watch = {"statistics.interval.ms": STATISTICS_INTERVAL_MS, "stats_cb": self.brokers.update}
         self._consumer = confluent_kafka.Consumer(conf | watch | {"error_cb": _log_error})
         self._listener = listener
+        self._topic = topic
         self._group = configs.get("group_id")
         self._member_id: str | None = None
         self._consumer.subscribe(
@@ -192,16 +193,18 @@ class ConfluentConsumer:
             messages = [first, *self._consumer.consume(self._max_records - 1, 0)]
         except KafkaException as exc:
             raise kafka_error(exc) from exc
-        polled: dict[TopicPartition, list[Record]] = {}
+        polled: dict[int | None, list[Record]] = {}
         for message in messages:
             if (error := message.error()) is not None:
                 log.warning("Kafka consumer: %s", error.str())
                 continue
-            topic, partition = message.topic(), message.partition()
-            record = Record(topic, partition, message.offset(), message.key(), message.value(),
-                            message.headers())  # fmt: skip
-            polled.setdefault(TopicPartition(topic, partition), []).append(record)
-        return polled
+            partition = message.partition()
+            record = Record(self._topic, partition, message.offset(), message.key(),
+                            message.value(), message.headers())  # fmt: skip
+            if (records := polled.get(partition)) is None:
+                records = polled[partition] = []
+            records.append(record)
+        return {TopicPartition(self._topic, p): records for p, records in polled.items()}
 
     def assignment(self) -> set[TopicPartition]:
         return _kafka_partitions(self._consumer.assignment())
