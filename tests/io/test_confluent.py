@@ -19,7 +19,13 @@ from kafka.errors import (
 from forecaster.config import Settings, load
 from forecaster.errors import ConfigError
 from forecaster.io.kafka import consumer_configs, is_permanent, producer_configs
-from forecaster.io.kafka.confluent import BrokerStates, Delivery, confluent_configs, kafka_error
+from forecaster.io.kafka.confluent import (
+    BrokerStates,
+    Delivery,
+    Flush,
+    confluent_configs,
+    kafka_error,
+)
 
 SECURE = replace(
     Settings(),
@@ -85,13 +91,15 @@ def test_librdkafka_errors_are_judged_as_kafka_python_errors_are(
     assert is_permanent(translated, dead_letter=True) is permanent_for_dead_letters
 
 
-def test_a_delivery_report_reads_as_a_kafka_python_future() -> None:
-    acknowledged, refused, waiting = Delivery(), Delivery(), Delivery()
-    acknowledged.report(None, None)
+def test_a_delivery_reads_as_a_kafka_python_future() -> None:
+    flush, later = Flush(), Flush()
+    acknowledged, refused, waiting = Delivery(flush), Delivery(flush), Delivery(later)
     refused.report(error(confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE), None)
-    assert acknowledged.succeeded() and acknowledged.is_done
     assert refused.is_done and not refused.succeeded()
-    assert isinstance(refused.exception, MessageSizeTooLargeError)
+    assert not acknowledged.is_done and not acknowledged.succeeded()  # in flight
+    flush.ended = True  # no failure reported: acknowledged
+    assert acknowledged.succeeded() and acknowledged.is_done
+    assert isinstance(refused.exception, MessageSizeTooLargeError) and not refused.succeeded()
     assert not waiting.is_done and not waiting.succeeded()
 
 

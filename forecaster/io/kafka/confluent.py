@@ -110,7 +110,8 @@ def kafka_error(error: confluent_kafka.KafkaError | BaseException | None) -> Kaf
 
 
 class Record(NamedTuple):
-    """A consumed message as the source reads kafka-python's records."""
+    """A consumed message as the source reads kafka-python's records (made by
+    ``new_record``: a namedtuple's own constructor runs Python code per message)."""
 
     topic: str | None
     partition: int | None
@@ -118,6 +119,9 @@ class Record(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: Any  # a list of (name, value) pairs, or None
+
+
+new_record = tuple.__new__
 
 
 class BrokerStates:
@@ -199,8 +203,9 @@ class ConfluentConsumer:
                 log.warning("Kafka consumer: %s", error.str())
                 continue
             partition = message.partition()
-            record = Record(self._topic, partition, message.offset(), message.key(),
-                            message.value(), message.headers())  # fmt: skip
+            fields = (self._topic, partition, message.offset(), message.key(), message.value(),
+                      message.headers())  # fmt: skip
+            record = new_record(Record, fields)
             if (records := polled.get(partition)) is None:
                 records = polled[partition] = []
             records.append(record)
@@ -267,32 +272,48 @@ def connect_consumer(
     return consumer, consumer.brokers
 
 
-class Delivery:
-    """One record's delivery report, as the sink reads kafka-python's futures."""
+class Flush:
+    """The records sent since the last flush: ``ended`` once each was acknowledged or
+    failed (then a record that reported no error was acknowledged)."""
 
-    __slots__ = ("exception", "is_done")
+    __slots__ = ("ended",)
 
     def __init__(self) -> None:
-        self.is_done = False
+        self.ended = False
+
+
+class Delivery:
+    """One record's delivery, as the sink reads kafka-python's futures. librdkafka reports
+    failures only (``delivery.report.only.error``: no Python call per acknowledged record);
+    a record is acknowledged once its flush ended with no failure reported for it."""
+
+    __slots__ = ("exception", "flush")
+
+    def __init__(self, flush: Flush) -> None:
+        self.flush = flush
         self.exception: KafkaError | None = None
 
     def report(self, error: confluent_kafka.KafkaError | None, message: Any) -> None:
-        self.is_done = True
-        if error is not None:
-            self.exception = kafka_error(error)
+        self.exception = kafka_error(error)
+
+    @property
+    def is_done(self) -> bool:
+        return self.flush.ended or self.exception is not None
 
     def succeeded(self) -> bool:
-        return self.is_done and self.exception is None
+        return self.flush.ended and self.exception is None
 
 
 class ConfluentProducer:
     """A librdkafka producer with kafka-python's calls (see the module)."""
 
     def __init__(self, configs: Mapping[str, Any]) -> None:
-        conf = confluent_configs(configs) | {"partitioner": PARTITIONER, "error_cb": _log_error}
+        conf = confluent_configs(configs) | {"partitioner": PARTITIONER, "error_cb": _log_error,
+                                             "delivery.report.only.error": True}  # fmt: skip
         if "max_request_size" in configs:
             conf["message.max.bytes"] = configs["max_request_size"]
         self._producer = confluent_kafka.Producer(conf)
+        self._flush = Flush()
         self._timeout_s = configs.get("request_timeout_ms", 30000) / 1000
         self._metadata_age_s = configs.get("metadata_max_age_ms", 300000) / 1000
         self._partitionless: dict[str, tuple[bool, float]] = {}  # topic: (none, checked at)
@@ -304,7 +325,7 @@ class ConfluentProducer:
         Raises the KafkaError of a record the client refuses before sending it."""
         if partition == ANY_PARTITION and self._has_no_partitions(topic):
             raise UnknownTopicOrPartitionError(f"topic {topic} has no partitions")
-        delivery = Delivery()
+        delivery = Delivery(self._flush)
         while True:
             try:
                 self._producer.produce(topic, value, key, partition, headers=headers or None,
@@ -331,10 +352,16 @@ class ConfluentProducer:
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every record is acknowledged or refused; KafkaTimeoutError if some
-        are still in flight after ``timeout`` seconds."""
+        are still in flight after ``timeout`` seconds: those are dropped and fail (a
+        record not acknowledged in time is one to send again)."""
+        flush, self._flush = self._flush, Flush()
         left = self._producer.flush(-1 if timeout is None else timeout)
         if left:
-            raise KafkaTimeoutError(f"{left} records still in flight after {timeout} s")
+            self._producer.purge()  # what is left fails now, with a report of its own
+            self._producer.flush(0)
+        flush.ended = True
+        if left:
+            raise KafkaTimeoutError(f"{left} records not acknowledged after {timeout} s")
 
     def close(self, timeout: float | None = None) -> None:
         """Flush for at most ``timeout`` seconds, then drop what is still queued."""
