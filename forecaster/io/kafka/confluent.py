@@ -109,6 +109,17 @@ def kafka_error(error: confluent_kafka.KafkaError | BaseException | None) -> Kaf
     return kind(error.str())
 
 
+def log_error(error: confluent_kafka.KafkaError) -> None:
+    """librdkafka's client-wide errors (a broker down, a failed authentication): it retries
+    on its own, and its log (LOGGING) says each already."""
+    log.debug("Kafka client: %s", error.str())
+
+
+# librdkafka's own log through the service's logging (served by poll and flush), each
+# client-wide error once (error_cb: without it librdkafka prints errors on stderr again).
+LOGGING = {"logger": logging.getLogger("librdkafka"), "error_cb": log_error}
+
+
 class Record(NamedTuple):
     """A consumed message as the source reads kafka-python's records (made by
     ``new_record``: a namedtuple's own constructor runs Python code per message)."""
@@ -166,7 +177,7 @@ class ConfluentConsumer:
             if key not in PRODUCER_ONLY
         }
         watch = {"statistics.interval.ms": STATISTICS_INTERVAL_MS, "stats_cb": self.brokers.update}
-        self._consumer = confluent_kafka.Consumer(conf | watch | {"error_cb": _log_error})
+        self._consumer = confluent_kafka.Consumer(conf | watch | LOGGING)
         self._listener = listener
         self._topic = topic
         self._group = configs.get("group_id")
@@ -308,8 +319,8 @@ class ConfluentProducer:
     """A librdkafka producer with kafka-python's calls (see the module)."""
 
     def __init__(self, configs: Mapping[str, Any]) -> None:
-        conf = confluent_configs(configs) | {"partitioner": PARTITIONER, "error_cb": _log_error,
-                                             "delivery.report.only.error": True}  # fmt: skip
+        own = {"partitioner": PARTITIONER, "delivery.report.only.error": True}
+        conf = confluent_configs(configs) | LOGGING | own
         if "max_request_size" in configs:
             conf["message.max.bytes"] = configs["max_request_size"]
         self._producer = confluent_kafka.Producer(conf)
@@ -378,9 +389,3 @@ def connect_producer(configs: Mapping[str, Any]) -> ConfluentProducer:
 
 def _kafka_partitions(partitions: list[Any]) -> set[TopicPartition]:
     return {TopicPartition(p.topic, p.partition) for p in partitions}
-
-
-def _log_error(error: confluent_kafka.KafkaError) -> None:
-    """librdkafka's client-wide errors (a broker down, a failed authentication): it retries
-    on its own, so they are logged, never raised."""
-    log.warning("Kafka client: %s", error.str())
