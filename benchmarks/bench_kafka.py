@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from kafka_rig import (
     all_assigned,
     broker,
     consumption_rate,
+    cpu_seconds,
     process,
     publish_ticks,
     service_command,
@@ -133,20 +135,29 @@ def pipe_command(bootstrap: str, group: str, client: str) -> list[str]:
 def measure(
     bootstrap: str, commands: list[list[str]], group: str, total: int, *, workdir: Path,
     timeout: float,
-) -> float:  # fmt: skip
+) -> tuple[float, float]:  # fmt: skip
     """Start the commands (one group), time the group through ``total`` messages, stop them.
 
     A group is timed from its first commit after every member logged its partitions, so
     a member joining late (or librdkafka's second rebalance of a new group) puts no
-    rebalance into the timed window."""
+    rebalance into the timed window. Returns messages per second, and the CPU time the
+    processes used per message over the timed window (in µs: what a message costs,
+    whatever share of the shared cores the processes got)."""
     pipe_run = commands[0][1] == __file__
     env = child_env() if pipe_run else service_env()
     logs = [workdir / f"{group}-{n}.log" for n in range(len(commands))]
     formed = all_assigned(logs)
     with contextlib.ExitStack() as running:
-        for command, log in zip(commands, logs, strict=True):
-            running.enter_context(process(command, log, env))
-        return consumption_rate(bootstrap, group, total, timeout, formed)
+        pids = [running.enter_context(process(command, log, env)).pid
+                for command, log in zip(commands, logs, strict=True)]  # fmt: skip
+        opened: list[float] = []
+
+        def timed() -> None:
+            opened.extend((time.monotonic(), cpu_seconds(pids)))
+
+        rate = consumption_rate(bootstrap, group, total, timeout, formed, timed=timed)
+        seconds, cpu = time.monotonic() - opened[0], cpu_seconds(pids) - opened[1]
+        return rate, cpu / max(rate * seconds, 1.0) * 1e6
 
 
 def kinds_of(clients: list[str], two_processes: bool) -> list[str]:
@@ -158,9 +169,10 @@ def kinds_of(clients: list[str], two_processes: bool) -> list[str]:
 def one_repeat(
     k: int, ticks: Path, models: Path, partitions: int, kinds: list[str], *, workdir: Path,
     timeout: float,
-) -> tuple[dict[str, float], int]:  # fmt: skip
+) -> tuple[dict[str, float], dict[str, float], int]:  # fmt: skip
     """The runs side by side on one fresh broker (Tansu slows as it fills up)."""
     rates: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     with broker(workdir) as bootstrap:
         total = publish_ticks(bootstrap, TOPIC, partitions, ticks)
         for name in kinds:
@@ -172,9 +184,9 @@ def one_repeat(
                 service = [*service_command(bootstrap, TOPIC, group, models),
                            "--kafka-client", client]  # fmt: skip
                 commands = [service] * (2 if kind == "service_x2" else 1)
-            rates[name] = measure(bootstrap, commands, group, total, workdir=workdir,
-                                  timeout=timeout)  # fmt: skip
-    return rates, total
+            rates[name], cpu[name] = measure(bootstrap, commands, group, total,
+                                             workdir=workdir, timeout=timeout)  # fmt: skip
+    return rates, cpu, total
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -198,15 +210,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ticks = tick_file(workdir / f"ticks-{options.ticks}-{options.series}.csv", options.ticks,
                       options.series)  # fmt: skip
     runs: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu_runs: dict[str, list[float]] = {kind: [] for kind in kinds}
     for k in range(options.repeats):
-        rates, total = one_repeat(k, ticks, models, options.partitions, kinds, workdir=workdir,
-                                  timeout=options.timeout)  # fmt: skip
+        rates, cpu, total = one_repeat(k, ticks, models, options.partitions, kinds,
+                                       workdir=workdir, timeout=options.timeout)  # fmt: skip
         for kind, rate in rates.items():
             runs[kind].append(rate)
+            cpu_runs[kind].append(cpu[kind])
     per_repeat = ratios(runs, clients)
     results = {
         "runs_msg_per_s": runs,
         **{f"{kind}_msg_per_s": median(rates) for kind, rates in runs.items()},
+        "runs_cpu_us_per_msg": cpu_runs,
+        **{f"{kind}_cpu_us_per_msg": median(cpu) for kind, cpu in cpu_runs.items()},
         "runs_ratios": per_repeat,
         **{name: median(values) for name, values in per_repeat.items()},
     }
