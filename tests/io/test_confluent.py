@@ -21,11 +21,14 @@ from forecaster.errors import ConfigError
 from forecaster.io.kafka import consumer_configs, is_permanent, producer_configs
 from forecaster.io.kafka.confluent import (
     BrokerStates,
+    ConfluentProducer,
     Delivery,
     Flush,
     confluent_configs,
     kafka_error,
 )
+from tests.support.broker import create_topics
+from tests.support.kafka import WAIT_S
 
 SECURE = replace(
     Settings(),
@@ -94,7 +97,7 @@ def test_librdkafka_errors_are_judged_as_kafka_python_errors_are(
 def test_a_delivery_reads_as_a_kafka_python_future() -> None:
     flush, later = Flush(), Flush()
     acknowledged, refused, waiting = Delivery(flush), Delivery(flush), Delivery(later)
-    refused.report(error(confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE), None)
+    refused.exception = kafka_error(error(confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE))
     assert refused.is_done and not refused.succeeded()
     assert not acknowledged.is_done and not acknowledged.succeeded()  # in flight
     flush.ended = True  # no failure reported: acknowledged
@@ -124,3 +127,23 @@ def test_the_client_is_a_setting_of_toml_environment_and_checked() -> None:
     assert load(environ={"FORECASTER_KAFKA_CLIENT": "confluent"}).kafka_client == "confluent"
     with pytest.raises(ConfigError, match="kafka_client"):
         load(environ={"FORECASTER_KAFKA_CLIENT": "librdkafka"})
+
+
+@pytest.mark.kafka
+def test_a_failure_librdkafka_reports_fails_one_record_of_its_topic(settings: Settings) -> None:
+    """Which record of a topic a failure is pinned to is not said (the sink counts them)."""
+    create_topics(settings.bootstrap_servers, {settings.output_topic: 1})
+    producer = ConfluentProducer(producer_configs(settings))
+    try:
+        sent = [
+            producer.send(settings.output_topic, b"v", b"k", partition=partition)
+            for partition in (0, 7, 0)
+        ]  # the topic has no partition 7
+        assert not any(delivery.is_done for delivery in sent)  # in flight
+        producer.flush(WAIT_S)
+    finally:
+        producer.close(0.0)
+    assert all(delivery.is_done for delivery in sent)
+    assert sorted(delivery.succeeded() for delivery in sent) == [False, True, True]
+    (failed,) = (delivery for delivery in sent if not delivery.succeeded())
+    assert isinstance(failed.exception, UnknownTopicOrPartitionError)
