@@ -45,8 +45,10 @@ from kafka_rig import (
     settings_for,
 )
 
+from forecaster.config.settings import KAFKA_CLIENTS
+
 TOPIC = "ticks"
-CLIENTS = ("kafka-python", "confluent")
+CLIENTS = KAFKA_CLIENTS
 
 
 def forecast_of(value: bytes) -> bytes:

@@ -18,7 +18,12 @@ from kafka.errors import (
 
 from forecaster.config import Settings, load
 from forecaster.errors import ConfigError
-from forecaster.io.kafka import consumer_configs, is_permanent, producer_configs
+from forecaster.io.kafka import (
+    close_producer,
+    consumer_configs,
+    is_permanent,
+    producer_configs,
+)
 from forecaster.io.kafka.confluent import (
     BrokerStates,
     ConfluentProducer,
@@ -27,7 +32,7 @@ from forecaster.io.kafka.confluent import (
     confluent_configs,
     kafka_error,
 )
-from tests.support.broker import create_topics
+from tests.support.broker import create_topics, free_port
 from tests.support.kafka import WAIT_S
 
 SECURE = replace(
@@ -130,20 +135,26 @@ def test_the_client_is_a_setting_of_toml_environment_and_checked() -> None:
 
 
 @pytest.mark.kafka
-def test_a_failure_librdkafka_reports_fails_one_record_of_its_topic(settings: Settings) -> None:
-    """Which record of a topic a failure is pinned to is not said (the sink counts them)."""
-    create_topics(settings.bootstrap_servers, {settings.output_topic: 1})
+def test_records_are_acknowledged_by_their_flush_and_fail_when_it_times_out(
+    settings: Settings,
+) -> None:
+    create_topics(settings.bootstrap_servers, {settings.output_topic: 2})
     producer = ConfluentProducer(producer_configs(settings))
     try:
-        sent = [
-            producer.send(settings.output_topic, b"v", b"k", partition=partition)
-            for partition in (0, 7, 0)
-        ]  # the topic has no partition 7
+        sent = [producer.send(settings.output_topic, b"v", b"k%d" % i) for i in range(3)]
         assert not any(delivery.is_done for delivery in sent)  # in flight
         producer.flush(WAIT_S)
     finally:
-        producer.close(0.0)
-    assert all(delivery.is_done for delivery in sent)
-    assert sorted(delivery.succeeded() for delivery in sent) == [False, True, True]
-    (failed,) = (delivery for delivery in sent if not delivery.succeeded())
-    assert isinstance(failed.exception, UnknownTopicOrPartitionError)
+        close_producer(producer, WAIT_S)
+    assert all(delivery.succeeded() for delivery in sent)
+
+    nowhere = replace(settings, bootstrap_servers=f"127.0.0.1:{free_port()}")  # no broker
+    stuck = ConfluentProducer(producer_configs(nowhere))
+    try:
+        late = [stuck.send("t", b"v", b"k", partition=0) for _ in range(3)]
+        with pytest.raises(KafkaTimeoutError, match="3 records not acknowledged"):
+            stuck.flush(0.5)
+    finally:
+        close_producer(stuck, 0.0)
+    assert all(delivery.is_done and not delivery.succeeded() for delivery in late)
+    assert not any(is_permanent(delivery.exception, dead_letter=False) for delivery in late)

@@ -27,6 +27,7 @@ import pandas as pd
 import pytest
 
 from forecaster.config import ENV_PREFIX, Settings
+from forecaster.config.settings import KAFKA_CLIENTS
 from forecaster.core.engine import Engine
 from forecaster.core.ticks import parse_csv_frame, parse_messages
 from forecaster.io.produce import publish
@@ -65,7 +66,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
     tansu.stop()
 
 
-KAFKA_CLIENTS = ("kafka-python", "confluent")
 # A behaviour test that holds for both clients: ``@on_both_clients`` (it takes ``settings``).
 on_both_clients = pytest.mark.parametrize("kafka_client", KAFKA_CLIENTS)
 
