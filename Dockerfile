@@ -10,7 +10,8 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY forecaster ./forecaster
-RUN /opt/venv/bin/pip install --no-cache-dir .
+# The confluent extra: FORECASTER_KAFKA_CLIENT=confluent selects librdkafka.
+RUN /opt/venv/bin/pip install --no-cache-dir '.[confluent]'
 
 # Runtime stage: the virtual environment and the sample ticks, nothing else.
 FROM python:3.11-slim-bookworm

@@ -109,7 +109,8 @@ def offered_rate(explicit: float, max_json: Path | None) -> float:
         return explicit
     if max_json is None:
         raise SystemExit("give --rate or --max-json (a bench_kafka.py result)")
-    return float(json.loads(max_json.read_text())["results"]["service_msg_per_s"]) / 2
+    results = json.loads(max_json.read_text())["results"]  # the service on kafka-python
+    return float(results["kafka-python/service_msg_per_s"]) / 2
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

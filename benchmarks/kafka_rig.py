@@ -9,6 +9,7 @@ with broker(workdir) as bootstrap:
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -87,15 +88,16 @@ def service_env() -> dict[str, str]:
 
 def consumption_rate(
     bootstrap: str, group: str, total: int, timeout: float,
-    formed: Callable[[], bool] = lambda: True,
+    formed: Callable[[], bool] = lambda: True, *, timed: Callable[[], None] = lambda: None,
 ) -> float:  # fmt: skip
     """Messages per second the group committed, from its first commit once ``formed()``
     holds to its last.
 
     Measured from outside the process by the group's committed offsets, so the service and
     the pass-through pipe are timed alike; start-up and the group join are not counted, nor
-    is anything committed before ``formed()`` (every member has its partitions).
-    A run so short that its first commit covers everything is timed from the watch's start.
+    is anything committed before ``formed()`` (every member has its partitions); ``timed()``
+    is called as the timed window opens. A run so short that its first commit covers
+    everything is timed from the watch's start.
     """
     first_time = first_count = None
     watched = time.monotonic()
@@ -105,12 +107,22 @@ def consumption_rate(
         now = time.monotonic()
         if count and first_time is None and formed():
             first_time, first_count = now, count
+            timed()
         if count >= total and first_time is not None and first_count is not None:
             if first_count >= total:
                 return count / max(now - watched, 1e-9)
             return (count - first_count) / max(now - first_time, 1e-9)
         time.sleep(WATCH_EVERY_S)
     raise TimeoutError(f"group {group} did not commit {total} messages within {timeout} s")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system, every thread) the processes ``pids`` have used so far."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def all_assigned(logs: list[Path]) -> Callable[[], bool]:

@@ -209,7 +209,7 @@ def test_help_says_what_each_command_needs(
     [
         (["run"], {"--metrics-port": "metrics_port", "--rate": "rate", "--group-id": "group_id",
                    "--forecasts-out": "forecasts_out", "--dead-letters-out": "dead_letters_out",
-                   "--log-level": "log_level"}),
+                   "--log-level": "log_level", "--kafka-client": "kafka_client"}),
         (["replay"], {"--rejects": "dead_letters_out"}),
         (["train"], {"--cell": "cell", "--layers": "layers", "--units": "units",
                      "--epochs": "train_epochs", "--seed": "seed"}),

@@ -20,6 +20,7 @@ from forecaster.cli.flags import (
     tick_csv,
 )
 from forecaster.config import Settings
+from forecaster.config.settings import KAFKA_CLIENTS
 
 
 def add_run(commands: Any) -> None:
@@ -43,6 +44,7 @@ def add_run(commands: Any) -> None:
     setting(run, "--bootstrap-servers", metavar="HOST:PORT[,HOST:PORT]")
     for flag in ("--input-topic", "--output-topic", "--dlq-topic", "--group-id", "--state-dir"):
         setting(run, flag)
+    setting(run, "--kafka-client", choices=KAFKA_CLIENTS)
     command(run, _run)
 
 

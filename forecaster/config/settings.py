@@ -29,6 +29,7 @@ CELLS = ("lstm", "gru")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 STATE_STORES = ("directory", "kafka")
+KAFKA_CLIENTS = ("kafka-python", "confluent")
 # Half of the Kafka producer's default max_request_size (1 MiB): a dead letter's kept bytes
 # plus its key and headers always fit in one request.
 MAX_DEAD_LETTER_BYTES = 524288
@@ -66,6 +67,12 @@ class Settings:
     output_topic: str = _setting("forecasts", "Topic forecasts are written to, keyed by series")
     dlq_topic: str = _setting("ticks.dlq", "Topic rejected messages are written to, as received")
     group_id: str = _setting("forecaster", "Consumer group of the service's instances")
+    kafka_client: str = _setting(
+        "kafka-python",
+        "Kafka client of the service's input and output: kafka-python (pure Python) or "
+        "confluent (librdkafka; pip install 'forecaster[confluent]')",
+        one_of(KAFKA_CLIENTS),
+    )
     security_protocol: str = _setting(
         "PLAINTEXT",
         "Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",

@@ -32,6 +32,7 @@ from tests.support.kafka import (
     expected_keys,
     forecast_keys,
     make_topics,
+    on_both_clients,
     publish_input,
     read_until_complete,
     split_csv,
@@ -45,6 +46,7 @@ PACED_RATE = 500  # ticks/s of the input published while a service works
 # --- 1: sample and malformed ticks through an in-process service -----------------------------
 
 
+@on_both_clients
 def test_every_tick_gets_one_forecast_or_one_dead_letter(
     settings: Settings, sample_prefix: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -122,6 +124,7 @@ def produce_command(settings: Settings, path: Path, rows: int, not_ticks: int) -
 # --- 2: SIGTERM mid-stream, then a restart ----------------------------------------------------
 
 
+@on_both_clients
 def test_a_stopped_and_restarted_service_skips_no_tick(
     settings: Settings, sample_prefix: Path, service_log: Path, tmp_path: Path
 ) -> None:
@@ -153,6 +156,7 @@ def test_a_stopped_and_restarted_service_skips_no_tick(
 # --- 3: the broker down at start and killed mid-run -------------------------------------------
 
 
+@on_both_clients
 def test_the_service_rides_out_a_broker_that_is_down_or_killed(
     broker: TansuBroker,
     settings: Settings,

@@ -37,6 +37,7 @@ from tests.support.kafka import (
     expected_keys,
     forecast_keys,
     make_topics,
+    on_both_clients,
     publish_input,
     read_until_complete,
     split_csv,
@@ -142,6 +143,7 @@ def source_of(letter: Any) -> tuple[int, int]:
     return int(headers["forecaster.source.partition"]), int(headers["forecaster.source.offset"])
 
 
+@on_both_clients
 def test_poison_among_valid_ticks_costs_no_valid_tick_and_stops_nothing(
     settings: Settings, sample_prefix: Path, service_log: Path, tmp_path: Path
 ) -> None:
@@ -186,6 +188,7 @@ def test_poison_among_valid_ticks_costs_no_valid_tick_and_stops_nothing(
     assert "internal error" not in text, f"a poison met no rule of its own; see {service_log}"
 
 
+@on_both_clients
 def test_a_dead_letter_topic_that_refuses_records_holds_no_tick_back(
     settings: Settings, sample_prefix: Path
 ) -> None:
@@ -221,6 +224,7 @@ def test_a_dead_letter_topic_that_refuses_records_holds_no_tick_back(
     assert counted >= rejected
 
 
+@on_both_clients
 def test_a_failed_delivery_then_sigterm_then_a_restart_changes_no_forecast(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -4,7 +4,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forecaster.core.engine import ForecastBatch
@@ -82,6 +82,33 @@ def test_fast_encoding_is_byte_for_byte_json_dumps() -> None:
     batch.forecast[7] = np.inf  # JSON has no Infinity: never written, the encoding raises
     with pytest.raises(ValueError, match=r"forecast inf of series .* is not finite"):
         encode_forecasts(batch)
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+rows = st.tuples(st.text(max_size=8), finite, finite, finite, finite, st.booleans())
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(rows, max_size=12), st.text(max_size=6))
+def test_any_encodable_batch_is_byte_for_byte_json_dumps(
+    drawn: list[tuple[str, float, float, float, float, bool]], version: str
+) -> None:
+    """Numbers of any magnitude (subnormal, -0.0, 1e-05, 1e+16, 1.7e308), series and
+    model versions of any characters: escapes, quotes, CJK, emoji, lone surrogates."""
+    n = len(drawn)
+    column = [[row[i] for row in drawn] for i in range(6)]
+    ts, nowhere = np.arange(n, dtype=np.int64) * 10**6, np.full(n, np.nan)
+    ticks = TickColumns(np.arange(n), column[0], ts, np.array(column[1], float), nowhere,
+                        np.zeros(n, np.int32))  # fmt: skip
+    batch = forecast_batch(ticks, np.array(column[2], float), np.array(column[5], bool), version)
+    batch.lower[:], batch.upper[:] = column[3], column[4]
+    try:
+        expected = [json.dumps(r, ensure_ascii=False).encode() for r in forecast_records(batch)]
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it, neither encoding sends it
+        with pytest.raises(UnicodeEncodeError):
+            encode_forecasts(batch)
+        return
+    assert encode_forecasts(batch) == expected
 
 
 def strict_json(line: bytes) -> Any:

@@ -28,11 +28,13 @@ import pytest
 
 from forecaster.config import Settings
 from forecaster.retraining.registry import Registry
-from tests.support.kafka import (  # noqa: F401 (broker, settings: fixtures)
+from tests.support.kafka import (  # noqa: F401 (broker, kafka_client, settings: fixtures)
     WAIT_S,
     Key,
     broker,
+    kafka_client,
     make_topics,
+    on_both_clients,
     publish_input,
     settings,
 )
@@ -61,6 +63,7 @@ def reach(config: Settings, count: int, service: Any, log: Path) -> None:
     assert seen >= count, f"{seen} of {count} forecasts in {WAIT_S} s; see {log}"
 
 
+@on_both_clients
 def test_kill_9_at_random_points_loses_nothing_and_changes_nothing(
     settings: Settings,  # noqa: F811 (the fixture)
     tmp_path: Path,

@@ -23,8 +23,10 @@ import pytest
 
 from forecaster.config import Settings
 from tests.support.broker import create_topics
-from tests.support.kafka import (  # noqa: F401 (broker, settings: fixtures)
+from tests.support.kafka import (  # noqa: F401 (broker, kafka_client, settings: fixtures)
     broker,
+    kafka_client,
+    on_both_clients,
     publish_input,
     settings,
 )
@@ -51,6 +53,7 @@ def published(config: Settings, frame: pd.DataFrame, folder: Path) -> int:
     return len(frame)
 
 
+@on_both_clients
 def test_three_instances_one_killed_one_joining_forecast_as_one_uninterrupted_engine(
     settings: Settings,  # noqa: F811 (the fixture)
     tmp_path: Path,

@@ -24,7 +24,7 @@ from forecaster.io.records import encode_forecasts
 from forecaster.ops.metrics import Metrics
 from forecaster.pipeline import DESTINATION_FAULTS
 from tests.support.broker import create_topics, read_topic
-from tests.support.kafka import WAIT_S
+from tests.support.kafka import KAFKA_CLIENTS, WAIT_S
 
 Delivered = tuple[list[bytes], list[str]]  # forecast payloads, dead letters' reasons
 Expected = tuple[int, int]  # how many forecasts and dead letters are due
@@ -59,7 +59,8 @@ def json_lines_case(folder: Path) -> Case:
     )
 
 
-def kafka_case(settings: Settings) -> Case:
+def kafka_case(settings: Settings, client: str) -> Case:
+    settings = replace(settings, kafka_client=client)
     create_topics(settings.bootstrap_servers, {settings.output_topic: 2, settings.dlq_topic: 1})
 
     def delivered(expected: Expected) -> Delivered:
@@ -81,11 +82,13 @@ def kafka_case(settings: Settings) -> Case:
     return Case(lambda: KafkaSink(settings, Metrics()), delivered, refusing)
 
 
-@pytest.fixture(params=["jsonl", pytest.param("kafka", marks=pytest.mark.kafka)])
+@pytest.fixture(
+    params=["jsonl", *(pytest.param(c, marks=pytest.mark.kafka) for c in KAFKA_CLIENTS)]
+)
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
     if request.param == "jsonl":
         return json_lines_case(tmp_path)
-    return kafka_case(request.getfixturevalue("settings"))
+    return kafka_case(request.getfixturevalue("settings"), request.param)
 
 
 def forecasts_of(*series: str) -> ForecastBatch:

@@ -23,7 +23,7 @@ from forecaster.io.kafka import KafkaSource
 from forecaster.io.produce import publish
 from forecaster.ops.metrics import Metrics
 from tests.support.broker import create_topics
-from tests.support.kafka import WAIT_S
+from tests.support.kafka import KAFKA_CLIENTS, WAIT_S
 
 SERIES, TICKS = ("A", "B", "C"), 8
 BAD_ROWS = [("A", "not a time", "1.0"), ("", "1767225600000", "1.0")]
@@ -48,21 +48,21 @@ def csv_case() -> Case:
     return Case("csv", lambda path: CsvSource(path, max_batch=BATCH))
 
 
-def kafka_case(settings: Settings) -> Case:
+def kafka_case(settings: Settings, client: str) -> Case:
     def open_topic(path: Path) -> Source[Any]:
-        config = replace(settings, poll_max_records=BATCH)
+        config = replace(settings, poll_max_records=BATCH, kafka_client=client)
         create_topics(config.bootstrap_servers, {config.input_topic: 2})
         publish(config, path, config.input_topic)
         return KafkaSource(config, Metrics())
 
-    return Case("kafka", open_topic)
+    return Case(client, open_topic)
 
 
-@pytest.fixture(params=["csv", pytest.param("kafka", marks=pytest.mark.kafka)])
+@pytest.fixture(params=["csv", *(pytest.param(c, marks=pytest.mark.kafka) for c in KAFKA_CLIENTS)])
 def case(request: pytest.FixtureRequest) -> Case:
     if request.param == "csv":
         return csv_case()
-    return kafka_case(request.getfixturevalue("settings"))
+    return kafka_case(request.getfixturevalue("settings"), request.param)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ import pandas as pd
 import pytest
 
 from forecaster.config import ENV_PREFIX, Settings
+from forecaster.config.settings import KAFKA_CLIENTS
 from forecaster.core.engine import Engine
 from forecaster.core.ticks import parse_csv_frame, parse_messages
 from forecaster.io.produce import publish
@@ -65,8 +66,18 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
     tansu.stop()
 
 
+# A behaviour test that holds for both clients: ``@on_both_clients`` (it takes ``settings``).
+on_both_clients = pytest.mark.parametrize("kafka_client", KAFKA_CLIENTS)
+
+
 @pytest.fixture
-def settings(broker: TansuBroker, request: pytest.FixtureRequest) -> Settings:
+def kafka_client() -> str:
+    """The client of the service under test: the default, unless ``on_both_clients``."""
+    return Settings.kafka_client
+
+
+@pytest.fixture
+def settings(broker: TansuBroker, request: pytest.FixtureRequest, kafka_client: str) -> Settings:
     """Settings of a service on topics of this test's own, tuned to join and fail over fast.
 
     Each join costs half the session timeout on Tansu (3 s here). The session stays at
@@ -89,6 +100,7 @@ def settings(broker: TansuBroker, request: pytest.FixtureRequest) -> Settings:
         request_timeout_ms=5000,
         delivery_timeout_ms=10000,
         reconnect_backoff_max_ms=1000,
+        kafka_client=kafka_client,
     )
 
 

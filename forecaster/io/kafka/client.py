@@ -4,7 +4,8 @@ closed so that a broker that is down leaks nothing."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
@@ -110,6 +111,29 @@ def connect_consumer(
 
 def connect_producer(configs: Mapping[str, Any]) -> Any:
     return construct(KafkaProducer, configs)[0]
+
+
+def consumer_connector(
+    settings: Settings,
+) -> Callable[[ConsumerRebalanceListener], tuple[Any, Any]]:
+    """What builds the input's subscribed consumer and its network client, on the client
+    ``kafka_client`` names (confluent-kafka is imported only when it is named)."""
+    configs = consumer_configs(settings)
+    if settings.kafka_client == "confluent":
+        from forecaster.io.kafka import confluent
+
+        return partial(confluent.connect_consumer, configs, settings.input_topic)
+    return partial(connect_consumer, configs, settings.input_topic)
+
+
+def producer_connector(settings: Settings) -> Callable[[], Any]:
+    """What builds the output's producer, on the client ``kafka_client`` names."""
+    configs = producer_configs(settings)
+    if settings.kafka_client == "confluent":
+        from forecaster.io.kafka import confluent
+
+        return partial(confluent.connect_producer, configs)
+    return partial(connect_producer, configs)
 
 
 def reaches_a_broker(net_client: Any) -> bool:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
-from functools import partial
 from itertools import repeat
 from typing import Any, NoReturn
 
@@ -57,8 +56,7 @@ from forecaster.io.base import DeadLetter
 from forecaster.io.kafka.client import (
     CLOSE_TIMEOUT_S,
     close_producer,
-    connect_producer,
-    producer_configs,
+    producer_connector,
 )
 from forecaster.io.records import encode_forecasts, kept_bytes
 from forecaster.ops.metrics import Metrics
@@ -174,7 +172,7 @@ class KafkaSink:
         self.timeout_s = settings.delivery_timeout_ms / 1000
         self.keep_bytes = settings.max_message_bytes
         self.metrics = metrics
-        self._connect = connect or partial(connect_producer, producer_configs(settings))
+        self._connect = connect or producer_connector(settings)
         self._producer: Any = None
         self._in_flight: dict[str, list[Any]] = {}  # kafka-python's futures, by topic
         self._refusals_logged: set[tuple[str, str]] = set()

@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,8 +34,7 @@ from forecaster.io.base import DeadLetter, PartitionListener, SourceBatch
 from forecaster.io.kafka.client import (
     CLOSE_TIMEOUT_S,
     ConsumerRecord,
-    connect_consumer,
-    consumer_configs,
+    consumer_connector,
     reaches_a_broker,
 )
 from forecaster.ops.metrics import Metrics
@@ -204,9 +202,7 @@ class KafkaSource:
         self._require_key = settings.require_series_key
         self._commit_timeout_ms = settings.request_timeout_ms
         self._topic = settings.input_topic
-        self._connect = connect or partial(
-            connect_consumer, consumer_configs(settings), settings.input_topic
-        )
+        self._connect = connect or consumer_connector(settings)
         self._consumer: Any = None
         self._net_client: Any = None
         self._backoff = Backoff(longest=settings.reconnect_backoff_max_ms / 1000)

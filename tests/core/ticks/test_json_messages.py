@@ -1,13 +1,18 @@
+import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from forecaster.core.ticks import json_messages
 from forecaster.core.ticks.format import MAX_SERIES_CHARS, RejectReason
-from forecaster.core.ticks.json_messages import parse_messages
+from forecaster.core.ticks.json_messages import _decoded, _decoded_exactly, parse_messages
+from forecaster.core.ticks.rules import Rows
 from tests.support.ticks import tick
 
 
@@ -128,3 +133,98 @@ def test_deep_nesting_is_refused_whatever_the_recursion_limit() -> None:
             assert batch.ticks.position.tolist() == [1]
     finally:
         sys.setrecursionlimit(limit)
+
+
+# --- orjson decodes as json.loads does ------------------------------------------------------
+
+FIELDS = ("series", "ts", "price", "volume")
+EDGE_PAYLOADS = [
+    b'{"series":"A","ts":1,"price":NaN}', b'{"series":"A","ts":1,"price":-Infinity}',
+    b'{"series":"A","ts":1,"price":1e400}', b'{"series":"A","ts":1,"price":-0.0}',
+    b'{"series":"A","ts":18446744073709551616,"price":1}',
+    b'{"series":"A","ts":-9223372036854775809,"price":1}',
+    b'{"series":"A","ts":9223372036854775807,"price":1e-5}',
+    b'{"series":123456789012345678901234,"ts":1,"price":123456789012345678901234567}',
+    b'{"series":"\\ud800","ts":1,"price":1}', b'{"series":"\\u65e5\\u7d4c225","ts":1,"price":1}',
+    '{"series":"日経225 \\"quoted\\" \\\\ back","ts":"2026-01-05T14:30:00Z","price":1}'.encode(),
+    b'{"series":"A","ts":1,"price":1,"x":[1e400]}', b'12345678901234567890123', b"null", b"",
+    b'\xef\xbb\xbf{"series":"A","ts":1,"price":1}', b'{"series":"A","ts":1,"price":1} x',
+    b'{"series":"\xed\xa0\x80","ts":1,"price":1}', b' \t\n{"series":"A","ts":1,"price":1}\r\n',
+    b'{"series":"A","ts":1,"price":1,"x":' + b"[" * 70 + b"]" * 70 + b"}",
+]  # fmt: skip
+scalars = (
+    st.none() | st.booleans() | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
+)  # fmt: skip
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=8,
+)
+
+
+@st.composite
+def json_payloads(draw: st.DrawFn) -> bytes:
+    """A message as producers send them, valid or not: an object with (some of) the tick's
+    fields of any JSON type, in ASCII or raw UTF-8 (lone surrogates as bytes that are not
+    UTF-8), sometimes with a byte changed."""
+    fields = {name: draw(values) for name in FIELDS if draw(st.booleans())}
+    extra = draw(st.dictionaries(st.text(max_size=4), values, max_size=2))
+    obj = draw(st.sampled_from([fields | extra, extra | fields, draw(values)]))
+    ascii_only = draw(st.booleans())
+    payload = json.dumps(obj, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    if payload and draw(st.booleans()):
+        at = draw(st.integers(0, len(payload) - 1))
+        payload = payload[:at] + bytes([draw(st.integers(0, 255))]) + payload[at + 1 :]
+    return payload
+
+
+def what_decoding_gives(decode: Callable[[Rows, int, bytes], Any], payload: bytes) -> Any:
+    """What parsing reads of a decoded message: the reject, or for an object each tick
+    field's presence and value (a value that is no scalar only by its type, as parsing
+    reads it), or what else it is; repr tells 1 from 1.0 and 0.0 from -0.0."""
+    rows = Rows(1)
+    obj = decode(rows, 0, payload)
+    if rows.failed[0]:
+        return rows.reason[0], rows.detail[0]
+    if not isinstance(obj, dict):
+        return repr(obj)
+    return [(name in obj, read_as(name, obj.get(name))) for name in FIELDS]
+
+
+def read_as(field: str, value: Any) -> str:
+    """A field's value as parsing reads it: a number's price or volume as the float it
+    becomes, a value that is no scalar by its type alone."""
+    if field in ("price", "volume") and type(value) in (int, float):
+        try:
+            return repr(float(value))
+        except OverflowError:
+            return "inf"
+    return repr(value) if isinstance(value, str | int | float | None) else type(value).__name__
+
+
+@pytest.mark.parametrize("payload", EDGE_PAYLOADS, ids=lambda p: repr(p)[:40])
+def test_edge_messages_decode_as_json_loads_decodes_them(payload: bytes) -> None:
+    assert what_decoding_gives(_decoded, payload) == what_decoding_gives(_decoded_exactly, payload)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(json_payloads())
+def test_generated_messages_decode_as_json_loads_decodes_them(payload: bytes) -> None:
+    assert what_decoding_gives(_decoded, payload) == what_decoding_gives(_decoded_exactly, payload)
+
+
+@given(st.lists(json_payloads(), max_size=8))
+def test_a_batch_parses_to_the_same_ticks_and_rejects_as_json_loads_alone(
+    payloads: list[bytes],
+) -> None:
+    fast = parse_messages(payloads)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(json_messages, "_decoded", _decoded_exactly)
+        exact = parse_messages(payloads)
+    assert [(r.position, r.reason, r.detail) for r in fast.rejects] == [
+        (r.position, r.reason, r.detail) for r in exact.rejects
+    ]
+    for column in ("position", "ts", "price", "volume"):
+        assert getattr(fast.ticks, column).tobytes() == getattr(exact.ticks, column).tobytes()
+    assert fast.ticks.series == exact.ticks.series
