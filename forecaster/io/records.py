@@ -15,16 +15,19 @@ import base64
 import codecs
 import json
 import math
+import re
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from forecaster.core.engine import NAIVE, ForecastBatch
 from forecaster.core.ticks import DEFAULT_LIMITS
 from forecaster.io.base import DeadLetter
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 
 def format_rfc3339(ts_ns: IntArray) -> list[str]:
@@ -76,7 +79,7 @@ def encode_forecasts(batch: ForecastBatch) -> list[bytes]:
     >>> encode_forecasts(batch)[0] == json.dumps(forecast_records(batch)[0]).encode()
     True
     """
-    return [text.encode() for text in _forecast_texts(batch)]
+    return encode_forecast_lines(batch).split(b"\n")[:-1]
 
 
 def encode_forecast_lines(batch: ForecastBatch) -> bytes:
@@ -87,11 +90,11 @@ def encode_forecast_lines(batch: ForecastBatch) -> bytes:
     >>> f, none = np.array([2.5, 3.0]), np.zeros(2)
     >>> batch = ForecastBatch(ticks, f, np.array([False, True]), "v1", none, none, f - 1, f + 1,
     ...                       none, none)
-    >>> encode_forecast_lines(batch) == b"".join(line + b"\\n" for line in encode_forecasts(batch))
+    >>> lines = [json.dumps(record).encode() + b"\\n" for record in forecast_records(batch)]
+    >>> encode_forecast_lines(batch) == b"".join(lines)
     True
     """
-    texts = _forecast_texts(batch)
-    return ("\n".join(texts) + "\n").encode() if texts else b""
+    return _forecast_lines(batch).encode()
 
 
 def unencodable_rows(batch: ForecastBatch) -> list[tuple[int, Exception]]:
@@ -114,31 +117,65 @@ def unencodable_rows(batch: ForecastBatch) -> list[tuple[int, Exception]]:
     return failed
 
 
-def _forecast_texts(batch: ForecastBatch) -> list[str]:
-    """A format string does the work of json.dumps ~10x faster (json.dumps builds an encoder
-    per call); each series name is escaped once per batch. Non-finite numbers, which JSON
-    has no form for, take the slow path, which raises on them."""
+# The text around a forecast's seven values; a record's JSON text never holds a raw newline.
+_FORECAST_FRAME = ('{"series": ', ', "ts": "', '", "price": ', ', "forecast": ',
+                   ', "model_version": ', ', "lower": ', ', "upper": ', "}\n")  # fmt: skip
+# What json.dumps escapes in a string (with ensure_ascii=False).
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
+
+
+def _forecast_lines(batch: ForecastBatch) -> str:
+    """Every forecast of the batch as a JSON line, built a column at a time: each column's
+    texts come at once (orjson writes floats ~10x faster than ``repr`` and, between 1e-4
+    and 1e16, identically) and one join interleaves them with the frame. Non-finite
+    numbers, which JSON has no form for, take the record-by-record path, which raises."""
     ticks = batch.ticks
     numbers = (ticks.price, batch.forecast, batch.lower, batch.upper)
     if not all(np.isfinite(column).all() for column in numbers):
-        return [_record_text(r) for r in forecast_records(batch)]
-    names = {name: _json_string(name) for name in set(ticks.series)}
-    versions = {False: _json_string(batch.model_version), True: _json_string(NAIVE)}
-    return [
-        f'{{"series": {names[series]}, "ts": "{ts}", "price": {price!r}, '
-        f'"forecast": {forecast!r}, "model_version": {versions[naive]}, '
-        f'"lower": {lower!r}, "upper": {upper!r}}}'
-        for series, ts, price, forecast, naive, lower, upper in zip(
-            ticks.series,
-            format_rfc3339(ticks.ts),
-            ticks.price.tolist(),
-            batch.forecast.tolist(),
-            batch.naive.tolist(),
-            batch.lower.tolist(),
-            batch.upper.tolist(),
-            strict=True,
-        )
-    ]
+        return "".join(_record_text(r) + "\n" for r in forecast_records(batch))
+    columns = [_json_strings(ticks.series), format_rfc3339(ticks.ts), _float_texts(ticks.price),
+               _float_texts(batch.forecast), _version_texts(batch), _float_texts(batch.lower),
+               _float_texts(batch.upper)]  # fmt: skip
+    n, stride = len(ticks), 2 * len(columns) + 1  # per record: frame, value, ..., value, frame
+    pieces: list[str] = [""] * (stride * n)
+    for k, frame in enumerate(_FORECAST_FRAME):
+        pieces[2 * k :: stride] = [frame] * n
+    for k, column in enumerate(columns):
+        pieces[2 * k + 1 :: stride] = column
+    return "".join(pieces)
+
+
+def _json_strings(texts: list[str]) -> list[str]:
+    """Each text as a JSON string, as ``json.dumps(text, ensure_ascii=False)`` writes it:
+    quoted, and escaped only where it holds a quote, a backslash or a control character."""
+    distinct = set(texts)
+    if _NEEDS_ESCAPE.search("".join(distinct)) is None:
+        return [f'"{text}"' for text in texts]
+    escaped = {text: _json_string(text) for text in distinct}
+    return [escaped[text] for text in texts]
+
+
+def _version_texts(batch: ForecastBatch) -> list[str]:
+    choices = np.array([_json_string(batch.model_version), _json_string(NAIVE)], object)
+    texts: list[str] = choices[batch.naive.astype(np.intp)].tolist()
+    return texts
+
+
+def _float_texts(values: FloatArray) -> list[str]:
+    """``repr`` of each (finite) value, at orjson's speed where it writes the same text.
+
+    >>> _float_texts(np.array([190.949, 1e16, -2.5e-05, 0.0001, -0.0]))
+    ['190.949', '1e+16', '-2.5e-05', '0.0001', '-0.0']
+    """
+    if not len(values):
+        return []
+    data = np.ascontiguousarray(values, np.float64)
+    texts = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1].split(",")
+    # Outside [1e-4, 1e16) repr writes an exponent as "e-05", "e+16"; orjson as "e-5", "e16".
+    magnitude = np.abs(data)
+    for i in np.flatnonzero((magnitude >= 1e16) | ((magnitude < 1e-4) & (magnitude > 0))).tolist():
+        texts[i] = repr(float(data[i]))
+    return texts
 
 
 def _record_text(record: dict[str, Any]) -> str:

@@ -84,6 +84,31 @@ def test_fast_encoding_is_byte_for_byte_json_dumps() -> None:
         encode_forecasts(batch)
 
 
+finite = st.floats(allow_nan=False, allow_infinity=False)
+series_names = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=8)
+
+
+@given(
+    st.lists(st.tuples(series_names, st.integers(0, 9 * 10**18), finite, finite, finite,
+                       finite, st.booleans()), min_size=1, max_size=40),
+    st.text(st.characters(blacklist_categories=["Cs"]), max_size=6),
+)  # fmt: skip
+def test_column_encoding_equals_json_dumps_record_by_record(
+    rows: list[tuple[str, int, float, float, float, float, bool]], version: str
+) -> None:
+    """The columnar encoder (orjson's floats, one join) writes what json.dumps writes."""
+    names, ts, price, forecast, lower, upper, naive = (list(c) for c in zip(*rows, strict=True))
+    n = len(rows)
+    ticks = TickColumns(np.arange(n), names, np.array(ts, np.int64), np.array(price),
+                        np.full(n, np.nan), np.zeros(n, np.int32))  # fmt: skip
+    none = np.zeros(n)
+    batch = ForecastBatch(ticks, np.array(forecast), np.array(naive), version, none, none,
+                          np.array(lower), np.array(upper), none, none)  # fmt: skip
+    expected = [json.dumps(r, ensure_ascii=False).encode() for r in forecast_records(batch)]
+    assert encode_forecast_lines(batch) == b"".join(line + b"\n" for line in expected)
+    assert encode_forecasts(batch) == expected
+
+
 def strict_json(line: bytes) -> Any:
     """The JSON object of ``line``, which must be UTF-8 and have no NaN or Infinity."""
 
