@@ -86,10 +86,14 @@ def test_fast_encoding_is_byte_for_byte_json_dumps() -> None:
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 series_names = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=8)
+# Epoch ns of whole milliseconds (the usual tick), of microseconds, of nanoseconds.
+timestamps = st.one_of(st.integers(0, 9 * 10**12).map(lambda ms: ms * 10**6),
+                       st.integers(0, 9 * 10**15).map(lambda us: us * 1000),
+                       st.integers(0, 9 * 10**18))  # fmt: skip
 
 
 @given(
-    st.lists(st.tuples(series_names, st.integers(0, 9 * 10**18), finite, finite, finite,
+    st.lists(st.tuples(series_names, timestamps, finite, finite, finite,
                        finite, st.booleans()), min_size=1, max_size=40),
     st.text(st.characters(blacklist_categories=["Cs"]), max_size=6),
 )  # fmt: skip
