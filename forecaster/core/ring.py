@@ -33,7 +33,8 @@ import numpy.typing as npt
 CELL_BYTES = 5
 LEVELS = 4094  # 12-bit codes 0..4094; an even count puts 0 on a code (2047)
 GAP_UNIT_NS = 60 * 1_000_000_000  # gaps are float16 minutes: 3.6 µs to 45 days
-_MASK_12 = np.uint64(0xFFF)
+_MASK_12 = 0xFFF
+_LARGEST_MINUTES = float(np.finfo(np.float16).max)  # 45 days: a longer gap counts as that long
 
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
@@ -56,43 +57,42 @@ class RingCodec:
         self, z: npt.ArrayLike, d: npt.ArrayLike, gap_ns: npt.ArrayLike
     ) -> tuple[Cells, IntArray]:
         """Cells of the steps, one row of CELL_BYTES each, and the gaps as decoding gives
-        them back (to advance the reconstructed time by)."""
-        gap = gap_code(np.asarray(gap_ns, np.int64))
-        code = self._level(z) | (self._level(d) << np.uint64(12))
-        code |= gap.astype(np.uint64) << np.uint64(24)
-        cells = code.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :CELL_BYTES]
-        return cells, gap_ns_of(gap)
+        them back (to advance the reconstructed time by). A NaN is taken as ``clip``.
+
+        Few NumPy calls, each on all rows: the engine encodes every round's warm steps.
+        """
+        levels = np.array((z, d), np.float64)
+        np.fmax(np.fmin(levels, self.clip, out=levels), -self.clip, out=levels)  # NaN: clip
+        levels += self.clip
+        levels *= 1.0 / self.step
+        codes = np.rint(levels, out=levels).astype(np.int64)
+        minutes = np.asarray(gap_ns, np.int64) * (1.0 / GAP_UNIT_NS)
+        np.fmax(np.fmin(minutes, _LARGEST_MINUTES, out=minutes), -_LARGEST_MINUTES, out=minutes)
+        gap = minutes.astype(np.float16)
+        code = codes[0] | (codes[1] << 12) | (gap.view(np.uint16).astype(np.int64) << 24)
+        cells = code.astype("<i8", copy=False).view(np.uint8).reshape(-1, 8)[:, :CELL_BYTES]
+        decoded = np.rint(gap.astype(np.float64) * GAP_UNIT_NS).astype(np.int64)
+        return cells, decoded
 
     def decode(self, cells: Cells) -> tuple[Float32Array, Float32Array, IntArray]:
         """``z``, ``d`` and the gap in ns of every cell (shape: ``cells`` without its last axis)."""
         shape = cells.shape[:-1]
         padded = np.zeros((*shape, 8), np.uint8)
         padded[..., :CELL_BYTES] = cells
-        code = padded.view("<u8").reshape(shape)
+        code = padded.view("<i8").reshape(shape)
         z = self._value(code & _MASK_12)
-        d = self._value((code >> np.uint64(12)) & _MASK_12)
-        gap = ((code >> np.uint64(24)) & np.uint64(0xFFFF)).astype(np.uint16)
+        d = self._value((code >> 12) & _MASK_12)
+        gap = ((code >> 24) & 0xFFFF).astype(np.uint16)
         return z, d, gap_ns_of(gap)
 
-    def _level(self, values: npt.ArrayLike) -> npt.NDArray[np.uint64]:
-        scaled = (np.clip(np.nan_to_num(np.asarray(values, np.float64)), -self.clip, self.clip)
-                  + self.clip) / self.step  # fmt: skip
-        return np.rint(scaled).astype(np.uint64)
-
-    def _value(self, level: npt.NDArray[np.uint64]) -> Float32Array:
-        values = level.astype(np.float64) * self.step - self.clip
+    def _value(self, level: IntArray) -> Float32Array:
+        values = level * self.step - self.clip
         return values.astype(np.float32)
 
 
-def gap_code(gap_ns: IntArray) -> npt.NDArray[np.uint16]:
-    """The float16 bits of each gap in minutes (rounded to the nearest float16)."""
-    largest = float(np.finfo(np.float16).max)  # 45 days: a longer gap is taken as that long
-    minutes = np.clip(gap_ns / GAP_UNIT_NS, -largest, largest).astype(np.float16)
-    return minutes.view(np.uint16)
-
-
 def gap_ns_of(code: npt.NDArray[np.uint16]) -> IntArray:
-    """The gap in ns that a code stands for; 0 for a code that is no number (damaged)."""
+    """The gap in ns that a code (float16 bits of minutes) stands for; 0 for a code that is
+    no number (damaged)."""
     minutes = code.view(np.float16).astype(np.float64)
     gap: IntArray = np.rint(np.where(np.isfinite(minutes), minutes, 0.0) * GAP_UNIT_NS).astype(
         np.int64
