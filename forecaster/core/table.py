@@ -407,33 +407,6 @@ class SeriesTable:
         )
 
 
-def encode_rings(
-    z: Float32Array, d: Float32Array, ts: IntArray, count: IntArray, clip: float
-) -> tuple[npt.NDArray[np.uint8], IntArray, IntArray]:
-    """Rings kept as plain arrays (row i's newest step in column ``(count[i] - 1) % length``,
-    as checkpoints of format 3 hold them) as a table's cells, newest times and tracks,
-    appended oldest step first; ring counts stay as they are.
-
-    >>> z = np.array([[4.0, 5.0, 3.0]], np.float32)  # 5 appends: the newest in column 1
-    >>> ts = np.array([[40, 50, 30]]) * 10**9
-    >>> ring, newest, _ = encode_rings(z, z, ts, np.array([5]), clip=8.0)
-    >>> table = SeriesTable(3, 0, capacity=1)
-    >>> table.ring[:1], table.ring_newest_ts[:1], table.ring_count[:1] = ring, newest, 5
-    >>> history = table.history(np.array([0]))
-    >>> history.z.round(2).tolist(), (history.ts / 10**9).round(2).tolist()
-    ([[3.0, 4.0, 5.0]], [[30.0, 40.0, 50.0]])
-    """
-    n, length = z.shape
-    table = SeriesTable(length, 0, capacity=max(n, 1), clip=clip)
-    held = np.minimum(count, length)
-    table.ring_count[:n] = count - held
-    for step in range(int(held.max(initial=0))):
-        rows = np.flatnonzero(held > step)
-        column = (count[rows] - held[rows] + step) % length
-        table.append_history(rows, z[rows, column], d[rows, column], ts[rows, column])
-    return table.ring[:n].copy(), table.ring_newest_ts[:n].copy(), table.ring_track_ts[:n].copy()
-
-
 def take_rows(array: npt.NDArray[Any], slots: IntArray) -> npt.NDArray[Any]:
     """``array[slots]``, ~9x faster for the statistics' structured rows (NumPy's indexing
     copies those field by field)."""

@@ -29,9 +29,9 @@ A crash at any step leaves ``current.npz`` or ``previous.npz`` whole. Restoring 
 ``current.npz``, else ``previous.npz``; a file that is unreadable, truncated, fails its
 checksum, has another format version, or was computed with other feature parameters or
 ring length is refused (CheckpointError, a warning, the ``checkpoint_refused`` metric)
-and never restored; one of format 3 (rings of float32 and int64) is read and its rings
-re-encoded as format 4 has them. So is one whose checksums hold but whose content could not be
-served (``decode`` lists the checks): a malformed header, arrays of other names, dtypes
+and never restored (one of format 3 is read as format 4, ``forecaster.state.upgrade``).
+So is one whose checksums hold but whose content could not be served (``decode`` lists
+the checks): a malformed header, arrays of other names, dtypes
 or shapes, series names that are empty, repeated or not UTF-8, negative counts, NaN or
 infinity in any state, series of another partition. Nothing is ever unpickled, and the
 arrays must be stored uncompressed, as ``encode`` writes them (no decompression bomb).
@@ -67,18 +67,18 @@ import numpy.typing as npt
 from forecaster.core.engine import EngineParams, PartitionState
 from forecaster.core.features import STATS_DTYPE
 from forecaster.core.ring import CELL_BYTES, finite_gaps
-from forecaster.core.table import SLOT_ARRAYS, TableSnapshot, encode_rings
+from forecaster.core.table import SLOT_ARRAYS, TableSnapshot
 from forecaster.durable import write_atomically
 from forecaster.errors import ForecasterError, VersionNameError
 from forecaster.ops.metrics import Metrics
 from forecaster.retraining.registry import check_version, shown
+from forecaster.state.upgrade import UPGRADED_FORMATS, upgraded
 
 log = logging.getLogger(__name__)
 
 # 3: series statistics hold the prediction intervals' calibration; 4: rings of five-byte
 # cells (forecaster.core.ring). A format 3 checkpoint is upgraded as it is read.
 FORMAT = 4
-UPGRADED_FORMATS = (3,)
 CURRENT, PREVIOUS = "current.npz", "previous.npz"
 HEADER = "header"
 REFUSAL_REASONS = ("unreadable", "corrupt", "incompatible")
@@ -242,7 +242,7 @@ def decode(data: bytes | Path, params: EngineParams, origin: str = "") -> Checkp
     try:
         fields = _Header.of(header)
         if header["format"] != FORMAT:
-            arrays = _upgraded(arrays, params.features.clip)
+            arrays = upgraded(arrays, params.features.clip)
         snapshot = _snapshot(arrays, fields.series, params.ring_length)
         if (snapshot.partition != fields.partition).any():
             raise ValueError(f"holds series of other partitions than {fields.partition}")
@@ -370,38 +370,6 @@ def _check_values(arrays: dict[str, npt.NDArray[Any]]) -> None:
     for name, values in signed.items():
         if (values < 0).any():
             raise ValueError(f"{name} holds negative values")
-
-
-def _upgraded(arrays: dict[str, npt.NDArray[Any]], clip: float) -> dict[str, npt.NDArray[Any]]:
-    """The arrays of a format 3 checkpoint as format 4 has them: its rings (float32 z and
-    d, int64 ts) re-encoded as cells; ValueError if they are not rings to encode."""
-    old = {name: arrays.get(name) for name in ("ring_z", "ring_d", "ring_ts", "ring_count")}
-    wanted = {
-        "ring_z": np.float32,
-        "ring_d": np.float32,
-        "ring_ts": np.int64,
-        "ring_count": np.int64,
-    }
-    for name, dtype in wanted.items():
-        array = old[name]
-        if (
-            array is None
-            or array.dtype != dtype
-            or array.ndim != (1 if name == "ring_count" else 2)
-        ):
-            raise ValueError(f"a format 3 {name} that is missing or of another dtype or shape")
-    z, d, ts, count = (np.asarray(old[name]) for name in wanted)
-    if not (z.shape == d.shape == ts.shape and len(count) == len(z)):
-        raise ValueError("format 3 rings of different shapes")
-    if not (np.isfinite(z).all() and np.isfinite(d).all()):
-        raise ValueError("ring_z or ring_d holds NaN or infinity")
-    if (count < 0).any():
-        raise ValueError("ring_count holds negative values")
-    ring, newest, track = encode_rings(z, d, ts, count, clip)
-    kept = {
-        name: array for name, array in arrays.items() if name not in ("ring_z", "ring_d", "ring_ts")
-    }
-    return kept | {"ring": ring, "ring_newest_ts": newest, "ring_track_ts": track}
 
 
 def _arrays(snapshot: TableSnapshot) -> dict[str, npt.NDArray[Any]]:

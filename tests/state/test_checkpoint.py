@@ -19,7 +19,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from forecaster.core.engine import Engine
-from forecaster.core.table import History, TableSnapshot
 from forecaster.core.ticks import parse_messages
 from forecaster.model.spec import ModelSpec
 from forecaster.ops.metrics import Metrics
@@ -27,11 +26,9 @@ from forecaster.state.checkpoint import (
     CURRENT,
     HEADER,
     PREVIOUS,
-    Checkpoint,
     CheckpointError,
     CheckpointStore,
     decode,
-    encode,
 )
 from tests.support.checkpoints import (
     CORRUPT,
@@ -41,7 +38,6 @@ from tests.support.checkpoints import (
     good_checkpoint,
     pack,
     refusals,
-    state_of,
     stepped_engine,
     unpack,
 )
@@ -75,51 +71,6 @@ def test_truncated_and_incompatible_checkpoints_are_refused_with_a_reason(tmp_pa
     metrics = Metrics()
     assert CheckpointStore(tmp_path, PARAMS, metrics).load(0) is None  # no previous to use
     assert refusals(metrics, "unreadable") == 1
-
-
-def history_of(snapshot: TableSnapshot) -> History:
-    """The rings of ``snapshot``'s series (in its order), read back from a table."""
-    table = Engine(PARAMS).table
-    table.reset_recurrent(snapshot.recurrent.shape[1])
-    return table.history(table.put(snapshot))
-
-
-def format_3(data: bytes) -> bytes:
-    """A checkpoint as format 3 wrote it: rings of float32 z and d and int64 ts, each
-    series' newest step in column ``(ring_count - 1) % ring_length``."""
-    arrays, header = unpack(data)
-    history = history_of(decode(data, PARAMS).state.snapshot)
-    count, length = arrays["ring_count"], PARAMS.ring_length
-    rings = {"ring_z": np.zeros((len(count), length), np.float32),
-             "ring_d": np.zeros((len(count), length), np.float32),
-             "ring_ts": np.zeros((len(count), length), np.int64)}  # fmt: skip
-    for row in range(len(count)):
-        held = int(history.length[row])
-        columns = (int(count[row]) - held + np.arange(held)) % length
-        rings["ring_z"][row, columns] = history.z[row, :held]
-        rings["ring_d"][row, columns] = history.d[row, :held]
-        rings["ring_ts"][row, columns] = history.ts[row, :held]
-    for name in ("ring", "ring_newest_ts", "ring_track_ts"):
-        del arrays[name]
-    return pack(arrays | rings, header | {"format": 3})
-
-
-def test_a_format_3_checkpoint_is_upgraded_to_the_same_history() -> None:
-    data = encode(Checkpoint(state_of(0, ticks=20), 9), PARAMS)  # its rings wrapped round
-    old = format_3(data)
-    assert unpack(old)[1]["format"] == 3 and "ring_z" in unpack(old)[0]
-    want, got = decode(data, PARAMS).state.snapshot, decode(old, PARAMS).state.snapshot
-    assert got.series == want.series
-    for name in ("ring_count", "ring_newest_ts", "recurrent", "last_forecast"):
-        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
-    upgraded, original = history_of(got), history_of(want)
-    assert (original.length == PARAMS.ring_length).all()
-    level = Engine(PARAMS).table.codec.step
-    np.testing.assert_allclose(upgraded.z, original.z, atol=level / 2)
-    np.testing.assert_allclose(upgraded.d, original.d, atol=level / 2)
-    np.testing.assert_array_equal(upgraded.length, original.length)
-    # Times 1 s apart: each encoding keeps one within 2/1024 s (tests/core/test_ring.py).
-    np.testing.assert_allclose(upgraded.ts, original.ts, atol=2 * 2 * 10**9 / 1024)
 
 
 def test_a_checkpoint_of_another_format_is_refused_as_incompatible() -> None:
