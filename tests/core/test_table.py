@@ -1,6 +1,6 @@
 import numpy as np
 
-from forecaster.core.table import BackupArea, SeriesTable
+from forecaster.core.table import TABLE_ARRAYS, BackupArea, SeriesTable
 
 
 def test_slots_are_stable_and_grow_past_capacity() -> None:
@@ -129,3 +129,18 @@ def test_a_backup_restores_rows_and_the_ring_cells_of_the_appends_it_was_made_fo
     table.stats["last_price"][slots[2]] = 0.0
     for name, array in zip(names, before, strict=True):
         np.testing.assert_array_equal(getattr(table, name), array, err_msg=name)
+
+
+def test_a_series_slot_at_the_default_ring_fits_the_memory_budget() -> None:
+    """Issue 22: at most 4,096 resident bytes per series with the default settings. The
+    slot's arrays must leave room for what a series costs besides (its name, dict entry
+    and list slot: ~200 B, benchmarks/README.md)."""
+    from forecaster.config import Settings
+    from forecaster.model.spec import ModelSpec
+    from forecaster.params import model_spec
+
+    state_size = model_spec(Settings()).state_size
+    assert state_size == ModelSpec(cell="lstm", layers=2, units=32).state_size  # h, c of 2x32
+    table = SeriesTable(Settings().ring_length, state_size, capacity=1)
+    row_bytes = sum(getattr(table, name)[0].nbytes for name in TABLE_ARRAYS)
+    assert row_bytes <= 4_096 - 300
