@@ -132,6 +132,8 @@ def unencodable_rows(batch: ForecastBatch) -> list[tuple[int, Exception]]:
 # The second and the fraction of a timestamp are two values, with nothing between them.
 _FORECAST_FRAME = ('{"series": ', ', "ts": "', "", '", "price": ', ', "forecast": ',
                    ', "model_version": ', ', "lower": ', ', "upper": ', "}\n")  # fmt: skip
+# The same for series names that go as they are: the frame quotes them.
+_BARE_NAMES_FRAME = ('{"series": "', '", "ts": "', *_FORECAST_FRAME[2:])
 # What json.dumps escapes in a string (with ensure_ascii=False).
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 
@@ -145,12 +147,13 @@ def _forecast_lines(batch: ForecastBatch) -> str:
     numbers = (ticks.price, batch.forecast, batch.lower, batch.upper)
     if not all(np.isfinite(column).all() for column in numbers):
         return "".join(_record_text(r) + "\n" for r in forecast_records(batch))
-    columns = [_json_strings(ticks.series), *_rfc3339_parts(ticks.ts), _float_texts(ticks.price),
+    names = _escaped(ticks.series)
+    columns = [names or ticks.series, *_rfc3339_parts(ticks.ts), _float_texts(ticks.price),
                _float_texts(batch.forecast), _version_texts(batch), _float_texts(batch.lower),
                _float_texts(batch.upper)]  # fmt: skip
     n, stride = len(ticks), 2 * len(columns) + 1  # per record: frame, value, ..., value, frame
     pieces: list[str] = [""] * (stride * n)
-    for k, frame in enumerate(_FORECAST_FRAME):
+    for k, frame in enumerate(_FORECAST_FRAME if names else _BARE_NAMES_FRAME):
         if frame:
             pieces[2 * k :: stride] = [frame] * n
     for k, column in enumerate(columns):
@@ -158,12 +161,17 @@ def _forecast_lines(batch: ForecastBatch) -> str:
     return "".join(pieces)
 
 
-def _json_strings(texts: list[str]) -> list[str]:
-    """Each text as a JSON string, as ``json.dumps(text, ensure_ascii=False)`` writes it:
-    quoted, and escaped only where it holds a quote, a backslash or a control character."""
+def _escaped(texts: list[str]) -> list[str] | None:
+    """Each text as a JSON string, as ``json.dumps(text, ensure_ascii=False)`` writes it;
+    None if every text goes as it is between quotes (none holds a quote, a backslash or a
+    control character: the usual batch).
+
+    >>> _escaped(["A", "B"]), _escaped(["A", 'q"'])
+    (None, ['"A"', '"q\\\\""'])
+    """
     distinct = set(texts)
     if _NEEDS_ESCAPE.search("".join(distinct)) is None:
-        return [f'"{text}"' for text in texts]
+        return None
     escaped = {text: _json_string(text) for text in distinct}
     return [escaped[text] for text in texts]
 
