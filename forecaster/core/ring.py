@@ -7,11 +7,13 @@ series costs: 16 bytes as float32, float32, int64 made 8 KiB per series. A cell 
 - ``z`` and ``d`` (standardised, clipped to +-``clip``) as 12-bit fixed point: within
   ``clip / 4094`` (0.002 at the default clip of 8) of the value, 0 exactly;
 - the gap to the series' previous step as a float16 count of minutes: 11 significant
-  bits, so within 1/2048 of the gap (a gap of 3 ms within 1 µs, of a day within 21 s).
+  bits, so within 1/2048 of the gap (a gap of 3 ms within 2 µs, of a day and a second
+  within 42 s; whole minutes up to 2,048 exactly).
 
-Gaps are taken from the *reconstructed* time of the previous step (error feedback), so
-errors do not add up along the ring: every step's time is within half a float16 step of
-its own gap, however old. The series' newest reconstructed time is kept beside the ring.
+Gaps are taken from the time the decoded gaps have reached (error feedback), so errors
+do not add up along the ring: every step's time is within the precision of its own gap
+and the one before it, however old (``tests/core/test_ring.py``). The series' newest
+time is kept exactly beside the ring, with the time its decoded gaps reached.
 
 >>> codec = RingCodec(clip=8.0)
 >>> cells, gaps = codec.encode(np.array([0.0, 1.25, -8.0]), np.array([0.5, 9.0, 0.0]),
