@@ -16,7 +16,10 @@ rate ``kafka`` measured just before it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, child_env
 
 Results = dict[str, Any]
+STOP_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -255,17 +259,30 @@ def run_child(name: str, quick: bool, workdir: Path) -> tuple[Results | None, st
     out.unlink(missing_ok=True)
     command = [sys.executable, __file__, "--child", name, "--workdir", str(workdir)]
     timeout = BENCHMARKS[name].quick_timeout_s * (1 if quick else 10)
-    try:
-        with log.open("w") as output:
-            done = subprocess.run([*command, *(["--quick"] if quick else [])], stdout=output,
-                                  stderr=subprocess.STDOUT, env=child_env(), cwd=REPO,
-                                  timeout=timeout, check=False)  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return None, f"not within {timeout:.0f} s"
-    if done.returncode != 0 or not out.exists():
-        return None, f"failed (exit {done.returncode}; see {log})"
+    with log.open("w") as output:
+        # A session of its own: on a timeout, the brokers and services it started go too.
+        process = subprocess.Popen([*command, *(["--quick"] if quick else [])], stdout=output,
+                                 stderr=subprocess.STDOUT, env=child_env(), cwd=REPO,
+                                 start_new_session=True)  # fmt: skip
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            stop_group(process)
+            return None, f"not within {timeout:.0f} s"
+    if code != 0 or not out.exists():
+        return None, f"failed (exit {code}; see {log})"
     results: Results = json.loads(out.read_text())
     return results, ""
+
+
+def stop_group(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to every process of the child's group, SIGKILL to what is left after 10 s."""
+    for signum, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signum)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(wait)
+            return
 
 
 def child(name: str, quick: bool, workdir: Path) -> None:
