@@ -46,12 +46,12 @@ def tick_messages(count: int, series: int) -> list[bytes]:
 
 def repr_encoding(batch: ForecastBatch) -> list[bytes]:
     """``encode_forecasts`` as it was before #22: ``repr`` of each number."""
-    original = records.number_texts
-    records.number_texts = lambda column: [repr(x) for x in column.tolist()]
+    original = records.float_texts
+    records.float_texts = lambda column: [repr(x) for x in column.tolist()]
     try:
         return records.encode_forecasts(batch)
     finally:
-        records.number_texts = original
+        records.float_texts = original
 
 
 def decoding(messages: list[bytes], repeats: int) -> dict[str, float]:

@@ -155,11 +155,14 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, **SINGLE_THREAD_ENV, **(extra or {})}
 
 
-def run_logged(command: list[str], log: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run ``command`` to completion with its output in ``log``; raise if it failed."""
+def run_logged(
+    command: list[str], log: Path, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` to completion (``env`` added to its environment) with its output in
+    ``log``; raise if it failed."""
     with log.open("w") as out:
         done = subprocess.run(
-            command, stdout=out, stderr=subprocess.STDOUT, env=child_env(), timeout=timeout,
+            command, stdout=out, stderr=subprocess.STDOUT, env=child_env(env), timeout=timeout,
             text=True, check=False, cwd=REPO,
         )  # fmt: skip
     if done.returncode != 0:

@@ -3,7 +3,8 @@
 A slot holds everything a series needs between ticks: its feature statistics, its
 recurrent state (a flat float32 vector whose layout belongs to the model), and a
 ring of its recent warm steps (standardised return, standardised level, timestamp)
-used to train new models and to re-warm the recurrent state after a model swap.
+used to train new models and to re-warm the recurrent state after a model swap, five
+bytes a step (``forecaster.core.ring``).
 Each slot also records the source partition its series lives on, so the state of a
 partition can be taken out (revoke, checkpoint) and put back (assign, restore).
 Arrays grow by doubling and freed slots are reused; a series costs no Python
@@ -47,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forecaster.core.features import STATS_DTYPE
+from forecaster.core.ring import CELL_BYTES, RingCodec
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -57,16 +59,23 @@ SLOT_ARRAYS = (
     "stats",
     "last_forecast",
     "recurrent",
-    "ring_z",
-    "ring_d",
-    "ring_ts",
+    "ring",
+    "ring_newest_ts",
+    "ring_track_ts",
     "ring_count",
     "partition",
 )
 # Per-slot arrays of the table alone (not in snapshots, so not in checkpoints).
 TABLE_ARRAYS = (*SLOT_ARRAYS, "uid")
 # What stepping a series overwrites besides its ring's cells (Backup).
-STEPPED_ARRAYS = ("stats", "last_forecast", "recurrent", "ring_count")
+STEPPED_ARRAYS = (
+    "stats",
+    "last_forecast",
+    "recurrent",
+    "ring_newest_ts",
+    "ring_track_ts",
+    "ring_count",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +99,9 @@ class TableSnapshot:
     stats: npt.NDArray[np.void]
     last_forecast: FloatArray
     recurrent: Float32Array
-    ring_z: Float32Array
-    ring_d: Float32Array
-    ring_ts: IntArray
+    ring: npt.NDArray[np.uint8]  # (series, ring_length, CELL_BYTES)
+    ring_newest_ts: IntArray  # the time of each ring's newest step
+    ring_track_ts: IntArray  # the same as the sum of the cells' gaps has it
     ring_count: IntArray
     partition: npt.NDArray[np.int32]
 
@@ -153,21 +162,25 @@ class BackupArea:
 
 
 class SeriesTable:
-    """Slots, statistics, recurrent state and history rings of every known series."""
+    """Slots, statistics, recurrent state and history rings of every known series; ``clip``
+    bounds the standardised features the rings hold."""
 
-    def __init__(self, ring_length: int, state_size: int, capacity: int = 1024) -> None:
+    def __init__(
+        self, ring_length: int, state_size: int, capacity: int = 1024, clip: float = 8.0
+    ) -> None:
         if ring_length < 1:
             raise ValueError(f"ring_length must be >= 1, got {ring_length}")
         self.ring_length = ring_length
+        self.codec = RingCodec(clip)
         self.slot_of: dict[str, int] = {}
         self.series: list[str | None] = []  # by slot; None marks a free slot
         self._free: list[int] = []
         self.stats = np.zeros(capacity, STATS_DTYPE)
         self.last_forecast = np.zeros(capacity)  # by the model; 0 if none or naive
         self.recurrent = np.zeros((capacity, state_size), np.float32)
-        self.ring_z = np.zeros((capacity, ring_length), np.float32)
-        self.ring_d = np.zeros((capacity, ring_length), np.float32)
-        self.ring_ts = np.zeros((capacity, ring_length), np.int64)
+        self.ring = np.zeros((capacity, ring_length, CELL_BYTES), np.uint8)
+        self.ring_newest_ts = np.zeros(capacity, np.int64)
+        self.ring_track_ts = np.zeros(capacity, np.int64)
         self.ring_count = np.zeros(capacity, np.int64)
         self.partition = np.zeros(capacity, np.int32)
         self.uid = np.zeros(capacity, np.int64)  # 0 marks a free slot
@@ -198,6 +211,9 @@ class SeriesTable:
         ``journal`` records the slots allocated.
         """
         slot_of = self.slot_of
+        known = list(map(slot_of.get, series))  # the usual batch: every name known, at C speed
+        if None not in known:
+            return np.array(known, np.int64).reshape(len(series))
         partitions = repeat(0, len(series)) if partition is None else partition.tolist()
         return np.fromiter(
             (
@@ -305,10 +321,8 @@ class SeriesTable:
         if snapshot.recurrent.shape[1] != self.state_size:
             size = snapshot.recurrent.shape[1]
             raise ValueError(f"snapshot state size {size} != {self.state_size}")
-        if snapshot.ring_z.shape[1] != self.ring_length:
-            raise ValueError(
-                f"snapshot ring length {snapshot.ring_z.shape[1]} != {self.ring_length}"
-            )
+        if snapshot.ring.shape[1] != self.ring_length:
+            raise ValueError(f"snapshot ring length {snapshot.ring.shape[1]} != {self.ring_length}")
         slots = self.slots_for(snapshot.series, snapshot.partition)
         for name in SLOT_ARRAYS:
             getattr(self, name)[slots] = getattr(snapshot, name)
@@ -325,20 +339,20 @@ class SeriesTable:
         area = area or BackupArea()
         cells = self._next_cells(slots, appends)
         rows = tuple(area.take(name, getattr(self, name), slots) for name in STEPPED_ARRAYS)
-        ring = tuple(area.take(f"cells_{i}", r, cells) for i, r in enumerate(self._flat_rings()))
+        ring = (area.take("cells_0", self._flat_ring(), cells),)
         return Backup(area.keep("slots", slots), rows, area.keep("cells", cells), ring)
 
     def restore(self, backup: Backup) -> None:
         """Put back what ``backup`` copied."""
         for name, values in zip(STEPPED_ARRAYS, backup.rows, strict=True):
             put_rows(getattr(self, name), backup.slots, values)
-        for ring, values in zip(self._flat_rings(), backup.ring, strict=True):
-            ring[backup.cells] = values
+        (cells,) = backup.ring
+        self._flat_ring()[backup.cells] = cells
 
-    def _flat_rings(self) -> tuple[npt.NDArray[Any], ...]:
-        """The rings as flat views (they are C-contiguous), cell (slot, column) at index
-        ``slot * ring_length + column``."""
-        return tuple(ring.reshape(-1) for ring in (self.ring_z, self.ring_d, self.ring_ts))
+    def _flat_ring(self) -> npt.NDArray[np.uint8]:
+        """The rings as one column of cells (a view: they are C-contiguous), cell (slot,
+        column) at row ``slot * ring_length + column``."""
+        return self.ring.reshape(-1, CELL_BYTES)
 
     def _next_cells(self, slots: IntArray, appends: IntArray) -> IntArray:
         """Flat indices of the ring cells the next ``appends`` appends to ``slots`` write.
@@ -359,12 +373,19 @@ class SeriesTable:
         return cells
 
     def append_history(self, slots: IntArray, z: FloatArray, d: FloatArray, ts: IntArray) -> None:
-        """Append one warm step to each (distinct) slot's ring."""
-        column = self.ring_count[slots] % self.ring_length
-        self.ring_z[slots, column] = z
-        self.ring_d[slots, column] = d
-        self.ring_ts[slots, column] = ts
-        self.ring_count[slots] += 1
+        """Append one warm step to each (distinct) slot's ring.
+
+        The step's gap is taken from the time the sum of the ring's gaps has reached (its
+        track), so that the encoding's errors do not add up along the ring
+        (``forecaster.core.ring``)."""
+        count = self.ring_count[slots]
+        first = count == 0
+        track = self.ring_track_ts[slots]
+        cells, gaps = self.codec.encode(z, d, np.where(first, 0, ts - track))
+        self.ring[slots, count % self.ring_length] = cells
+        self.ring_track_ts[slots] = np.where(first, ts, track + gaps)
+        self.ring_newest_ts[slots] = ts
+        self.ring_count[slots] = count + 1
 
     def history(self, slots: IntArray) -> History:
         """The ring contents of ``slots``, oldest step first."""
@@ -374,11 +395,14 @@ class SeriesTable:
         steps = np.arange(self.ring_length)
         columns = (start[:, None] + steps[None, :]) % self.ring_length
         valid = steps[None, :] < length[:, None]
-        rows = slots[:, None]
+        z, d, gap = self.codec.decode(self.ring[slots[:, None], columns])
+        gap = np.where(valid, gap, 0)
+        # A step's time: the newest's (exact), less the gaps of every step after it.
+        after = np.cumsum(gap[:, ::-1], axis=1)[:, ::-1] - gap
         return History(
-            z=np.where(valid, self.ring_z[rows, columns], 0).astype(np.float32),
-            d=np.where(valid, self.ring_d[rows, columns], 0).astype(np.float32),
-            ts=np.where(valid, self.ring_ts[rows, columns], 0),
+            z=np.where(valid, z, 0).astype(np.float32),
+            d=np.where(valid, d, 0).astype(np.float32),
+            ts=np.where(valid, self.ring_newest_ts[slots, None] - after, 0),
             length=length,
         )
 

@@ -29,8 +29,9 @@ A crash at any step leaves ``current.npz`` or ``previous.npz`` whole. Restoring 
 ``current.npz``, else ``previous.npz``; a file that is unreadable, truncated, fails its
 checksum, has another format version, or was computed with other feature parameters or
 ring length is refused (CheckpointError, a warning, the ``checkpoint_refused`` metric)
-and never restored. So is one whose checksums hold but whose content could not be
-served (``decode`` lists the checks): a malformed header, arrays of other names, dtypes
+and never restored (one of format 3 is read as format 4, ``forecaster.state.upgrade``).
+So is one whose checksums hold but whose content could not be served (``decode`` lists
+the checks): a malformed header, arrays of other names, dtypes
 or shapes, series names that are empty, repeated or not UTF-8, negative counts, NaN or
 infinity in any state, series of another partition. Nothing is ever unpickled, and the
 arrays must be stored uncompressed, as ``encode`` writes them (no decompression bomb).
@@ -65,15 +66,20 @@ import numpy.typing as npt
 
 from forecaster.core.engine import EngineParams, PartitionState
 from forecaster.core.features import STATS_DTYPE
+from forecaster.core.ring import CELL_BYTES, finite_gaps
 from forecaster.core.table import SLOT_ARRAYS, TableSnapshot
 from forecaster.durable import write_atomically
 from forecaster.errors import ForecasterError, VersionNameError
 from forecaster.ops.metrics import Metrics
 from forecaster.retraining.registry import check_version, shown
+from forecaster.state.upgrade import UPGRADED_FORMATS, upgraded
 
 log = logging.getLogger(__name__)
 
-FORMAT = 4  # 3: series statistics hold the intervals' calibration; 4: a threshold per step
+# 3: series statistics hold the prediction intervals' calibration; 4: rings of five-byte
+# cells (forecaster.core.ring), and the calibration's thresholds tracked by experts. A
+# format 3 checkpoint is upgraded as it is read.
+FORMAT = 4
 CURRENT, PREVIOUS = "current.npz", "previous.npz"
 HEADER = "header"
 REFUSAL_REASONS = ("unreadable", "corrupt", "incompatible")
@@ -225,8 +231,9 @@ def decode(data: bytes | Path, params: EngineParams, origin: str = "") -> Checkp
     series of another partition than the header's.
     """
     arrays, header = _read(data, origin)
-    if header.get("format") != FORMAT:
-        raise CheckpointError(origin, "incompatible", "not a checkpoint of format " + str(FORMAT))
+    if header.get("format") not in (FORMAT, *UPGRADED_FORMATS):
+        raise CheckpointError(origin, "incompatible", f"not a checkpoint of format {FORMAT} "
+                              f"(nor of {UPGRADED_FORMATS}, which are upgraded)")  # fmt: skip
     if header.get("sha256") != digest(arrays):
         raise CheckpointError(origin, "corrupt", "arrays do not match their SHA-256")
     wanted = {"features": params.features.to_dict(), "ring_length": params.ring_length}
@@ -235,6 +242,8 @@ def decode(data: bytes | Path, params: EngineParams, origin: str = "") -> Checkp
         raise CheckpointError(origin, "incompatible", f"made with {found}, serving {wanted}")
     try:
         fields = _Header.of(header)
+        if header["format"] != FORMAT:
+            arrays = upgraded(arrays, params.features.clip)
         snapshot = _snapshot(arrays, fields.series, params.ring_length)
         if (snapshot.partition != fields.partition).any():
             raise ValueError(f"holds series of other partitions than {fields.partition}")
@@ -302,16 +311,15 @@ def _snapshot(arrays: dict[str, npt.NDArray[Any]], count: int, ring_length: int)
 
 def _layout(count: int, ring_length: int) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
     """The dtype and shape of every array of a checkpoint of ``count`` series (-1: any)."""
-    ring = (count, ring_length)
     return {
         "series_utf8": (np.dtype(np.uint8), (-1,)),
         "series_bytes": (np.dtype(np.int64), (count,)),
         "stats": (STATS_DTYPE, (count,)),
         "last_forecast": (np.dtype(np.float64), (count,)),
         "recurrent": (np.dtype(np.float32), (count, -1)),
-        "ring_z": (np.dtype(np.float32), ring),
-        "ring_d": (np.dtype(np.float32), ring),
-        "ring_ts": (np.dtype(np.int64), ring),
+        "ring": (np.dtype(np.uint8), (count, ring_length, CELL_BYTES)),
+        "ring_newest_ts": (np.dtype(np.int64), (count,)),
+        "ring_track_ts": (np.dtype(np.int64), (count,)),
         "ring_count": (np.dtype(np.int64), (count,)),
         "partition": (np.dtype(np.int32), (count,)),
     }
@@ -352,10 +360,12 @@ def _check_values(arrays: dict[str, npt.NDArray[Any]]) -> None:
     """No NaN or infinity anywhere, no negative count, price or variance."""
     stats = arrays["stats"]
     real = {f"stats.{name}": stats[name] for name in STATS_FLOATS}
-    real |= {name: arrays[name] for name in ("last_forecast", "recurrent", "ring_z", "ring_d")}
+    real |= {name: arrays[name] for name in ("last_forecast", "recurrent")}
     for name, values in real.items():
         if not np.isfinite(values).all():
             raise ValueError(f"{name} holds NaN or infinity")
+    if not finite_gaps(arrays["ring"]):
+        raise ValueError("ring holds a gap of NaN or infinity")
     signed = {"ring_count": arrays["ring_count"]}
     signed |= {f"stats.{name}": stats[name] for name in ("n_returns", "last_price", "scale_sq")}
     for name, values in signed.items():

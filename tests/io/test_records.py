@@ -85,11 +85,11 @@ def test_fast_encoding_is_byte_for_byte_json_dumps() -> None:
 
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
-rows = st.tuples(st.text(max_size=8), finite, finite, finite, finite, st.booleans())
+forecast_rows = st.tuples(st.text(max_size=8), finite, finite, finite, finite, st.booleans())
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(rows, max_size=12), st.text(max_size=6))
+@given(st.lists(forecast_rows, max_size=12), st.text(max_size=6))
 def test_any_encodable_batch_is_byte_for_byte_json_dumps(
     drawn: list[tuple[str, float, float, float, float, bool]], version: str
 ) -> None:
@@ -108,6 +108,34 @@ def test_any_encodable_batch_is_byte_for_byte_json_dumps(
         with pytest.raises(UnicodeEncodeError):
             encode_forecasts(batch)
         return
+    assert encode_forecasts(batch) == expected
+
+
+series_names = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=8)
+# Epoch ns of whole milliseconds (the usual tick), of microseconds, of nanoseconds.
+timestamps = st.one_of(st.integers(0, 9 * 10**12).map(lambda ms: ms * 10**6),
+                       st.integers(0, 9 * 10**15).map(lambda us: us * 1000),
+                       st.integers(0, 9 * 10**18))  # fmt: skip
+
+
+@given(
+    st.lists(st.tuples(series_names, timestamps, finite, finite, finite,
+                       finite, st.booleans()), min_size=1, max_size=40),
+    st.text(st.characters(blacklist_categories=["Cs"]), max_size=6),
+)  # fmt: skip
+def test_column_encoding_equals_json_dumps_record_by_record(
+    rows: list[tuple[str, int, float, float, float, float, bool]], version: str
+) -> None:
+    """The columnar encoder (orjson's floats, one join) writes what json.dumps writes."""
+    names, ts, price, forecast, lower, upper, naive = (list(c) for c in zip(*rows, strict=True))
+    n = len(rows)
+    ticks = TickColumns(np.arange(n), names, np.array(ts, np.int64), np.array(price),
+                        np.full(n, np.nan), np.zeros(n, np.int32))  # fmt: skip
+    none = np.zeros(n)
+    batch = ForecastBatch(ticks, np.array(forecast), np.array(naive), version, none, none,
+                          np.array(lower), np.array(upper), none, none)  # fmt: skip
+    expected = [json.dumps(r, ensure_ascii=False).encode() for r in forecast_records(batch)]
+    assert encode_forecast_lines(batch) == b"".join(line + b"\n" for line in expected)
     assert encode_forecasts(batch) == expected
 
 

@@ -124,7 +124,8 @@ def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_bound
             swapped_after = pipeline.totals.received
             # A fresh engine serving the new model from the first tick has stepped every
             # warm step with it; the swapped engine re-warmed from its rings (which hold
-            # every step so far): the states must agree.
+            # every step so far): the states must agree, to what the rings keep of the
+            # features (z and d within 0.002, forecaster/core/ring.py: 9e-4 apart here).
             fresh = Engine(engine_params(settings), engine.model)
             source = CsvSource(ar_ticks, swapped_after)
             fresh.process(source.poll(0.0).parse().ticks)  # type: ignore[union-attr]
@@ -132,7 +133,7 @@ def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_bound
             names = [engine.table.series[s] for s in slots.tolist()]
             fresh_slots = np.array([fresh.table.slot_of[n] for n in names])
             np.testing.assert_allclose(
-                engine.table.recurrent[slots], fresh.table.recurrent[fresh_slots], atol=1e-5
+                engine.table.recurrent[slots], fresh.table.recurrent[fresh_slots], atol=3e-3
             )
     pipeline.sink.close()
 

@@ -73,6 +73,12 @@ def test_truncated_and_incompatible_checkpoints_are_refused_with_a_reason(tmp_pa
     assert refusals(metrics, "unreadable") == 1
 
 
+def test_a_checkpoint_of_another_format_is_refused_as_incompatible() -> None:
+    with pytest.raises(CheckpointError, match="not a checkpoint of format 4") as refused:
+        decode(crafted(lambda arrays, header: header.update(format=2)), PARAMS)
+    assert refused.value.reason == "incompatible"
+
+
 def test_an_unwritable_directory_fails_the_checkpoint_not_the_caller(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -174,8 +180,9 @@ def test_a_refused_current_falls_back_to_previous_and_with_neither_the_partition
 
 
 @given(
-    array=st.sampled_from(["stats", "last_forecast", "recurrent", "ring_z", "ring_d", "ring_ts",
-                           "ring_count", "partition", "series_bytes", "series_utf8"]),
+    array=st.sampled_from(["stats", "last_forecast", "recurrent", "ring", "ring_newest_ts",
+                           "ring_track_ts", "ring_count", "partition", "series_bytes",
+                           "series_utf8"]),
     offset=st.integers(0, 10_000),
     value=st.binary(min_size=1, max_size=8),
 )  # fmt: skip

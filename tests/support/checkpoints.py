@@ -102,6 +102,15 @@ def poke(name: str, value: Any, field: str = "") -> Change:
     return change
 
 
+def gap_bits(bits: int) -> Change:
+    """Set the gap of the first series' first ring cell to these float16 bits."""
+
+    def change(arrays: Arrays, header: Header) -> None:
+        arrays["ring"][0, 0, 3:5] = [bits & 0xFF, bits >> 8]
+
+    return change
+
+
 def set_header(**fields: Any) -> Change:
     def change(arrays: Arrays, header: Header) -> None:
         header.update(fields)
@@ -131,19 +140,19 @@ CORRUPT: dict[str, Change] = {
     "negative price": poke("stats", -1.0, "last_price"),
     "negative n_returns": poke("stats", -1, "n_returns"),
     "nan recurrent state": poke("recurrent", np.nan),
-    "inf ring z": poke("ring_z", -np.inf),
-    "nan ring d": poke("ring_d", np.nan),
+    "inf gap in the ring": gap_bits(0x7C00),  # float16 infinity
+    "nan gap in the ring": gap_bits(0x7E00),
     "nan last forecast": poke("last_forecast", np.nan),
     "negative ring count": poke("ring_count", -5),
     "foreign partition": poke("partition", 7),
-    "ring of float64": lambda a, h: a.update(ring_d=a["ring_d"].astype(np.float64)),
+    "ring of uint16": lambda a, h: a.update(ring=a["ring"].astype(np.uint16)),
     "big-endian forecasts": lambda a, h: a.update(last_forecast=a["last_forecast"].astype(">f8")),
     "statistics of another dtype": put("stats", np.zeros(3)),
     "flat recurrent": lambda a, h: a.update(recurrent=a["recurrent"].reshape(-1)),
-    "short ring": lambda a, h: a.update(ring_z=a["ring_z"][:, :4]),
+    "short ring": lambda a, h: a.update(ring=a["ring"][:, :4]),
     "one series too few": lambda a, h: a.update(ring_count=a["ring_count"][:2]),
     "object array as text": put("partition", np.array(["0", "0", "0"])),
-    "missing array": drop("ring_ts"),
+    "missing array": drop("ring_newest_ts"),
     "extra array": put("payload", np.zeros(1)),
     "name lengths past the text": put("series_bytes", np.array([1, 1, 10**12])),
     "negative name length": put("series_bytes", np.array([2, -1, 2])),

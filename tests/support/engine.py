@@ -33,7 +33,7 @@ def messy_batches(seed: int, n_batches: int, size: int, n_series: int) -> list[T
 def table_state(engine: Engine) -> dict[str, object]:
     """Everything the engine's table holds, copied."""
     table = engine.table
-    arrays = ("stats", "last_forecast", "recurrent", "ring_z", "ring_d", "ring_ts",
+    arrays = ("stats", "last_forecast", "recurrent", "ring", "ring_newest_ts", "ring_track_ts",
               "ring_count", "partition", "uid")  # fmt: skip
     state: dict[str, object] = {name: getattr(table, name).copy() for name in arrays}
     state["slot_of"] = dict(table.slot_of)

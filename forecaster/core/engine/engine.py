@@ -61,7 +61,7 @@ class Engine:
         self.params = params
         self.model: Stepper | None = None
         self.recorder = recorder
-        self.table = SeriesTable(params.ring_length, state_size=0)
+        self.table = SeriesTable(params.ring_length, state_size=0, clip=params.features.clip)
         self._evictions = IdleEviction(params.evict_ttl_ns)
         self._pending: PendingBatch | None = None
         self._backup_area = BackupArea()  # of the batch stepped together, reused
