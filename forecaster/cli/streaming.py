@@ -19,7 +19,7 @@ from forecaster.cli.flags import (
     setting,
     tick_csv,
 )
-from forecaster.config import Settings
+from forecaster.config import PROCESSING_GUARANTEES, Settings
 
 
 def add_run(commands: Any) -> None:
@@ -43,6 +43,7 @@ def add_run(commands: Any) -> None:
     setting(run, "--bootstrap-servers", metavar="HOST:PORT[,HOST:PORT]")
     for flag in ("--input-topic", "--output-topic", "--dlq-topic", "--group-id", "--state-dir"):
         setting(run, flag)
+    setting(run, "--processing-guarantee", choices=PROCESSING_GUARANTEES)
     command(run, _run)
 
 
