@@ -237,7 +237,7 @@ class PartitionStates:
     def _put_back(self, partition: int, checkpoint: Checkpoint | None) -> Resume:
         committed = self._committed.pop(partition, None)
         resume = None if checkpoint is None else checkpoint.offset
-        if committed is not None and (resume is None or resume < committed):
+        if committed and (resume is None or resume < committed):
             self.replaying[partition] = committed
             log.info("partition %d: stepping from %s to its committed offset %d without "
                      "emitting", partition, resume, committed)  # fmt: skip

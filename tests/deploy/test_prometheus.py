@@ -112,6 +112,7 @@ def test_every_alert_watches_series_that_exist(prometheus: PrometheusServer) -> 
         "ForecasterNoForecasts", "ForecasterConsumerLagGrowing", "ForecasterRejectRatioHigh",
         "ForecasterWorseThanNaive", "ForecasterRetrainFailing", "ForecasterCheckpointStale",
         "ForecasterDeliveryFailing", "ForecasterDeadLettersRefused", "ForecasterNonFiniteForecasts",
+        "ForecasterTransactionsAborting",
     }  # fmt: skip
     empty = []
     for rule in rules:

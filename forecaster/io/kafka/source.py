@@ -157,6 +157,7 @@ class GroupListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.rebalancing_since: float | None = None
         self.unreported: set[TopicPartition] = set()
         self.revoked: set[TopicPartition] = set()
+        self.reported: set[TopicPartition] = set()  # exactly once: held since reported
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self._taken(revoked)
@@ -180,6 +181,7 @@ class GroupListener(ConsumerRebalanceListener):  # type: ignore[misc]
     def _taken(self, partitions: set[TopicPartition]) -> None:
         self.rebalancing_since = time.monotonic()
         self.unreported -= partitions
+        self.reported -= partitions
         self.revoked |= partitions
 
 
@@ -238,7 +240,7 @@ class KafkaSource:
             timeout = max(timeout, self._join_poll_s)
         try:
             polled = consumer.poll(timeout_ms=int(timeout * 1000))
-            self._report_assigned(consumer)
+            sought = self._report_assigned(consumer)
             assigned = consumer.assignment()
         except KafkaError as exc:
             log.warning("Kafka poll failed: %s", exc)
@@ -248,48 +250,54 @@ class KafkaSource:
             self._rejoin()
             return KafkaBatch({})
         # kafka-python already drops records of partitions revoked during the poll; those of
-        # partitions whose committed offset is still to be read are fetched again.
+        # partitions whose committed offset is still to be read, or that were just sought
+        # to it, are fetched again.
+        held_back = self.group.unreported | sought
         mine = {tp: records for tp, records in polled.items()
-                if tp in assigned and tp not in self.group.unreported}  # fmt: skip
+                if tp in assigned and tp not in held_back}  # fmt: skip
         batch = KafkaBatch(mine, self._limits, self._require_key)
         self._report_lag(consumer, batch, assigned)
         return batch
 
-    def _report_assigned(self, consumer: Any) -> None:
-        """Tell the listener of the partitions the poll assigned, with committed offsets."""
+    def _report_assigned(self, consumer: Any) -> set[TopicPartition]:
+        """Tell the listener of the partitions the poll assigned, with committed offsets;
+        returns those sought to their committed offset (exactly once)."""
         if self.transactions is not None:
-            self._report_owned(consumer)
-            return
+            return self._report_owned(consumer)
         unreported, self.group.unreported = self.group.unreported, set()
         if unreported and self.group.listener is not None:
             committed = {tp.partition: _committed_offset(consumer, tp) for tp in unreported}
             self.group.listener.assign(committed)
+        return set()
 
-    def _report_owned(self, consumer: Any) -> None:
+    def _report_owned(self, consumer: Any) -> set[TopicPartition]:
         """Exactly once: own the partitions assigned (fencing their earlier owners), then
         report them with their committed offsets. Until both succeed they stay unreported
         (their records are not handed over) and are tried again after the next poll. A
         partition whose transaction failed is no longer owned: it is taken again so."""
         transactions = self.transactions
         assert transactions is not None
-        assigned = consumer.assignment()
         owned = transactions.owned()
-        self.group.unreported |= {tp for tp in assigned if tp.partition not in owned}
-        unreported = self.group.unreported & assigned
+        failed = {tp for tp in self.group.reported if tp.partition not in owned}
+        self.group.reported -= failed
+        self.group.unreported |= failed
+        unreported: set[TopicPartition] = self.group.unreported & consumer.assignment()
         if not unreported:
-            return
+            return set()
         try:
             transactions.own([tp.partition for tp in unreported])
             committed = {tp: consumer.committed(tp) for tp in unreported}
         except KafkaError as exc:
             log.warning("partitions %s not taken yet (%s); trying again", sorted(
                 tp.partition for tp in unreported), exc)  # fmt: skip
-            return
+            return set()
         self.group.unreported -= unreported
-        for tp in unreported:  # records polled before this report were not handed over
+        self.group.reported |= unreported
+        for tp in unreported:  # their records of this poll are not handed over (``poll``)
             self.seek({tp.partition: committed[tp]})
         if self.group.listener is not None:
             self.group.listener.assign({tp.partition: offset for tp, offset in committed.items()})
+        return unreported
 
     def group_metadata(self) -> Any:
         """The consumer's group metadata (for transactional offsets); the group id while
@@ -344,12 +352,16 @@ class KafkaSource:
 
     def seek(self, positions: Mapping[int, int | None]) -> None:
         """Continue at restored states' offsets; those offsets are committed with the next
-        batch (every forecast before them was delivered)."""
+        batch (every forecast before them was delivered). A partition the group has taken
+        away meanwhile is left to its next owner."""
         if self._consumer is None:
             return
+        assigned = self._consumer.assignment()
         for partition, offset in positions.items():
             tp = TopicPartition(self._topic, partition)
-            if offset is None:
+            if tp not in assigned:
+                log.info("partition %d: no longer assigned, not sought", partition)
+            elif offset is None:
                 self._consumer.seek_to_beginning(tp)
                 self._done.pop(tp, None)
             else:

@@ -15,6 +15,12 @@ A batch's records of partition ``p`` go into ``p``'s open transaction; ``commit`
 ``p``'s next input offset to it (``send_offsets_to_transaction``) and commits it. A
 transaction that fails is aborted and its producer closed: the partition goes back to
 its last committed point, and taking it again (``own``) fences anything left of it.
+
+Two things kafka-python 3.0.12 does not do are done here: a transaction is committed only
+once every record in it was acknowledged (it would commit one whose records expired
+undelivered, and the offsets would go out without their forecasts), and every wait on
+the transaction coordinator is bounded (``bounded``): on Tansu a record or an EndTxn can
+stay unanswered until the delivery timeout, or for good.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from kafka import KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
 from forecaster.config import Settings
@@ -62,6 +68,7 @@ class KafkaTransactions:
         self._connect = connect or self._initialised_producer
         self._producers: dict[int, Any] = {}
         self._open: set[int] = set()
+        self._sent: dict[int, list[Any]] = {}  # the open transactions' records (futures)
 
     def _initialised_producer(self, tid: str) -> Any:
         configs = producer_configs(self.settings) | {"transactional_id": tid}
@@ -99,8 +106,10 @@ class KafkaTransactions:
         if partition not in self._open:
             producer.begin_transaction()
             self._open.add(partition)
-        producer.send(record.topic, value=record.value, key=record.key, headers=record.headers,
-                      partition=record.partition)  # fmt: skip
+            self._sent[partition] = []
+        future = producer.send(record.topic, value=record.value, key=record.key,
+                               headers=record.headers, partition=record.partition)  # fmt: skip
+        self._sent[partition].append(future)
 
     def commit(self, offsets: Mapping[int, int], only: Collection[int] | None = None) -> set[int]:
         """Commit the open transactions (of ``only``, if given); see ``Transactions``."""
@@ -114,13 +123,23 @@ class KafkaTransactions:
     def _committed(self, partition: int, offsets: Mapping[int, int]) -> bool:
         producer = self._producers[partition]
         self._open.discard(partition)
+        sent = self._sent.pop(partition, [])
         try:
+            # kafka-python 3.0.12 commits a transaction whose records expired undelivered:
+            # the offsets would go out without their forecasts. So every record must be
+            # acknowledged before the offsets join the transaction.
+            producer.flush(timeout=self.settings.delivery_timeout_ms / 1000)
+            undelivered = [future for future in sent if not future.succeeded()]
+            if undelivered:
+                raise _undelivered(undelivered)
+            manager, limit_ms = producer._transaction_manager, self.settings.delivery_timeout_ms
             if partition in offsets:
                 tp = TopicPartition(self.settings.input_topic, partition)
-                producer.send_offsets_to_transaction(
-                    {tp: OffsetAndMetadata(offsets[partition], "", -1)}, self.group_metadata()
-                )
-            producer.commit_transaction()
+                offset = OffsetAndMetadata(offsets[partition], "", -1)
+                bounded(producer, manager.send_offsets_to_transaction({tp: offset},
+                                                                      self.group_metadata()),
+                        limit_ms)  # fmt: skip
+            bounded(producer, manager.begin_commit(), limit_ms)
         except KafkaError as exc:
             log.warning("partition %d: transaction failed (%s); aborted", partition, exc)
             self.metrics.transactions_aborted.inc()
@@ -132,8 +151,11 @@ class KafkaTransactions:
     def abort(self) -> None:
         for partition in sorted(self._open):
             self._open.discard(partition)
+            self._sent.pop(partition, None)
+            producer = self._producers[partition]
             try:
-                self._producers[partition].abort_transaction()
+                begin = producer._transaction_manager.begin_abort()
+                bounded(producer, begin, self.settings.delivery_timeout_ms)
             except KafkaError as exc:
                 log.warning("partition %d: abort failed (%s)", partition, exc)
                 self._drop(partition)
@@ -144,6 +166,7 @@ class KafkaTransactions:
         at the latest when the partition's next owner fences it."""
         producer = self._producers.pop(partition, None)
         self._open.discard(partition)
+        self._sent.pop(partition, None)
         if producer is not None:
             with contextlib.suppress(KafkaError):
                 close_producer(producer, timeout=0.0)
@@ -152,3 +175,19 @@ class KafkaTransactions:
         self.abort()
         for partition in list(self._producers):
             self._drop(partition)
+
+
+def _undelivered(futures: list[Any]) -> KafkaError:
+    first = futures[0]
+    reason = str(first.exception) if first.is_done else "not acknowledged in time"
+    return KafkaError(f"{len(futures)} records not delivered: {reason}")
+
+
+def bounded(producer: Any, result: Any, limit_ms: int) -> None:
+    """Wait at most ``limit_ms`` for a transactional request of ``producer`` (KafkaTimeoutError
+    after). kafka-python 3.0.12's ``send_offsets_to_transaction`` and ``commit_transaction``
+    start the request and wait for it without a limit, and on Tansu an EndTxn can go
+    unanswered for good: so they are done here from their two halves, with a limit."""
+    producer._sender.wakeup()
+    if not result.wait(timeout_ms=limit_ms):
+        raise KafkaTimeoutError(f"transactional request not answered in {limit_ms} ms")
