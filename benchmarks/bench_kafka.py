@@ -11,6 +11,13 @@ as it fills), and the ratios are the medians of each repeat's side-by-side ratio
 
     python benchmarks/bench_kafka.py --ticks 200000 --series 1000 \\
         --json benchmarks/results/kafka.json
+
+With ``--exactly-once`` it compares instead `forecaster run` at least once with `forecaster
+run` exactly once (``processing_guarantee = "exactly_once"``, changelog state store), one
+process each, side by side on each fresh broker:
+
+    python benchmarks/bench_kafka.py --exactly-once --ticks 40000 --series 1000 \\
+        --json benchmarks/results/kafka-eos.json
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ from forecaster.config.settings import KAFKA_CLIENTS
 
 TOPIC = "ticks"
 CLIENTS = KAFKA_CLIENTS
+EXACTLY_ONCE_ENV = {"FORECASTER_PROCESSING_GUARANTEE": "exactly_once",
+                    "FORECASTER_STATE_STORE": "kafka"}  # fmt: skip
 
 
 def forecast_of(value: bytes) -> bytes:
@@ -136,7 +145,7 @@ def pipe_command(bootstrap: str, group: str, client: str) -> list[str]:
 
 def measure(
     bootstrap: str, commands: list[list[str]], group: str, total: int, *, workdir: Path,
-    timeout: float,
+    timeout: float, extra_env: dict[str, str] | None = None,
 ) -> tuple[float, float]:  # fmt: skip
     """Start the commands (one group), time the group through ``total`` messages, stop them.
 
@@ -146,7 +155,7 @@ def measure(
     processes used per message over the timed window (in µs: what a message costs,
     whatever share of the shared cores the processes got)."""
     pipe_run = commands[0][1] == __file__
-    env = child_env() if pipe_run else service_env()
+    env = child_env() if pipe_run else service_env() | (extra_env or {})
     logs = [workdir / f"{group}-{n}.log" for n in range(len(commands))]
     formed = all_assigned(logs)
     with contextlib.ExitStack() as running:
@@ -186,9 +195,37 @@ def one_repeat(
                 service = [*service_command(bootstrap, TOPIC, group, models),
                            "--kafka-client", client]  # fmt: skip
                 commands = [service] * (2 if kind == "service_x2" else 1)
-            rates[name], cpu[name] = measure(bootstrap, commands, group, total,
-                                             workdir=workdir, timeout=timeout)  # fmt: skip
+            extra = EXACTLY_ONCE_ENV | {"FORECASTER_CHANGELOG_TOPIC": f"state-{group}"}
+            rates[name], cpu[name] = measure(
+                bootstrap, commands, group, total, workdir=workdir, timeout=timeout,
+                extra_env=extra if kind == "service_eos" else None)  # fmt: skip
     return rates, cpu, total
+
+
+def guarantees(options: Any, ticks: Path, models: Path, workdir: Path) -> dict[str, Any]:
+    """``--exactly-once``: at least once against exactly once, side by side per repeat."""
+    kinds = ["kafka-python/service", "kafka-python/service_eos"]
+    runs: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for k in range(options.repeats):
+        rates, _, total = one_repeat(k, ticks, models, options.partitions, kinds,
+                                     workdir=workdir, timeout=options.timeout)  # fmt: skip
+        for kind, rate in rates.items():
+            runs[kind].append(rate)
+    at_least, exactly = runs[kinds[0]], runs[kinds[1]]
+    per_repeat = [ratio(e, a) for e, a in zip(exactly, at_least, strict=True)]
+    results = {
+        "runs_msg_per_s": runs,
+        "at_least_once_msg_per_s": median(at_least),
+        "exactly_once_msg_per_s": median(exactly),
+        "runs_exactly_over_at_least_once": per_repeat,
+        "exactly_over_at_least_once": median(per_repeat),
+    }
+    settings = {"ticks": total, "series": options.series, "partitions": options.partitions,
+                "repeats": options.repeats, "model": "lstm 2x32",
+                "exactly_once": "one transaction per input partition of a batch, changelog "
+                                "checkpoints every checkpoint_interval_s (10 s)"}  # fmt: skip
+    report("kafka-exactly-once", settings, results, options.json)
+    return results
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -203,6 +240,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       help="a client to measure (repeatable; default: both)")  # fmt: skip
     args.add_argument("--two-processes", action="store_true",
                       help="also time two service processes in one group")  # fmt: skip
+    args.add_argument("--exactly-once", action="store_true",
+                      help="exactly_once against at_least_once, on kafka-python")  # fmt: skip
     options = args.parse_args(argv)
     clients = options.client or list(CLIENTS)
     kinds = kinds_of(clients, options.two_processes)
@@ -211,6 +250,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     models = model_dir(workdir / "models")
     ticks = tick_file(workdir / f"ticks-{options.ticks}-{options.series}.csv", options.ticks,
                       options.series)  # fmt: skip
+    if options.exactly_once:
+        return guarantees(options, ticks, models, workdir)
     runs: dict[str, list[float]] = {kind: [] for kind in kinds}
     cpu_runs: dict[str, list[float]] = {kind: [] for kind in kinds}
     for k in range(options.repeats):

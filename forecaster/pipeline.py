@@ -16,7 +16,15 @@
 8. swap: a model that is ready serves from the next batch, so each batch is stepped by
    exactly one model.
 
-A crash repeats at most the batches since the last commit and never skips a tick. If
+Exactly once (``transactions``), steps 6 and 7 become one: the batch's forecasts and
+dead letters, its checkpoints when due, and its input offsets go into one transaction
+per input partition, committed together (``Transactions``). A partition whose
+transaction failed goes back to its last committed point: its state is dropped and
+restored again, stepping the ticks up to its committed offset without emitting
+(``PartitionStates.replaying``), as after a crash; the other partitions of the batch
+keep it. Forecasts and dead letters of replayed ticks are never sent again.
+
+At least once, a crash repeats at most the batches since the last commit and never skips a tick. If
 delivery fails (DeliveryError, step 6), the engine rolls back to before the batch, the
 source rewinds to the batch's first records, nothing is committed, and after a backoff
 the same records are stepped again with the same results. No message can stop the loop:
@@ -41,7 +49,7 @@ from forecaster.core.engine import Engine, EngineResult, ForecastBatch
 from forecaster.core.ticks import ParsedBatch, Rejected, RejectReason
 from forecaster.errors import DeliveryError
 from forecaster.faults import internal_error_detail, log_internal_error
-from forecaster.io.base import DeadLetter, Sink, Source, SourceBatch
+from forecaster.io.base import DeadLetter, Sink, Source, SourceBatch, Transactions
 from forecaster.io.records import unencodable_rows
 from forecaster.model.stepper import Stepper
 from forecaster.ops.metrics import Metrics
@@ -92,6 +100,8 @@ class Pipeline:
     totals: Totals = field(default_factory=Totals)
     # Why the last batch could not be delivered; "" once a batch was delivered again.
     delivery_failure: str = ""
+    # Exactly once: each batch is delivered by committing its transactions (with ``states``).
+    transactions: Transactions | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until the source is exhausted or ``stop`` is set; a batch whose
@@ -117,6 +127,8 @@ class Pipeline:
             raise
         except Exception as exc:  # a fault no stage isolated: find the record it is in
             log_internal_error("processing a batch; processing its records one by one", exc)
+            if self.transactions is not None:  # what the batch sent must not be committed
+                self.transactions.abort()
             self.engine.rollback()
             for single in batch.split():
                 self._process_alone(single)
@@ -158,11 +170,30 @@ class Pipeline:
     def _commit(self, batch: SourceBatch) -> int:
         """Step 7 for a delivered batch; returns how many idle series were evicted."""
         evicted = self.engine.commit()
+        if self.transactions is not None:  # offsets and checkpoints went with the transactions
+            return evicted
         if self.states is not None:
             self.states.advance(batch.next_offsets())
             self.states.checkpoint_when_due()
         self.source.commit(batch)
         return evicted
+
+    def _commit_transactions(self, batch: SourceBatch) -> None:
+        """Exactly once, steps 6-7: checkpoints when due, then the transactions with the
+        batch's offsets. A partition whose transaction failed is taken again (restored to
+        its last committed point); DeliveryError then says so, after the others kept it."""
+        transactions, states = self.transactions, self.states
+        assert transactions is not None and states is not None
+        offsets = batch.next_offsets()
+        states.advance(offsets)
+        states.checkpoint_when_due()  # its snapshots hold the batch, at the offsets after it
+        failed = transactions.commit(offsets)
+        if not failed:
+            return
+        self.engine.commit()
+        states.lose(failed)  # the source takes them again at its next poll
+        raise DeliveryError(f"the transactions of partitions {sorted(failed)} failed: they go "
+                            "back to their last committed point")  # fmt: skip
 
     def _process_alone(self, single: SourceBatch) -> None:
         """A batch of one record; if even that fails, the record is an internal_error."""
@@ -175,7 +206,10 @@ class Pipeline:
             self.engine.rollback()
             letter = single.unprocessable(internal_error_detail(exc))
             self.sink.write(ForecastBatch.empty(), [letter])
-            self.sink.flush()
+            if self.transactions is None:
+                self.sink.flush()
+            else:
+                self._commit_transactions(single)
             self._commit(single)
             self.totals.rejected += 1
             self.metrics.ticks_rejected.labels(RejectReason.INTERNAL_ERROR.value).inc()
@@ -187,6 +221,9 @@ class Pipeline:
         rewound to the batch, and it raises."""
         forecasts = result.forecasts
         dead_letters = _dead_letters(batch, parsed, result)
+        if self.states is not None and self.states.replaying:
+            forecasts, dead_letters = _unreplayed(batch, self.states.replaying, forecasts,
+                                                  dead_letters)  # fmt: skip
         try:
             try:
                 self.sink.write(forecasts, dead_letters)
@@ -197,12 +234,21 @@ class Pipeline:
                 forecasts, dead_letters = _isolate_unencodable(batch, parsed, forecasts,
                                                                dead_letters)  # fmt: skip
                 self.sink.write(forecasts, dead_letters)
-            self.sink.flush()
+            if self.transactions is None:
+                self.sink.flush()
         except DeliveryError as exc:
+            if self.transactions is not None:
+                self.transactions.abort()
             self.engine.rollback()
             self.source.rewind(batch)
             self.delivery_failure = str(exc)
             raise
+        if self.transactions is not None:
+            try:
+                self._commit_transactions(batch)
+            except DeliveryError as exc:
+                self.delivery_failure = str(exc)
+                raise
         self.delivery_failure = ""
         self.retry.succeeded()
         return forecasts, dead_letters
@@ -260,6 +306,25 @@ def _dead_letters(
         rejected.append(Rejected(position, parsed.raw_of(position), reject.reason, reject.detail))
     rejected.sort(key=lambda r: r.position)
     return [batch.dead_letter(r) for r in rejected]
+
+
+def _unreplayed(
+    batch: SourceBatch,
+    replaying: dict[int, int],
+    forecasts: ForecastBatch,
+    dead_letters: list[DeadLetter],
+) -> tuple[ForecastBatch, list[DeadLetter]]:
+    """The forecasts and dead letters of a batch's records at or after the committed
+    offset of their partition: those before it were delivered already (exactly once)."""
+
+    def delivered(origin: dict[str, Any]) -> bool:
+        return bool(origin["offset"] < replaying.get(origin["partition"], -1))
+
+    positions = forecasts.ticks.position.tolist()
+    keep = [row for row, position in enumerate(positions)
+            if not delivered(batch.origin(position))]  # fmt: skip
+    letters = [letter for letter in dead_letters if not delivered(letter.origin)]
+    return forecasts.take(np.asarray(keep, np.int64)), letters
 
 
 def _isolate_unencodable(

@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from forecaster.backoff import Backoff
 from forecaster.config import Settings
 from forecaster.core.engine import Engine
-from forecaster.io.base import Sink, Source
+from forecaster.io.base import Sink, Source, Transactions
 from forecaster.io.files import CsvSource, JsonLinesSink, open_output
 from forecaster.ops.http import HttpServer, http_app
 from forecaster.ops.metrics import Metrics
@@ -166,9 +166,9 @@ def serve(
     """The service around a built ``engine``, until ``stop`` is set (run_service's second half)."""
     source, sink, states = transport(settings, engine, metrics)
     retry = Backoff(longest=settings.reconnect_backoff_max_ms / 1000)
-    pipeline = Pipeline(
-        source, engine, sink, metrics, states=states, updates=retrainer, retry=retry
-    )
+    transactions = getattr(sink, "transactions", None)  # exactly once (transport)
+    pipeline = Pipeline(source, engine, sink, metrics, states=states, updates=retrainer,
+                        retry=retry, transactions=transactions)  # fmt: skip
     with threadpool_limits(BLAS_THREADS, user_api="blas"):
         if retrainer is None:
             return Service(settings, pipeline, stop).run()
@@ -179,12 +179,15 @@ def serve(
             retrainer.stop()
 
 
-def checkpoints_of(settings: Settings, metrics: Metrics) -> Checkpoints | None:
-    """The input topic's checkpoints: its changelog topic, or under ``state_dir`` if set."""
+def checkpoints_of(
+    settings: Settings, metrics: Metrics, transactions: Transactions | None = None
+) -> Checkpoints | None:
+    """The input topic's checkpoints: its changelog topic (written in ``transactions``,
+    exactly once), or under ``state_dir`` if set."""
     if settings.state_store == "kafka":
         from forecaster.state.changelog import ChangelogStore  # kafka-python: only when used
 
-        return ChangelogStore(settings, engine_params(settings), metrics)
+        return ChangelogStore(settings, engine_params(settings), metrics, transactions)
     if not settings.state_dir:
         return None
     root = Path(settings.state_dir) / settings.input_topic
@@ -195,10 +198,13 @@ def transport(
     settings: Settings, engine: Engine, metrics: Metrics
 ) -> tuple[Source[Any], Sink, PartitionStates | None]:
     """Kafka topics when bootstrap_servers is set (with the partitions' series state), else
-    the tick file and JSON lines."""
+    the tick file and JSON lines. Exactly once, the sink is transactional and the
+    pipeline finds its transactions on it (``sink.transactions``)."""
     if settings.bootstrap_servers:
         from forecaster.io.kafka import KafkaSink, KafkaSource  # a file replay never needs them
 
+        if settings.exactly_once():
+            return exactly_once_transport(settings, engine, metrics)
         states = PartitionStates(
             engine, checkpoints_of(settings, metrics), metrics, settings.checkpoint_interval_s
         )
@@ -210,6 +216,21 @@ def transport(
     file = csv_source(settings, settings.input_path(), settings.rate, settings.loop)
     sink = json_lines_sink(settings, settings.forecasts_out, settings.dead_letters_out)
     return file, sink, None
+
+
+def exactly_once_transport(
+    settings: Settings, engine: Engine, metrics: Metrics
+) -> tuple[Source[Any], Sink, PartitionStates]:
+    """Kafka source and sink sharing one set of transactions with the changelog store."""
+    from forecaster.io.kafka import KafkaSource, KafkaTransactions, TransactionalSink
+
+    transactions = KafkaTransactions(settings, metrics)
+    checkpoints = checkpoints_of(settings, metrics, transactions)
+    states = PartitionStates(engine, checkpoints, metrics, settings.checkpoint_interval_s,
+                             replay_committed=True)  # fmt: skip
+    source = KafkaSource(settings, metrics, partitions=states, transactions=transactions)
+    transactions.group_metadata = source.group_metadata
+    return source, TransactionalSink(settings, transactions), states
 
 
 def csv_source(settings: Settings, path: Path, rate: float = 0.0, loop: bool = False) -> CsvSource:

@@ -76,3 +76,19 @@ def test_the_settings_import_no_part_of_the_service() -> None:
     ours = {name for name in imported if name.startswith("forecaster.")}
     neutral = {"forecaster.errors", "forecaster.timestamps"}
     assert ours - neutral == {name for name in ours if name.startswith("forecaster.config")}
+
+
+def test_exactly_once_is_refused_without_the_changelog_state_store() -> None:
+    environ = {"FORECASTER_PROCESSING_GUARANTEE": "exactly_once"}
+    with pytest.raises(ConfigError, match="exactly_once needs state_store = kafka"):
+        load(environ=environ)
+    with pytest.raises(ConfigError, match="processing_guarantee must be one of"):
+        Settings(processing_guarantee="exactly-once")
+    settings = load(environ=environ | {"FORECASTER_STATE_STORE": "kafka"})
+    assert settings.exactly_once() and not Settings().exactly_once()
+
+
+def test_exactly_once_is_refused_on_the_confluent_client() -> None:
+    environ = {"FORECASTER_PROCESSING_GUARANTEE": "exactly_once", "FORECASTER_STATE_STORE": "kafka"}
+    with pytest.raises(ConfigError, match="exactly_once runs on kafka_client = kafka-python"):
+        load(environ=environ | {"FORECASTER_KAFKA_CLIENT": "confluent"})

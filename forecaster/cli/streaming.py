@@ -19,7 +19,7 @@ from forecaster.cli.flags import (
     setting,
     tick_csv,
 )
-from forecaster.config import Settings
+from forecaster.config import PROCESSING_GUARANTEES, Settings
 from forecaster.config.settings import KAFKA_CLIENTS
 
 
@@ -45,6 +45,7 @@ def add_run(commands: Any) -> None:
     for flag in ("--input-topic", "--output-topic", "--dlq-topic", "--group-id", "--state-dir"):
         setting(run, flag)
     setting(run, "--kafka-client", choices=KAFKA_CLIENTS)
+    setting(run, "--processing-guarantee", choices=PROCESSING_GUARANTEES)
     command(run, _run)
 
 

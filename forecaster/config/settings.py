@@ -30,6 +30,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 STATE_STORES = ("directory", "kafka")
 KAFKA_CLIENTS = ("kafka-python", "confluent")
+PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
 # Half of the Kafka producer's default max_request_size (1 MiB): a dead letter's kept bytes
 # plus its key and headers always fit in one request.
 MAX_DEAD_LETTER_BYTES = 524288
@@ -116,6 +117,13 @@ class Settings:
     )
     enable_idempotence: bool = _setting(
         True, "Idempotent producer (no duplicates from the producer's own retries)"
+    )
+    processing_guarantee: str = _setting(
+        "at_least_once",
+        "Kafka delivery: `at_least_once` (a crash repeats forecasts) or `exactly_once` (one "
+        "transaction per batch holds its forecasts, dead letters, checkpoints and input "
+        "offsets; needs state_store `kafka`)",
+        one_of(PROCESSING_GUARANTEES),
     )
     # Model
     model_dir: str = _setting("", "Model registry directory; empty keeps models in memory only")
@@ -343,6 +351,17 @@ class Settings:
             return "fetch_max_wait_ms must be below request_timeout_ms"
         if self.delivery_timeout_ms < self.linger_ms + self.request_timeout_ms:
             return "delivery_timeout_ms must be >= linger_ms + request_timeout_ms"
+        if self.exactly_once() and self.state_store != "kafka":
+            return (
+                "processing_guarantee exactly_once needs state_store = kafka: a checkpoint "
+                "must be written in the same Kafka transaction as the forecasts and offsets "
+                "it goes with, which a state directory cannot join"
+            )
+        if self.exactly_once() and self.kafka_client != "kafka-python":
+            return (
+                "processing_guarantee exactly_once runs on kafka_client = kafka-python only: "
+                "the confluent transport has no transactions yet"
+            )
         return ""
 
     def _retraining_problem(self) -> str:
@@ -368,6 +387,9 @@ class Settings:
         """The series named in quality_series_labels, in order, without repeats."""
         names = (name.strip() for name in self.quality_series_labels.split(","))
         return tuple(dict.fromkeys(name for name in names if name))
+
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly_once"
 
     def input_path(self) -> Path:
         return Path(self.input) if self.input else SAMPLE_TICKS

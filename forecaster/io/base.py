@@ -111,3 +111,53 @@ class Sink(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """A record to produce: ``partition`` None lets the key choose it."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    partition: int | None = None
+
+
+class Transactions(Protocol):
+    """Exactly once: per input partition, what a batch produced (forecasts, dead letters,
+    checkpoints) and the input offset after it become visible together, or not at all.
+
+    One transaction per input partition of a batch, owned by whoever holds that partition:
+    ``own`` fences every earlier owner (its open transaction is aborted, its later ones are
+    refused), so an instance that lost a partition can no longer commit for it.
+    """
+
+    def own(self, partitions: Collection[int]) -> None:
+        """Hold ``partitions`` from now on; call before reading their committed offsets.
+        Raises if the fencing cannot be done now (the caller tries again)."""
+        ...
+
+    def disown(self, partitions: Collection[int], complete: bool) -> None:
+        """Stop holding ``partitions``: commit what is open for them (``complete``, a
+        revoke's last checkpoint) or abort it (lost)."""
+        ...
+
+    def owned(self) -> set[int]:
+        """The partitions held (a partition whose transaction failed is no longer held)."""
+        ...
+
+    def send(self, partition: int, record: OutRecord) -> None:
+        """Add ``record`` to the open transaction of input ``partition`` (begun if none)."""
+        ...
+
+    def commit(self, offsets: Mapping[int, int]) -> set[int]:
+        """Commit every open transaction with its partition's next input offset (if in
+        ``offsets``); returns the partitions whose transaction failed and was aborted."""
+        ...
+
+    def abort(self) -> None:
+        """Abort every open transaction (its batch will be processed again)."""
+        ...
+
+    def close(self) -> None: ...

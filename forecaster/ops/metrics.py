@@ -162,6 +162,23 @@ class Metrics:
             "Times the consumer joined its group again: a rebalance it saw begin never assigned",
             registry=r,
         )
+        self.transactions_committed = Counter(
+            "forecaster_kafka_transactions_committed",
+            "Kafka transactions committed (exactly once: one per input partition of a batch)",
+            registry=r,
+        )
+        self.transactions_aborted = Counter(
+            "forecaster_kafka_transactions_aborted",
+            "Kafka transactions aborted (exactly once): their partitions go back to the last "
+            "committed point",
+            registry=r,
+        )
+        self.transaction_commit_seconds = Histogram(
+            "forecaster_kafka_transaction_commit_seconds",
+            "Time to commit a batch's transactions, input offsets included (exactly once)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def _define_model(self) -> None:
         r = self.registry

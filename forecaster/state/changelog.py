@@ -57,6 +57,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from forecaster.config import Settings
 from forecaster.core.engine import EngineParams, PartitionState
 from forecaster.errors import ForecasterError
+from forecaster.io.base import OutRecord, Transactions
 from forecaster.io.kafka import (
     CLOSE_TIMEOUT_S,
     client_configs,
@@ -191,11 +192,22 @@ class ChangelogStore:
     ChangelogError when the topic cannot be read; the caller retries.
     """
 
-    def __init__(self, settings: Settings, params: EngineParams, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        params: EngineParams,
+        metrics: Metrics,
+        transactions: Transactions | None = None,
+    ) -> None:
         self.settings = settings
         self.topic = settings.changelog_topic
         self.params = params
         self.metrics = metrics
+        # Exactly once: chunks join their input partition's open transaction. They are read
+        # back read_uncommitted all the same: Tansu 0.6.0 holds a read_committed ListOffsets
+        # until the transactions open elsewhere time out, and hides no aborted record from
+        # kafka-python anyway. ``load``'s ``at_most`` keeps out what no transaction committed.
+        self.transactions = transactions
         self._producer: Any = None
         self._newest_slot: dict[int, int] = {}  # by partition: the slot of its newest whole one
         self._topic_checked = False
@@ -219,6 +231,11 @@ class ChangelogStore:
         return True
 
     def _send(self, partition: int, records: list[Record]) -> None:
+        if self.transactions is not None:
+            for key, value, headers in records:
+                record = OutRecord(self.topic, key.encode(), value, headers, partition)
+                self.transactions.send(partition, record)
+            return
         if self._producer is None:
             self._producer = construct(KafkaProducer, self._producer_configs())[0]
         futures = [
@@ -236,9 +253,10 @@ class ChangelogStore:
             "max_request_size": CHUNK_BYTES + RECORD_OVERHEAD_BYTES
         }
 
-    def load(self, partition: int) -> Checkpoint | None:
+    def load(self, partition: int, at_most: int | None = None) -> Checkpoint | None:
         """The restore of the module docstring: the newest whole checkpoint of ``partition``
-        that passes every check; None if there is none. ChangelogError if unreadable."""
+        that passes every check (at an offset of at most ``at_most``, if given); None if
+        there is none. ChangelogError if unreadable."""
         if not self._topic_checked:
             try:
                 ensure_changelog(self.settings)
@@ -247,6 +265,8 @@ class ChangelogStore:
             self._topic_checked = True
         chunks = self._read(partition)
         for whole in whole_checkpoints(chunks.values()):
+            if at_most is not None and whole.offset > at_most:
+                continue
             origin = f"{self.topic}[{partition}] slot {whole.slot}"
             checkpoint = checked(whole.data, origin, partition, self.params, self.metrics)
             if checkpoint is not None:

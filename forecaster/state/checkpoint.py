@@ -111,8 +111,9 @@ class Checkpoints(Protocol):
         (logged and counted: the service keeps forecasting)."""
         ...
 
-    def load(self, partition: int) -> Checkpoint | None:
-        """The newest checkpoint of ``partition`` that passes every check; None if none does."""
+    def load(self, partition: int, at_most: int | None = None) -> Checkpoint | None:
+        """The newest checkpoint of ``partition`` that passes every check (and is at an
+        offset of at most ``at_most``, if given); None if none does."""
         ...
 
     def close(self) -> None:
@@ -148,14 +149,15 @@ class CheckpointStore:
         self.metrics.checkpoint_completed(time.perf_counter() - started)
         return True
 
-    def load(self, partition: int) -> Checkpoint | None:
-        """The newest checkpoint of ``partition`` that passes every check; None if none does."""
+    def load(self, partition: int, at_most: int | None = None) -> Checkpoint | None:
+        """The newest checkpoint of ``partition`` that passes every check (at an offset of at
+        most ``at_most``, if given); None if none does."""
         for name in (CURRENT, PREVIOUS):
             path = self.folder(partition) / name
             if not _present(path):
                 continue
             checkpoint = checked(path, str(path), partition, self.params, self.metrics)
-            if checkpoint is not None:
+            if checkpoint is not None and (at_most is None or checkpoint.offset <= at_most):
                 return checkpoint
         return None
 

@@ -21,6 +21,16 @@ tick before it has been stepped and its forecast delivered.
 The pipeline moves ``offsets`` on after each delivered batch (``advance``) and writes the
 checkpoints of every held partition when they are due (``checkpoint_when_due``).
 
+**Exactly once** (``replay_committed``): the group's committed offset, written with every
+batch's transaction, runs ahead of the last checkpoint, which is written only when due.
+A partition restored from a checkpoint (or rebuilt from its first offset) below its
+committed offset steps the ticks up to the committed offset again without emitting their
+forecasts and dead letters, already delivered (``replaying``), then carries on. Only a
+checkpoint at or below the committed offset is restored: one above it was written by a
+transaction that did not commit, and one at or below it holds exactly the state a
+committed one would (stepping is deterministic), even if the transaction that wrote it
+aborted.
+
 >>> from forecaster.core.engine import Engine, EngineParams
 >>> from forecaster.ops.metrics import Metrics
 >>> states = PartitionStates(Engine(EngineParams()), None, Metrics(), checkpoint_interval_s=60)
@@ -94,12 +104,18 @@ class PartitionStates:
         checkpoints: Checkpoints | None,
         metrics: Metrics,
         checkpoint_interval_s: float,
+        replay_committed: bool = False,
     ) -> None:
         self.engine = engine
         self.checkpoints = checkpoints
         self.metrics = metrics
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.replay_committed = replay_committed
         self.offsets: dict[int, int] = {}
+        # Exactly once: per partition, the committed offset its restored state steps up to
+        # without emitting (every forecast before it was delivered).
+        self.replaying: dict[int, int] = {}
+        self._committed: dict[int, int | None] = {}
         self._kept: dict[int, tuple[PartitionState, int]] = {}
         self._restoring: dict[int, Restore] = {}
         self._last_checkpoint = time.monotonic()
@@ -117,7 +133,11 @@ class PartitionStates:
                 log.info("partition %d assigned: state of %d series restored at offset %d",
                          partition, len(state.snapshot.series), offset)  # fmt: skip
             elif self.checkpoints is not None:
-                self._restoring[partition] = Restore(self._load(partition), time.monotonic())
+                # Exactly once, nothing committed: no checkpoint can be of a committed batch.
+                limit = (offset or 0) if self.replay_committed else None
+                self._committed[partition] = limit
+                self._restoring[partition] = Restore(self._load(partition, limit),
+                                                     time.monotonic())  # fmt: skip
                 continue
             elif kept is not None:
                 log.warning("partition %d assigned: its state at offset %d is stale (committed "
@@ -129,7 +149,7 @@ class PartitionStates:
     def revoke(self, partitions: Collection[int]) -> None:
         """Partitions handed to another member: checkpoint and keep their state."""
         for partition in sorted(partitions):
-            self._restoring.pop(partition, None)  # its load may finish; nobody will use it
+            self._forget(partition)  # a load may finish; nobody will use it
             state = self.engine.take_partition(partition)
             offset = self.offsets.pop(partition, None)
             if offset is not None and self.checkpoints is not None:
@@ -143,18 +163,27 @@ class PartitionStates:
         """Partitions taken away by an eviction: another member may have moved them on
         already, so their state is dropped, not checkpointed."""
         for partition in sorted(partitions):
-            self._restoring.pop(partition, None)
+            self._forget(partition)
             self._kept.pop(partition, None)
             self.engine.take_partition(partition)
             offset = self.offsets.pop(partition, None)
             log.warning("partition %d lost at offset %s: its state is dropped", partition, offset)
         self.metrics.restoring_partitions.set(len(self._restoring))
 
+    def _forget(self, partition: int) -> None:
+        self._restoring.pop(partition, None)
+        self._committed.pop(partition, None)
+        self.replaying.pop(partition, None)
+
     # --- progress, reported by the pipeline --------------------------------------------------
 
     def advance(self, next_offsets: Mapping[int, int]) -> None:
         """A batch was delivered: each partition's state now reaches its next offset."""
         self.offsets.update(next_offsets)
+        for partition, offset in next_offsets.items():
+            if partition in self.replaying and self.replaying[partition] <= offset:
+                del self.replaying[partition]
+                log.info("partition %d: replayed up to its committed offset", partition)
 
     def checkpoint_when_due(self) -> None:
         """Checkpoint every held partition if ``checkpoint_interval_s`` has passed."""
@@ -177,7 +206,9 @@ class PartitionStates:
             except ForecasterError as exc:
                 log.warning("partition %d: %s; trying again in %.0f s", partition, exc,
                             RESTORE_RETRY_S)  # fmt: skip
-                self._restoring[partition] = Restore(self._load(partition, RESTORE_RETRY_S),
+                limit = self._committed.get(partition)
+                self._restoring[partition] = Restore(self._load(partition, limit,
+                                                                RESTORE_RETRY_S),
                                                      restore.started)  # fmt: skip
                 continue
             resumes.append(self._put_back(partition, checkpoint))
@@ -204,6 +235,12 @@ class PartitionStates:
             self.checkpoints.close()
 
     def _put_back(self, partition: int, checkpoint: Checkpoint | None) -> Resume:
+        committed = self._committed.pop(partition, None)
+        resume = None if checkpoint is None else checkpoint.offset
+        if committed and (resume is None or resume < committed):
+            self.replaying[partition] = committed
+            log.info("partition %d: stepping from %s to its committed offset %d without "
+                     "emitting", partition, resume, committed)  # fmt: skip
         if checkpoint is None:
             log.warning("partition %d assigned: no usable checkpoint; rebuilding its state "
                         "from its first offset", partition)  # fmt: skip
@@ -215,7 +252,9 @@ class PartitionStates:
         self.offsets[partition] = checkpoint.offset
         return Resume(partition, checkpoint.offset)
 
-    def _load(self, partition: int, delay_s: float = 0.0) -> Future[Checkpoint | None]:
+    def _load(
+        self, partition: int, at_most: int | None, delay_s: float = 0.0
+    ) -> Future[Checkpoint | None]:
         if self._loader is None:
             self._loader = ThreadPoolExecutor(RESTORE_THREADS, thread_name_prefix="restore")
         checkpoints = self.checkpoints
@@ -223,6 +262,8 @@ class PartitionStates:
 
         def load() -> Checkpoint | None:
             time.sleep(delay_s)
-            return checkpoints.load(partition)
+            if at_most is None:
+                return checkpoints.load(partition)
+            return checkpoints.load(partition, at_most)
 
         return self._loader.submit(load)

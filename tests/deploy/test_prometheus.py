@@ -113,6 +113,7 @@ def test_every_alert_watches_series_that_exist(prometheus: PrometheusServer) -> 
         "ForecasterWorseThanNaive", "ForecasterRetrainFailing", "ForecasterCheckpointStale",
         "ForecasterDeliveryFailing", "ForecasterDeadLettersRefused", "ForecasterNonFiniteForecasts",
         "ForecasterDecayWithoutPromotion",
+        "ForecasterTransactionsAborting",
     }  # fmt: skip
     empty = []
     for rule in rules:

@@ -129,3 +129,37 @@ def test_checkpoints_are_written_for_every_held_partition_when_due(tmp_path: Pat
     assert checkpoint is not None and checkpoint.offset == 6
     assert empty is not None and empty.offset == 9 and not empty.state.snapshot.series
     assert checkpoint.state.snapshot.series == ["A"]
+
+
+def test_exactly_once_a_restore_replays_silently_up_to_the_committed_offset(
+    tmp_path: Path,
+) -> None:
+    store = CheckpointStore(tmp_path, PARAMS, Metrics())
+    assert store.save(a_state(), offset=10)
+    states = PartitionStates(Engine(PARAMS), store, Metrics(), checkpoint_interval_s=0.0,
+                             replay_committed=True)  # fmt: skip
+    states.assign({0: 25, 1: None})
+    assert settle(states) == [Resume(0, 10), Resume(1, None)]
+    assert states.replaying == {0: 25}  # partition 1: nothing committed, nothing to silence
+    states.advance({0: 20})
+    assert states.replaying == {0: 25}
+    states.advance({0: 25})
+    assert states.replaying == {}
+
+
+def test_exactly_once_a_checkpoint_above_the_committed_offset_is_not_restored(
+    tmp_path: Path,
+) -> None:
+    """Written by a transaction that did not commit: resuming there would skip ticks."""
+    store = CheckpointStore(tmp_path, PARAMS, Metrics())
+    assert store.save(a_state(), offset=10)
+    assert store.save(a_state(), offset=30)
+    states = PartitionStates(Engine(PARAMS), store, Metrics(), checkpoint_interval_s=0.0,
+                             replay_committed=True)  # fmt: skip
+    states.assign({0: 20})
+    assert settle(states) == [Resume(0, 10)]
+    assert states.replaying == {0: 20}
+    at_least_once = states_of(Engine(PARAMS), store)
+    at_least_once.assign({0: 20})
+    assert settle(at_least_once) == [Resume(0, 30)]
+    assert at_least_once.replaying == {}

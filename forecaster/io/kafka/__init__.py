@@ -16,6 +16,10 @@ large, invalid, not authorised; for dead letters also an unknown topic or a topi
 cannot take records) is counted in ``forecaster_kafka_produce_errors_total{kind=
 "permanent"}`` and not retried: it must not hold the input back forever.
 
+With ``processing_guarantee = "exactly_once"`` the batch is delivered by committing one
+transaction per input partition instead, holding its forecasts, dead letters,
+checkpoint chunks and input offset (``transactions``, ``TransactionalSink``).
+
 Input messages must be keyed by their series id (``require_series_key``): a tick whose
 key is missing or differs is a dead letter (key_mismatch). A dead letter keeps the
 original key, headers and at most ``max_message_bytes`` of the value (see
@@ -32,7 +36,8 @@ return empty batches; it keeps reconnecting with backoff, and a batch in flight 
 retried, never committed, until its records are acknowledged.
 
 The package: ``client`` (configuration, building and closing clients), ``source``
-(batches and the group member) and ``sink`` (forecasts and dead letters).
+(batches and the group member), ``sink`` (forecasts and dead letters) and
+``transactions`` (exactly once).
 """
 
 from forecaster.io.kafka.client import (
@@ -49,10 +54,12 @@ from forecaster.io.kafka.sink import (
     KEPT_HEADER_BYTES,
     KEPT_KEY_BYTES,
     KafkaSink,
+    TransactionalSink,
     dead_letter_message,
     is_permanent,
 )
 from forecaster.io.kafka.source import GroupListener, KafkaBatch, KafkaSource
+from forecaster.io.kafka.transactions import KafkaTransactions, transactional_id
 
 __all__ = [
     "CLOSE_TIMEOUT_S",
@@ -62,6 +69,8 @@ __all__ = [
     "KafkaBatch",
     "KafkaSink",
     "KafkaSource",
+    "KafkaTransactions",
+    "TransactionalSink",
     "client_configs",
     "close_producer",
     "connect_consumer",
@@ -71,4 +80,5 @@ __all__ = [
     "dead_letter_message",
     "is_permanent",
     "producer_configs",
+    "transactional_id",
 ]

@@ -52,7 +52,7 @@ from kafka.errors import (
 from forecaster.config import Settings
 from forecaster.core.engine import ForecastBatch
 from forecaster.errors import DeliveryError
-from forecaster.io.base import DeadLetter
+from forecaster.io.base import DeadLetter, OutRecord, Transactions
 from forecaster.io.kafka.client import (
     CLOSE_TIMEOUT_S,
     close_producer,
@@ -259,3 +259,41 @@ class KafkaSink:
 
 def _failure_reason(future: Any) -> str:
     return str(future.exception) if future.is_done else "not acknowledged in time"
+
+
+class TransactionalSink:
+    """Exactly once: forecasts and dead letters go into the open transaction of the input
+    partition they come from (``Transactions``); they are delivered when the pipeline
+    commits the batch's transactions, with its input offsets, so ``flush`` has nothing to
+    wait for. A record the client refuses fails the batch (DeliveryError): it is
+    processed again after the transactions were aborted."""
+
+    def __init__(self, settings: Settings, transactions: Transactions) -> None:
+        self.output_topic = settings.output_topic
+        self.dlq_topic = settings.dlq_topic
+        self.keep_bytes = settings.max_message_bytes
+        self.transactions = transactions
+
+    def write(self, forecasts: ForecastBatch, dead_letters: list[DeadLetter]) -> None:
+        """Send a batch; everything is encoded before the first send."""
+        values = encode_forecasts(forecasts)
+        letters = [
+            (int(letter.origin["partition"]), dead_letter_message(letter, self.keep_bytes))
+            for letter in dead_letters
+        ]
+        ticks = forecasts.ticks
+        try:
+            for series, partition, value in zip(ticks.series, ticks.partition.tolist(), values,
+                                                strict=True):  # fmt: skip
+                self.transactions.send(partition, OutRecord(self.output_topic, series.encode(),
+                                                            value, []))  # fmt: skip
+            for partition, (key, value, headers) in letters:
+                self.transactions.send(partition, OutRecord(self.dlq_topic, key, value, headers))
+        except KafkaError as exc:
+            raise DeliveryError(f"a record could not join its transaction: {exc}") from exc
+
+    def flush(self) -> None:
+        """Nothing: the batch is delivered when its transactions commit."""
+
+    def close(self) -> None:
+        """Nothing: the source closes the transactions once its partitions are revoked."""

@@ -30,7 +30,7 @@ from forecaster.core.ticks import (
     RejectReason,
     parse_messages,
 )
-from forecaster.io.base import DeadLetter, PartitionListener, SourceBatch
+from forecaster.io.base import DeadLetter, PartitionListener, SourceBatch, Transactions
 from forecaster.io.kafka.client import (
     CLOSE_TIMEOUT_S,
     ConsumerRecord,
@@ -143,23 +143,33 @@ class GroupListener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     ``rebalancing_since``: when a revoke no assignment has followed yet began.
     ``unreported``: partitions assigned whose committed offset is still to be read.
+    ``transactions`` (exactly once) hear of partitions taken, after the listener, which may
+    write a revoked partition's last checkpoint into its transaction.
     """
 
-    def __init__(self, listener: PartitionListener | None) -> None:
+    def __init__(
+        self, listener: PartitionListener | None, transactions: Transactions | None = None
+    ) -> None:
         self.listener = listener
+        self.transactions = transactions
         self.rebalancing_since: float | None = None
         self.unreported: set[TopicPartition] = set()
         self.revoked: set[TopicPartition] = set()
+        self.reported: set[TopicPartition] = set()  # exactly once: held since reported
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self._taken(revoked)
         if self.listener is not None:
             self.listener.revoke([tp.partition for tp in revoked])
+        if self.transactions is not None:
+            self.transactions.disown([tp.partition for tp in revoked], complete=True)
 
     def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         self._taken(lost)
         if self.listener is not None:
             self.listener.lose([tp.partition for tp in lost])
+        if self.transactions is not None:
+            self.transactions.disown([tp.partition for tp in lost], complete=False)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.rebalancing_since = None
@@ -169,6 +179,7 @@ class GroupListener(ConsumerRebalanceListener):  # type: ignore[misc]
     def _taken(self, partitions: set[TopicPartition]) -> None:
         self.rebalancing_since = time.monotonic()
         self.unreported -= partitions
+        self.reported -= partitions
         self.revoked |= partitions
 
 
@@ -176,7 +187,10 @@ class KafkaSource:
     """A consumer group member polling ``input_topic``; see the module docstring.
 
     ``partitions`` hears of every partition assigned, revoked or lost. ``connect`` builds
-    the subscribed consumer and its network client (tests pass fakes).
+    the subscribed consumer and its network client (tests pass fakes). With
+    ``transactions`` (exactly once) the source commits no offsets itself: each batch's
+    transactions do; a partition assigned is owned (its earlier owners fenced) before its
+    committed offset is read.
     """
 
     def __init__(
@@ -185,9 +199,11 @@ class KafkaSource:
         metrics: Metrics,
         partitions: PartitionListener | None = None,
         connect: ConsumerFactory | None = None,
+        transactions: Transactions | None = None,
     ) -> None:
         self.metrics = metrics
-        self.group = GroupListener(partitions)
+        self.group = GroupListener(partitions, transactions)
+        self.transactions = transactions
         # The longest a rebalance may take: the group waits up to the rebalance timeout
         # (max_poll_interval_ms) for members to rejoin, a session timeout for a dead one.
         self._rebalance_limit_s = (
@@ -202,6 +218,7 @@ class KafkaSource:
         self._require_key = settings.require_series_key
         self._commit_timeout_ms = settings.request_timeout_ms
         self._topic = settings.input_topic
+        self._group_id = settings.group_id
         self._connect = connect or consumer_connector(settings)
         self._consumer: Any = None
         self._net_client: Any = None
@@ -219,7 +236,7 @@ class KafkaSource:
             timeout = max(timeout, self._join_poll_s)
         try:
             polled = consumer.poll(timeout_ms=int(timeout * 1000))
-            self._report_assigned(consumer)
+            sought = self._report_assigned(consumer)
             assigned = consumer.assignment()
         except KafkaError as exc:
             log.warning("Kafka poll failed: %s", exc)
@@ -228,18 +245,62 @@ class KafkaSource:
         if self._rebalance_stalled():
             self._rejoin()
             return KafkaBatch({})
-        # kafka-python already drops records of partitions revoked during the poll.
-        mine = {tp: records for tp, records in polled.items() if tp in assigned}
+        # kafka-python already drops records of partitions revoked during the poll; those of
+        # partitions whose committed offset is still to be read, or that were just sought
+        # to it, are fetched again.
+        held_back = self.group.unreported | sought
+        mine = {tp: records for tp, records in polled.items()
+                if tp in assigned and tp not in held_back}  # fmt: skip
         batch = KafkaBatch(mine, self._limits, self._require_key)
         self._report_lag(consumer, batch, assigned)
         return batch
 
-    def _report_assigned(self, consumer: Any) -> None:
-        """Tell the listener of the partitions the poll assigned, with committed offsets."""
+    def _report_assigned(self, consumer: Any) -> set[TopicPartition]:
+        """Tell the listener of the partitions the poll assigned, with committed offsets;
+        returns those sought to their committed offset (exactly once)."""
+        if self.transactions is not None:
+            return self._report_owned(consumer)
         unreported, self.group.unreported = self.group.unreported, set()
         if unreported and self.group.listener is not None:
             committed = {tp.partition: _committed_offset(consumer, tp) for tp in unreported}
             self.group.listener.assign(committed)
+        return set()
+
+    def _report_owned(self, consumer: Any) -> set[TopicPartition]:
+        """Exactly once: own the partitions assigned (fencing their earlier owners), then
+        report them with their committed offsets. Until both succeed they stay unreported
+        (their records are not handed over) and are tried again after the next poll. A
+        partition whose transaction failed is no longer owned: it is taken again so."""
+        transactions = self.transactions
+        assert transactions is not None
+        owned = transactions.owned()
+        failed = {tp for tp in self.group.reported if tp.partition not in owned}
+        self.group.reported -= failed
+        self.group.unreported |= failed
+        unreported: set[TopicPartition] = self.group.unreported & consumer.assignment()
+        if not unreported:
+            return set()
+        try:
+            transactions.own([tp.partition for tp in unreported])
+            committed = {tp: consumer.committed(tp) for tp in unreported}
+        except KafkaError as exc:
+            log.warning("partitions %s not taken yet (%s); trying again", sorted(
+                tp.partition for tp in unreported), exc)  # fmt: skip
+            return set()
+        self.group.unreported -= unreported
+        self.group.reported |= unreported
+        for tp in unreported:  # their records of this poll are not handed over (``poll``)
+            self.seek({tp.partition: committed[tp]})
+        if self.group.listener is not None:
+            self.group.listener.assign({tp.partition: offset for tp, offset in committed.items()})
+        return unreported
+
+    def group_metadata(self) -> Any:
+        """The consumer's group metadata (for transactional offsets); the group id while
+        not connected."""
+        if self._consumer is None:
+            return self._group_id
+        return self._consumer.group_metadata()
 
     def _forget_revoked(self) -> None:
         for tp in self.group.revoked:
@@ -287,17 +348,22 @@ class KafkaSource:
 
     def seek(self, positions: Mapping[int, int | None]) -> None:
         """Continue at restored states' offsets; those offsets are committed with the next
-        batch (every forecast before them was delivered)."""
+        batch (every forecast before them was delivered). A partition the group has taken
+        away meanwhile is left to its next owner."""
         if self._consumer is None:
             return
+        assigned = self._consumer.assignment()
         for partition, offset in positions.items():
             tp = TopicPartition(self._topic, partition)
-            if offset is None:
+            if tp not in assigned:
+                log.info("partition %d: no longer assigned, not sought", partition)
+            elif offset is None:
                 self._consumer.seek_to_beginning(tp)
                 self._done.pop(tp, None)
             else:
                 self._consumer.seek(tp, offset)
-                self._done[tp] = offset
+                if self.transactions is None:
+                    self._done[tp] = offset
 
     def _report_lag(self, consumer: Any, batch: KafkaBatch, assigned: set[TopicPartition]) -> None:
         gauge = self.metrics.kafka_consumer_lag
@@ -316,8 +382,9 @@ class KafkaSource:
         A failed commit is logged and retried with the next batch: the worst it can do
         is let a restart repeat forecasts, never skip a tick.
         """
-        self._done.update(batch.positions_after())
-        self._commit_done()
+        if self.transactions is None:
+            self._done.update(batch.positions_after())
+            self._commit_done()
 
     def _commit_done(self) -> None:
         if self._consumer is None:
@@ -351,6 +418,8 @@ class KafkaSource:
             self._commit_done()
             self._consumer.close(autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_S * 1000))
             self._consumer = self._net_client = None
+        if self.transactions is not None:
+            self.transactions.close()
 
 
 def _committed_offset(consumer: Any, tp: TopicPartition) -> int | None:
