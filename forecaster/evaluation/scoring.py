@@ -145,3 +145,18 @@ def interval_score(lower: FloatArray, upper: FloatArray, actual: FloatArray, alp
     """
     below, above = pinball_losses(lower, upper, actual, alpha)
     return 2.0 / alpha * (below + above)
+
+
+def interval_scores(
+    lower: FloatArray, upper: FloatArray, actual: FloatArray, alpha: float
+) -> FloatArray:
+    """The interval (Winkler) score of each interval: the width, plus ``2 / alpha`` times
+    how far the actual value fell outside (their mean is ``interval_score``).
+
+    >>> interval_scores(np.array([99.0, 99.0]), np.array([101.0, 101.0]),
+    ...                 np.array([100.0, 102.0]), alpha=0.1).tolist()
+    [2.0, 22.0]
+    """
+    outside = np.maximum(lower - actual, 0.0) + np.maximum(actual - upper, 0.0)
+    scores: FloatArray = upper - lower + 2.0 / alpha * outside
+    return scores

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from forecaster.core.intervals import IntervalParams
+from forecaster.evaluation import scoring
 from forecaster.evaluation.backtest.evaluate import OVERALL, Evaluation, evaluate, retrain_points
 from forecaster.evaluation.backtest.interval_baselines import INTERVAL_BASELINES
 from forecaster.evaluation.backtest.interval_evaluation import LEVELS
@@ -108,6 +109,27 @@ def test_scores_are_those_of_the_scored_points_relative_to_the_price(
             assert 2 / alpha * (scores.pinball_lower + scores.pinball_upper) == pytest.approx(
                 winkler, rel=1e-9
             )
+
+
+def test_rows_but_baselines_are_tested_against_the_best_baseline_on_the_same_points(
+    files: tuple[Path, Path],
+) -> None:
+    evaluation = evaluation_of(files)
+    points, intervals = evaluation.points, evaluation.intervals
+    rows = np.flatnonzero(evaluation.scored)
+    price, relative = points.price[rows], points.actual[rows] / points.price[rows]
+    for level, scores in intervals.per_kind[OVERALL].items():
+        assert all(scores[name].versus_best_baseline is None for name in INTERVAL_BASELINES)
+        best = min(INTERVAL_BASELINES, key=lambda name: scores[name].interval_score)
+        per_point = {}
+        for row in ("lstm", best, ORACLE):
+            lower, upper = (bound[rows] / price for bound in intervals.at(row, level))
+            per_point[row] = scoring.interval_scores(lower, upper, relative, 1 - level)
+        lags = scoring.newey_west_lags(len(rows))
+        for row in ("lstm", ORACLE):
+            expected, _ = scoring.diebold_mariano(per_point[row], per_point[best], lags)
+            assert scores[row].versus_best_baseline == pytest.approx(expected, rel=1e-12)
+        assert scores[ORACLE].versus_best_baseline < 0  # the true interval scores lower
 
 
 def test_the_oracle_row_is_the_true_interval_and_scores_best(files: tuple[Path, Path]) -> None:
