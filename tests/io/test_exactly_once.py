@@ -41,6 +41,7 @@ from tests.support.kafka import (  # noqa: F401 (broker, settings: fixtures)
 )
 from tests.support.recovery import (
     SEED,
+    Forecast,
     assert_as_uninterrupted,
     crash_settings,
     forget_killed_member,
@@ -146,6 +147,16 @@ def reasons_of(letters: list[Any]) -> dict[str, int]:
     return dict(pd.Series(list(reasons), dtype=object).value_counts())
 
 
+def assert_exactly_once(config: Settings, valid: int, expected: dict[Key, Forecast]) -> None:
+    """A read_committed consumer sees each of the ``valid`` ticks' forecasts once, equal to
+    the uninterrupted run's (``expected``), and each bad row's dead letter once."""
+    forecasts = committed_forecasts(config, valid, to_the_end=True)
+    letters = committed_dead_letters(config, BAD_ROWS)
+    assert keys_once(forecasts) == set(expected), "ticks without a forecast"
+    assert_as_uninterrupted(forecasts, expected)
+    assert len(origins_once(letters)) == BAD_ROWS, reasons_of(letters)
+
+
 def publish_frame(config: Settings, frame: pd.DataFrame, folder: Path) -> None:
     frame.to_csv(folder / "chunk.csv", index=False)
     publish_input(config, folder / "chunk.csv")
@@ -177,12 +188,7 @@ def test_kill_9_repeatedly_gives_every_forecast_and_dead_letter_exactly_once(
             if service.is_alive():
                 kill_9(service)
         forget_killed_member(config, log)
-    forecasts = committed_forecasts(config, valid, to_the_end=True)
-    letters = committed_dead_letters(config, BAD_ROWS)
-
-    assert keys_once(forecasts) == set(expected), "ticks without a forecast"
-    assert_as_uninterrupted(forecasts, expected)
-    assert len(origins_once(letters)) == BAD_ROWS, reasons_of(letters)
+    assert_exactly_once(config, valid, expected)
     assert "without emitting" in log.read_text(), "no restart stepped ticks again silently"
 
 
@@ -251,12 +257,7 @@ def test_a_zombie_paused_past_its_session_commits_nothing_for_partitions_taken_o
             if process is not None and process.is_alive():
                 os.kill(process.pid, signal.SIGCONT)
                 kill_9(process)
-    forecasts = committed_forecasts(config, valid, to_the_end=True)
-    letters = committed_dead_letters(config, BAD_ROWS)
-
-    assert keys_once(forecasts) == set(expected), "ticks without a forecast"
-    assert_as_uninterrupted(forecasts, expected)
-    assert len(origins_once(letters)) == BAD_ROWS, reasons_of(letters)
+    assert_exactly_once(config, valid, expected)
 
 
 def test_three_instances_one_killed_one_joining_deliver_exactly_once(
@@ -292,9 +293,4 @@ def test_three_instances_one_killed_one_joining_deliver_exactly_once(
         for instance in instances:
             if instance.is_alive():
                 kill_9(instance)
-    forecasts = committed_forecasts(config, valid, to_the_end=True)
-    letters = committed_dead_letters(config, BAD_ROWS)
-
-    assert keys_once(forecasts) == set(expected), "ticks without a forecast"
-    assert_as_uninterrupted(forecasts, expected)
-    assert len(origins_once(letters)) == BAD_ROWS, reasons_of(letters)
+    assert_exactly_once(config, valid, expected)

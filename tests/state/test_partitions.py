@@ -38,7 +38,8 @@ def states_of(engine: Engine, store: CheckpointStore | None = None) -> Partition
 
 
 def settle(states: PartitionStates) -> list[Resume]:
-    """Every resume until no partition is restoring any more."""
+    """Every resume until no partition is restoring any more, in partition order (loads
+    finish in any order)."""
     resumes: list[Resume] = []
 
     def settled() -> bool:
@@ -46,7 +47,7 @@ def settle(states: PartitionStates) -> list[Resume]:
         return states.restoring() == 0
 
     wait_for(settled, "the checkpoint loads")
-    return resumes
+    return sorted(resumes, key=lambda resume: resume.partition)
 
 
 def test_kept_state_is_restored_only_at_the_offset_it_was_kept_at() -> None:
