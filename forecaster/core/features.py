@@ -34,7 +34,6 @@ MIN_SCALE = 1e-12
 N_REGRESSORS = 1 + len(
     FEATURE_NAMES
 )  # forecaster.core.skill: the model's prediction and its inputs
-INTERVAL_EXPERTS = 6  # forecaster.core.intervals: thresholds tracked on 2 scales at 3 steps
 
 STATS_DTYPE = np.dtype(
     [
@@ -50,23 +49,6 @@ STATS_DTYPE = np.dtype(
         ("skill_cross", np.float64),
         ("skill_power", np.float64),
         ("last_head", np.float64),  # the head's last forecast; 0 before any
-        # the prediction interval's calibration, kept by forecaster.core.intervals
-        ("naive_fast", np.float64),
-        ("naive_slow", np.float64),
-        ("naive_cov", np.float64),
-        ("naive_var", np.float64),
-        ("naive_count", np.float64),
-        ("naive_shift", np.float32, (INTERVAL_EXPERTS,)),
-        ("naive_loss", np.float32, (INTERVAL_EXPERTS,)),
-        ("naive_best", np.int32),  # the expert of least loss: it issues
-        ("model_fast", np.float64),
-        ("model_slow", np.float64),
-        ("model_cov", np.float64),
-        ("model_var", np.float64),
-        ("model_count", np.float64),
-        ("model_shift", np.float32, (INTERVAL_EXPERTS,)),
-        ("model_loss", np.float32, (INTERVAL_EXPERTS,)),
-        ("model_best", np.int32),  # the expert of least loss: it issues
     ]
 )
 

@@ -30,22 +30,21 @@ also while the model serves, so a series whose forecasts turn naive (cold, or a 
 model step) is not falsely confident; until a kind has ``MIN_RESIDUALS`` residuals its
 intervals take the wide ``COLD_LOG_SIGMA`` as their scale.
 
-The calibration lives in the series' statistics (``STATS_DTYPE``: for each kind, the
+A series' calibration is a row of its own (``CALIBRATION_DTYPE``: for each kind, the
 ``_fast``, ``_slow``, ``_cov``, ``_var``, ``_count`` and ``_best`` fields and, per
-expert, ``_shift`` and ``_loss``), so it is checkpointed, restored and rolled back with
-them; a threshold is stored as its shift from ``q0``, the Gaussian quantile, so a fresh
-(zeroed) row starts at ``q0``. A model swap starts the model's calibration again from
-the naive one (``restart_model``).
+expert, ``_shift`` and ``_loss``), kept in the series table beside its statistics, so it
+is checkpointed, restored and rolled back with them; apart from them, so that stepping
+the features never copies it. A threshold is stored as its shift from ``q0``, the
+Gaussian quantile, so a fresh (zeroed) row starts at ``q0``. A model swap starts the
+model's calibration again from the naive one (``restart_model``).
 
->>> from forecaster.core.features import new_stats
 >>> params = IntervalParams(coverage=0.9)
->>> stats = new_stats(1)
->>> stats["last_price"] = 100.0
->>> lower, upper = issue(params, stats, np.array([101.0]), np.array([False]))
+>>> calibration, last_price = new_calibration(1), np.array([100.0])
+>>> lower, upper = issue(params, calibration, np.array([101.0]), np.array([False]))
 >>> bool(lower[0] < 101.0 < upper[0])
 True
->>> previous = observe(params, stats, np.array([100.5]), np.array([101.0]))
->>> bool(previous.hit[0]), int(stats["model_count"][0]), int(stats["naive_count"][0])
+>>> previous = observe(params, calibration, last_price, np.array([100.5]), np.array([101.0]))
+>>> bool(previous.hit[0]), int(calibration["model_count"][0]), int(calibration["naive_count"][0])
 (True, 1, 1)
 """
 
@@ -85,6 +84,19 @@ SCALES = 2
 STEP_RATIOS = np.array([1.0 / 16.0, 1.0 / 4.0, 1.0])
 KINDS = ("naive", "model")
 FIELDS = ("fast", "slow", "cov", "var", "count", "shift", "loss", "best")
+INTERVAL_EXPERTS = SCALES * len(STEP_RATIOS)
+CALIBRATION_DTYPE = np.dtype(
+    [
+        field
+        for kind in KINDS
+        for field in (
+            *[(f"{kind}_{name}", np.float64) for name in ("fast", "slow", "cov", "var", "count")],
+            (f"{kind}_shift", np.float32, (INTERVAL_EXPERTS,)),
+            (f"{kind}_loss", np.float32, (INTERVAL_EXPERTS,)),
+            (f"{kind}_best", np.int32),  # the expert of least loss: it issues
+        )
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -129,47 +141,56 @@ class Previous:
 
 def observe(
     params: IntervalParams,
-    stats: npt.NDArray[np.void],
+    calibration: npt.NDArray[np.void],
+    last_price: FloatArray,
     price: FloatArray,
     previous_forecast: FloatArray,
 ) -> Previous:
     """Score the interval issued at each row's previous tick against ``price`` and fold it
-    into the row's calibration (``stats`` updated in place; ``last_price`` still the
-    previous price). ``previous_forecast`` is the model's forecast then, 0 if naive."""
-    last = stats["last_price"]
+    into the row's ``calibration`` (updated in place). ``last_price`` is the price then (0
+    before any), ``previous_forecast`` the model's forecast then (0 if naive)."""
+    last = last_price
     seen = last > 0
     modelled = seen & (previous_forecast > 0)
     centre = np.where(modelled, previous_forecast, np.where(seen, last, price))
-    naive, model = _calibration(params, stats, "naive"), _calibration(params, stats, "model")
+    naive, model = (_calibration(params, calibration, kind) for kind in KINDS)
     half = np.where(modelled, model.half, naive.half)
     lower, upper = centre * np.exp(-half), centre * np.exp(half)
     residual = np.log(price) - np.log(centre)
     naive_residual = np.where(seen, np.log(price) - np.log(np.where(seen, last, 1.0)), 0.0)
-    _track(params, stats, "model", issued=model, residual=residual, rows=modelled)
-    _track(params, stats, "naive", issued=naive, residual=naive_residual, rows=seen)
+    _track(params, calibration, "model", issued=model, residual=residual, rows=modelled)
+    _track(params, calibration, "naive", issued=naive, residual=naive_residual, rows=seen)
     hit = (lower <= price) & (price <= upper)
     return Previous(np.where(seen, lower, 0.0), np.where(seen, upper, 0.0), seen & hit)
 
 
 def issue(
-    params: IntervalParams, stats: npt.NDArray[np.void], forecast: FloatArray, naive: BoolArray
+    params: IntervalParams,
+    calibration: npt.NDArray[np.void],
+    forecast: FloatArray,
+    naive: BoolArray,
 ) -> tuple[FloatArray, FloatArray]:
     """The interval of each row's forecast, from the calibration of its kind."""
     if naive.all() or not naive.any():
-        half = _calibration(params, stats, "naive" if naive.all() else "model").half
+        half = _calibration(params, calibration, "naive" if naive.all() else "model").half
     else:
         by_naive, by_model = (
-            _calibration(params, stats, "naive"),
-            _calibration(params, stats, "model"),
+            _calibration(params, calibration, "naive"),
+            _calibration(params, calibration, "model"),
         )
         half = np.where(naive, by_naive.half, by_model.half)
     return forecast * np.exp(-half), forecast * np.exp(half)
 
 
-def restart_model(stats: npt.NDArray[np.void]) -> None:
+def new_calibration(n: int) -> npt.NDArray[np.void]:
+    """The calibration of ``n`` new series: every threshold at ``q0``, every scale cold."""
+    return np.zeros(n, CALIBRATION_DTYPE)
+
+
+def restart_model(calibration: npt.NDArray[np.void]) -> None:
     """A new model serves: its calibration starts again from the naive one."""
     for name in FIELDS:
-        stats[f"model_{name}"] = stats[f"naive_{name}"]
+        calibration[f"model_{name}"] = calibration[f"naive_{name}"]
 
 
 @dataclass(frozen=True)
@@ -183,27 +204,29 @@ class Calibration:
     known: BoolArray
 
 
-def _calibration(params: IntervalParams, stats: npt.NDArray[np.void], kind: str) -> Calibration:
+def _calibration(
+    params: IntervalParams, calibration: npt.NDArray[np.void], kind: str
+) -> Calibration:
     """A model kind with fewer than MIN_RESIDUALS residuals takes the naive scales (and
     keeps its own thresholds)."""
-    count = stats[f"{kind}_count"]
+    count = calibration[f"{kind}_count"]
     own = count >= MIN_RESIDUALS
-    blended, long_run = _scale_sq(stats, kind), stats[f"{kind}_slow"]
+    blended, long_run = _scale_sq(calibration, kind), calibration[f"{kind}_slow"]
     if kind == "model" and not own.all():
-        blended = np.where(own, blended, _scale_sq(stats, "naive"))
-        long_run = np.where(own, long_run, stats["naive_slow"])
-        count = np.where(own, count, stats["naive_count"])
+        blended = np.where(own, blended, _scale_sq(calibration, "naive"))
+        long_run = np.where(own, long_run, calibration["naive_slow"])
+        count = np.where(own, count, calibration["naive_count"])
     known = (count >= MIN_RESIDUALS) & (blended > 0) & (long_run > 0)
     sigma = np.where(known, np.sqrt(np.maximum([blended, long_run], MIN_SIGMA**2)), COLD_LOG_SIGMA)
-    rows, best = np.arange(len(count)), stats[f"{kind}_best"]
-    q = np.clip(params.q0 + stats[f"{kind}_shift"][rows, best], 0.0, MAX_Q)
+    rows, best = np.arange(len(count)), calibration[f"{kind}_best"]
+    q = np.clip(params.q0 + calibration[f"{kind}_shift"][rows, best], 0.0, MAX_Q)
     return Calibration(sigma, q * sigma[best // len(STEP_RATIOS), rows], known)
 
 
-def _scale_sq(stats: npt.NDArray[np.void], kind: str) -> FloatArray:
-    fast, slow = stats[f"{kind}_fast"], stats[f"{kind}_slow"]
-    var = stats[f"{kind}_var"]
-    weight = np.clip(np.divide(stats[f"{kind}_cov"], var, out=np.full_like(var, 0.5),
+def _scale_sq(calibration: npt.NDArray[np.void], kind: str) -> FloatArray:
+    fast, slow = calibration[f"{kind}_fast"], calibration[f"{kind}_slow"]
+    var = calibration[f"{kind}_var"]
+    weight = np.clip(np.divide(calibration[f"{kind}_cov"], var, out=np.full_like(var, 0.5),
                                where=var > 0), 0.0, 1.0)  # fmt: skip
     blended: FloatArray = weight * fast + (1.0 - weight) * slow
     return blended
@@ -211,7 +234,7 @@ def _scale_sq(stats: npt.NDArray[np.void], kind: str) -> FloatArray:
 
 def _track(
     params: IntervalParams,
-    stats: npt.NDArray[np.void],
+    calibration: npt.NDArray[np.void],
     kind: str,
     *,
     issued: Calibration,
@@ -221,7 +244,7 @@ def _track(
     """Fold ``residual`` into the ``kind`` calibration of ``rows``, scored against the
     scale ``issued`` with: the thresholds move only where that scale was known (a cold
     interval says nothing of the threshold)."""
-    shift, loss = _by_expert(stats[f"{kind}_shift"]), _by_expert(stats[f"{kind}_loss"])
+    shift, loss = _by_expert(calibration[f"{kind}_shift"]), _by_expert(calibration[f"{kind}_loss"])
     sigma = issued.sigma[:, None, :]
     score = np.abs(residual) / sigma
     q = np.clip(params.q0 + shift, 0.0, MAX_Q)
@@ -232,11 +255,11 @@ def _track(
     pinball = np.where(miss, 1.0 - params.alpha, -params.alpha) * (score - q) * (sigma / sigma[0])
     judged = loss + (1.0 - 0.5 ** (1.0 / LOSS_HALFLIFE)) * (pinball - loss)
     scored = rows & issued.known
-    stats[f"{kind}_shift"] = _by_row(_select(scored, moved, shift))
+    calibration[f"{kind}_shift"] = _by_row(_select(scored, moved, shift))
     judged = _by_row(_select(scored, judged, loss))
-    stats[f"{kind}_loss"] = judged
-    stats[f"{kind}_best"] = np.argmin(judged, axis=1)
-    _fold_scale(params, stats, kind, np.minimum(residual**2, 1.0), rows)
+    calibration[f"{kind}_loss"] = judged
+    calibration[f"{kind}_best"] = np.argmin(judged, axis=1)
+    _fold_scale(params, calibration, kind, np.minimum(residual**2, 1.0), rows)
 
 
 def _by_expert(field: FloatArray) -> FloatArray:
@@ -251,19 +274,19 @@ def _by_row(experts: FloatArray) -> FloatArray:
 
 def _fold_scale(
     params: IntervalParams,
-    stats: npt.NDArray[np.void],
+    calibration: npt.NDArray[np.void],
     kind: str,
     squared: FloatArray,
     rows: BoolArray,
 ) -> None:
     """Take one squared residual (a log return of 100% at most) into the running means."""
-    fast, slow = stats[f"{kind}_fast"], stats[f"{kind}_slow"]
-    count = stats[f"{kind}_count"]
+    fast, slow = calibration[f"{kind}_fast"], calibration[f"{kind}_slow"]
+    count = calibration[f"{kind}_count"]
     first = count <= 0
     lead, target = fast - slow, squared - slow
     regression = 1.0 - 0.5 ** (1.0 / REGRESSION_HALFLIFE)
-    cov = stats[f"{kind}_cov"] + regression * (lead * target - stats[f"{kind}_cov"])
-    var = stats[f"{kind}_var"] + regression * (lead * lead - stats[f"{kind}_var"])
+    cov = calibration[f"{kind}_cov"] + regression * (lead * target - calibration[f"{kind}_cov"])
+    var = calibration[f"{kind}_var"] + regression * (lead * lead - calibration[f"{kind}_var"])
     decay = 0.5 ** (1.0 / SLOW_HALFLIFE)
     seen = count + 1
     slow_step = (1.0 - decay) / (1.0 - decay**seen)  # the bias-corrected running mean
@@ -275,7 +298,7 @@ def _fold_scale(
         "count": seen,
     }
     for name, values in updated.items():
-        stats[f"{kind}_{name}"] = _select(rows, values, stats[f"{kind}_{name}"])
+        calibration[f"{kind}_{name}"] = _select(rows, values, calibration[f"{kind}_{name}"])
 
 
 def _select(mask: BoolArray, where_true: Any, where_false: Any) -> Any:

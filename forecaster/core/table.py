@@ -1,10 +1,10 @@
 """Per-series state in contiguous arrays, one row ("slot") per series.
 
-A slot holds everything a series needs between ticks: its feature statistics, its
-recurrent state (a flat float32 vector whose layout belongs to the model), and a
-ring of its recent warm steps (standardised return, standardised level, timestamp)
-used to train new models and to re-warm the recurrent state after a model swap, five
-bytes a step (``forecaster.core.ring``).
+A slot holds everything a series needs between ticks: its feature statistics, the
+calibration of its prediction intervals, its recurrent state (a flat float32 vector
+whose layout belongs to the model), and a ring of its recent warm steps (standardised
+return, standardised level, timestamp) used to train new models and to re-warm the
+recurrent state after a model swap, five bytes a step (``forecaster.core.ring``).
 Each slot also records the source partition its series lives on, so the state of a
 partition can be taken out (revoke, checkpoint) and put back (assign, restore).
 Arrays grow by doubling and freed slots are reused; a series costs no Python
@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forecaster.core.features import STATS_DTYPE
+from forecaster.core.intervals import new_calibration
 from forecaster.core.ring import CELL_BYTES, RingCodec
 
 IntArray = npt.NDArray[np.int64]
@@ -57,6 +58,7 @@ Float32Array = npt.NDArray[np.float32]
 # Per-slot arrays, all indexed by slot on their first axis.
 SLOT_ARRAYS = (
     "stats",
+    "calibration",
     "last_forecast",
     "recurrent",
     "ring",
@@ -70,6 +72,7 @@ TABLE_ARRAYS = (*SLOT_ARRAYS, "uid")
 # What stepping a series overwrites besides its ring's cells (Backup).
 STEPPED_ARRAYS = (
     "stats",
+    "calibration",
     "last_forecast",
     "recurrent",
     "ring_newest_ts",
@@ -97,6 +100,7 @@ class TableSnapshot:
 
     series: list[str]
     stats: npt.NDArray[np.void]
+    calibration: npt.NDArray[np.void]  # of the prediction intervals
     last_forecast: FloatArray
     recurrent: Float32Array
     ring: npt.NDArray[np.uint8]  # (series, ring_length, CELL_BYTES)
@@ -176,6 +180,7 @@ class SeriesTable:
         self.series: list[str | None] = []  # by slot; None marks a free slot
         self._free: list[int] = []
         self.stats = np.zeros(capacity, STATS_DTYPE)
+        self.calibration = new_calibration(capacity)
         self.last_forecast = np.zeros(capacity)  # by the model; 0 if none or naive
         self.recurrent = np.zeros((capacity, state_size), np.float32)
         self.ring = np.zeros((capacity, ring_length, CELL_BYTES), np.uint8)

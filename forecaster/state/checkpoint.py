@@ -66,6 +66,7 @@ import numpy.typing as npt
 
 from forecaster.core.engine import EngineParams, PartitionState
 from forecaster.core.features import STATS_DTYPE
+from forecaster.core.intervals import CALIBRATION_DTYPE, INTERVAL_EXPERTS, KINDS
 from forecaster.core.ring import CELL_BYTES, finite_gaps
 from forecaster.core.table import SLOT_ARRAYS, TableSnapshot
 from forecaster.durable import write_atomically
@@ -85,6 +86,9 @@ HEADER = "header"
 REFUSAL_REASONS = ("unreadable", "corrupt", "incompatible")
 MAX_HEADER_INT = 2**62  # partitions, offsets and series counts are far below
 STATS_FLOATS = tuple(n for n in STATS_DTYPE.names or () if STATS_DTYPE[n].base.kind == "f")
+CALIBRATION_FLOATS = tuple(
+    n for n in CALIBRATION_DTYPE.names or () if CALIBRATION_DTYPE[n].base.kind == "f"
+)
 
 
 class CheckpointError(ForecasterError):
@@ -317,6 +321,7 @@ def _layout(count: int, ring_length: int) -> dict[str, tuple[np.dtype[Any], tupl
         "series_utf8": (np.dtype(np.uint8), (-1,)),
         "series_bytes": (np.dtype(np.int64), (count,)),
         "stats": (STATS_DTYPE, (count,)),
+        "calibration": (CALIBRATION_DTYPE, (count,)),
         "last_forecast": (np.dtype(np.float64), (count,)),
         "recurrent": (np.dtype(np.float32), (count, -1)),
         "ring": (np.dtype(np.uint8), (count, ring_length, CELL_BYTES)),
@@ -359,9 +364,11 @@ def _series_names(utf8: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64]) -
 
 
 def _check_values(arrays: dict[str, npt.NDArray[Any]]) -> None:
-    """No NaN or infinity anywhere, no negative count, price or variance."""
-    stats = arrays["stats"]
+    """No NaN or infinity anywhere, no negative count, price or variance, no expert that
+    is not one."""
+    stats, calibration = arrays["stats"], arrays["calibration"]
     real = {f"stats.{name}": stats[name] for name in STATS_FLOATS}
+    real |= {f"calibration.{name}": calibration[name] for name in CALIBRATION_FLOATS}
     real |= {name: arrays[name] for name in ("last_forecast", "recurrent")}
     for name, values in real.items():
         if not np.isfinite(values).all():
@@ -370,9 +377,16 @@ def _check_values(arrays: dict[str, npt.NDArray[Any]]) -> None:
         raise ValueError("ring holds a gap of NaN or infinity")
     signed = {"ring_count": arrays["ring_count"]}
     signed |= {f"stats.{name}": stats[name] for name in ("n_returns", "last_price", "scale_sq")}
+    for kind in KINDS:
+        signed |= {f"calibration.{kind}_{name}": calibration[f"{kind}_{name}"]
+                   for name in ("fast", "slow", "var", "count")}  # fmt: skip
     for name, values in signed.items():
         if (values < 0).any():
             raise ValueError(f"{name} holds negative values")
+    for kind in KINDS:
+        best = calibration[f"{kind}_best"]
+        if ((best < 0) | (best >= INTERVAL_EXPERTS)).any():
+            raise ValueError(f"calibration.{kind}_best names no expert")
 
 
 def _arrays(snapshot: TableSnapshot) -> dict[str, npt.NDArray[Any]]:

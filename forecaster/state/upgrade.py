@@ -5,10 +5,11 @@ Format 3 kept each series' history ring as plain arrays, ``ring_z`` and ``ring_d
 ``(ring_count[i] - 1) % ring_length``. Format 4 keeps five-byte cells
 (``forecaster.core.ring``) and each ring's newest and track times: the steps are
 appended again, oldest first, to a table of the restoring engine's clip. Format 3's
-series statistics held one interval threshold per kind (``FORMAT_3_STATS``); format 4
-tracks one per expert (``forecaster.core.intervals``), which all start from it, with no
-loss yet. Everything else of the two formats is the same, and the result is checked as
-any checkpoint is.
+series statistics held the intervals' calibration with one threshold per kind
+(``FORMAT_3_STATS``); format 4 keeps the calibration apart, a threshold per expert
+(``forecaster.core.intervals``), which all start from the kind's one, with no loss yet.
+Everything else of the two formats is the same, and the result is checked as any
+checkpoint is.
 
 >>> z = np.array([[4.0, 5.0, 3.0]], np.float32)  # 5 appends: the newest in column 1
 >>> old = {"ring_z": z, "ring_d": z, "ring_ts": np.array([[40, 50, 30]]) * 10**9,
@@ -30,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forecaster.core.features import N_REGRESSORS, STATS_DTYPE
+from forecaster.core.intervals import KINDS, new_calibration
 from forecaster.core.table import SeriesTable
 
 UPGRADED_FORMATS = (3,)
@@ -78,15 +80,20 @@ def upgraded(arrays: Arrays, clip: float) -> Arrays:
     if stats is None or stats.dtype != FORMAT_3_STATS or stats.shape != count.shape:
         raise ValueError("format 3 stats that are missing or of another dtype or shape")
     kept = {name: array for name, array in arrays.items() if name not in FORMAT_3_RINGS}
-    return kept | _cells(z, d, ts, count, clip) | {"stats": _stats(stats)}
+    return kept | _cells(z, d, ts, count, clip) | _split(stats)
 
 
-def _stats(old: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
-    """Format 4's statistics: every expert's threshold starts at the kind's one."""
-    new = np.zeros(len(old), STATS_DTYPE)
-    for name in FORMAT_3_STATS.names or ():
-        new[name] = old[name][:, None] if name.endswith("_shift") else old[name]
-    return new
+def _split(old: npt.NDArray[np.void]) -> Arrays:
+    """Format 4's statistics and calibration: every expert's threshold starts at the
+    kind's one."""
+    stats, calibration = np.zeros(len(old), STATS_DTYPE), new_calibration(len(old))
+    for name in STATS_DTYPE.names or ():
+        stats[name] = old[name]
+    for kind in KINDS:
+        for name in INTERVAL_FIELDS:
+            field = f"{kind}_{name}"
+            calibration[field] = old[field][:, None] if name == "shift" else old[field]
+    return {"stats": stats, "calibration": calibration}
 
 
 def _cells(z: npt.NDArray[np.float32], d: npt.NDArray[np.float32], ts: npt.NDArray[np.int64],

@@ -10,7 +10,7 @@ import pytest
 
 from forecaster.core.engine import Engine, EngineParams, ForecastBatch
 from forecaster.core.features import FeatureParams
-from forecaster.core.intervals import COLD_LOG_SIGMA, MIN_RESIDUALS, IntervalParams
+from forecaster.core.intervals import COLD_LOG_SIGMA, FIELDS, MIN_RESIDUALS, IntervalParams
 from forecaster.core.ticks import TickColumns
 from forecaster.model.spec import ModelSpec
 from tests.support.models import random_stepper
@@ -111,12 +111,12 @@ def test_a_new_model_starts_from_the_naive_calibration() -> None:
     engine = Engine(params, random_stepper(ModelSpec(cell="lstm", layers=1, units=4)))
     engine.process(ticks)
     engine.commit()
-    stats = engine.table.stats[engine.table.active_slots()]
-    assert not np.array_equal(stats["model_shift"], stats["naive_shift"])
+    calibration = engine.table.calibration[engine.table.active_slots()]
+    assert not np.array_equal(calibration["model_shift"], calibration["naive_shift"])
     engine.swap_model(random_stepper(ModelSpec(cell="gru", layers=1, units=4), version="v2"))
-    stats = engine.table.stats[engine.table.active_slots()]
-    for name in ("fast", "slow", "cov", "var", "count", "shift"):
-        np.testing.assert_array_equal(stats[f"model_{name}"], stats[f"naive_{name}"])
+    calibration = engine.table.calibration[engine.table.active_slots()]
+    for name in FIELDS:
+        np.testing.assert_array_equal(calibration[f"model_{name}"], calibration[f"naive_{name}"])
 
 
 def test_a_young_series_is_not_falsely_confident() -> None:

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pickle
+import zipfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -51,7 +52,9 @@ def test_a_corrupt_current_falls_back_to_previous_and_is_counted(tmp_path: Path)
     store.save(engine.snapshot_partition(0), offset=12)
     current = store.folder(0) / CURRENT
     data = bytearray(current.read_bytes())
-    data[len(data) // 3] ^= 0xFF  # one flipped byte inside the arrays
+    stats = zipfile.ZipFile(io.BytesIO(data)).getinfo("stats.npy")
+    start = stats.header_offset + 30 + len(stats.filename) + len(stats.extra)  # its bytes
+    data[start + stats.compress_size // 2] ^= 0xFF  # one flipped byte inside the arrays
     current.write_bytes(bytes(data))
 
     checkpoint = store.load(0)

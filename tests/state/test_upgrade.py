@@ -26,10 +26,13 @@ def format_3(data: bytes) -> bytes:
     issuing expert's threshold as the kind's one."""
     arrays, header = unpack(data)
     stats = np.zeros(len(arrays["stats"]), FORMAT_3_STATS)
+    calibration = arrays.pop("calibration")
     for name in FORMAT_3_STATS.names or ():
         if name.endswith("_shift"):
-            best = arrays["stats"][name.replace("_shift", "_best")]
-            stats[name] = arrays["stats"][name][np.arange(len(best)), best]
+            best = calibration[name.replace("_shift", "_best")]
+            stats[name] = calibration[name][np.arange(len(best)), best]
+        elif name in (calibration.dtype.names or ()):
+            stats[name] = calibration[name]
         else:
             stats[name] = arrays["stats"][name]
     arrays["stats"] = stats
@@ -57,15 +60,16 @@ def test_a_format_3_checkpoint_is_upgraded_to_the_same_history() -> None:
     assert got.series == want.series
     for name in ("ring_count", "ring_newest_ts", "recurrent", "last_forecast"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    np.testing.assert_array_equal(got.stats, want.stats)
     for name in FORMAT_3_STATS.names or ():
-        if not name.endswith("_shift"):
-            np.testing.assert_array_equal(got.stats[name], want.stats[name], err_msg=name)
+        if name in (want.calibration.dtype.names or ()) and not name.endswith("_shift"):
+            np.testing.assert_array_equal(got.calibration[name], want.calibration[name])
+    rows = np.arange(len(got.series))
     for kind in ("naive", "model"):
-        issuing = want.stats[f"{kind}_shift"][
-            np.arange(len(got.series)), want.stats[f"{kind}_best"]
-        ]
-        assert (got.stats[f"{kind}_shift"] == issuing[:, None]).all()
-        assert not got.stats[f"{kind}_loss"].any() and not got.stats[f"{kind}_best"].any()
+        issuing = want.calibration[f"{kind}_shift"][rows, want.calibration[f"{kind}_best"]]
+        assert (got.calibration[f"{kind}_shift"] == issuing[:, None]).all()
+        assert not got.calibration[f"{kind}_loss"].any()
+        assert not got.calibration[f"{kind}_best"].any()
     upgraded, original = history_of(got), history_of(want)
     assert (original.length == PARAMS.ring_length).all()
     level = Engine(PARAMS).table.codec.step

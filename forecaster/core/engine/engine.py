@@ -137,7 +137,7 @@ class Engine:
         self.model = model
         self.table.reset_recurrent(model.state_size)
         self._rewarm(self.table.active_slots())
-        intervals.restart_model(self.table.stats)
+        intervals.restart_model(self.table.calibration)
 
     def start_shadow(self, model: Stepper) -> None:
         """Step ``model`` in shadow beside the serving model from the next batch on
@@ -196,9 +196,9 @@ class Engine:
         slots = self.table.put(snapshot)
         if foreign:
             self._rewarm(slots)
-            stats = self.table.stats[slots]
-            intervals.restart_model(stats)
-            self.table.stats[slots] = stats
+            calibration = self.table.calibration[slots]
+            intervals.restart_model(calibration)
+            self.table.calibration[slots] = calibration
 
     def _version(self) -> str:
         return self.model.version if self.model is not None else NAIVE

@@ -118,7 +118,11 @@ class Stepping:
         work.previous_price[index] = stats["last_price"]
         work.previous_forecast[index] = previous = table.last_forecast[slots]
         price = work.ticks.price[index]
-        scored = intervals.observe(self.params.intervals, stats, price, previous)
+        calibration = take_rows(table.calibration, slots)
+        scored = intervals.observe(
+            self.params.intervals, calibration, stats["last_price"], price, previous
+        )
+        put_rows(table.calibration, slots, calibration)
         work.previous_lower[index], work.previous_upper[index] = scored.lower, scored.upper
         step = advance(self.params.features, stats, price, ts)
         put_rows(table.stats, slots, stats)
@@ -126,8 +130,7 @@ class Stepping:
             self._step_model(work, index[step.warm], slots[step.warm], step.take(step.warm))
         naive, forecast = work.naive[index], work.forecast[index]
         table.last_forecast[slots] = np.where(naive, 0.0, forecast)
-        # the model step leaves the intervals' calibration alone: the rows taken above serve
-        bounds = intervals.issue(self.params.intervals, stats, forecast, naive)
+        bounds = intervals.issue(self.params.intervals, calibration, forecast, naive)
         work.lower[index], work.upper[index] = bounds
 
     def _step_model(

@@ -31,7 +31,6 @@ import numpy.typing as npt
 
 from forecaster.core import intervals
 from forecaster.core.engine import NAIVE
-from forecaster.core.features import new_stats
 from forecaster.core.intervals import IntervalParams
 from forecaster.core.table import put_rows, take_rows
 from forecaster.evaluation.backtest.points import Points
@@ -73,24 +72,24 @@ class _Recorded:
 
     def bounds(self, params: IntervalParams, rounds: list[IntArray]) -> Bounds:
         count = int(self.series.max()) + 1 if len(self.series) else 0
-        stats, previous = new_stats(count), np.zeros(count)
+        calibration, last_price = intervals.new_calibration(count), np.zeros(count)
+        previous = np.zeros(count)
         model_forecast = np.where(self.naive, 0.0, self.forecast)  # the engine keeps 0 if naive
         lower, upper = np.empty(len(self.price)), np.empty(len(self.price))
         for rows in rounds:
             ids, price = self.series[rows], self.price[rows]
-            row_stats = take_rows(stats, ids)
+            row_calibration = take_rows(calibration, ids)
             again = self.restart[rows]
             if again.any():
-                restarted = row_stats[again]
+                restarted = row_calibration[again]
                 intervals.restart_model(restarted)
-                row_stats[again] = restarted
-            intervals.observe(params, row_stats, price, previous[ids])
-            row_stats["last_price"] = price
+                row_calibration[again] = restarted
+            intervals.observe(params, row_calibration, last_price[ids], price, previous[ids])
             lower[rows], upper[rows] = intervals.issue(
-                params, row_stats, self.forecast[rows], self.naive[rows]
+                params, row_calibration, self.forecast[rows], self.naive[rows]
             )
-            put_rows(stats, ids, row_stats)
-            previous[ids] = model_forecast[rows]
+            put_rows(calibration, ids, row_calibration)
+            last_price[ids], previous[ids] = price, model_forecast[rows]
         return lower, upper
 
 
