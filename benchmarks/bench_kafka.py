@@ -202,15 +202,27 @@ def one_repeat(
     return rates, cpu, total
 
 
+def repeated(
+    options: Any, ticks: Path, models: Path, kinds: list[str], workdir: Path
+) -> tuple[dict[str, list[float]], dict[str, list[float]], int]:
+    """``options.repeats`` repeats of the runs ``kinds``: each run's msg/s and CPU µs per
+    message by repeat, and the ticks each repeat published."""
+    runs: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu_runs: dict[str, list[float]] = {kind: [] for kind in kinds}
+    total = 0
+    for k in range(options.repeats):
+        rates, cpu, total = one_repeat(k, ticks, models, options.partitions, kinds,
+                                       workdir=workdir, timeout=options.timeout)  # fmt: skip
+        for kind, rate in rates.items():
+            runs[kind].append(rate)
+            cpu_runs[kind].append(cpu[kind])
+    return runs, cpu_runs, total
+
+
 def guarantees(options: Any, ticks: Path, models: Path, workdir: Path) -> dict[str, Any]:
     """``--exactly-once``: at least once against exactly once, side by side per repeat."""
     kinds = ["kafka-python/service", "kafka-python/service_eos"]
-    runs: dict[str, list[float]] = {kind: [] for kind in kinds}
-    for k in range(options.repeats):
-        rates, _, total = one_repeat(k, ticks, models, options.partitions, kinds,
-                                     workdir=workdir, timeout=options.timeout)  # fmt: skip
-        for kind, rate in rates.items():
-            runs[kind].append(rate)
+    runs, _, total = repeated(options, ticks, models, kinds, workdir)
     at_least, exactly = runs[kinds[0]], runs[kinds[1]]
     per_repeat = [ratio(e, a) for e, a in zip(exactly, at_least, strict=True)]
     results = {
@@ -252,14 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       options.series)  # fmt: skip
     if options.exactly_once:
         return guarantees(options, ticks, models, workdir)
-    runs: dict[str, list[float]] = {kind: [] for kind in kinds}
-    cpu_runs: dict[str, list[float]] = {kind: [] for kind in kinds}
-    for k in range(options.repeats):
-        rates, cpu, total = one_repeat(k, ticks, models, options.partitions, kinds,
-                                       workdir=workdir, timeout=options.timeout)  # fmt: skip
-        for kind, rate in rates.items():
-            runs[kind].append(rate)
-            cpu_runs[kind].append(cpu[kind])
+    runs, cpu_runs, total = repeated(options, ticks, models, kinds, workdir)
     per_repeat = ratios(runs, clients)
     results = {
         "runs_msg_per_s": runs,

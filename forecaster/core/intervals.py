@@ -83,14 +83,15 @@ LOSS_HALFLIFE = 2000.0
 SCALES = 2
 STEP_RATIOS = np.array([1.0 / 16.0, 1.0 / 4.0, 1.0])
 KINDS = ("naive", "model")
-FIELDS = ("fast", "slow", "cov", "var", "count", "shift", "loss", "best")
+MOMENTS = ("fast", "slow", "cov", "var", "count")  # the running moments of a kind's residuals
+FIELDS = (*MOMENTS, "shift", "loss", "best")
 INTERVAL_EXPERTS = SCALES * len(STEP_RATIOS)
 CALIBRATION_DTYPE = np.dtype(
     [
         field
         for kind in KINDS
         for field in (
-            *[(f"{kind}_{name}", np.float64) for name in ("fast", "slow", "cov", "var", "count")],
+            *[(f"{kind}_{name}", np.float64) for name in MOMENTS],
             (f"{kind}_shift", np.float32, (INTERVAL_EXPERTS,)),
             (f"{kind}_loss", np.float32, (INTERVAL_EXPERTS,)),
             (f"{kind}_best", np.int32),  # the expert of least loss: it issues
@@ -149,15 +150,14 @@ def observe(
     """Score the interval issued at each row's previous tick against ``price`` and fold it
     into the row's ``calibration`` (updated in place). ``last_price`` is the price then (0
     before any), ``previous_forecast`` the model's forecast then (0 if naive)."""
-    last = last_price
-    seen = last > 0
+    seen = last_price > 0
     modelled = seen & (previous_forecast > 0)
-    centre = np.where(modelled, previous_forecast, np.where(seen, last, price))
+    centre = np.where(modelled, previous_forecast, np.where(seen, last_price, price))
     naive, model = (_calibration(params, calibration, kind) for kind in KINDS)
     half = np.where(modelled, model.half, naive.half)
     lower, upper = centre * np.exp(-half), centre * np.exp(half)
     residual = np.log(price) - np.log(centre)
-    naive_residual = np.where(seen, np.log(price) - np.log(np.where(seen, last, 1.0)), 0.0)
+    naive_residual = np.where(seen, np.log(price) - np.log(np.where(seen, last_price, 1.0)), 0.0)
     _track(params, calibration, "model", issued=model, residual=residual, rows=modelled)
     _track(params, calibration, "naive", issued=naive, residual=naive_residual, rows=seen)
     hit = (lower <= price) & (price <= upper)
@@ -171,13 +171,12 @@ def issue(
     naive: BoolArray,
 ) -> tuple[FloatArray, FloatArray]:
     """The interval of each row's forecast, from the calibration of its kind."""
-    if naive.all() or not naive.any():
-        half = _calibration(params, calibration, "naive" if naive.all() else "model").half
+    if not naive.any():
+        half = _calibration(params, calibration, "model").half
+    elif naive.all():
+        half = _calibration(params, calibration, "naive").half
     else:
-        by_naive, by_model = (
-            _calibration(params, calibration, "naive"),
-            _calibration(params, calibration, "model"),
-        )
+        by_naive, by_model = (_calibration(params, calibration, kind) for kind in KINDS)
         half = np.where(naive, by_naive.half, by_model.half)
     return forecast * np.exp(-half), forecast * np.exp(half)
 

@@ -36,6 +36,7 @@ from forecaster.core.table import SeriesTable
 
 UPGRADED_FORMATS = (3,)
 FORMAT_3_RINGS = {"ring_z": np.float32, "ring_d": np.float32, "ring_ts": np.int64}
+# Format 3 as it was written, spelled out: it must not change when the current format does.
 INTERVAL_FIELDS = ("fast", "slow", "cov", "var", "count", "shift")
 FORMAT_3_STATS = np.dtype(
     [

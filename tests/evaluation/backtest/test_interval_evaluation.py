@@ -62,6 +62,17 @@ def evaluation_of(files: tuple[Path, Path]) -> Evaluation:
     return evaluate(load_points({"lstm": files[0]}, files[1]), IntervalParams(coverage=OWN))
 
 
+def relative_to_price(
+    evaluation: Evaluation, row: str, level: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``row``'s lower and upper bounds at ``level`` and the next prices, on the scored
+    points, each over the price forecast from."""
+    points, rows = evaluation.points, np.flatnonzero(evaluation.scored)
+    price = points.price[rows]
+    lower, upper = (bound[rows] / price for bound in evaluation.intervals.at(row, level))
+    return lower, upper, points.actual[rows] / price
+
+
 def test_every_row_is_scored_at_every_level_and_the_replays_own(files: tuple[Path, Path]) -> None:
     intervals = evaluation_of(files).intervals
     assert intervals.rows == ["lstm", *INTERVAL_BASELINES, ORACLE]
@@ -90,14 +101,11 @@ def test_scores_are_those_of_the_scored_points_relative_to_the_price(
     files: tuple[Path, Path],
 ) -> None:
     evaluation = evaluation_of(files)
-    points, intervals = evaluation.points, evaluation.intervals
-    rows = np.flatnonzero(evaluation.scored)
-    price, actual = points.price[rows], points.actual[rows]
+    intervals, rows = evaluation.intervals, np.flatnonzero(evaluation.scored)
     for level in intervals.levels:
         alpha = 1 - level
         for row in intervals.rows:
-            lower, upper = (bound[rows] / price for bound in intervals.at(row, level))
-            relative = actual / price
+            lower, upper, relative = relative_to_price(evaluation, row, level)
             outside = np.maximum(lower - relative, 0) + np.maximum(relative - upper, 0)
             scores = intervals.per_kind[OVERALL][level][row]
             assert scores.points == len(rows) == 2 * (N - 1 - FIRST_MODEL)
@@ -115,15 +123,13 @@ def test_rows_but_baselines_are_tested_against_the_best_baseline_on_the_same_poi
     files: tuple[Path, Path],
 ) -> None:
     evaluation = evaluation_of(files)
-    points, intervals = evaluation.points, evaluation.intervals
-    rows = np.flatnonzero(evaluation.scored)
-    price, relative = points.price[rows], points.actual[rows] / points.price[rows]
+    intervals, rows = evaluation.intervals, np.flatnonzero(evaluation.scored)
     for level, scores in intervals.per_kind[OVERALL].items():
         assert all(scores[name].versus_best_baseline is None for name in INTERVAL_BASELINES)
         best = min(INTERVAL_BASELINES, key=lambda name: scores[name].interval_score)
         per_point = {}
         for row in ("lstm", best, ORACLE):
-            lower, upper = (bound[rows] / price for bound in intervals.at(row, level))
+            lower, upper, relative = relative_to_price(evaluation, row, level)
             per_point[row] = scoring.interval_scores(lower, upper, relative, 1 - level)
         lags = scoring.newey_west_lags(len(rows))
         for row in ("lstm", ORACLE):
