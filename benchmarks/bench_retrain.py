@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from common import SERVING_SPEC, parser, ratio, report, tick_file
-from threadpoolctl import threadpool_limits
 
 from forecaster.core.engine import Engine, EngineParams
 from forecaster.io.files import CsvSource, JsonLinesSink
@@ -33,7 +32,7 @@ from forecaster.retraining.coordinator import Retrainer, RetrainPolicy
 from forecaster.retraining.feed import StepFeed
 from forecaster.retraining.trainer import Trainer
 from forecaster.retraining.window import WindowSpec
-from forecaster.service import BLAS_THREADS
+from forecaster.runtime import serving_runtime
 from tests.support.models import random_stepper
 
 
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     source = CsvSource(ticks, options.batch, loop=True)
     pipeline = Pipeline(source, engine, sink, metrics, updates=retrainer)
     # One BLAS thread, as the service runs.
-    with threadpool_limits(BLAS_THREADS, user_api="blas"), contextlib.closing(sink):
+    with serving_runtime(), contextlib.closing(sink):
         warm = run_phase(pipeline, lambda: least_history(engine) < options.history)
         steady = run_phase(pipeline, for_seconds(options.seconds))
         retrainer.request()

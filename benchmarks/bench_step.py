@@ -24,11 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from common import SERVING_SPEC, START_NS, median, parser, ratio, report
-from threadpoolctl import threadpool_limits
 
 from forecaster.core.engine import Engine, EngineParams, row_blocks
 from forecaster.core.ticks import TickColumns
-from forecaster.service import BLAS_THREADS
+from forecaster.runtime import serving_runtime
 from tests.support.models import random_stepper
 
 TUTORIAL_WINDOW = 60
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = args.parse_args(argv)
     tutorial = tutorial_us_per_tick(options.tutorial_ticks) if options.tutorial_ticks else None
     results: dict[str, Any] = {"tutorial_us_per_tick": tutorial, "by_series": {}}
-    with threadpool_limits(BLAS_THREADS, user_api="blas"):  # as the service runs the step
+    with serving_runtime():  # as the service runs the step
         for series in options.series:
             process, shadowed, step = engine_us_per_tick(series, options.repeats)
             results["by_series"][str(series)] = {

@@ -12,8 +12,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from threadpoolctl import threadpool_limits
-
 from forecaster.backoff import Backoff
 from forecaster.config import Settings
 from forecaster.core.engine import Engine
@@ -34,15 +32,11 @@ from forecaster.retraining.events import EventSink, EventWriter
 from forecaster.retraining.feed import StepFeed
 from forecaster.retraining.registry import Registry
 from forecaster.retraining.trainer import TrainedModel, Trainer
+from forecaster.runtime import serving_runtime
 from forecaster.state.checkpoint import Checkpoints, CheckpointStore
 from forecaster.state.partitions import PartitionStates
 
 log = logging.getLogger(__name__)
-
-# The engine's matrix products are small: extra BLAS threads buy nothing, and beside a
-# training child they spin for a core it needs (retraining cut throughput to 0.31x with
-# OpenBLAS's default threads, 0.98x with one; benchmarks/bench_retrain.py).
-BLAS_THREADS = 1
 
 
 def registry_of(settings: Settings) -> Registry | None:
@@ -169,7 +163,7 @@ def serve(
     transactions = getattr(sink, "transactions", None)  # exactly once (transport)
     pipeline = Pipeline(source, engine, sink, metrics, states=states, updates=retrainer,
                         retry=retry, transactions=transactions)  # fmt: skip
-    with threadpool_limits(BLAS_THREADS, user_api="blas"):
+    with serving_runtime():
         if retrainer is None:
             return Service(settings, pipeline, stop).run()
         retrainer.start()
@@ -268,7 +262,7 @@ def replay(
     pipeline = Pipeline(source, engine, sink, metrics, updates=retrainer)
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
-        with threadpool_limits(BLAS_THREADS, user_api="blas"):
+        with serving_runtime():
             while pipeline.step():
                 if progress is not None:
                     progress(pipeline.totals)

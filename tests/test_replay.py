@@ -11,7 +11,8 @@ from threadpoolctl import threadpool_info
 
 from forecaster.config import Settings
 from forecaster.core.engine import NAIVE
-from forecaster.service import BLAS_THREADS, replay
+from forecaster.runtime import BLAS_THREADS
+from forecaster.service import replay
 from tests.support.paths import SAMPLE_DATA
 
 SAMPLE = SAMPLE_DATA

@@ -1,0 +1,52 @@
+"""How a serving process runs its NumPy: one BLAS thread, and a malloc that keeps memory.
+
+Each batch allocates and frees arrays of hundreds of kilobytes (the rows of every
+series it touches). Left to itself, glibc's malloc serves those with fresh ``mmap``
+pages or trims its heap after each batch, so the next batch faults every page in again:
+at 1,000 series that was 40 % of the engine's CPU time per tick
+(``benchmarks/bench_step.py``; benchmarks/README.md). Fixed thresholds keep the heap:
+
+- arrays up to ``MMAP_THRESHOLD`` come from the heap, not from ``mmap``;
+- up to ``TRIM_THRESHOLD`` of freed memory at the heap's top stays with the process.
+
+>>> with serving_runtime():
+...     pass
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from threadpoolctl import threadpool_limits
+
+log = logging.getLogger(__name__)
+
+# The engine's matrix products are small: extra BLAS threads buy nothing, and beside a
+# training child they spin for a core it needs (retraining cut throughput to 0.31x with
+# OpenBLAS's default threads, 0.98x with one; benchmarks/bench_retrain.py).
+BLAS_THREADS = 1
+MMAP_THRESHOLD = 32 * 2**20
+TRIM_THRESHOLD = 64 * 2**20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+
+
+@contextmanager
+def serving_runtime() -> Iterator[None]:
+    """Run the block with one BLAS thread, the process's malloc thresholds fixed (once)."""
+    keep_freed_memory()
+    with threadpool_limits(BLAS_THREADS, user_api="blas"):
+        yield
+
+
+def keep_freed_memory() -> bool:
+    """Fix glibc malloc's thresholds for the whole process; False where there is no glibc."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the C library the process runs on
+    if mallopt is None:
+        log.debug("no glibc mallopt here: malloc keeps its own thresholds")
+        return False
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
