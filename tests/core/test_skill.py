@@ -1,9 +1,17 @@
 """Each series' own linear head on the shared model, and its trust (forecaster/core/skill.py)."""
 
 import numpy as np
+import pytest
 
 from forecaster.core.features import model_inputs, new_stats
-from forecaster.core.skill import MAX_GAIN, calibrate
+from forecaster.core.skill import (
+    HEAD_PRIOR,
+    MAX_GAIN,
+    REGRESSORS,
+    UNROLLED_FROM,
+    _ridge_weights,
+    calibrate,
+)
 
 TICK_NS = 150 * 1_000_000_000
 
@@ -93,3 +101,13 @@ def test_a_record_never_takes_a_non_finite_value() -> None:
         assert np.isfinite(served).all()
         for name in stats.dtype.names or ():
             assert np.isfinite(stats[name]).all(), name
+
+
+@pytest.mark.parametrize("rows", [1, UNROLLED_FROM - 1, UNROLLED_FROM, 3000])
+def test_the_head_weights_are_lapack_s_solution_at_every_batch_size(rows: int) -> None:
+    rng = np.random.default_rng(rows)
+    regressors = rng.normal(0, 3, (rows, 50, len(REGRESSORS)))
+    gram = np.einsum("nti,ntj->nij", regressors, regressors) * rng.random((rows, 1, 1))
+    cross = rng.normal(0, 10, (rows, len(REGRESSORS)))
+    want = np.linalg.solve(gram + HEAD_PRIOR * np.eye(len(REGRESSORS)), cross[:, :, None])
+    np.testing.assert_allclose(_ridge_weights(gram, cross), want[:, :, 0], rtol=1e-9, atol=1e-12)
