@@ -62,8 +62,10 @@ def measure_memory(series: int) -> dict[str, float]:
     from forecaster.core.table import SLOT_ARRAYS
     from forecaster.core.ticks import TickColumns
     from forecaster.params import engine_params
+    from forecaster.runtime import keep_freed_memory
     from tests.support.models import random_stepper
 
+    keep_freed_memory()  # as the service runs its engine (forecaster/runtime.py)
     settings = replace(Settings(), max_series=max(series, Settings.max_series))
     engine = Engine(engine_params(settings), random_stepper(SERVING_SPEC, seed=1))
     names = [f"S{i:06d}" for i in range(series)]
