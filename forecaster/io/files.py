@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Collection, Iterator, Mapping
@@ -35,7 +36,10 @@ from forecaster.core.ticks import (
 )
 from forecaster.errors import SourceError
 from forecaster.io.base import DeadLetter, SourceBatch
+from forecaster.io.csv_records import records
 from forecaster.io.records import encode_dead_letter, encode_forecast_lines
+
+log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("series", "ts", "price")
 PACING_INTERVAL_S = 0.05
@@ -124,9 +128,10 @@ class CsvSource:
     ``rate`` > 0 paces the replay at that many ticks per second; ``loop`` replays the
     file again when it ends, each pass shifted after the previous one in time and its
     prices scaled to continue where each series left off, so a demo runs for ever. A row
-    with bytes that are not UTF-8 is a dead letter (not_utf8) that keeps those bytes. A
-    file that stops being CSV (a row with more fields than the header, a quote left open)
-    is a SourceError naming the line: the rows before it have been processed.
+    with bytes that are not UTF-8 is a dead letter (not_utf8) that keeps those bytes. Where
+    pandas' reader stops (a row with more fields than the header, a quote left open), the
+    file is read on record by record (``forecaster.io.csv_records``): such a row is a dead
+    letter (csv_fields), and every other row is still a tick.
     """
 
     def __init__(
@@ -142,7 +147,7 @@ class CsvSource:
         self.rate = rate
         self.loop = loop
         self.limits = limits
-        self._check_header()
+        self._columns = self._check_header()
         self._chunks = self._read()
         self._rest: Chunk | None = None  # the unread part of a chunk a paced poll cut
         self._again: CsvBatch | None = None  # a batch to hand over again (rewind)
@@ -150,7 +155,7 @@ class CsvSource:
         self._emitted = 0
         self._looper = _Looper() if loop else None
 
-    def _check_header(self) -> None:
+    def _check_header(self) -> list[str]:
         try:
             header = pd.read_csv(self.path, nrows=0).columns
         except (OSError, ValueError) as exc:
@@ -158,6 +163,7 @@ class CsvSource:
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise SourceError(f"{self.path}: header lacks column(s) {missing}")
+        return [str(name) for name in header]
 
     def _read(self) -> Iterator[Chunk]:
         row = 0
@@ -169,9 +175,14 @@ class CsvSource:
             encoding_errors="surrogateescape",
             chunksize=self.max_batch,
         )
-        for frame in reader:
-            yield row, frame.reset_index(drop=True)
-            row += len(frame)
+        try:
+            for frame in reader:
+                yield row, frame.reset_index(drop=True)
+                row += len(frame)
+        except pd.errors.ParserError as exc:  # no longer rows: a field count, an open quote
+            log.warning("%s from data row %d on is read record by record: %s",
+                        self.path, row, exc)  # fmt: skip
+            yield from records(self.path, self._columns, skip=row, chunk_rows=self.max_batch)
 
     def poll(self, timeout: float) -> CsvBatch | None:
         if self._again is not None:
@@ -213,10 +224,7 @@ class CsvSource:
         if self._rest is not None:
             chunk, self._rest = self._rest, None
             return chunk
-        try:
-            return next(self._chunks, None)
-        except pd.errors.ParserError as exc:  # no longer rows: a field count, an open quote
-            raise SourceError(f"cannot read tick file {self.path} further: {exc}") from exc
+        return next(self._chunks, None)
 
     def connected(self) -> bool:
         return True

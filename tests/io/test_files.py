@@ -92,9 +92,22 @@ def test_the_sink_writes_nothing_when_a_forecast_cannot_be_encoded() -> None:
     assert out.getvalue() == dead.getvalue() == b""
 
 
-def test_a_file_that_stops_being_csv_is_one_source_error_naming_the_line(tmp_path: Path) -> None:
-    path = tmp_path / "t.csv"
-    path.write_text("series,ts,price\nA,1000,1.5\nA,2000,1.6,7,8\nA,3000,1.7\n")
-    source = CsvSource(path, max_batch=10)
-    with pytest.raises(SourceError, match="line 3"):
-        source.poll(0.0)
+@pytest.mark.parametrize(
+    "bad", ["A,1010,5,extra", '"A,1010,5'], ids=["a field more", "a quote left open"]
+)
+def test_a_row_pandas_cannot_read_costs_no_other_row(tmp_path: Path, bad: str) -> None:
+    """pandas' reader stops there and loses its chunk; the file is read on record by record."""
+    rows = [f"A,{1000 + i},{1 + i}" for i in range(10)]
+    rows[7] = bad
+    batches = drain(CsvSource(write(tmp_path / "t.csv", rows), max_batch=3))
+    positions = [p for b in batches for p in b.ticks.position.tolist()]
+    rejects = [r for b in batches for r in b.rejects]
+    if bad.startswith('"'):  # the open quote takes the rest of the file into its row
+        assert positions == list(range(7))
+        assert [(r.position, r.reason) for r in rejects] == [(7, RejectReason.MISSING_TS)]
+        assert rejects[0].raw.startswith(b'"A,1010,5\nA,1008,9')
+    else:
+        assert positions == [0, 1, 2, 3, 4, 5, 6, 8, 9]
+        assert [(r.position, r.reason, r.raw) for r in rejects] == [
+            (7, RejectReason.CSV_FIELDS, bad.encode())
+        ]

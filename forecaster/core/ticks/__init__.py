@@ -37,7 +37,7 @@ the package.
 """
 
 from forecaster.core.ticks.columns import ParsedBatch, Rejected, TickColumns, empty_columns
-from forecaster.core.ticks.csv_rows import csv_row, parse_csv_frame
+from forecaster.core.ticks.csv_rows import MALFORMED, RAW, csv_row, csv_text, parse_csv_frame
 from forecaster.core.ticks.format import (
     DEFAULT_LIMITS,
     MAX_EPOCH_MS,
@@ -49,14 +49,17 @@ from forecaster.core.ticks.json_messages import parse_messages
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "MALFORMED",
     "MAX_EPOCH_MS",
     "MAX_SERIES_CHARS",
+    "RAW",
     "InputLimits",
     "ParsedBatch",
     "RejectReason",
     "Rejected",
     "TickColumns",
     "csv_row",
+    "csv_text",
     "empty_columns",
     "parse_csv_frame",
     "parse_messages",

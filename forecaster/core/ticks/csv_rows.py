@@ -25,6 +25,9 @@ from forecaster.core.ticks.isolation import isolated
 from forecaster.core.ticks.rules import Rows, finish
 
 CSV_COLUMNS = ("series", "ts", "price", "volume")
+# Columns of a frame read record by record (forecaster.io.csv_records): why a row is no
+# CSV row of the header's shape ("" if it is one), and that record's text.
+MALFORMED, RAW = "_malformed", "_raw"
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -57,6 +60,10 @@ def parse_csv_frame(
 def _csv_rows(frame: pd.DataFrame) -> Rows:
     rows = Rows(len(frame))
     rows.series = frame["series"].tolist()
+    if MALFORMED in frame.columns:
+        details = frame[MALFORMED].tolist()
+        for i in np.flatnonzero(frame[MALFORMED].to_numpy(object) != "").tolist():
+            rows.fail(i, RejectReason.CSV_FIELDS, details[i])
     for i in _not_utf8(frame):
         rows.fail(i, RejectReason.NOT_UTF8, "row is not UTF-8")
     rows.fail_each(_empty(frame["series"]), RejectReason.MISSING_SERIES, "series is empty")
@@ -75,17 +82,24 @@ def _csv_rows(frame: pd.DataFrame) -> Rows:
 
 def csv_row(frame: pd.DataFrame, row: int) -> bytes:
     """Row ``row`` (0-based in ``frame``) of a tick CSV as its file had it."""
-    return _csv_row_bytes([frame[c].iat[row] for c in CSV_COLUMNS if c in frame.columns])
+    if RAW in frame.columns and (raw := str(frame[RAW].iat[row])):
+        return _file_bytes(raw)
+    return _file_bytes(csv_text([frame[c].iat[row] for c in CSV_COLUMNS if c in frame.columns]))
 
 
-def _csv_row_bytes(fields: list[Any]) -> bytes:
-    """A CSV row as its file had it: surrogate escapes back to the bytes they stand for."""
+def csv_text(fields: list[Any]) -> str:
+    """``fields`` as one CSV row, without its line end."""
     out = io.StringIO()
     csv.writer(out, lineterminator="").writerow(fields)
+    return out.getvalue()
+
+
+def _file_bytes(text: str) -> bytes:
+    """A row's text as its file had it: surrogate escapes back to the bytes they stand for."""
     try:
-        return out.getvalue().encode("utf-8", "surrogateescape")
+        return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a surrogate no file read gives: the frame was built so
-        return out.getvalue().encode("utf-8", "backslashreplace")
+        return text.encode("utf-8", "backslashreplace")
 
 
 def _not_utf8(frame: pd.DataFrame) -> list[int]:

@@ -25,6 +25,7 @@ class RejectReason(StrEnum):
     """The rule a rejected tick broke; the value is what dead letters carry."""
 
     NOT_UTF8 = "not_utf8"
+    CSV_FIELDS = "csv_fields"
     INVALID_JSON = "invalid_json"
     NOT_AN_OBJECT = "not_an_object"
     MISSING_SERIES = "missing_series"
