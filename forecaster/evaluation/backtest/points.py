@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -32,11 +34,14 @@ import numpy.typing as npt
 from forecaster.core.engine import NAIVE
 from forecaster.errors import ForecasterError
 
+log = logging.getLogger(__name__)
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 ORACLE = "oracle"  # the row of the generator's oracle
+ORACLE_COLUMNS = ("series", "ts", "oracle")  # an oracle file's least header
 ORACLE_LOG_COLUMNS = ("oracle_log_mean", "oracle_log_sd")
 
 
@@ -134,24 +139,54 @@ def _read_forecasts(path: Path) -> _Replay:
     return _Replay(keys, price, forecast, versions, (lower, upper) if bounded and keys else None)
 
 
+def check_oracle(path: Path) -> None:
+    """ForecasterError unless ``path`` is a CSV whose header has ORACLE_COLUMNS (checked
+    before a backtest's replays, which take minutes)."""
+    try:
+        with _open_oracle(path) as file:
+            header = next(csv.reader(file), [])
+    except (OSError, csv.Error) as exc:
+        raise ForecasterError(f"cannot read oracle file {path}: {exc}") from exc
+    missing = [name for name in ORACLE_COLUMNS if name not in header]
+    if missing:
+        raise ForecasterError(f"oracle file {path}: header lacks column(s) {missing}")
+
+
 def _read_oracle(
     path: Path, keys: list[tuple[str, str]]
 ) -> tuple[list[str], FloatArray, tuple[FloatArray, FloatArray] | None]:
     """The kind and oracle of every point, and the oracle's log-return mean and sd if the
-    file has them; a point the oracle file lacks gets '' and NaN."""
-    with path.open(newline="", encoding="utf-8") as file:
+    file has them; a point the oracle file lacks, or whose value is no finite number,
+    gets '' and NaN (the count of such values is logged)."""
+    check_oracle(path)
+    with _open_oracle(path) as file:
         reader = csv.DictReader(file)
         known = {(row["series"], row["ts"]): row for row in reader}
         has_log = set(ORACLE_LOG_COLUMNS) <= set(reader.fieldnames or ())
     found = [known.get(key, {}) for key in keys]
 
     def column(name: str) -> FloatArray:
-        return np.array([_number(row.get(name, "")) for row in found], np.float64)
+        texts = [row.get(name) for row in found if name in row]
+        values = np.array([_number(row.get(name)) for row in found], np.float64)
+        if unusable := len(texts) - int(np.isfinite(values).sum()):
+            log.warning("oracle file %s: %d %s values are no finite number; left out",
+                        path, unusable, name)  # fmt: skip
+        return values
 
     mean, sd = ORACLE_LOG_COLUMNS
-    log = (column(mean), column(sd)) if has_log else None
-    return [row.get("kind", "") for row in found], column("oracle"), log
+    oracle_log = (column(mean), column(sd)) if has_log else None
+    return [row.get("kind") or "" for row in found], column("oracle"), oracle_log
 
 
-def _number(text: str) -> float:
-    return float(text) if text else math.nan
+def _open_oracle(path: Path) -> TextIO:
+    # surrogateescape: a byte that is not UTF-8 spoils its row's key, not the file
+    return path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
+
+
+def _number(text: str | None) -> float:
+    """The finite number ``text`` holds, else NaN (an empty, missing or bad value)."""
+    try:
+        value = float(text) if text else math.nan
+    except ValueError:
+        return math.nan
+    return value if math.isfinite(value) else math.nan

@@ -20,7 +20,7 @@ from typing import IO, Any
 from forecaster.config import Settings
 from forecaster.errors import ForecasterError, SourceError
 from forecaster.evaluation.backtest.evaluate import evaluate
-from forecaster.evaluation.backtest.points import load_points
+from forecaster.evaluation.backtest.points import check_oracle, load_points
 from forecaster.evaluation.backtest.report import write_report
 from forecaster.params import interval_params
 from forecaster.pipeline import Totals
@@ -58,6 +58,10 @@ def backtest(
     directory if it created it, so that no empty or half-written report is left.
     """
     total = _count_rows(input_path)
+    if oracle is None and (input_path.parent / ORACLE_FILE).exists():
+        oracle = input_path.parent / ORACLE_FILE
+    if oracle is not None:
+        check_oracle(oracle)
     with _removed_on_failure(report):
         for cell in cells:
             fresh = replace(settings, cell=cell, model_dir="")
@@ -65,8 +69,6 @@ def backtest(
             replay(fresh, input_path, forecasts_file(report, cell), str(report / "rejects.jsonl"),
                    bar.update, events_out=events_file(report, cell))  # fmt: skip
             bar.close()
-        if oracle is None and (input_path.parent / ORACLE_FILE).exists():
-            oracle = input_path.parent / ORACLE_FILE
         evaluation = evaluate(
             load_points({cell: forecasts_file(report, cell) for cell in cells}, oracle),
             interval_params(settings),
