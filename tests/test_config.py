@@ -20,7 +20,7 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"FORECASTER_UNITS": "many"}, "units must be a int"),
+        ({"FORECASTER_UNITS": "many"}, "units must be an int"),
         ({"FORECASTER_LOOP": "maybe"}, "loop must be a bool"),
         ({"FORECASTER_CELL": "rnn"}, "cell must be one of"),
         ({"FORECASTER_METRICS_PORT": "70000"}, "metrics_port must be 0-65535"),
@@ -33,6 +33,12 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ({"FORECASTER_MIN_TS": "2250-01-01T00:00:00Z"}, "min_ts must be before max_ts"),
         ({"FORECASTER_MAX_PRICE": "1e-10"}, "min_price must be below max_price"),
         ({"FORECASTER_RETRAIN_CRON": "61 * * * *"}, "retrain_cron '61 \\* \\* \\* \\*' is not"),
+        ({"FORECASTER_RATE": "inf"}, "rate must be a finite number, got inf"),
+        ({"FORECASTER_INTERVAL_COVERAGE": "nan"}, "interval_coverage must be a finite number"),
+        ({"FORECASTER_MAX_BATCH": str(10**30)}, "max_batch must be at most"),
+        ({"FORECASTER_INPUT_TOPIC": ""}, "input_topic must be 1-249 of the characters"),
+        ({"FORECASTER_DLQ_TOPIC": "dead\x00letters"}, "dlq_topic must be 1-249"),
+        ({"FORECASTER_GROUP_ID": " "}, "group_id must be a text that is not empty"),
         (
             {"FORECASTER_RETRAIN_CRON": "0 * * * *", "FORECASTER_RETRAIN_INTERVAL_S": "60"},
             "set retrain_interval_s or retrain_cron, not both",
@@ -44,6 +50,27 @@ def test_bad_values_are_refused_with_the_setting_named(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         load(environ=environ)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("max_batch = 1.5", "max_batch must be an int, got 1.5"),
+        ("max_batch = true", "max_batch must be an int, got True"),
+        ("[max_batch]\nx = 1", "max_batch must be an int, got {'x': 1}"),
+        ('input_topic = ["ticks"]', "input_topic must be a str, got \\['ticks'\\]"),
+        ("loop = 1", "loop must be a bool, got 1"),
+        ("rate = inf", "rate must be a finite number, got inf"),
+        ("rate = nan", "rate must be a finite number, got nan"),
+    ],
+)
+def test_a_file_value_of_another_type_is_refused_not_cast(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(line + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load(config)
 
 
 def test_unknown_keys_in_a_file_are_refused(tmp_path: Path) -> None:

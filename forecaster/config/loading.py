@@ -54,19 +54,27 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
+    """``value`` (a TOML value, or an environment variable's text) as a setting of type
+    ``kind``; a TOML value of another type (a table, an array, 1.5 for an integer) is
+    refused, not cast.
+
+    >>> _coerce("max_batch", "int", "12"), _coerce("rate", "float", 3)
+    (12, 3.0)
+    """
     kind = kind if isinstance(kind, str) else kind.__name__
     try:
-        if kind == "bool":
+        if kind == "bool" and isinstance(value, bool | str):
             return _to_bool(value)
-        if kind == "int" and not isinstance(value, bool):
+        if kind == "int" and isinstance(value, int | str) and not isinstance(value, bool):
             return int(value)
-        if kind == "float" and not isinstance(value, bool):
+        if kind == "float" and isinstance(value, int | float | str) and not isinstance(value, bool):
             return float(value)
-        if kind == "str":
-            return str(value)
+        if kind == "str" and isinstance(value, str):
+            return value
     except ValueError:
         pass
-    raise ConfigError(f"{name} must be a {kind}, got {value!r}")
+    article = "an" if kind == "int" else "a"
+    raise ConfigError(f"{name} must be {article} {kind}, got {value!r}")
 
 
 def _to_bool(value: Any) -> bool:

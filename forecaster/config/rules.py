@@ -4,10 +4,13 @@
 ('1-8', False)
 >>> EPOCH_NS_TIME.holds("1969-12-31T23:59:59Z")
 False
+>>> TOPIC_NAME.holds("ticks.dlq"), TOPIC_NAME.holds("ticks dlq")
+(True, False)
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +53,14 @@ def _in_epoch_ns(text: str) -> bool:
     except ValueError:
         return False
 
+
+# Kafka's own rule for a topic's name (kafka.common.internals.Topic): a name that breaks it
+# would fail only at the first subscribe or send, as the broker's error.
+TOPIC_NAME = Rule(
+    "1-249 of the characters a-z, A-Z, 0-9, '.', '_' and '-' (Kafka's topic names)",
+    lambda value: re.fullmatch(r"[a-zA-Z0-9._-]{1,249}", value) is not None,
+)
+NOT_EMPTY = Rule("a text that is not empty", lambda value: value.strip() != "")
 
 # Before 1970 epoch nanoseconds are negative; after 2262 they overflow int64.
 EPOCH_NS_TIME = Rule("an RFC 3339 time with a zone, 1970 to 2262", _in_epoch_ns)

@@ -7,6 +7,7 @@ their defaults from here; so this module imports no part of the service.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from datetime import UTC
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 from forecaster.config.rules import (
     EPOCH_NS_TIME,
+    NOT_EMPTY,
+    TOPIC_NAME,
     Rule,
     above,
     at_least,
@@ -36,6 +39,17 @@ PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
 MAX_DEAD_LETTER_BYTES = 524288
 # Series whose quality may be exported with a series label: a bounded label set.
 MAX_LABELLED_SERIES = 20
+MAX_INT = 2**62  # any integer setting; far past every sane value, and inside int64
+
+
+def _beyond_numbers(value: Any) -> str:
+    """What a number must be that it is not ("" if it is no number or is fine): every
+    setting is used in arithmetic, and NumPy's in 64 bits."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "a finite number"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        return f"at most {MAX_INT} in size"
+    return ""
 
 
 def _setting(default: Any, help: str, rule: Rule | None = None) -> Any:
@@ -64,10 +78,14 @@ class Settings:
     bootstrap_servers: str = _setting(
         "", "Kafka brokers, host:port[,host:port...]; empty = file mode (no Kafka)"
     )
-    input_topic: str = _setting("ticks", "Topic of JSON ticks, keyed by series")
-    output_topic: str = _setting("forecasts", "Topic forecasts are written to, keyed by series")
-    dlq_topic: str = _setting("ticks.dlq", "Topic rejected messages are written to, as received")
-    group_id: str = _setting("forecaster", "Consumer group of the service's instances")
+    input_topic: str = _setting("ticks", "Topic of JSON ticks, keyed by series", TOPIC_NAME)
+    output_topic: str = _setting(
+        "forecasts", "Topic forecasts are written to, keyed by series", TOPIC_NAME
+    )
+    dlq_topic: str = _setting(
+        "ticks.dlq", "Topic rejected messages are written to, as received", TOPIC_NAME
+    )
+    group_id: str = _setting("forecaster", "Consumer group of the service's instances", NOT_EMPTY)
     kafka_client: str = _setting(
         "kafka-python",
         "Kafka client of the service's input and output: kafka-python (pure Python) or "
@@ -286,6 +304,7 @@ class Settings:
         "forecaster-state",
         "Compacted topic of state checkpoints when state_store is `kafka` (created with the "
         "input topic's partition count if missing)",
+        TOPIC_NAME,
     )
     checkpoint_interval_s: float = _setting(
         10.0,
@@ -334,6 +353,8 @@ class Settings:
     def __post_init__(self) -> None:
         for setting in fields(self):
             rule, value = setting.metadata.get("rule"), getattr(self, setting.name)
+            if problem := _beyond_numbers(value):
+                raise ConfigError(f"{setting.name} must be {problem}, got {value!r}")
             if rule is not None and not rule.holds(value):
                 raise ConfigError(f"{setting.name} must be {rule.says}, got {value!r}")
         if problem := self._kafka_problem() or self._retraining_problem() or self._input_problem():
