@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -86,3 +88,24 @@ def test_a_replay_steps_the_engine_on_one_blas_thread(tmp_path: Path) -> None:
     replay(settings, SAMPLE / "malformed_ticks.csv", tmp_path / "f.jsonl",
            str(tmp_path / "r.jsonl"), record)  # fmt: skip
     assert blas_threads and all(threads == {BLAS_THREADS} for threads in blas_threads)
+
+
+def test_a_replay_whose_fits_are_refused_imports_neither_tensorflow_nor_sklearn(
+    tmp_path: Path,
+) -> None:
+    """A first retraining on too little history is refused before TensorFlow starts (4 s,
+    600 MB); scikit-learn only scores backtests."""
+    ticks = tmp_path / "short.csv"
+    rows = [f"S{i % 3},{1_767_571_200_000 + 1000 * i},{100 + (i % 7) / 10}" for i in range(300)]
+    ticks.write_text("\n".join(["series,ts,price", *rows]) + "\n")
+    script = (
+        "import sys; from pathlib import Path; from forecaster.config import Settings; "
+        "from forecaster.service import replay; "
+        f"replay(Settings(bootstrap_steps=100), Path({str(ticks)!r}), "
+        f"Path({str(tmp_path / 'f.jsonl')!r}), {str(tmp_path / 'r.jsonl')!r}); "
+        "print(sorted({'tensorflow', 'keras', 'sklearn'} & set(sys.modules)))"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    assert "retraining failed (TrainingError: too little history" in run.stderr
+    assert run.stdout.strip() == "[]"

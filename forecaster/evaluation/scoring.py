@@ -30,7 +30,6 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import mean_pinball_loss
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -129,6 +128,10 @@ def pinball_losses(
 ) -> tuple[float, float]:
     """Mean pinball (quantile) losses of the bounds of central ``1 - alpha`` intervals, as
     the ``alpha / 2`` and ``1 - alpha / 2`` quantiles of the actual values."""
+    # Here, not at the top: the retraining gate imports this module into every service,
+    # and scikit-learn's import is a second of its start-up.
+    from sklearn.metrics import mean_pinball_loss
+
     return (
         float(mean_pinball_loss(actual, lower, alpha=alpha / 2.0)),
         float(mean_pinball_loss(actual, upper, alpha=1.0 - alpha / 2.0)),

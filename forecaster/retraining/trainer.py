@@ -78,7 +78,7 @@ class Trainer:
     def fit(self, sequences: list[Sequence], verbose: int = 0) -> TrainedModel:
         """Fit a fresh model on ``sequences``; raises TrainingError when it cannot."""
         bound_tensorflow_threads(self.threads)
-        from forecaster.model import keras_model, training
+        from forecaster.model import training  # TensorFlow only once there is enough history
 
         params = training.TrainParams(
             sequence_length=self.sequence_length,
@@ -94,6 +94,8 @@ class Trainer:
             "train_params": asdict(params),
             "series": len(sequences),
         }
+        from forecaster.model import keras_model
+
         stepper = keras_model.to_stepper(model, "")
         stepper.version = version_name(stepper)
         log.info("trained model %s: %s", stepper.version, report)
