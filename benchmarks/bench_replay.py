@@ -8,8 +8,9 @@ is reported next to them.
 
 The decay trigger is off (``FORECASTER_DECAY_WINDOW=0``): the model's weights are random,
 so it would call for a retraining within the first batches of every replay, which a
-short file cannot feed (too little history) but which imports TensorFlow inline, 3-4 s
-of the timed span on the 2-core VM, whatever the number of ticks.
+replay runs inline: once the file has fed enough history, a fit of many seconds inside
+the timed span (a fit refused for too little history costs nothing since TensorFlow is
+imported only for a fit that runs).
 
     python benchmarks/bench_replay.py --ticks 1000000 --series 10 100 1000 10000 100000 \\
         --json benchmarks/results/replay.json
