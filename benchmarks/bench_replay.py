@@ -10,7 +10,8 @@ The decay trigger is off (``FORECASTER_DECAY_WINDOW=0``): the model's weights ar
 so it would call for a retraining within the first batches of every replay, which a
 replay runs inline: once the file has fed enough history, a fit of many seconds inside
 the timed span (a fit refused for too little history costs nothing since TensorFlow is
-imported only for a fit that runs).
+imported only for a fit that runs). ``max_series`` is raised to the number of series, so
+that every tick is stepped (the default 50,000 would reject half of 100,000 series).
 
     python benchmarks/bench_replay.py --ticks 1000000 --series 10 100 1000 10000 100000 \\
         --json benchmarks/results/replay.json
@@ -36,6 +37,8 @@ from common import (
     tick_file,
 )
 
+from forecaster.config import Settings
+
 RATE_LINE = re.compile(
     r"replayed (\d+) ticks .* in ([0-9.]+) s \((\d+) ticks/s; ([0-9.]+) s of CPU, (\d+) ticks per"
 )
@@ -43,13 +46,16 @@ GOAL_TICKS_PER_S = {10: 100_000, 1000: 300_000, 100_000: 100_000}  # by series (
 NO_DECAY = {"FORECASTER_DECAY_WINDOW": "0"}  # see the module docstring
 
 
-def replay_once(ticks: Path, models: Path, workdir: Path, timeout: float) -> dict[str, float]:
+def replay_once(
+    ticks: Path, series: int, models: Path, workdir: Path, timeout: float
+) -> dict[str, float]:
     log = workdir / "replay.log"
     started = time.perf_counter()
+    held = {"FORECASTER_MAX_SERIES": str(max(series, Settings.max_series))}  # every series
     run_logged(
         forecaster_command("replay", str(ticks), "--out", str(workdir / "forecasts.jsonl"),
                            "--rejects", str(workdir / "rejects.jsonl"), "--model-dir", str(models)),
-        log, timeout, env=NO_DECAY,
+        log, timeout, env=NO_DECAY | held,
     )  # fmt: skip
     wall = time.perf_counter() - started
     found = RATE_LINE.search(log.read_text())
@@ -73,7 +79,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for series in options.series:
         ticks = tick_file(workdir / f"ticks-{options.ticks}-{series}.csv", options.ticks, series)
         runs = [
-            replay_once(ticks, models, workdir, options.timeout) for _ in range(options.repeats)
+            replay_once(ticks, series, models, workdir, options.timeout)
+            for _ in range(options.repeats)
         ]
         rate = median(r["ticks_per_s"] for r in runs)
         cpu_rate = median(r["ticks_per_cpu_s"] for r in runs)
