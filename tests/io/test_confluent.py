@@ -158,3 +158,21 @@ def test_records_are_acknowledged_by_their_flush_and_fail_when_it_times_out(
         close_producer(stuck, 0.0)
     assert all(delivery.is_done and not delivery.succeeded() for delivery in late)
     assert not any(is_permanent(delivery.exception, dead_letter=False) for delivery in late)
+
+
+@pytest.mark.kafka
+def test_a_batch_is_queued_in_one_call_up_to_the_first_record_the_client_refuses(
+    settings: Settings,
+) -> None:
+    create_topics(settings.bootstrap_servers, {settings.output_topic: 2})
+    producer = ConfluentProducer(producer_configs(settings) | {"max_request_size": 1000})
+    values = [b"v0", b"v1", b"x" * 2000, b"v3"]
+    try:
+        sent = producer.send_batch(settings.output_topic, [b"k0", b"k1", b"k2", b"k3"], values)
+        assert len(sent) == 2  # the third is too large for the client: left to send()
+        with pytest.raises(MessageSizeTooLargeError):
+            producer.send(settings.output_topic, values[2], b"k2")
+        producer.flush(WAIT_S)
+    finally:
+        close_producer(producer, WAIT_S)
+    assert all(delivery.succeeded() for delivery in sent)

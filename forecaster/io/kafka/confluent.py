@@ -78,6 +78,7 @@ STATISTICS_INTERVAL_MS = 1000  # how often the consumer learns which brokers are
 QUEUE_FULL_WAIT_S = 0.05  # a full local queue: serve delivery reports this long, then retry
 OFFSET_BEGINNING = confluent_kafka.OFFSET_BEGINNING
 ANY_PARTITION = -1  # librdkafka's RD_KAFKA_PARTITION_UA: the partitioner picks
+Headers = list[tuple[str, str | bytes | None]] | None
 
 # librdkafka's own (negative) error codes that kafka-python names otherwise.
 LOCAL_ERRORS: dict[int, type[KafkaError]] = {
@@ -336,25 +337,60 @@ class ConfluentProducer:
         self._partitionless: dict[str, tuple[bool, float]] = {}  # topic: (none, checked at)
 
     def send(self, topic: str, value: bytes, key: bytes | None = None,
-             headers: list[tuple[str, str | bytes | None]] | None = None,
-             partition: int = ANY_PARTITION) -> Delivery:  # fmt: skip
+             headers: Headers = None, partition: int = ANY_PARTITION) -> Delivery:  # fmt: skip
         """Queue a record; its Delivery is done once the broker acknowledged or refused it.
         Raises the KafkaError of a record the client refuses before sending it."""
         if partition == ANY_PARTITION and self._has_no_partitions(topic):
             raise UnknownTopicOrPartitionError(f"topic {topic} has no partitions")
-        while True:
-            try:
-                self._producer.produce(topic, value, key, partition, headers=headers or None)
-                break
-            except BufferError:  # the local queue is full: let the broker catch up
-                self._producer.poll(QUEUE_FULL_WAIT_S)
-            except KafkaException as exc:
-                raise kafka_error(exc) from exc
+        self._produce_when_room(topic, value, key, partition, headers or None)
         delivery = Delivery(self._flush)
         if (sent := self._sent.get(topic)) is None:
             sent = self._sent[topic] = []
         sent.append(delivery)
         return delivery
+
+    def send_batch(self, topic: str, keys: list[bytes], values: list[bytes]) -> list[Delivery]:
+        """Queue records without headers, as ``send`` does at ~0.3 µs each against ~1.3
+        (one partition check, the bound ``produce`` in a loop); returns a Delivery for each
+        record queued, in order. Stops before the first record the client refuses, which
+        the caller sends on with ``send`` (to get its error)."""
+        if self._has_no_partitions(topic):
+            return []
+        deliveries = [Delivery(self._flush) for _ in values]
+        if (sent := self._sent.get(topic)) is None:
+            sent = self._sent[topic] = []
+        sent.extend(deliveries)  # before a full queue's poll may report failures of them
+        produce, queued = self._producer.produce, 0
+        for key, value in zip(keys, values, strict=True):
+            try:
+                produce(topic, value, key)
+            except BufferError:
+                try:
+                    self._produce_when_room(topic, value, key)
+                except KafkaError:
+                    break
+            except KafkaException:
+                break
+            queued += 1
+        if queued < len(deliveries):  # failures are pinned from the front: these have none
+            del sent[len(sent) - len(deliveries) + queued :]
+            del deliveries[queued:]
+        return deliveries
+
+    def _produce_when_room(
+        self, topic: str, value: bytes, key: bytes | None, partition: int = ANY_PARTITION,
+        headers: Headers = None,
+    ) -> None:  # fmt: skip
+        """Queue a record, serving delivery reports while the local queue is full; raises
+        the KafkaError of a record the client refuses."""
+        while True:
+            try:
+                self._producer.produce(topic, value, key, partition, headers=headers)
+                return
+            except BufferError:  # the local queue is full: let the broker catch up
+                self._producer.poll(QUEUE_FULL_WAIT_S)
+            except KafkaException as exc:
+                raise kafka_error(exc) from exc
 
     def _failed(self, error: confluent_kafka.KafkaError | None, message: Any) -> None:
         """librdkafka's report of a record that failed: pinned to the next record of its

@@ -183,8 +183,8 @@ class KafkaSink:
         values = encode_forecasts(forecasts)
         letters = [dead_letter_message(letter, self.keep_bytes) for letter in dead_letters]
         producer = self._connected_producer(len(values) + len(letters))
-        keys = (series.encode() for series in forecasts.ticks.series)
-        self._send(producer, self.output_topic, zip(keys, values, repeat([])))
+        keys = list(map(str.encode, forecasts.ticks.series))
+        self._send_batch(producer, self.output_topic, keys, values)
         self._send(producer, self.dlq_topic, letters)
 
     def _connected_producer(self, total: int) -> Any:
@@ -194,6 +194,17 @@ class KafkaSink:
             except KafkaError as exc:
                 self._fail(total, str(exc))
         return self._producer
+
+    def _send_batch(
+        self, producer: Any, topic: str, keys: list[bytes], values: list[bytes]
+    ) -> None:
+        """Send records without headers: those a producer queues in one call
+        (``ConfluentProducer.send_batch``), the others (all, on kafka-python) one by one."""
+        send_batch = getattr(producer, "send_batch", None)
+        queued = send_batch(topic, keys, values) if send_batch is not None else []
+        self._in_flight.setdefault(topic, []).extend(queued)
+        rest = len(queued)
+        self._send(producer, topic, zip(keys[rest:], values[rest:], repeat([])))
 
     def _send(self, producer: Any, topic: str, messages: Iterable[Message]) -> None:
         sent = self._in_flight.setdefault(topic, [])
