@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from itertools import repeat
 from typing import Any, NoReturn
 
@@ -174,7 +174,9 @@ class KafkaSink:
         self.metrics = metrics
         self._connect = connect or producer_connector(settings)
         self._producer: Any = None
-        self._in_flight: dict[str, list[Any]] = {}  # kafka-python's futures, by topic
+        # By topic, the futures of what was sent since the last flush, in groups: a list of
+        # kafka-python's futures, or a batch the producer queued in one call (``_send_batch``).
+        self._in_flight: dict[str, list[Collection[Any]]] = {}
         self._refusals_logged: set[tuple[str, str]] = set()
 
     def write(self, forecasts: ForecastBatch, dead_letters: list[DeadLetter]) -> None:
@@ -199,15 +201,19 @@ class KafkaSink:
         self, producer: Any, topic: str, keys: list[bytes], values: list[bytes]
     ) -> None:
         """Send records without headers: those a producer queues in one call
-        (``ConfluentProducer.send_batch``), the others (all, on kafka-python) one by one."""
+        (``ConfluentProducer.send_batch``: it reads as their futures), the others (all, on
+        kafka-python) one by one."""
         send_batch = getattr(producer, "send_batch", None)
-        queued = send_batch(topic, keys, values) if send_batch is not None else []
-        self._in_flight.setdefault(topic, []).extend(queued)
-        rest = len(queued)
+        rest = 0
+        if send_batch is not None:
+            queued = send_batch(topic, keys, values)
+            self._in_flight.setdefault(topic, []).append(queued)
+            rest = len(queued)
         self._send(producer, topic, zip(keys[rest:], values[rest:], repeat([])))
 
     def _send(self, producer: Any, topic: str, messages: Iterable[Message]) -> None:
-        sent = self._in_flight.setdefault(topic, [])
+        sent: list[Any] = []
+        self._in_flight.setdefault(topic, []).append(sent)
         dead_letters = topic == self.dlq_topic
         for key, value, headers in messages:
             try:
@@ -218,7 +224,14 @@ class KafkaSink:
                 self._refused(topic, exc)
 
     def _sent(self) -> int:
-        return sum(map(len, self._in_flight.values()))
+        return sum(len(group) for groups in self._in_flight.values() for group in groups)
+
+    def _futures(self) -> Iterator[tuple[str, Any]]:
+        """Each record in flight: its topic and its future."""
+        for topic, groups in self._in_flight.items():
+            for group in groups:
+                for future in group:
+                    yield topic, future
 
     def flush(self) -> None:
         if not self._sent():
@@ -227,8 +240,7 @@ class KafkaSink:
             self._producer.flush(timeout=self.timeout_s)
         transient = [
             future
-            for topic, futures in self._in_flight.items()
-            for future in futures
+            for topic, future in self._futures()
             if not future.succeeded() and not self._refused_for_good(topic, future)
         ]
         if transient:
@@ -253,8 +265,7 @@ class KafkaSink:
                       topic, type(error).__name__, error)  # fmt: skip
 
     def _fail(self, total: int, reason: str) -> NoReturn:
-        futures = (future for sent in self._in_flight.values() for future in sent)
-        delivered = sum(1 for future in futures if future.succeeded())
+        delivered = sum(1 for _, future in self._futures() if future.succeeded())
         self.metrics.kafka_produce_errors.labels("transient").inc(total - delivered)
         self._in_flight = {}
         self._close_producer(timeout=0.0)
