@@ -315,9 +315,9 @@ class Delivery:
 
 class Batch:
     """The records one ``send_batch`` queued, read as their futures, with no object per
-    record (a few thousand objects per batch cost the service ~1 µs of CPU per record):
-    ``len`` of them; iterating yields a failed Delivery for each failure pinned to the
-    batch, then one shared Delivery for each other record.
+    record (a Delivery per record took ~2.7 µs of wall time per record, timed inside the
+    service: benchmarks/README.md): ``len`` of them; iterating yields a failed Delivery for
+    each failure pinned to the batch, then one shared Delivery for each other record.
 
     >>> flush = Flush()
     >>> batch = Batch(flush, 3)
