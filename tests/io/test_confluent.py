@@ -25,6 +25,7 @@ from forecaster.io.kafka import (
     producer_configs,
 )
 from forecaster.io.kafka.confluent import (
+    Batch,
     BrokerStates,
     ConfluentProducer,
     Delivery,
@@ -158,3 +159,41 @@ def test_records_are_acknowledged_by_their_flush_and_fail_when_it_times_out(
         close_producer(stuck, 0.0)
     assert all(delivery.is_done and not delivery.succeeded() for delivery in late)
     assert not any(is_permanent(delivery.exception, dead_letter=False) for delivery in late)
+
+
+@pytest.mark.kafka
+def test_a_batch_is_queued_in_one_call_up_to_the_first_record_the_client_refuses(
+    settings: Settings,
+) -> None:
+    create_topics(settings.bootstrap_servers, {settings.output_topic: 2})
+    producer = ConfluentProducer(producer_configs(settings) | {"max_request_size": 1000})
+    values = [b"v0", b"v1", b"x" * 2000, b"v3"]
+    try:
+        batch = producer.send_batch(settings.output_topic, [b"k0", b"k1", b"k2", b"k3"], values)
+        assert len(batch) == 2  # the third is too large for the client: left to send()
+        with pytest.raises(MessageSizeTooLargeError):
+            producer.send(settings.output_topic, values[2], b"k2")
+        assert not any(delivery.is_done for delivery in batch)  # in flight
+        producer.flush(WAIT_S)
+    finally:
+        close_producer(producer, WAIT_S)
+    assert [delivery.succeeded() for delivery in batch] == [True, True]
+
+
+def test_the_kth_failure_of_a_topic_is_pinned_to_its_kth_record_across_sends_and_batches() -> None:
+    nowhere = replace(Settings(), bootstrap_servers=f"127.0.0.1:{free_port()}")
+    producer = ConfluentProducer(producer_configs(nowhere))
+    try:
+        first = producer.send("t", b"v", b"k", partition=0)
+        batch = Batch(producer._flush, 2)  # as send_batch keeps it, without a partition check
+        producer._sent["t"].append(batch)
+        last = producer.send("t", b"v", b"k", partition=0)
+        report = confluent_kafka.KafkaError(confluent_kafka.KafkaError._MSG_TIMED_OUT, "late")
+        message = type("Message", (), {"topic": lambda self: "t"})()
+        for _ in range(3):
+            producer._failed(report, message)
+        assert isinstance(first.exception, KafkaTimeoutError)
+        assert [delivery.exception is not None for delivery in batch] == [True, True]
+        assert last.exception is None  # the fourth record: no fourth failure
+    finally:
+        close_producer(producer, 0.0)

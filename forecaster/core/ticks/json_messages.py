@@ -61,8 +61,9 @@ def parse_messages(
     return isolated(parse, len(payloads), raw_of)
 
 
-def _decoded(rows: Rows, i: int, payload: bytes) -> Any:
-    """The message's JSON value as ``json.loads`` has it, or FAILED once row ``i`` failed.
+def _decoded(rows: Rows, i: int, payload: bytes, obj: Any) -> Any:
+    """The message's JSON value as ``json.loads`` has it, or FAILED once row ``i`` failed;
+    ``obj`` is orjson's answer (FAILED if orjson refused the message).
 
     orjson's answer is taken for an object of no more than MAX_JSON_DEPTH brackets whose
     series and ts are no floats. Everything else goes to ``json.loads``, whose answer
@@ -70,10 +71,6 @@ def _decoded(rows: Rows, i: int, payload: bytes) -> Any:
     them) and integers past 64 bits (orjson makes them floats: a float series or ts would
     change a reject's reason or detail; a price's value is the same double either way).
     """
-    try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return _decoded_exactly(rows, i, payload)
     if (
         type(obj) is not dict
         or type(obj.get("ts")) is float
@@ -101,8 +98,19 @@ def _decoded_exactly(rows: Rows, i: int, payload: bytes) -> Any:
     return FAILED
 
 
+def _orjson_value(payload: bytes) -> Any:
+    """orjson's answer for a message (FAILED if it refuses it), for ``_decoded`` to check."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return FAILED
+
+
 def _extract_json(rows: Rows, i: int, payload: bytes) -> None:
-    obj = _decoded(rows, i, payload)
+    obj = _orjson_value(payload)
+    if type(obj) is dict and _took_usual_tick(rows, i, obj):
+        return
+    obj = _decoded(rows, i, payload, obj)
     if obj is FAILED:
         return
     if not isinstance(obj, dict):
@@ -133,6 +141,27 @@ def _extract_json(rows: Rows, i: int, payload: bytes) -> None:
         rows.volume[i] = _json_number(rows, i, volume, "volume", RejectReason.VOLUME_TYPE)
         if math.isnan(rows.volume[i]):
             rows.fail(i, RejectReason.VOLUME_INVALID, "volume is NaN")
+
+
+def _took_usual_tick(rows: Rows, i: int, obj: dict[str, Any]) -> bool:
+    """Fill row ``i`` from orjson's object at once if it is the usual tick: a string series,
+    a string or integer ts, a float price (orjson's are finite and exact), no volume or a
+    float one, and no other field (so nothing nested); else leave it to the full path."""
+    if len(obj) - ("volume" in obj) != 3:
+        return False
+    series, ts, price, volume = obj.get("series"), obj.get("ts"), obj.get("price"), obj.get(
+        "volume")  # fmt: skip
+    if (
+        type(series) is not str
+        or (type(ts) is not str and type(ts) is not int)
+        or type(price) is not float
+        or (volume is not None and type(volume) is not float)
+    ):
+        return False
+    rows.series[i], rows.ts[i], rows.price[i] = series, ts, price
+    if volume is not None:
+        rows.volume[i] = volume
+    return True
 
 
 def _json_depth(text: str) -> int:

@@ -178,8 +178,12 @@ def _check_ts(rows: Rows) -> IntArray:
     out = np.where((plain >= 0) & (plain <= MAX_EPOCH_MS), plain, 0) * 1_000_000
     for i in np.flatnonzero(plain > MAX_EPOCH_MS).tolist():
         rows.fail(i, RejectReason.TS_OUT_OF_RANGE, f"epoch ms {rows.ts[i]} is out of range")
+    others = np.flatnonzero(plain < 0)
+    if (stamps := utc_milliseconds_ns([rows.ts[i] for i in others.tolist()])) is not None:
+        out[others] = stamps
+        return out
     text_rows: list[int] = []
-    for i in np.flatnonzero(plain < 0).tolist():
+    for i in others.tolist():
         ts = rows.ts[i]
         if isinstance(ts, bool) or ts is None:
             continue
@@ -199,6 +203,55 @@ def _check_ts(rows: Rows) -> IntArray:
     if text_rows:
         _parse_rfc3339(rows, text_rows, out)
     return out
+
+
+# The form the service writes and most producers send, "2026-01-05T14:30:00.250Z": where
+# its separators are, and its digits by field (year, month, day, hour, minute, second, ms).
+_SEPARATORS = {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: ".", 23: "Z"}
+_FIELDS = ((0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19), (20, 23))
+_UTC_MS_CHARS = 24
+_LAST_FAST_YEAR = 2254  # before MAX_EPOCH_MS (2255-03-14): every such time is in range
+
+
+def utc_milliseconds_ns(texts: list[Any]) -> IntArray | None:
+    """Epoch nanoseconds of timestamps that are all UTC with milliseconds, as the service
+    writes them, from 1970 to 2254, read in one pass over their bytes; None if any is
+    not (a number, another form, an impossible date): the rule-by-rule path reads them.
+
+    >>> utc_milliseconds_ns(["1970-01-01T00:00:01.500Z", "2024-02-29T23:59:59.999Z"]).tolist()
+    [1500000000, 1709251199999000000]
+    >>> utc_milliseconds_ns(["2023-02-29T00:00:00.000Z"]) is None  # no such day
+    True
+    """
+    try:
+        joined = "".join(texts)
+    except TypeError:  # a ts that is no string
+        return None
+    if not texts or not joined.isascii() or set(map(len, texts)) != {_UTC_MS_CHARS}:
+        return None
+    chars = np.frombuffer(joined.encode("ascii"), np.uint8).reshape(-1, _UTC_MS_CHARS)
+    separators = np.array([ord(char) for char in _SEPARATORS.values()], np.uint8)
+    if not (chars[:, list(_SEPARATORS)] == separators).all():
+        return None
+    digits = chars.astype(np.int64) - ord("0")
+    year, month, day, hour, minute, second, ms = (
+        digits[:, first:end] @ 10 ** np.arange(end - first - 1, -1, -1) for first, end in _FIELDS
+    )
+    places = np.delete(np.arange(_UTC_MS_CHARS), list(_SEPARATORS))
+    months = (year - 1970) * 12 + month - 1
+    first_day = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    month_days = (months + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    month_days -= first_day
+    valid = (
+        ((digits[:, places] >= 0) & (digits[:, places] <= 9)).all(axis=1)
+        & (year >= 1970) & (year <= _LAST_FAST_YEAR) & (month >= 1) & (month <= 12)
+        & (day >= 1) & (day <= month_days) & (hour < 24) & (minute < 60) & (second < 60)
+    )  # fmt: skip
+    if not valid.all():
+        return None
+    seconds = (first_day + day - 1) * 86_400 + hour * 3600 + minute * 60 + second
+    stamps: IntArray = (seconds * 1000 + ms) * 1_000_000
+    return stamps
 
 
 def _digits(number: int) -> str:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from itertools import repeat
 from typing import Any, NoReturn
 
@@ -174,7 +174,9 @@ class KafkaSink:
         self.metrics = metrics
         self._connect = connect or producer_connector(settings)
         self._producer: Any = None
-        self._in_flight: dict[str, list[Any]] = {}  # kafka-python's futures, by topic
+        # By topic, the futures of what was sent since the last flush, in groups: a list of
+        # kafka-python's futures, or a batch the producer queued in one call (``_send_batch``).
+        self._in_flight: dict[str, list[Collection[Any]]] = {}
         self._refusals_logged: set[tuple[str, str]] = set()
 
     def write(self, forecasts: ForecastBatch, dead_letters: list[DeadLetter]) -> None:
@@ -183,8 +185,8 @@ class KafkaSink:
         values = encode_forecasts(forecasts)
         letters = [dead_letter_message(letter, self.keep_bytes) for letter in dead_letters]
         producer = self._connected_producer(len(values) + len(letters))
-        keys = (series.encode() for series in forecasts.ticks.series)
-        self._send(producer, self.output_topic, zip(keys, values, repeat([])))
+        keys = list(map(str.encode, forecasts.ticks.series))
+        self._send_batch(producer, self.output_topic, keys, values)
         self._send(producer, self.dlq_topic, letters)
 
     def _connected_producer(self, total: int) -> Any:
@@ -195,8 +197,23 @@ class KafkaSink:
                 self._fail(total, str(exc))
         return self._producer
 
+    def _send_batch(
+        self, producer: Any, topic: str, keys: list[bytes], values: list[bytes]
+    ) -> None:
+        """Send records without headers: those a producer queues in one call
+        (``ConfluentProducer.send_batch``: it reads as their futures), the others (all, on
+        kafka-python) one by one."""
+        send_batch = getattr(producer, "send_batch", None)
+        rest = 0
+        if send_batch is not None:
+            queued = send_batch(topic, keys, values)
+            self._in_flight.setdefault(topic, []).append(queued)
+            rest = len(queued)
+        self._send(producer, topic, zip(keys[rest:], values[rest:], repeat([])))
+
     def _send(self, producer: Any, topic: str, messages: Iterable[Message]) -> None:
-        sent = self._in_flight.setdefault(topic, [])
+        sent: list[Any] = []
+        self._in_flight.setdefault(topic, []).append(sent)
         dead_letters = topic == self.dlq_topic
         for key, value, headers in messages:
             try:
@@ -207,7 +224,14 @@ class KafkaSink:
                 self._refused(topic, exc)
 
     def _sent(self) -> int:
-        return sum(map(len, self._in_flight.values()))
+        return sum(len(group) for groups in self._in_flight.values() for group in groups)
+
+    def _futures(self) -> Iterator[tuple[str, Any]]:
+        """Each record in flight: its topic and its future."""
+        for topic, groups in self._in_flight.items():
+            for group in groups:
+                for future in group:
+                    yield topic, future
 
     def flush(self) -> None:
         if not self._sent():
@@ -216,8 +240,7 @@ class KafkaSink:
             self._producer.flush(timeout=self.timeout_s)
         transient = [
             future
-            for topic, futures in self._in_flight.items()
-            for future in futures
+            for topic, future in self._futures()
             if not future.succeeded() and not self._refused_for_good(topic, future)
         ]
         if transient:
@@ -242,8 +265,7 @@ class KafkaSink:
                       topic, type(error).__name__, error)  # fmt: skip
 
     def _fail(self, total: int, reason: str) -> NoReturn:
-        futures = (future for sent in self._in_flight.values() for future in sent)
-        delivered = sum(1 for future in futures if future.succeeded())
+        delivered = sum(1 for _, future in self._futures() if future.succeeded())
         self.metrics.kafka_produce_errors.labels("transient").inc(total - delivered)
         self._in_flight = {}
         self._close_producer(timeout=0.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -113,12 +114,8 @@ def _reject_key_mismatches(parsed: ParsedBatch, records: list[ConsumerRecord]) -
     """Move every tick whose record key is not its series id (UTF-8) to the rejects."""
     ticks = parsed.ticks
     keys = [records[position].key for position in ticks.position.tolist()]
-    pairs = zip(keys, ticks.series, strict=True)
-    matches = np.fromiter(
-        (key is not None and bytes(key) == series.encode() for key, series in pairs),
-        bool,
-        len(keys),
-    )
+    ids = map(str.encode, ticks.series)  # a key of None, or of other bytes, is no match
+    matches = np.fromiter(map(operator.eq, keys, ids), bool, len(keys))
     if matches.all():
         return
     for i in np.flatnonzero(~matches).tolist():

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from forecaster.core.ticks import json_messages
 from forecaster.core.ticks.format import MAX_SERIES_CHARS, RejectReason
-from forecaster.core.ticks.json_messages import _decoded, _decoded_exactly, parse_messages
+from forecaster.core.ticks.json_messages import (
+    _decoded,
+    _decoded_exactly,
+    _orjson_value,
+    parse_messages,
+)
 from forecaster.core.ticks.rules import Rows
 from tests.support.ticks import tick
 
@@ -179,6 +184,23 @@ def json_payloads(draw: st.DrawFn) -> bytes:
     return payload
 
 
+@st.composite
+def usual_ticks(draw: st.DrawFn) -> bytes:
+    """The usual tick (a string series, a string or integer ts, a float price, maybe a
+    float volume, nothing else), valid or not: parsing takes it by a path of its own."""
+    tick = {"series": draw(st.sampled_from(["A", "EUR/USD", "日経225"]) | st.text(max_size=12)),
+            "ts": draw(st.integers(0, 10**13) | st.sampled_from(["2026-01-05T14:30:00.25Z"])
+                       | st.text(max_size=30) | st.integers(-(10**20), 10**20)),
+            "price": draw(st.floats(0.01, 1e6) | st.floats())}  # fmt: skip
+    if draw(st.booleans()):
+        tick["volume"] = draw(st.floats(0, 1e9) | st.floats())
+    return json.dumps(tick, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+
+
+def decoded_by_orjson(rows: Rows, i: int, payload: bytes) -> Any:
+    return _decoded(rows, i, payload, _orjson_value(payload))
+
+
 def what_decoding_gives(decode: Callable[[Rows, int, bytes], Any], payload: bytes) -> Any:
     """What parsing reads of a decoded message: the reject, or for an object each tick
     field's presence and value (a value that is no scalar only by its type, as parsing
@@ -205,22 +227,26 @@ def read_as(field: str, value: Any) -> str:
 
 @pytest.mark.parametrize("payload", EDGE_PAYLOADS, ids=lambda p: repr(p)[:40])
 def test_edge_messages_decode_as_json_loads_decodes_them(payload: bytes) -> None:
-    assert what_decoding_gives(_decoded, payload) == what_decoding_gives(_decoded_exactly, payload)
+    exactly = what_decoding_gives(_decoded_exactly, payload)
+    assert what_decoding_gives(decoded_by_orjson, payload) == exactly
 
 
 @settings(max_examples=1000, deadline=None)
 @given(json_payloads())
 def test_generated_messages_decode_as_json_loads_decodes_them(payload: bytes) -> None:
-    assert what_decoding_gives(_decoded, payload) == what_decoding_gives(_decoded_exactly, payload)
+    exactly = what_decoding_gives(_decoded_exactly, payload)
+    assert what_decoding_gives(decoded_by_orjson, payload) == exactly
 
 
-@given(st.lists(json_payloads(), max_size=8))
+@given(st.lists(json_payloads() | usual_ticks(), max_size=8))
 def test_a_batch_parses_to_the_same_ticks_and_rejects_as_json_loads_alone(
     payloads: list[bytes],
 ) -> None:
     fast = parse_messages(payloads)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(json_messages, "_decoded", _decoded_exactly)
+        patch.setattr(json_messages, "_took_usual_tick", lambda rows, i, obj: False)
+        patch.setattr(json_messages, "_decoded",
+                      lambda rows, i, payload, obj: _decoded_exactly(rows, i, payload))  # fmt: skip
         exact = parse_messages(payloads)
     assert [(r.position, r.reason, r.detail) for r in fast.rejects] == [
         (r.position, r.reason, r.detail) for r in exact.rejects

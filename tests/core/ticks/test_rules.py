@@ -1,7 +1,10 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from forecaster.core.ticks import rules
 from forecaster.core.ticks.format import InputLimits, RejectReason
 from forecaster.core.ticks.json_messages import parse_messages
 from tests.support.ticks import tick
@@ -126,3 +129,33 @@ def test_extreme_timestamps_are_rejected_alike_alone_and_among_others(
         (reject,) = batch.rejects
         assert reject.reason is reason and detail in reject.detail
         assert reject.detail.isprintable()  # repr escapes any surrogate or control character
+
+
+STAMP_CHARS = "0123456789-T:.Zz +x"
+
+
+@st.composite
+def utc_stamps(draw: st.DrawFn) -> str:
+    """A timestamp in the form the service writes, its fields in range or just out of it
+    (a 30th of February, hour 24, 1969, 2256), sometimes with a character changed."""
+    fields = [draw(st.integers(low, high)) for low, high in
+              ((1965, 2260), (0, 13), (0, 32), (0, 25), (0, 61), (0, 61), (0, 999))]  # fmt: skip
+    text = "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.{:03d}Z".format(*fields)
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(text) - 1))
+        text = text[:at] + draw(st.sampled_from(STAMP_CHARS)) + text[at + 1 :]
+    return text
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(utc_stamps(), min_size=1, max_size=3))
+def test_stamps_read_in_one_pass_read_as_rule_by_rule(stamps: list[str]) -> None:
+    payloads = [json.dumps({"series": "A", "ts": ts, "price": 1.5}).encode() for ts in stamps]
+    fast = parse_messages(payloads)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rules, "utc_milliseconds_ns", lambda texts: None)
+        slow = parse_messages(payloads)
+    assert fast.ticks.ts.tolist() == slow.ticks.ts.tolist()
+    assert [(r.position, r.reason, r.detail) for r in fast.rejects] == [
+        (r.position, r.reason, r.detail) for r in slow.rejects
+    ]
