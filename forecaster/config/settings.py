@@ -118,6 +118,11 @@ class Settings:
     enable_idempotence: bool = _setting(
         True, "Idempotent producer (no duplicates from the producer's own retries)"
     )
+    overlap_delivery: bool = _setting(
+        True,
+        "At least once: poll the next batch while the last one's forecasts are being "
+        "acknowledged (its offsets are still committed first)",
+    )
     processing_guarantee: str = _setting(
         "at_least_once",
         "Kafka delivery: `at_least_once` (a crash repeats forecasts) or `exactly_once` (one "
