@@ -17,13 +17,15 @@
    exactly one model.
 
 With ``overlap`` (at least once), step 6 of a batch waits until the next poll has
-returned: its acknowledgements are in flight while the next batch is fetched. The order
-per step is then poll N+1, await and commit N (6-7), swap, step and send N+1 (2-5). The
-engine steps N+1 only once N is committed, so a batch is never rolled back under
-another, and N's offsets are committed before anything of N+1. If N was not delivered,
-N+1 and then N are polled again (where both hold a partition, N's offset wins). A
-rebalance inside that poll first settles N (``PartitionStates.before_handoff``), so a
-partition handed off carries exactly the batches committed.
+returned: its acknowledgements are in flight while the next batch is fetched, and the
+source commits its offsets while the next batch's acknowledgements are. The order per
+step is then: poll N+1; await N (6) and make it final (7, but the source's commit);
+swap; step and send N+1 (2-5); the source commits N. The engine steps N+1 only once N is
+final, so a batch is never rolled back under another, and N's offsets are committed
+before anything of N+1. If N was not delivered, N+1 and then N are polled again (where
+both hold a partition, N's offset wins). A rebalance inside a poll first settles and
+commits what is in flight (``PartitionStates.before_handoff``), so a partition handed
+off carries exactly the batches committed.
 
 Exactly once (``transactions``), steps 6 and 7 become one: the batch's forecasts and
 dead letters, its checkpoints when due, and its input offsets go into one transaction
@@ -119,11 +121,12 @@ class Pipeline:
     overlap: bool = False
     _in_flight: Sent | None = field(default=None, init=False, repr=False)
     _undelivered: SourceBatch | None = field(default=None, init=False, repr=False)
+    _uncommitted: SourceBatch | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.overlap = self.overlap and self.transactions is None
         if self.overlap and self.states is not None:
-            self.states.before_handoff = self._settle_in_flight
+            self.states.before_handoff = self._hand_off
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until the source is exhausted or ``stop`` is set; a batch whose
@@ -146,8 +149,9 @@ class Pipeline:
         step finishes it); False once the source is exhausted."""
         wait = self.poll_timeout if self._in_flight is None else IN_FLIGHT_POLL_S
         batch = self.source.poll(wait)  # 1
-        self.settle(batch)  # 6-7 of the batch in flight
+        self._settle(batch)  # 6-7 of the batch in flight, but the source's commit
         if batch is None:
+            self._commit_source()
             return False
         self._swap_if_pending()  # 8, of the batch before: nothing is pending in the engine
         batch = self._resume_partitions(batch)  # 2
@@ -162,12 +166,28 @@ class Pipeline:
             self.engine.rollback()
             for single in batch.split():
                 self._process_alone(single)
+        finally:
+            self._commit_source()  # of the batch before, while this one's acks are in flight
         return True
 
-    def settle(self, polled: SourceBatch | None = None) -> None:
-        """Steps 6-7 of the batch in flight, if any. If it was not delivered it raises
-        DeliveryError, after rewinding the source to ``polled`` (polled meanwhile) and
-        then to the batch, so that both are polled again."""
+    def settle(self) -> None:
+        """Steps 6-7 of the batch in flight, if any (``overlap``); DeliveryError if it was
+        not delivered (it is then polled again)."""
+        try:
+            self._settle(None)
+        finally:
+            self._commit_source()
+
+    def _hand_off(self) -> None:
+        """Before partitions come or go: what is in flight is settled and committed."""
+        self._settle_in_flight()
+        self._commit_source()
+
+    def _settle(self, polled: SourceBatch | None) -> None:
+        """Steps 6-7 of the batch in flight but the source's commit (``_commit_source``).
+        If it was not delivered it raises DeliveryError, after rewinding the source to
+        ``polled`` (polled meanwhile) and then to the batch, so that both are polled
+        again."""
         self._settle_in_flight()
         undelivered, self._undelivered = self._undelivered, None
         if undelivered is None:
@@ -178,9 +198,9 @@ class Pipeline:
         raise DeliveryError(self.delivery_failure)
 
     def _settle_in_flight(self) -> None:
-        """Await and commit the batch in flight; one not delivered is rolled back and left
-        for ``settle`` to rewind. Never raises a delivery failure: it also runs inside a
-        rebalance, before partitions are handed off."""
+        """Await the batch in flight and make it final; one not delivered is rolled back
+        and left for ``_settle`` to rewind. Never raises a delivery failure: it also runs
+        inside a rebalance, before partitions are handed off."""
         sent, self._in_flight = self._in_flight, None
         if sent is None:
             return
@@ -243,8 +263,17 @@ class Pipeline:
         if self.states is not None:
             self.states.advance(batch.next_offsets())
             self.states.checkpoint_when_due()
-        self.source.commit(batch)
+        self._commit_source()  # one batch's offsets after the other's
+        self._uncommitted = batch
+        if not self.overlap:
+            self._commit_source()
         return evicted
+
+    def _commit_source(self) -> None:
+        """The source commits the offsets of the last batch made final, if not yet."""
+        batch, self._uncommitted = self._uncommitted, None
+        if batch is not None:
+            self.source.commit(batch)
 
     def _commit_transactions(self, batch: SourceBatch) -> None:
         """Exactly once, steps 6-7: checkpoints when due, then the transactions with the
