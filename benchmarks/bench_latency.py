@@ -9,8 +9,8 @@ Each tick's ``ts`` is its send time in ns, which its forecast echoes. Two latenc
 forecast: to the forecast record's producer timestamp (the service handed it to its
 producer; a lower bound of acknowledgement) and to its arrival at a consumer of the
 forecasts topic (an upper bound: it includes that consumer's fetch wait). The first
-quarter of each point's forecasts (warm-up) is left out. ``--sequential`` runs the
-service without polling during acknowledgements (``overlap_delivery = false``).
+quarter of each point's forecasts (warm-up) is left out. ``--overlap`` sets the service's
+``overlap_delivery`` (default: the service's default).
 
     python benchmarks/bench_latency.py --max-json benchmarks/results/kafka.json \\
         --seconds 30 --json benchmarks/results/latency.json
@@ -31,7 +31,8 @@ import numpy as np
 from common import model_dir, parser, report, wait_for
 from kafka_rig import all_assigned, broker, process, service_command, service_env, settings_for
 
-from forecaster.config.settings import KAFKA_CLIENTS
+from forecaster.config import Settings
+from forecaster.config.settings import KAFKA_CLIENTS, OVERLAPS
 from forecaster.io.kafka import producer_configs
 from tests.support.broker import create_topics
 
@@ -187,8 +188,9 @@ def curve(options: Any, client: str, workdir: Path, models: Path) -> list[dict[s
         create_topics(bootstrap, {TOPIC: options.partitions, f"forecasts-{GROUP}": 1})
         command = [*service_command(bootstrap, TOPIC, GROUP, models), "--kafka-client", client]
         log = workdir / f"service-{client}.log"
-        extra = {"FORECASTER_OVERLAP_DELIVERY": "false"} if options.sequential else {}
-        with process(command, log, service_env() | extra):
+        with process(
+            command, log, service_env() | {"FORECASTER_OVERLAP_DELIVERY": options.overlap}
+        ):
             wait_for(all_assigned([log]), JOIN_TIMEOUT_S, "the service's partition assignment")
             for fraction in options.fraction or FRACTIONS:
                 found = point(bootstrap, top * fraction, options.seconds, options.series)
@@ -226,8 +228,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.add_argument("--seconds", type=float, default=30.0, help="feeding time per point")
     args.add_argument("--series", type=int, default=1000)
     args.add_argument("--partitions", type=int, default=4)
-    args.add_argument("--sequential", action="store_true",
-                      help="the service without overlap_delivery")  # fmt: skip
+    args.add_argument("--overlap", choices=OVERLAPS, default=Settings.overlap_delivery,
+                      help="the service's overlap_delivery")  # fmt: skip
     options = args.parse_args(argv)
     workdir = options.workdir / "latency"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results[f"{p['client']}/p50_ms_at_half"] = p["to_producer_timestamp"].get("p50_ms")
     settings = {"seconds_per_point": options.seconds, "series": options.series,
                 "partitions": options.partitions, "model": "lstm 2x32",
-                "overlap_delivery": not options.sequential,
+                "overlap_delivery": options.overlap,
                 "feeder": "own process, confluent-kafka producer"}  # fmt: skip
     report("latency", settings, results, options.json)
     print(table(points))

@@ -16,16 +16,18 @@
 8. swap: a model that is ready serves from the next batch, so each batch is stepped by
    exactly one model.
 
-With ``overlap`` (at least once), step 6 of a batch waits until the next poll has
-returned: its acknowledgements are in flight while the next batch is fetched, and the
-source commits its offsets while the next batch's acknowledgements are. The order per
-step is then: poll N+1; await N (6) and make it final (7, but the source's commit);
-swap; step and send N+1 (2-5); the source commits N. The engine steps N+1 only once N is
-final, so a batch is never rolled back under another, and N's offsets are committed
-before anything of N+1. If N was not delivered, N+1 and then N are polled again (where
-both hold a partition, N's offset wins). A rebalance inside a poll first settles and
-commits what is in flight (``PartitionStates.before_handoff``), so a partition handed
-off carries exactly the batches committed.
+With ``overlap`` (at least once; ``OVERLAPS``), a step leaves its batch N in flight:
+the next step awaits N (6) and makes it final (7, but the source's commit), swaps, steps
+and sends N+1 (2-5), and then the source commits N's offsets while N+1's
+acknowledgements are in flight (``commit``). With ``poll``, the next step also polls
+N+1 before awaiting N. The engine steps N+1 only once N is final, so a batch is never
+rolled back under another, and N's offsets are committed before anything of N+1. If N
+was not delivered, N (and N+1 if polled, first: where both hold a partition, N's offset
+wins) is polled again. A rebalance inside a poll first settles and commits what is in
+flight (``PartitionStates.before_handoff``), so a partition handed off carries exactly
+the batches committed. Both clients fetch in the background, so a poll only reads what
+is fetched: polling early saves its CPU time, but the batch then misses the ticks that
+arrive while N is acknowledged, and they wait a whole cycle more.
 
 Exactly once (``transactions``), steps 6 and 7 become one: the batch's forecasts and
 dead letters, its checkpoints when due, and its input offsets go into one transaction
@@ -116,16 +118,17 @@ class Pipeline:
     delivery_failure: str = ""
     # Exactly once: each batch is delivered by committing its transactions (with ``states``).
     transactions: Transactions | None = None
-    # At least once: poll the next batch while this one's acknowledgements are in flight
-    # (the module's docstring); ignored with ``transactions``.
-    overlap: bool = False
+    # At least once: what overlaps a batch's acknowledgement, one of OVERLAPS (the module's
+    # docstring); "off" with ``transactions``.
+    overlap: str = "off"
     _in_flight: Sent | None = field(default=None, init=False, repr=False)
     _undelivered: SourceBatch | None = field(default=None, init=False, repr=False)
     _uncommitted: SourceBatch | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.overlap = self.overlap and self.transactions is None
-        if self.overlap and self.states is not None:
+        if self.transactions is not None:
+            self.overlap = "off"
+        if self.overlap != "off" and self.states is not None:
             self.states.before_handoff = self._hand_off
 
     def run(self, stop: threading.Event) -> None:
@@ -147,16 +150,19 @@ class Pipeline:
     def step(self) -> bool:
         """Process one batch (with ``overlap``, up to sending it: ``settle`` or the next
         step finishes it); False once the source is exhausted."""
-        wait = self.poll_timeout if self._in_flight is None else IN_FLIGHT_POLL_S
-        batch = self.source.poll(wait)  # 1
-        self._settle(batch)  # 6-7 of the batch in flight, but the source's commit
+        if self.overlap == "poll" and self._in_flight is not None:
+            batch = self.source.poll(IN_FLIGHT_POLL_S)  # 1, while the batch before is acked
+            self._settle(batch)  # 6-7 of the batch before, but the source's commit
+        else:
+            self._settle(None)
+            batch = self.source.poll(self.poll_timeout)  # 1
         if batch is None:
             self._commit_source()
             return False
         self._swap_if_pending()  # 8, of the batch before: nothing is pending in the engine
         batch = self._resume_partitions(batch)  # 2
         try:
-            self._process(batch, self.overlap)
+            self._process(batch, self.overlap != "off")
         except DESTINATION_FAULTS:  # the batch is redone, or the run ends
             raise
         except Exception as exc:  # a fault no stage isolated: find the record it is in
@@ -265,7 +271,7 @@ class Pipeline:
             self.states.checkpoint_when_due()
         self._commit_source()  # one batch's offsets after the other's
         self._uncommitted = batch
-        if not self.overlap:
+        if self.overlap == "off":
             self._commit_source()
         return evicted
 
