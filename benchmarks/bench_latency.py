@@ -1,23 +1,26 @@
-"""Benchmark 4, latency: tick sent -> its forecast on the broker, at a fixed offered rate.
+"""Benchmark 4, latency: tick sent -> its forecast on the broker, a latency-throughput curve.
 
-`forecaster run` (2-layer LSTM, 32 units) consumes a topic that this script feeds at
-``--rate`` ticks per second (half the maximum the service measured in bench_kafka.py,
-read from ``--max-json``, by default). Each tick's ``ts`` is its send time in ns, which
-its forecast echoes. Two latencies per forecast: to the forecast record's producer
-timestamp (the service handed it to its producer; a lower bound of acknowledgement) and
-to its arrival at a consumer of the forecasts topic (an upper bound: it includes that
-consumer's fetch wait). Feeding starts once the service has its partitions, and the
-first quarter of forecasts (warm-up) is left out.
+For each client ``--client`` names (kafka-python, confluent; both by default),
+`forecaster run --kafka-client C` (2-layer LSTM, 32 units) consumes a topic that a feeder
+in its own process fills at each ``--fraction`` of that client's maximum rate (the
+service's rate in bench_kafka.py's ``--max-json``; by default 10, 25, 50 and 75 %), for
+``--seconds`` per point, one point after the other on one service and broker per client.
+Each tick's ``ts`` is its send time in ns, which its forecast echoes. Two latencies per
+forecast: to the forecast record's producer timestamp (the service handed it to its
+producer; a lower bound of acknowledgement) and to its arrival at a consumer of the
+forecasts topic (an upper bound: it includes that consumer's fetch wait). The first
+quarter of each point's forecasts (warm-up) is left out. ``--overlap`` sets the service's
+``overlap_delivery`` (default: the service's default).
 
-    python benchmarks/bench_latency.py --max-json benchmarks/results/kafka.json --seconds 60 \\
-        --json benchmarks/results/latency.json
+    python benchmarks/bench_latency.py --max-json benchmarks/results/kafka.json \\
+        --seconds 30 --json benchmarks/results/latency.json
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,73 +29,110 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from common import model_dir, parser, report, wait_for
-from kafka_rig import (
-    all_assigned,
-    broker,
-    process,
-    service_command,
-    service_env,
-    settings_for,
-)
+from kafka_rig import all_assigned, broker, process, service_command, service_env, settings_for
 
-from forecaster.io.kafka import construct, producer_configs
-from forecaster.io.records import format_rfc3339
+from forecaster.config import Settings
+from forecaster.config.settings import KAFKA_CLIENTS, OVERLAPS
+from forecaster.io.kafka import producer_configs
 from tests.support.broker import create_topics
 
 TOPIC = "ticks"
 GROUP = "latency"
-BURST_S = 0.01  # the feeder sends a burst every 10 ms
+FRACTIONS = (0.1, 0.25, 0.5, 0.75)
+GOAL_FRACTION, GOAL_P99_MS = 0.5, 50.0  # issue 22: p99 <= 50 ms at half of each maximum
+BURST_S = 0.005  # the feeder sends what is due every 5 ms
 JOIN_TIMEOUT_S = 300.0
+DRAIN_S = 60.0  # the longest a point waits for its last forecasts once fed
 
 
-def feed(bootstrap: str, rate: float, seconds: float, series: int, stop: threading.Event) -> int:
-    """Send ticks at ``rate`` per second for ``seconds``, ts = send time; returns how many."""
-    from kafka import KafkaProducer
+def rfc3339(ns: int, prefixes: dict[int, str]) -> str:
+    """``ns`` (epoch) as RFC 3339 with nanoseconds; ``prefixes`` caches each second's text.
 
-    producer = construct(KafkaProducer, producer_configs(settings_for(bootstrap)))[0]
-    names = [f"S{i:06d}".encode() for i in range(series)]
-    price = np.full(series, 50.0)
-    rng = np.random.default_rng(0)
+    >>> rfc3339(1_767_571_200_123_456_789, {})
+    '2026-01-05T00:00:00.123456789Z'
+    """
+    second, fraction = divmod(ns, 10**9)
+    if (prefix := prefixes.get(second)) is None:
+        prefixes.clear()
+        prefix = prefixes[second] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+    return f"{prefix}{fraction:09d}Z"
+
+
+def feed(bootstrap: str, rate: float, seconds: float, series: int) -> int:
+    """Send ticks at ``rate`` per second for ``seconds``, ts = send time; returns how many.
+    A librdkafka producer with the service's producer settings: kafka-python's would
+    cost the feeder more CPU than the service at the higher rates."""
+    import confluent_kafka
+
+    from forecaster.io.kafka.confluent import PARTITIONER, confluent_configs
+
+    conf = confluent_configs(producer_configs(settings_for(bootstrap)))
+    producer = confluent_kafka.Producer(conf | {"partitioner": PARTITIONER})
+    names = [f"S{i:06d}" for i in range(series)]
+    keys = [name.encode() for name in names]
+    price = 50.0 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.001, (64, series)), 0))
+    prefixes: dict[int, str] = {}
     sent, started = 0, time.monotonic()
-    while not stop.is_set() and (elapsed := time.monotonic() - started) < seconds:
-        due = int(elapsed * rate) - sent
-        for _ in range(max(due, 0)):
+    while (elapsed := time.monotonic() - started) < seconds:
+        for _ in range(max(int(elapsed * rate) - sent, 0)):
             i = sent % series
-            price[i] *= float(np.exp(rng.normal(0, 0.001)))
-            stamp = format_rfc3339(np.array([time.time_ns()]))[0]
-            value = json.dumps({"series": names[i].decode(), "ts": stamp, "price": price[i]})
-            producer.send(TOPIC, value.encode(), names[i])
+            stamp = rfc3339(time.time_ns(), prefixes)
+            tick = f'"series": "{names[i]}", "ts": "{stamp}", "price": {price[sent % 64, i]}'
+            value = "{" + tick + "}"
+            while True:
+                try:
+                    producer.produce(TOPIC, value.encode(), keys[i])
+                    break
+                except BufferError:
+                    producer.poll(0.01)
             sent += 1
+        producer.poll(0)
         time.sleep(BURST_S)
     producer.flush()
-    producer.close()
     return sent
 
 
-def collect(bootstrap: str, expected: int, timeout: float) -> tuple[list[float], list[float]]:
-    """(to producer timestamp, to consumer arrival) latencies in ms, in arrival order."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    configs = {"bootstrap_servers": bootstrap, "fetch_max_wait_ms": 5}
-    consumer = construct(KafkaConsumer, configs)[0]
-    topic = f"forecasts-{GROUP}"
-    consumer.assign([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
-    produced: list[float] = []
-    arrived: list[float] = []
-    deadline = time.monotonic() + timeout
-    while len(arrived) < expected and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=100).values():
-            now_ns = time.time_ns()
-            for record in records:
-                sent_ns = _epoch_ns(json.loads(record.value)["ts"])
-                produced.append(record.timestamp - sent_ns / 1e6)
-                arrived.append((now_ns - sent_ns) / 1e6)
-    consumer.close()
-    return produced, arrived
+def feeder_main(bootstrap: str, rate: float, seconds: float, series: int, out: Any) -> None:
+    """The feeder process: ``feed``, then its count on ``out`` (a pipe end)."""
+    out.send(feed(bootstrap, rate, seconds, series))
 
 
-def _epoch_ns(stamp: str) -> int:
-    return int(np.datetime64(stamp.rstrip("Z"), "ns").astype(np.int64))
+class Collector:
+    """A consumer of the forecasts topic from its current end; ``latencies`` of what
+    arrived, in ms, in arrival order. It only notes each record while the point runs
+    (parsing comes after), to take as little CPU from the service as it can."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        import confluent_kafka
+
+        self._consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap,
+                                                   "group.id": f"{GROUP}-collector",
+                                                   "fetch.wait.max.ms": 5,
+                                                   "enable.auto.commit": False})  # fmt: skip
+        partitions = self._consumer.list_topics(topic, 30).topics[topic].partitions
+        starts = []
+        for partition in partitions:
+            tp = confluent_kafka.TopicPartition(topic, partition)
+            _, high = self._consumer.get_watermark_offsets(tp, timeout=30)
+            starts.append(confluent_kafka.TopicPartition(topic, partition, max(high, 0)))
+        self._consumer.assign(starts)
+        self.seen: list[tuple[bytes, int, int]] = []  # value, producer timestamp ms, arrival ns
+
+    def take(self, timeout: float) -> None:
+        messages = self._consumer.consume(10_000, timeout)
+        now_ns = time.time_ns()
+        self.seen += [(m.value(), m.timestamp()[1], now_ns) for m in messages if not m.error()]
+
+    def latencies(self) -> tuple[list[float], list[float]]:
+        """(to the producer timestamp, to arrival) in ms, in arrival order."""
+        stamps = [json.loads(value)["ts"].rstrip("Z") for value, _, _ in self.seen]
+        sent_ns = np.array(stamps, "datetime64[ns]").astype(np.int64)
+        produced_ms = np.array([produced for _, produced, _ in self.seen], np.float64)
+        arrived_ns = np.array([arrived for _, _, arrived in self.seen], np.int64)
+        return list(produced_ms - sent_ns / 1e6), list((arrived_ns - sent_ns) / 1e6)
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -104,52 +144,109 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "max_ms": float(kept.max())}  # fmt: skip
 
 
-def offered_rate(explicit: float, max_json: Path | None) -> float:
+def point(bootstrap: str, rate: float, seconds: float, series: int) -> dict[str, Any]:
+    """One point of the curve: feed at ``rate`` from a process of its own; the latencies."""
+    collector = Collector(bootstrap, f"forecasts-{GROUP}")
+    receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
+    feeder = multiprocessing.get_context("spawn").Process(
+        target=feeder_main, args=(bootstrap, rate, seconds, series, send), daemon=True
+    )
+    feeder.start()
+    sent: int | None = None
+    deadline = time.monotonic() + seconds + DRAIN_S
+    try:
+        while time.monotonic() < deadline:
+            collector.take(0.1)
+            if sent is None and receive.poll():
+                sent = int(receive.recv())
+                deadline = time.monotonic() + DRAIN_S
+            if sent is not None and len(collector.seen) >= sent:
+                break
+    finally:
+        feeder.join(DRAIN_S)
+        collector.close()
+    produced, arrived = collector.latencies()
+    return {"offered_per_s": rate, "sent": sent or 0, "sent_per_s": (sent or 0) / seconds,
+            "forecasts": len(arrived), "to_producer_timestamp": percentiles(produced),
+            "to_consumer_arrival": percentiles(arrived)}  # fmt: skip
+
+
+def max_rate(client: str, explicit: float, max_json: Path | None) -> float:
     if explicit > 0:
         return explicit
     if max_json is None:
-        raise SystemExit("give --rate or --max-json (a bench_kafka.py result)")
-    results = json.loads(max_json.read_text())["results"]  # the service on kafka-python
-    return float(results["kafka-python/service_msg_per_s"]) / 2
+        raise SystemExit("give --max-rate or --max-json (a bench_kafka.py result)")
+    return float(json.loads(max_json.read_text())["results"][f"{client}/service_msg_per_s"])
+
+
+def curve(options: Any, client: str, workdir: Path, models: Path) -> list[dict[str, Any]]:
+    """Every fraction's point for ``client``, on a fresh broker and service."""
+    top = max_rate(client, options.max_rate, options.max_json)
+    points = []
+    (workdir / client).mkdir(exist_ok=True)
+    with broker(workdir / client) as bootstrap:
+        create_topics(bootstrap, {TOPIC: options.partitions, f"forecasts-{GROUP}": 1})
+        command = [*service_command(bootstrap, TOPIC, GROUP, models), "--kafka-client", client]
+        log = workdir / f"service-{client}.log"
+        with process(
+            command, log, service_env() | {"FORECASTER_OVERLAP_DELIVERY": options.overlap}
+        ):
+            wait_for(all_assigned([log]), JOIN_TIMEOUT_S, "the service's partition assignment")
+            for fraction in options.fraction or FRACTIONS:
+                found = point(bootstrap, top * fraction, options.seconds, options.series)
+                points.append({"client": client, "fraction": fraction, "max_per_s": top,
+                               **found})  # fmt: skip
+    return points
+
+
+def table(points: list[dict[str, Any]]) -> str:
+    """The curve as one table: to the producer timestamp, and read back."""
+    lines = ["client        share  asked/s   sent/s   p50 ms  p99 ms  max ms | read back p50  p99"]
+    for p in points:
+        t, a = p["to_producer_timestamp"], p["to_consumer_arrival"]
+        lines.append(f"{p['client']:<13} {p['fraction']:>4.0%} {p['offered_per_s']:>8,.0f} "
+                     f"{p['sent_per_s']:>8,.0f} {_ms(t, 'p50'):>8.1f} {_ms(t, 'p99'):>7.1f} "
+                     f"{_ms(t, 'max'):>7.1f} | {_ms(a, 'p50'):>13.1f} "
+                     f"{_ms(a, 'p99'):>5.1f}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _ms(figures: dict[str, float], name: str) -> float:
+    return figures.get(f"{name}_ms", np.nan)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser(__doc__.splitlines()[0])
-    args.add_argument("--rate", type=float, default=0.0, help="ticks/s (default: half of max)")
-    args.add_argument("--max-json", type=Path, help="bench_kafka.py JSON with the max rate")
-    args.add_argument("--seconds", type=float, default=60.0)
+    args.add_argument("--client", action="append", choices=KAFKA_CLIENTS,
+                      help="a client to measure (repeatable; default: both)")  # fmt: skip
+    args.add_argument("--fraction", action="append", type=float,
+                      help="a share of the maximum rate (repeatable; default: 0.1 0.25 0.5 "
+                      "0.75)")  # fmt: skip
+    args.add_argument("--max-rate", type=float, default=0.0,
+                      help="the maximum rate, ticks/s (default: from --max-json)")  # fmt: skip
+    args.add_argument("--max-json", type=Path, help="bench_kafka.py JSON with the max rates")
+    args.add_argument("--seconds", type=float, default=30.0, help="feeding time per point")
     args.add_argument("--series", type=int, default=1000)
     args.add_argument("--partitions", type=int, default=4)
+    args.add_argument("--overlap", choices=OVERLAPS, default=Settings.overlap_delivery,
+                      help="the service's overlap_delivery")  # fmt: skip
     options = args.parse_args(argv)
-    rate = offered_rate(options.rate, options.max_json)
     workdir = options.workdir / "latency"
     workdir.mkdir(parents=True, exist_ok=True)
     models = model_dir(workdir / "models")
-    with broker(workdir) as bootstrap:
-        create_topics(bootstrap, {TOPIC: options.partitions, f"forecasts-{GROUP}": 1})
-        command = service_command(bootstrap, TOPIC, GROUP, models)
-        log = workdir / "service.log"
-        with process(command, log, service_env()):
-            wait_for(all_assigned([log]), JOIN_TIMEOUT_S, "the service's partition assignment")
-            stop = threading.Event()
-            sent: list[int] = []
-            feeder = threading.Thread(
-                target=lambda: sent.append(feed(bootstrap, rate, options.seconds,
-                                                options.series, stop)))  # fmt: skip
-            feeder.start()
-            try:
-                produced, arrived = collect(
-                    bootstrap, int(rate * options.seconds * 0.98), options.seconds + 120
-                )
-            finally:
-                stop.set()
-                feeder.join()
-    results = {"offered_per_s": rate, "sent": sent[0] if sent else 0, "forecasts": len(arrived),
-               "to_producer_timestamp": percentiles(produced),
-               "to_consumer_arrival": percentiles(arrived)}  # fmt: skip
-    settings = {"rate": rate, "seconds": options.seconds, "series": options.series,
-                "partitions": options.partitions, "model": "lstm 2x32"}  # fmt: skip
+    points = [p for client in options.client or KAFKA_CLIENTS
+              for p in curve(options, client, workdir, models)]  # fmt: skip
+    results: dict[str, Any] = {"points": points}
+    for p in points:
+        if p["fraction"] == GOAL_FRACTION:
+            results[f"{p['client']}/p99_ms_at_half"] = p["to_producer_timestamp"].get("p99_ms")
+            results[f"{p['client']}/p50_ms_at_half"] = p["to_producer_timestamp"].get("p50_ms")
+    settings = {"seconds_per_point": options.seconds, "series": options.series,
+                "partitions": options.partitions, "model": "lstm 2x32",
+                "overlap_delivery": options.overlap,
+                "feeder": "own process, confluent-kafka producer"}  # fmt: skip
     report("latency", settings, results, options.json)
+    print(table(points))
     return results
 
 

@@ -16,6 +16,19 @@
 8. swap: a model that is ready serves from the next batch, so each batch is stepped by
    exactly one model.
 
+With ``overlap`` (at least once; ``OVERLAPS``), a step leaves its batch N in flight:
+the next step awaits N (6) and makes it final (7, but the source's commit), swaps, steps
+and sends N+1 (2-5), and then the source commits N's offsets while N+1's
+acknowledgements are in flight (``commit``). With ``poll``, the next step also polls
+N+1 before awaiting N. The engine steps N+1 only once N is final, so a batch is never
+rolled back under another, and N's offsets are committed before anything of N+1. If N
+was not delivered, N (and N+1 if polled, first: where both hold a partition, N's offset
+wins) is polled again. A rebalance inside a poll first settles and commits what is in
+flight (``PartitionStates.before_handoff``), so a partition handed off carries exactly
+the batches committed. Both clients fetch in the background, so a poll only reads what
+is fetched: polling early saves its CPU time, but the batch then misses the ticks that
+arrive while N is acknowledged, and they wait a whole cycle more.
+
 Exactly once (``transactions``), steps 6 and 7 become one: the batch's forecasts and
 dead letters, its checkpoints when due, and its input offsets go into one transaction
 per input partition, committed together (``Transactions``). A partition whose
@@ -58,6 +71,9 @@ from forecaster.state.partitions import PartitionStates
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_LONGEST_S = 10.0
+# The poll while a batch's acknowledgements are in flight waits at most this long for
+# records: an empty stream must not hold the batch's commit back by a whole poll_timeout.
+IN_FLIGHT_POLL_S = 0.005
 # What a sink raises when its destination, not a message, is at fault (a broker that did
 # not acknowledge, a closed stdout): never taken for a message's fault and isolated.
 DESTINATION_FAULTS = (DeliveryError, OSError)
@@ -102,6 +118,18 @@ class Pipeline:
     delivery_failure: str = ""
     # Exactly once: each batch is delivered by committing its transactions (with ``states``).
     transactions: Transactions | None = None
+    # At least once: what overlaps a batch's acknowledgement, one of OVERLAPS (the module's
+    # docstring); "off" with ``transactions``.
+    overlap: str = "off"
+    _in_flight: Sent | None = field(default=None, init=False, repr=False)
+    _undelivered: SourceBatch | None = field(default=None, init=False, repr=False)
+    _uncommitted: SourceBatch | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.transactions is not None:
+            self.overlap = "off"
+        if self.overlap != "off" and self.states is not None:
+            self.states.before_handoff = self._hand_off
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until the source is exhausted or ``stop`` is set; a batch whose
@@ -109,20 +137,32 @@ class Pipeline:
         while not stop.is_set():
             try:
                 if not self.step():
-                    return
+                    break
             except DeliveryError as exc:
                 wait = self.retry.failed()
                 log.warning("%s; the batch will be processed again in %.1f s", exc, wait)
                 stop.wait(wait)
+        try:
+            self.settle()
+        except DeliveryError as exc:  # not committed: whoever polls next processes it again
+            log.warning("%s; the last batch is left to be processed again", exc)
 
     def step(self) -> bool:
-        """Process one batch; False once the source is exhausted."""
-        batch = self.source.poll(self.poll_timeout)  # 1
+        """Process one batch (with ``overlap``, up to sending it: ``settle`` or the next
+        step finishes it); False once the source is exhausted."""
+        if self.overlap == "poll" and self._in_flight is not None:
+            batch = self.source.poll(IN_FLIGHT_POLL_S)  # 1, while the batch before is acked
+            self._settle(batch)  # 6-7 of the batch before, but the source's commit
+        else:
+            self._settle(None)
+            batch = self.source.poll(self.poll_timeout)  # 1
         if batch is None:
+            self._commit_source()
             return False
+        self._swap_if_pending()  # 8, of the batch before: nothing is pending in the engine
         batch = self._resume_partitions(batch)  # 2
         try:
-            self._process(batch)
+            self._process(batch, self.overlap != "off")
         except DESTINATION_FAULTS:  # the batch is redone, or the run ends
             raise
         except Exception as exc:  # a fault no stage isolated: find the record it is in
@@ -132,8 +172,50 @@ class Pipeline:
             self.engine.rollback()
             for single in batch.split():
                 self._process_alone(single)
-        self._swap_if_pending()  # 8
+        finally:
+            self._commit_source()  # of the batch before, while this one's acks are in flight
         return True
+
+    def settle(self) -> None:
+        """Steps 6-7 of the batch in flight, if any (``overlap``); DeliveryError if it was
+        not delivered (it is then polled again)."""
+        try:
+            self._settle(None)
+        finally:
+            self._commit_source()
+
+    def _hand_off(self) -> None:
+        """Before partitions come or go: what is in flight is settled and committed."""
+        self._settle_in_flight()
+        self._commit_source()
+
+    def _settle(self, polled: SourceBatch | None) -> None:
+        """Steps 6-7 of the batch in flight but the source's commit (``_commit_source``).
+        If it was not delivered it raises DeliveryError, after rewinding the source to
+        ``polled`` (polled meanwhile) and then to the batch, so that both are polled
+        again."""
+        self._settle_in_flight()
+        undelivered, self._undelivered = self._undelivered, None
+        if undelivered is None:
+            return
+        if polled is not None:
+            self.source.rewind(polled)  # first: the earlier batch's offsets win
+        self.source.rewind(undelivered)
+        raise DeliveryError(self.delivery_failure)
+
+    def _settle_in_flight(self) -> None:
+        """Await the batch in flight and make it final; one not delivered is rolled back
+        and left for ``_settle`` to rewind. Never raises a delivery failure: it also runs
+        inside a rebalance, before partitions are handed off."""
+        sent, self._in_flight = self._in_flight, None
+        if sent is None:
+            return
+        try:
+            self._await(sent)
+        except DeliveryError:
+            self._undelivered = sent.batch
+            return
+        self._finish(sent)
 
     def _resume_partitions(self, batch: SourceBatch) -> SourceBatch:
         """Step 2: seek restored partitions to their state's offset; drop the records of
@@ -144,8 +226,8 @@ class Pipeline:
         self.source.seek({resume.partition: resume.offset for resume in resumes})
         return batch.without(self.states.held() | {resume.partition for resume in resumes})
 
-    def _process(self, batch: SourceBatch) -> None:
-        """Steps 3-7 for one batch."""
+    def _process(self, batch: SourceBatch, overlap: bool = False) -> None:
+        """Steps 3-7 for one batch; with ``overlap``, steps 3-5 (it is left in flight)."""
         arrived = time.perf_counter()
         parsed = batch.parse()  # 3
         if not parsed.received:
@@ -153,19 +235,31 @@ class Pipeline:
         known_series = len(self.engine.table)
         started = time.perf_counter()
         result = self.engine.process(parsed.ticks)  # 4
-        stepped = time.perf_counter()
-        forecasts, dead_letters = self._deliver(batch, parsed, result)  # 5, 6
+        self.metrics.step_seconds.observe(time.perf_counter() - started)
+        sent = self._send(batch, parsed, result, known_series, arrived)  # 5
+        if overlap:
+            self._in_flight = sent
+            return
+        try:
+            self._await(sent)  # 6
+        except DeliveryError:
+            if self.transactions is None:  # exactly once, the failed partitions are taken again
+                self.source.rewind(batch)
+            raise
+        self._finish(sent)  # 7
+
+    def _finish(self, sent: Sent) -> None:
+        """Step 7 for a delivered batch, then its counting."""
         delivered = time.perf_counter()
-        evicted = self._commit(batch)  # 7
+        evicted = self._commit(sent.batch)
         try:  # the batch is done: what fails now must not make it be processed again
-            self._count(parsed, forecasts, dead_letters, result.nonfinite)
-            self._count_series(known_series, evicted)
+            self._count(sent.parsed, sent.forecasts, sent.dead_letters, sent.nonfinite)
+            self._count_series(sent.known_series, evicted)
             if self.updates is not None:
-                self.updates.settled(forecasts)
+                self.updates.settled(sent.forecasts)
         except Exception as exc:
             log_internal_error("counting a delivered batch", exc)
-        self.metrics.step_seconds.observe(stepped - started)
-        self.metrics.tick_to_forecast_seconds.observe(delivered - arrived)
+        self.metrics.tick_to_forecast_seconds.observe(delivered - sent.arrived)
 
     def _commit(self, batch: SourceBatch) -> int:
         """Step 7 for a delivered batch; returns how many idle series were evicted."""
@@ -175,8 +269,17 @@ class Pipeline:
         if self.states is not None:
             self.states.advance(batch.next_offsets())
             self.states.checkpoint_when_due()
-        self.source.commit(batch)
+        self._commit_source()  # one batch's offsets after the other's
+        self._uncommitted = batch
+        if self.overlap == "off":
+            self._commit_source()
         return evicted
+
+    def _commit_source(self) -> None:
+        """The source commits the offsets of the last batch made final, if not yet."""
+        batch, self._uncommitted = self._uncommitted, None
+        if batch is not None:
+            self.source.commit(batch)
 
     def _commit_transactions(self, batch: SourceBatch) -> None:
         """Exactly once, steps 6-7: checkpoints when due, then the transactions with the
@@ -214,11 +317,16 @@ class Pipeline:
             self.totals.rejected += 1
             self.metrics.ticks_rejected.labels(RejectReason.INTERNAL_ERROR.value).inc()
 
-    def _deliver(
-        self, batch: SourceBatch, parsed: ParsedBatch, result: EngineResult
-    ) -> tuple[ForecastBatch, list[DeadLetter]]:
-        """Steps 5 and 6; on a failed delivery the engine is rolled back, the source
-        rewound to the batch, and it raises."""
+    def _send(
+        self,
+        batch: SourceBatch,
+        parsed: ParsedBatch,
+        result: EngineResult,
+        known_series: int,
+        arrived: float,
+    ) -> Sent:
+        """Step 5; if sending fails, the batch is undone (``_undo``), the source rewound
+        to it, and it raises."""
         forecasts = result.forecasts
         dead_letters = _dead_letters(batch, parsed, result)
         if self.states is not None and self.states.replaying:
@@ -234,24 +342,36 @@ class Pipeline:
                 forecasts, dead_letters = _isolate_unencodable(batch, parsed, forecasts,
                                                                dead_letters)  # fmt: skip
                 self.sink.write(forecasts, dead_letters)
-            if self.transactions is None:
-                self.sink.flush()
         except DeliveryError as exc:
-            if self.transactions is not None:
-                self.transactions.abort()
-            self.engine.rollback()
+            self._undo()
             self.source.rewind(batch)
             self.delivery_failure = str(exc)
             raise
-        if self.transactions is not None:
-            try:
-                self._commit_transactions(batch)
-            except DeliveryError as exc:
-                self.delivery_failure = str(exc)
-                raise
+        return Sent(batch, parsed, forecasts, dead_letters, result.nonfinite, known_series,
+                    arrived)  # fmt: skip
+
+    def _await(self, sent: Sent) -> None:
+        """Step 6 (exactly once, 6-7: the transactions commit); a batch not delivered is
+        undone and it raises DeliveryError (the caller rewinds the source)."""
+        try:
+            if self.transactions is None:
+                self.sink.flush()
+            else:
+                self._commit_transactions(sent.batch)
+        except DeliveryError as exc:
+            if self.transactions is None:
+                self._undo()
+            self.delivery_failure = str(exc)
+            raise
         self.delivery_failure = ""
         self.retry.succeeded()
-        return forecasts, dead_letters
+
+    def _undo(self) -> None:
+        """A batch not delivered: what it sent in transactions is aborted and the engine
+        goes back to before it."""
+        if self.transactions is not None:
+            self.transactions.abort()
+        self.engine.rollback()
 
     def _count(
         self,
@@ -293,6 +413,19 @@ class Pipeline:
         self.engine.swap_model(model)
         self.metrics.model_serving(model.version, model.spec.cell)
         log.info("now serving model %s", model.version)
+
+
+@dataclass
+class Sent:
+    """A batch stepped and sent (step 5), its acknowledgements to be awaited."""
+
+    batch: SourceBatch
+    parsed: ParsedBatch
+    forecasts: ForecastBatch
+    dead_letters: list[DeadLetter]
+    nonfinite: int
+    known_series: int
+    arrived: float  # when its poll returned (perf_counter)
 
 
 def _dead_letters(

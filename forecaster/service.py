@@ -162,7 +162,8 @@ def serve(
     retry = Backoff(longest=settings.reconnect_backoff_max_ms / 1000)
     transactions = getattr(sink, "transactions", None)  # exactly once (transport)
     pipeline = Pipeline(source, engine, sink, metrics, states=states, updates=retrainer,
-                        retry=retry, transactions=transactions)  # fmt: skip
+                        retry=retry, transactions=transactions,
+                        overlap=settings.overlap_delivery)  # fmt: skip
     with serving_runtime():
         if retrainer is None:
             return Service(settings, pipeline, stop).run()

@@ -19,7 +19,9 @@ tick before it has been stepped and its forecast delivered.
   start afresh at the committed offset. An instance never steps a series with stale state.
 
 The pipeline moves ``offsets`` on after each delivered batch (``advance``) and writes the
-checkpoints of every held partition when they are due (``checkpoint_when_due``).
+checkpoints of every held partition when they are due (``checkpoint_when_due``). Before
+any partition comes or goes, ``before_handoff`` runs: a pipeline with a batch still in
+flight settles it there, so the engine holds no batch pending while partitions move.
 
 **Exactly once** (``replay_committed``): the group's committed offset, written with every
 batch's transaction, runs ahead of the last checkpoint, which is written only when due.
@@ -45,7 +47,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -120,11 +122,13 @@ class PartitionStates:
         self._restoring: dict[int, Restore] = {}
         self._last_checkpoint = time.monotonic()
         self._loader: ThreadPoolExecutor | None = None
+        self.before_handoff: Callable[[], None] = _nothing_in_flight
 
     # --- the lifecycle, reported by the transport ------------------------------------------
 
     def assign(self, committed: Mapping[int, int | None]) -> None:
         """Partitions now held, each with the group's committed offset (None if none)."""
+        self.before_handoff()
         for partition, offset in sorted(committed.items()):
             kept = self._kept.pop(partition, None)
             state = restorable(kept, offset)
@@ -148,6 +152,7 @@ class PartitionStates:
 
     def revoke(self, partitions: Collection[int]) -> None:
         """Partitions handed to another member: checkpoint and keep their state."""
+        self.before_handoff()
         for partition in sorted(partitions):
             self._forget(partition)  # a load may finish; nobody will use it
             state = self.engine.take_partition(partition)
@@ -162,6 +167,7 @@ class PartitionStates:
     def lose(self, partitions: Collection[int]) -> None:
         """Partitions taken away by an eviction: another member may have moved them on
         already, so their state is dropped, not checkpointed."""
+        self.before_handoff()
         for partition in sorted(partitions):
             self._forget(partition)
             self._kept.pop(partition, None)
@@ -267,3 +273,7 @@ class PartitionStates:
             return checkpoints.load(partition, at_most)
 
         return self._loader.submit(load)
+
+
+def _nothing_in_flight() -> None:
+    """``before_handoff`` of a pipeline that settles each batch before the next poll."""

@@ -365,6 +365,7 @@ def kafka_source(
     committed: dict[int, int] | None = None,
     settings: Settings = SETTINGS,
     checkpoints: Checkpoints | None = None,
+    overlap: str = "off",
 ) -> Fixture:
     engine = Engine(EngineParams())
     holder: list[FakeConsumer] = []
@@ -377,7 +378,7 @@ def kafka_source(
     states = PartitionStates(engine, checkpoints, metrics, settings.checkpoint_interval_s)
     source = KafkaSource(settings, metrics, partitions=states, connect=connect)
     sink = KafkaSink(SETTINGS, metrics, connect=FakeProducer)
-    pipeline = Pipeline(source, engine, sink, metrics, states=states)
+    pipeline = Pipeline(source, engine, sink, metrics, states=states, overlap=overlap)
     return Fixture(engine, states, source, holder, pipeline)
 
 
@@ -407,6 +408,54 @@ def test_an_undelivered_batch_is_polled_again_from_the_state_before_it() -> None
     assert f.consumer.seeks == [(tp(0), 2)]
     assert f.consumer.committed_offsets == {tp(0): 3}
     assert not f.pipeline.delivery_failure
+
+
+def test_a_batch_in_flight_that_fails_is_polled_again_with_the_batch_polled_meanwhile() -> None:
+    ticks = [tick(0, i, "A", i + 1, price=1.0 + 0.01 * i) for i in range(4)]
+    polls = [({0, 1}, {0: ticks[:2]}), (None, {0: ticks[2:3], 1: [tick(1, 0, "B", 1)]})]
+    f = kafka_source(polls, overlap="poll")
+    f.pipeline.sink = KafkaSink(SETTINGS, Metrics(), connect=lambda: FakeProducer(refuse_all=True))
+    f.pipeline.step()  # offsets 0-1 stepped and sent: in flight, nothing committed
+    assert f.consumer.committed_offsets == {}
+    with pytest.raises(DeliveryError):
+        f.pipeline.step()  # offset 2 and B polled; then 0-1 turn out not delivered
+    assert f.consumer.committed_offsets == {}
+    assert "A" not in f.engine.table.slot_of  # rolled back: A was created by the batch
+    # The batch polled meanwhile is rewound first, so partition 0 resumes at offset 0.
+    assert f.consumer.seeks == [(tp(0), 2), (tp(1), 0), (tp(0), 0)]
+    assert f.pipeline.delivery_failure
+
+
+def test_a_batch_in_flight_that_fails_is_polled_again_before_the_next_poll() -> None:
+    ticks = [tick(0, i, "A", i + 1, price=1.0 + 0.01 * i) for i in range(3)]
+    f = kafka_source([({0}, {0: ticks[:1]}), (None, {0: ticks[1:2]}), (None, {0: ticks[2:]})],
+                     overlap="commit")  # fmt: skip
+    f.pipeline.step()  # offset 0 sent: in flight
+    f.pipeline.step()  # offset 0 final; offset 1 sent; offset 0 committed meanwhile
+    assert f.consumer.committed_offsets == {tp(0): 1}
+    f.pipeline.sink = KafkaSink(SETTINGS, Metrics(), connect=lambda: FakeProducer(refuse_all=True))
+    f.pipeline.step()  # offset 0-1 fine, 2 sent to a producer that refuses it
+    assert f.consumer.committed_offsets == {tp(0): 2}
+    with pytest.raises(DeliveryError):
+        f.pipeline.step()  # offset 2 not delivered: polled again, before any other poll
+    assert f.consumer.committed_offsets == {tp(0): 2}
+    assert f.consumer.seeks == [(tp(0), 2)] and len(f.consumer.polls) == 0
+    assert f.pipeline.totals.received == 2
+
+
+@pytest.mark.parametrize("overlap", ["commit", "poll"])
+def test_a_rebalance_settles_the_batch_in_flight_before_its_partition_leaves(
+    overlap: str,
+) -> None:
+    f = kafka_source([({0, 1}, {0: [tick(0, 0, "A", 1)], 1: [tick(1, 0, "B", 1)]}), ({1}, {})],
+                     overlap=overlap)  # fmt: skip
+    f.pipeline.step()  # A and B in flight
+    f.pipeline.step()  # partition 0 revoked inside the poll: A and B settle first
+    assert f.consumer.committed_offsets == {tp(0): 1, tp(1): 1}
+    assert f.pipeline.totals.accepted == 2
+    f.consumer.polls.append(({0, 1}, {}))
+    f.pipeline.step()
+    assert "A" in f.engine.table.slot_of  # kept at the offset committed: restored
 
 
 def test_records_of_a_partition_not_assigned_are_not_handed_out() -> None:

@@ -201,7 +201,9 @@ def start_in_process(settings: Settings) -> InProcessService:
     """The service's Kafka pipeline on a thread: what `forecaster run` builds, minus signals."""
     engine, metrics = Engine(engine_params(settings)), Metrics()
     source, sink, states = transport(settings, engine, metrics)
-    pipeline = Pipeline(source, engine, sink, metrics, states=states)
+    pipeline = Pipeline(
+        source, engine, sink, metrics, states=states, overlap=settings.overlap_delivery
+    )
     service = Service(settings, pipeline, threading.Event())
     thread = threading.Thread(target=service.run, name="service")
     thread.start()

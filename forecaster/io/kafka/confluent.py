@@ -184,6 +184,10 @@ class ConfluentConsumer:
         self._topic = topic
         self._group = configs.get("group_id")
         self._member_id: str | None = None
+        # As the rebalance callbacks left it: librdkafka's assignment() is a round trip to
+        # its main thread, which cost the loaded service a tenth of its time at a few
+        # calls per batch (py-spy, bench_latency.py).
+        self._assignment: set[TopicPartition] = set()
         self._consumer.subscribe(
             [topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
@@ -192,13 +196,19 @@ class ConfluentConsumer:
         if (member_id := self._consumer.memberid()) != self._member_id:
             self._member_id = member_id  # worded as kafka-python logs it: one log for both
             log.info("Received member id %s for group %s", member_id, self._group)
-        self._listener.on_partitions_assigned(_kafka_partitions(partitions))
+        assigned = _kafka_partitions(partitions)
+        self._assignment |= assigned  # the client assigns them once this returns
+        self._listener.on_partitions_assigned(assigned)
 
     def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
-        self._listener.on_partitions_revoked(_kafka_partitions(partitions))
+        revoked = _kafka_partitions(partitions)
+        self._listener.on_partitions_revoked(revoked)  # while still assigned, as on kafka-python
+        self._assignment -= revoked
 
     def _lost(self, consumer: Any, partitions: list[Any]) -> None:
-        self._listener.on_partitions_lost(_kafka_partitions(partitions))
+        lost = _kafka_partitions(partitions)
+        self._assignment -= lost  # no longer ours: nothing of them is committed
+        self._listener.on_partitions_lost(lost)
 
     def poll(self, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
         """Records by partition: waits up to ``timeout_ms`` for the first, then takes what
@@ -225,7 +235,7 @@ class ConfluentConsumer:
         return {TopicPartition(self._topic, p): records for p, records in polled.items()}
 
     def assignment(self) -> set[TopicPartition]:
-        return _kafka_partitions(self._consumer.assignment())
+        return set(self._assignment)
 
     def committed(self, tp: TopicPartition) -> int | None:
         partition = confluent_kafka.TopicPartition(tp.topic, tp.partition)

@@ -347,7 +347,7 @@ class KafkaSource:
         """Continue at restored states' offsets; those offsets are committed with the next
         batch (every forecast before them was delivered). A partition the group has taken
         away meanwhile is left to its next owner."""
-        if self._consumer is None:
+        if self._consumer is None or not positions:
             return
         assigned = self._consumer.assignment()
         for partition, offset in positions.items():
