@@ -185,11 +185,24 @@ def rows_replay(r: Results) -> list[Row]:
     ]  # fmt: skip
 
 
+KAFKA_CEILING_GOALS = {"kafka-python": 0.9, "confluent": 0.6}  # service over its own pipe
+
+
 def rows_kafka(r: Results) -> list[Row]:
-    return [Row("kafka", "kafka-python pipe (msg/s)", r["pipe_msg_per_s"]),
-            Row("kafka", "forecaster run (msg/s)", r["service_msg_per_s"]),
-            at_least("kafka", "service over its pipe", r["ceiling_ratio"], 0.9),
-            at_least("kafka", "two processes over one", r["two_over_one"], 1.7)]  # fmt: skip
+    rows = []
+    for client, goal in KAFKA_CEILING_GOALS.items():
+        if f"{client}/ceiling_ratio" not in r:
+            continue
+        rows += [Row("kafka", f"{client} pipe (msg/s)", r[f"{client}/pipe_msg_per_s"]),
+                 Row("kafka", f"{client} service (msg/s)", r[f"{client}/service_msg_per_s"]),
+                 Row("kafka", f"{client} service, CPU µs per message",
+                     r[f"{client}/service_cpu_us_per_msg"]),
+                 at_least("kafka", f"{client} service over its pipe",
+                          r[f"{client}/ceiling_ratio"], goal)]  # fmt: skip
+    if "confluent_over_kafka_python_service" in r:
+        rows.append(at_least("kafka", "confluent service over kafka-python's",
+                             r["confluent_over_kafka_python_service"], 3.0))  # fmt: skip
+    return rows
 
 
 def rows_latency(r: Results) -> list[Row]:
