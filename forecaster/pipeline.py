@@ -55,16 +55,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
-
 from forecaster.backoff import Backoff
 from forecaster.core.engine import Engine, EngineResult, ForecastBatch
-from forecaster.core.ticks import ParsedBatch, Rejected, RejectReason
+from forecaster.core.ticks import ParsedBatch, RejectReason
 from forecaster.errors import DeliveryError
 from forecaster.faults import internal_error_detail, log_internal_error
 from forecaster.io.base import DeadLetter, Sink, Source, SourceBatch, Transactions
-from forecaster.io.records import unencodable_rows
+from forecaster.io.sending import dead_letters_of, isolate_unencodable, unreplayed
 from forecaster.model.stepper import Stepper
+from forecaster.ops.counting import Totals, count_batch, count_series
 from forecaster.ops.metrics import Metrics
 from forecaster.state.partitions import PartitionStates
 
@@ -87,17 +86,6 @@ class ModelUpdates(Protocol):
     def pending(self) -> Stepper | None:
         """A model to serve from the next batch on, if one is ready."""
         ...
-
-
-@dataclass
-class Totals:
-    """What a pipeline has done so far."""
-
-    received: int = 0
-    accepted: int = 0
-    rejected: int = 0
-    batches: int = 0
-    series_created: int = 0  # a series evicted and seen again counts again
 
 
 @dataclass
@@ -253,8 +241,10 @@ class Pipeline:
         delivered = time.perf_counter()
         evicted = self._commit(sent.batch)
         try:  # the batch is done: what fails now must not make it be processed again
-            self._count(sent.parsed, sent.forecasts, sent.dead_letters, sent.nonfinite)
-            self._count_series(sent.known_series, evicted)
+            count_batch(self.metrics, self.totals, parsed=sent.parsed, forecasts=sent.forecasts,
+                        dead_letters=sent.dead_letters, nonfinite=sent.nonfinite)  # fmt: skip
+            count_series(self.metrics, self.totals, len(self.engine.table), sent.known_series,
+                         evicted)  # fmt: skip
             if self.updates is not None:
                 self.updates.settled(sent.forecasts)
         except Exception as exc:
@@ -328,9 +318,9 @@ class Pipeline:
         """Step 5; if sending fails, the batch is undone (``_undo``), the source rewound
         to it, and it raises."""
         forecasts = result.forecasts
-        dead_letters = _dead_letters(batch, parsed, result)
+        dead_letters = dead_letters_of(batch, parsed, result)
         if self.states is not None and self.states.replaying:
-            forecasts, dead_letters = _unreplayed(batch, self.states.replaying, forecasts,
+            forecasts, dead_letters = unreplayed(batch, self.states.replaying, forecasts,
                                                   dead_letters)  # fmt: skip
         try:
             try:
@@ -339,7 +329,7 @@ class Pipeline:
                 raise
             except Exception as exc:  # an encoding fault: nothing was sent (Sink.write)
                 log_internal_error("encoding a forecast", exc)
-                forecasts, dead_letters = _isolate_unencodable(batch, parsed, forecasts,
+                forecasts, dead_letters = isolate_unencodable(batch, parsed, forecasts,
                                                                dead_letters)  # fmt: skip
                 self.sink.write(forecasts, dead_letters)
         except DeliveryError as exc:
@@ -373,39 +363,6 @@ class Pipeline:
             self.transactions.abort()
         self.engine.rollback()
 
-    def _count(
-        self,
-        parsed: ParsedBatch,
-        forecasts: ForecastBatch,
-        dead_letters: list[DeadLetter],
-        nonfinite: int,
-    ) -> None:
-        m, totals = self.metrics, self.totals
-        accepted = len(forecasts)
-        totals.batches += 1
-        totals.received += parsed.received
-        totals.accepted += accepted
-        totals.rejected += len(dead_letters)
-        m.ticks_received.inc(parsed.received)
-        m.ticks_accepted.inc(accepted)
-        for letter in dead_letters:
-            m.ticks_rejected.labels(letter.rejected.reason.value).inc()
-        naive = int(forecasts.naive.sum())
-        m.forecasts_emitted.labels("naive").inc(naive)
-        m.forecasts_emitted.labels("model").inc(accepted - naive)
-        m.forecasts_nonfinite.inc(nonfinite)
-        m.batch_size.observe(parsed.received)
-        m.forecast_quality.observe(forecasts)
-        m.forecast_intervals.observe(forecasts)
-
-    def _count_series(self, known_series: int, evicted: int) -> None:
-        m = self.metrics
-        created = len(self.engine.table) - known_series + evicted
-        self.totals.series_created += created
-        m.active_series.set(len(self.engine.table))
-        m.series_created.inc(created)
-        m.series_evicted.inc(evicted)
-
     def _swap_if_pending(self) -> None:
         model = self.updates.pending() if self.updates is not None else None
         if model is None:
@@ -426,56 +383,3 @@ class Sent:
     nonfinite: int
     known_series: int
     arrived: float  # when its poll returned (perf_counter)
-
-
-def _dead_letters(
-    batch: SourceBatch, parsed: ParsedBatch, result: EngineResult
-) -> list[DeadLetter]:
-    """Parse rejects and engine rejects of a batch, in source order."""
-    positions = parsed.ticks.position
-    rejected = list(parsed.rejects)
-    for reject in result.rejects:
-        position = int(positions[reject.index])
-        rejected.append(Rejected(position, parsed.raw_of(position), reject.reason, reject.detail))
-    rejected.sort(key=lambda r: r.position)
-    return [batch.dead_letter(r) for r in rejected]
-
-
-def _unreplayed(
-    batch: SourceBatch,
-    replaying: dict[int, int],
-    forecasts: ForecastBatch,
-    dead_letters: list[DeadLetter],
-) -> tuple[ForecastBatch, list[DeadLetter]]:
-    """The forecasts and dead letters of a batch's records at or after the committed
-    offset of their partition: those before it were delivered already (exactly once)."""
-
-    def delivered(origin: dict[str, Any]) -> bool:
-        return bool(origin["offset"] < replaying.get(origin["partition"], -1))
-
-    positions = forecasts.ticks.position.tolist()
-    keep = [row for row, position in enumerate(positions)
-            if not delivered(batch.origin(position))]  # fmt: skip
-    letters = [letter for letter in dead_letters if not delivered(letter.origin)]
-    return forecasts.take(np.asarray(keep, np.int64)), letters
-
-
-def _isolate_unencodable(
-    batch: SourceBatch,
-    parsed: ParsedBatch,
-    forecasts: ForecastBatch,
-    dead_letters: list[DeadLetter],
-) -> tuple[ForecastBatch, list[DeadLetter]]:
-    """The forecasts that can be encoded, and a dead letter (internal_error) for each of
-    the others, in source order among the batch's other dead letters."""
-    failed = unencodable_rows(forecasts)
-    positions = forecasts.ticks.position
-    letters = list(dead_letters)
-    for row, error in failed:
-        position = int(positions[row])
-        rejected = Rejected(position, parsed.raw_of(position), RejectReason.INTERNAL_ERROR,
-                            internal_error_detail(error))  # fmt: skip
-        letters.append(batch.dead_letter(rejected))
-    letters.sort(key=lambda letter: letter.rejected.position)
-    keep = np.setdiff1d(np.arange(len(forecasts)), [row for row, _ in failed])
-    return forecasts.take(keep), letters

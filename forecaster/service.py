@@ -17,6 +17,7 @@ from forecaster.config import Settings
 from forecaster.core.engine import Engine
 from forecaster.io.base import Sink, Source, Transactions
 from forecaster.io.files import CsvSource, JsonLinesSink, open_output
+from forecaster.ops.counting import Totals
 from forecaster.ops.http import HttpServer, http_app
 from forecaster.ops.metrics import Metrics
 from forecaster.params import (
@@ -26,7 +27,7 @@ from forecaster.params import (
     model_spec,
     retrain_policy,
 )
-from forecaster.pipeline import Pipeline, Totals
+from forecaster.pipeline import Pipeline
 from forecaster.retraining.coordinator import Retrainer
 from forecaster.retraining.events import EventSink, EventWriter
 from forecaster.retraining.feed import StepFeed

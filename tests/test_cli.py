@@ -17,9 +17,9 @@ from forecaster.config import Settings
 from forecaster.core.features import FeatureParams
 from forecaster.evaluation.backtest.run import ProgressBar
 from forecaster.model.spec import ModelSpec
+from forecaster.ops.counting import Totals
 from forecaster.ops.http import HttpServer, http_app
 from forecaster.ops.metrics import Metrics
-from forecaster.pipeline import Totals
 from forecaster.retraining.registry import Registry
 from forecaster.retraining.trainer import TrainedModel
 from tests.support.models import random_stepper

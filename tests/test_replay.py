@@ -101,7 +101,7 @@ def test_a_replay_whose_fits_are_refused_imports_neither_tensorflow_nor_sklearn(
     script = (
         "import sys; from pathlib import Path; from forecaster.config import Settings; "
         "from forecaster.service import replay; "
-        f"replay(Settings(bootstrap_steps=100), Path({str(ticks)!r}), "
+        f"replay(Settings(bootstrap_steps=100, max_batch=100), Path({str(ticks)!r}), "
         f"Path({str(tmp_path / 'f.jsonl')!r}), {str(tmp_path / 'r.jsonl')!r}); "
         "print(sorted({'tensorflow', 'keras', 'sklearn'} & set(sys.modules)))"
     )

@@ -22,8 +22,8 @@ from forecaster.errors import ForecasterError, SourceError
 from forecaster.evaluation.backtest.evaluate import evaluate
 from forecaster.evaluation.backtest.points import check_oracle, load_points
 from forecaster.evaluation.backtest.report import write_report
+from forecaster.ops.counting import Totals
 from forecaster.params import interval_params
-from forecaster.pipeline import Totals
 from forecaster.retraining.events import RetrainEvent, read_events
 from forecaster.service import replay
 
