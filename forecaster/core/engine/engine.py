@@ -158,12 +158,15 @@ class Engine:
         ...                      np.zeros((2, 3), np.float32))
         >>> spec = ModelSpec(cell="gru", layers=1, units=1, n_features=4)
         >>> model = Stepper(spec, "v2", [layer], np.ones((1, 1), np.float32), np.zeros(1, np.float32))
+        >>> from forecaster.core.ticks import parse_messages
         >>> engine = Engine(EngineParams())
+        >>> tick = parse_messages([b'{"series":"X","ts":1,"price":2.0}']).ticks
+        >>> _ = engine.process(tick)
         >>> engine.begin_swap(model)
-        >>> while engine.continue_swap() is None:  # at each batch boundary
-        ...     pass  # the loop serves the next batch with the old model meanwhile
-        >>> engine.model.version, engine.rewarming
-        ('v2', None)
+        >>> while engine.rewarming is not None:  # at each batch boundary
+        ...     _ = engine.continue_swap()  # the loop serves its next batch meanwhile
+        >>> engine.model.version
+        'v2'
         """
         self.commit()
         _check_features(model)

@@ -110,6 +110,22 @@ def test_with_no_tick_meanwhile_an_async_swap_equals_a_sync_swap_at_install() ->
     np.testing.assert_array_equal(async_.table.calibration, sync.table.calibration)
 
 
+def test_series_put_back_over_themselves_are_rewarmed_again() -> None:
+    engine, sync = warmed(), warmed()
+    saved = engine.snapshot_partition(1)  # MOVED, as a checkpoint holds them
+    engine.begin_swap(NEW)
+    sync.swap_model(NEW)
+    for each in (engine, sync):
+        each.process(batch(6, ORIGINALS, 600))
+        each.put_partition(saved)  # restored over the series held: same slots, same uids
+    while engine.rewarming is not None:
+        engine.rewarming.settle(timeout_s=60)
+        engine.continue_swap()
+    got = states(engine)
+    for name, state in states(sync).items():
+        np.testing.assert_allclose(got[name], state, atol=1e-6, err_msg=name)
+
+
 def test_a_second_model_replaces_the_one_being_rewarmed() -> None:
     engine, sync = warmed(), warmed()
     engine.begin_swap(NEW)
