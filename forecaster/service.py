@@ -168,7 +168,8 @@ def serve(
     retry = Backoff(longest=settings.reconnect_backoff_max_ms / 1000)
     transactions = getattr(sink, "transactions", None)  # exactly once (transport)
     pipeline = Pipeline(source, engine, sink, metrics, states=states, updates=retrainer,
-                        retry=retry, transactions=transactions)  # fmt: skip
+                        retry=retry, transactions=transactions,
+                        swap_in_background=True)  # fmt: skip
     with threadpool_limits(BLAS_THREADS, user_api="blas"):
         if retrainer is None:
             return Service(settings, pipeline, stop).run()

@@ -147,17 +147,19 @@ class Engine:
         self._rewarm(self.table.active_slots())
         intervals.restart_model(self.table.calibration)
 
-    def begin_swap(self, model: Stepper) -> None:
+    def begin_swap(self, model: Stepper) -> Stepper | None:
         """Re-warm ``model``'s states off the serving loop (``rewarming``) while the model
         serving goes on; ``continue_swap`` at each batch boundary installs it once they are
-        ready. A swap begun before is dropped; a pending batch is committed first.
+        ready (``model`` if that is at once: no series held). A swap begun before is
+        dropped; a pending batch is committed first.
 
         >>> from forecaster.model.spec import ModelSpec
         >>> from forecaster.model.stepper import LayerWeights
         >>> layer = LayerWeights(np.ones((4, 3), np.float32), np.ones((1, 3), np.float32),
         ...                      np.zeros((2, 3), np.float32))
         >>> spec = ModelSpec(cell="gru", layers=1, units=1, n_features=4)
-        >>> model = Stepper(spec, "v2", [layer], np.ones((1, 1), np.float32), np.zeros(1, np.float32))
+        >>> head = np.ones((1, 1), np.float32), np.zeros(1, np.float32)
+        >>> model = Stepper(spec, "v2", [layer], *head)
         >>> from forecaster.core.ticks import parse_messages
         >>> engine = Engine(EngineParams())
         >>> tick = parse_messages([b'{"series":"X","ts":1,"price":2.0}']).ticks
@@ -172,7 +174,7 @@ class Engine:
         _check_features(model)
         self._drop_swap()
         self.rewarming = RewarmJob(model, self.table, self.params.block_rows)
-        self.continue_swap()  # its first chunk is copied at once
+        return self.continue_swap()  # its first chunk is copied at once
 
     def continue_swap(self) -> Stepper | None:
         """At a batch boundary, with a swap begun: hand its next chunk of work over, and

@@ -11,8 +11,9 @@ on serving, and hands the states over once they are all there:
 - each batch committed meanwhile hands its warm steps to the thread (``follow``), which
   steps the model on them for the series it has re-warmed, as serving it would have
   (a series not re-warmed yet has them in the ring it is copied with later);
-- once every series held was copied, re-warmed and followed, ``advance`` returns the
-  states, by slot, for the engine to install in one step.
+- at the first boundary where every series held was copied and re-warmed, ``advance``
+  waits for the thread to follow the last batches, and returns the states, by slot, for
+  the engine to install in one step.
 
 The thread does its tasks in the order the loop handed them over, so each series'
 state is exactly what ``swap_model`` at the boundary its ring was copied, then the new
@@ -114,8 +115,9 @@ class RewarmJob:
             rings = _rings_of(table, chunk)
             self._chunks.append(self._submit(self._rewarm, chunk, table.uid[chunk], rings))
             return None
-        if len(uncopied) or (self._last is not None and not _done(self._last)):
+        if len(uncopied) or self._chunks:
             return None
+        self.settle()  # the steps of the last batches or so: milliseconds
         self.cancel()
         return self._states_of(active)
 
