@@ -173,7 +173,7 @@ class Engine:
         self.commit()
         _check_features(model)
         self._drop_swap()
-        self.rewarming = RewarmJob(model, self.table, self.params.block_rows)
+        self.rewarming = RewarmJob(model, self.table)
         return self.continue_swap()  # its first chunk is copied at once
 
     def continue_swap(self) -> Stepper | None:

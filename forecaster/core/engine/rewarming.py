@@ -11,9 +11,9 @@ on serving, and hands the states over once they are all there:
 - each batch committed meanwhile hands its warm steps to the thread (``follow``), which
   steps the model on them for the series it has re-warmed, as serving it would have
   (a series not re-warmed yet has them in the ring it is copied with later);
-- at the first boundary where every series held was copied and re-warmed, ``advance``
-  waits for the thread to follow the last batches, and returns the states, by slot, for
-  the engine to install in one step.
+- at the first boundary where every series held was copied and re-warmed and the thread
+  has at most the last batch or two left to follow, ``advance`` waits for those and
+  returns the states, by slot, for the engine to install in one step.
 
 The thread does its tasks in the order the loop handed them over, so each series'
 state is exactly what ``swap_model`` at the boundary its ring was copied, then the new
@@ -45,8 +45,10 @@ the job: only committed batches are followed.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -64,17 +66,31 @@ FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
 # A committed round's warm steps: (slots, z, d, ts), as ``Undo.warm`` keeps them.
 WarmSteps = tuple[IntArray, FloatArray, FloatArray, IntArray]
-# Ring copies being re-warmed at once: bounds the copies' memory (a chunk of 4,096 series
-# with rings of 512 steps is 10 MB) while the thread always has the next one at hand.
+# Series per chunk: one chunk's ring copy is 2.5 MB at rings of 512 steps, a few ms of the
+# loop's time, and its re-warm runs in cache (4,096 series took 2.05 s in blocks of 1,024,
+# 2.78 s in one, lstm 2x32, one BLAS thread).
+CHUNK_ROWS = 1024
+# Ring copies being re-warmed at once: bounds the copies' memory while the thread always
+# has the next one at hand.
 CHUNKS_IN_FLIGHT = 2
+# Python's switch interval while a job runs (the default is 5 ms): the loop thread, which
+# releases the GIL in every larger NumPy call, waits up to this long to take it back from
+# the thread. At 10,000 series (benchmarks/bench_swap.py) the longest gap between two
+# polls during a swap was 108 ms at 0.5 ms against 356 ms at 5 ms.
+SWITCH_INTERVAL_S = 0.0005
+# The install waits for the thread to follow at most this many batches: the last one or
+# two, milliseconds. While the last chunk is re-warmed hundreds of batches queue up behind
+# it (800 ms of following at 10,000 series), which the thread works off meanwhile.
+FOLLOWS_AT_INSTALL = 2
 
 
 class RewarmJob:
     """Re-warms ``model``'s states for the series of ``table`` on a thread of its own,
-    ``chunk_rows`` series at a time; the loop calls ``follow`` at each commit and
+    ``chunk_rows`` series at a time (Python switching threads every ``SWITCH_INTERVAL_S``
+    meanwhile); the loop calls ``follow`` at each commit and
     ``advance`` at each batch boundary until it returns the states."""
 
-    def __init__(self, model: Stepper, table: SeriesTable, chunk_rows: int) -> None:
+    def __init__(self, model: Stepper, table: SeriesTable, chunk_rows: int = CHUNK_ROWS) -> None:
         self.model = model
         self.started = time.perf_counter()
         self._table = table
@@ -85,15 +101,18 @@ class RewarmJob:
         self._owner = np.zeros(table.capacity, np.int64)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="rewarm")
         self._chunks: list[Future[None]] = []
+        self._follows: deque[Future[None]] = deque()
         self._last: Future[None] | None = None
         self._cancelled = threading.Event()
+        self._switch_interval = sys.getswitchinterval()  # to put back at the end
+        sys.setswitchinterval(min(SWITCH_INTERVAL_S, self._switch_interval))
 
     def follow(self, rounds: list[WarmSteps]) -> None:
         """Step the model on a committed batch's warm rounds, in order, for the series it
         has re-warmed (called at commit, on the loop)."""
         if rounds:
             owners = [self._table.uid[slots] for slots, *_ in rounds]
-            self._submit(self._step, rounds, owners)
+            self._follows.append(self._submit(self._step, rounds, owners))
 
     def forget(self, slots: IntArray) -> None:
         """The state of ``slots`` was replaced (a partition put back): copy them again."""
@@ -104,6 +123,8 @@ class RewarmJob:
         thread; the states, by slot, once every series held is re-warmed, else None.
         Raises what the thread raised."""
         self._chunks = [chunk for chunk in self._chunks if not _done(chunk)]
+        while self._follows and _done(self._follows[0]):
+            self._follows.popleft()
         table = self._table
         if len(self._copied) < table.capacity:
             self._copied = _grown(self._copied, table.capacity)
@@ -115,9 +136,9 @@ class RewarmJob:
             rings = _rings_of(table, chunk)
             self._chunks.append(self._submit(self._rewarm, chunk, table.uid[chunk], rings))
             return None
-        if len(uncopied) or self._chunks:
+        if len(uncopied) or self._chunks or len(self._follows) > FOLLOWS_AT_INSTALL:
             return None
-        self.settle()  # the steps of the last batches or so: milliseconds
+        self.settle()
         self.cancel()
         return self._states_of(active)
 
@@ -129,6 +150,8 @@ class RewarmJob:
 
     def cancel(self) -> None:
         """Stop the thread (after the block in hand); the job is over."""
+        if not self._cancelled.is_set():
+            sys.setswitchinterval(self._switch_interval)
         self._cancelled.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
 

@@ -3,6 +3,7 @@ series, exactly the state a synchronous ``swap_model`` at the boundary its ring 
 copied, then serving the new model since, would hold: through ticks, new series, a
 rolled-back batch, a partition taken and put back, and evictions during the re-warm."""
 
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -100,7 +101,9 @@ def test_an_async_swap_installs_what_a_sync_swap_at_each_series_copy_would_hold(
 def test_with_no_tick_meanwhile_an_async_swap_equals_a_sync_swap_at_install() -> None:
     sync, async_ = warmed(), warmed()
     sync.swap_model(NEW)
+    switch_interval = sys.getswitchinterval()
     async_.begin_swap(NEW)
+    assert sys.getswitchinterval() < switch_interval  # while the thread re-warms
     while async_.continue_swap() is None:  # boundaries without batches
         assert async_.rewarming is not None
         async_.rewarming.settle(timeout_s=60)
@@ -108,6 +111,7 @@ def test_with_no_tick_meanwhile_an_async_swap_equals_a_sync_swap_at_install() ->
     np.testing.assert_allclose(got.pop("recurrent"), want.pop("recurrent"), atol=1e-6)  # type: ignore[arg-type]
     assert_same_state(got, want)
     np.testing.assert_array_equal(async_.table.calibration, sync.table.calibration)
+    assert sys.getswitchinterval() == switch_interval
 
 
 def test_series_put_back_over_themselves_are_rewarmed_again() -> None:
