@@ -14,10 +14,10 @@
    retrainer), the partition states advance to the batch's offsets and checkpoint when
    due, and the source commits the offsets;
 8. swap: a model that is ready serves from the next batch, so each batch is stepped by
-   exactly one model. With ``swap_in_background`` (the service) its states are re-warmed
-   off the loop while the serving model goes on, and it is installed at the first batch
-   boundary they are ready at (``Engine.begin_swap``); else at once, at this boundary (a
-   replay: the same forecasts at every run).
+   exactly one model. With the engine's ``rewarm_in_background`` (the service) its states
+   are re-warmed off the loop while the serving model goes on, and it is installed at the
+   first batch boundary they are ready at (``Engine.begin_swap``); else at once, at this
+   boundary (a replay: the same forecasts at every run).
 
 Exactly once (``transactions``), steps 6 and 7 become one: the batch's forecasts and
 dead letters, its checkpoints when due, and its input offsets go into one transaction
@@ -105,8 +105,6 @@ class Pipeline:
     delivery_failure: str = ""
     # Exactly once: each batch is delivered by committing its transactions (with ``states``).
     transactions: Transactions | None = None
-    # Step 8 re-warms a new model's states off the loop (else at the boundary, at once).
-    swap_in_background: bool = False
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until the source is exhausted or ``stop`` is set; a batch whose
@@ -297,7 +295,7 @@ class Pipeline:
         model = self.updates.pending() if self.updates is not None else None
         begun, job = time.perf_counter(), self.engine.rewarming
         installed: Stepper | None
-        if model is not None and not self.swap_in_background:
+        if model is not None and not self.engine.params.rewarm_in_background:
             self.engine.swap_model(model)
             started, installed = begun, model
         elif model is not None and (job is None or job.model.version != model.version):

@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -85,7 +85,8 @@ def build_engine(
                  settings.bootstrap_steps)  # fmt: skip
     policy = retrain_policy(settings)
     feed = StepFeed(policy.bootstrap_steps, first_model=serving is None)
-    engine = Engine(engine_params(settings), serving, recorder=feed)
+    params = replace(engine_params(settings), rewarm_in_background=background_training)
+    engine = Engine(params, serving, recorder=feed)
     retrainer = Retrainer(
         engine,
         feed,
@@ -168,8 +169,7 @@ def serve(
     retry = Backoff(longest=settings.reconnect_backoff_max_ms / 1000)
     transactions = getattr(sink, "transactions", None)  # exactly once (transport)
     pipeline = Pipeline(source, engine, sink, metrics, states=states, updates=retrainer,
-                        retry=retry, transactions=transactions,
-                        swap_in_background=True)  # fmt: skip
+                        retry=retry, transactions=transactions)  # fmt: skip
     with threadpool_limits(BLAS_THREADS, user_api="blas"):
         if retrainer is None:
             return Service(settings, pipeline, stop).run()

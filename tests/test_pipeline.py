@@ -83,11 +83,13 @@ class OneModel:
 def test_a_swap_in_the_background_installs_at_a_batch_boundary_and_serves_from_there() -> None:
     spec = ModelSpec(cell="lstm", layers=1, units=4)
     old, new = random_stepper(spec, seed=1, version="old"), random_stepper(spec, 2, "new")
-    engine = Engine(EngineParams(features=FeatureParams(min_history=2), ring_length=4), old)
+    params = EngineParams(features=FeatureParams(min_history=2), ring_length=4,
+                          rewarm_in_background=True)  # fmt: skip
+    engine = Engine(params, old)
     forecasts, metrics = io.BytesIO(), Metrics()
     records = [tick(i, f"S{i % 5}") for i in range(200)]
     pipeline = Pipeline(ListSource(records, 10), engine, JsonLinesSink(forecasts, io.BytesIO()),
-                        metrics, updates=OneModel(new, at=3), swap_in_background=True)  # fmt: skip
+                        metrics, updates=OneModel(new, at=3))  # fmt: skip
     versions: list[set[str]] = []  # of each batch's forecasts
     while pipeline.step():
         lines = forecasts.getvalue().splitlines()

@@ -204,16 +204,24 @@ class Engine:
             self.rewarming = None
 
     def start_shadow(self, model: Stepper) -> None:
-        """Step ``model`` in shadow beside the serving model from the next batch on
-        (``forecaster.core.engine.shadow``); a pending batch is committed first."""
+        """Step ``model`` in shadow beside the serving model from the next batch on, or
+        from the commit its states are re-warmed at (``rewarm_in_background``:
+        ``forecaster.core.engine.shadow``); a pending batch is committed first."""
         self.commit()
         _check_features(model)
-        self.shadow = ShadowModel(model, self.table, self.params.block_rows)
+        self._close_shadow()
+        background = self.params.rewarm_in_background
+        self.shadow = ShadowModel(model, self.table, self.params.block_rows, background)
 
     def end_shadow(self) -> None:
         """Stop stepping the model in shadow (a pending batch is committed first)."""
         self.commit()
-        self.shadow = None
+        self._close_shadow()
+
+    def _close_shadow(self) -> None:
+        if self.shadow is not None:
+            self.shadow.close()
+            self.shadow = None
 
     def _follow_shadow(self, work: PendingBatch) -> None:
         """Step the model in shadow over a batch being committed; if that raises, the
@@ -223,7 +231,7 @@ class Engine:
             self.shadow.follow(self.table, work)
         except Exception as exc:
             log_internal_error("stepping the model in shadow (it is dropped)", exc)
-            self.shadow = None
+            self._close_shadow()
 
     def _rewarm(self, slots: IntArray) -> None:
         """Recompute the recurrent state of ``slots`` by running the model over their rings."""

@@ -104,8 +104,7 @@ class RewarmJob:
         self._follows: deque[Future[None]] = deque()
         self._last: Future[None] | None = None
         self._cancelled = threading.Event()
-        self._switch_interval = sys.getswitchinterval()  # to put back at the end
-        sys.setswitchinterval(min(SWITCH_INTERVAL_S, self._switch_interval))
+        _SWITCHING.job_started()
 
     def follow(self, rounds: list[WarmSteps]) -> None:
         """Step the model on a committed batch's warm rounds, in order, for the series it
@@ -151,7 +150,7 @@ class RewarmJob:
     def cancel(self) -> None:
         """Stop the thread (after the block in hand); the job is over."""
         if not self._cancelled.is_set():
-            sys.setswitchinterval(self._switch_interval)
+            _SWITCHING.job_ended()
         self._cancelled.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -203,6 +202,32 @@ class RewarmJob:
             capacity = max(slots, 2 * len(self._owner))
             self._states = _grown(self._states, capacity)
             self._owner = _grown(self._owner, capacity)
+
+
+class _SwitchInterval:
+    """Python's switch interval at ``SWITCH_INTERVAL_S`` while any job runs (a swap's and a
+    shadow's may overlap), and put back as it was after the last."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._before = sys.getswitchinterval()
+
+    def job_started(self) -> None:
+        with self._lock:
+            if self._running == 0:
+                self._before = sys.getswitchinterval()
+                sys.setswitchinterval(min(SWITCH_INTERVAL_S, self._before))
+            self._running += 1
+
+    def job_ended(self) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                sys.setswitchinterval(self._before)
+
+
+_SWITCHING = _SwitchInterval()
 
 
 def _rings_of(table: SeriesTable, slots: IntArray) -> SeriesTable:
