@@ -121,6 +121,13 @@ def measure_memory(quick: bool, workdir: Path) -> Results:
     return bench_memory.main(sizes(quick, small, ["--series", "100000"], workdir))
 
 
+def measure_swap(quick: bool, workdir: Path) -> Results:
+    import bench_swap
+
+    small = ["--series", "10000", "--seconds", "2"]  # the default ring; 100,000 series: ~4 min
+    return bench_swap.main(sizes(quick, small, [], workdir))
+
+
 def measure_intervals(quick: bool, workdir: Path) -> Results:
     """The engine's own intervals (its default method and coverage) around naive
     forecasts of the sample data, as intervals.py scores each setting."""
@@ -238,6 +245,16 @@ def rows_memory(r: Results) -> list[Row]:
                     r["startup_to_first_forecast_s"], GOAL_STARTUP_S)]  # fmt: skip
 
 
+def rows_swap(r: Results) -> list[Row]:
+    from bench_swap import GOAL_PAUSE_MS
+
+    return [at_most("swap", "longest gap between two polls during a swap (ms)",
+                    r["longest_gap_during_ms"], GOAL_PAUSE_MS),
+            Row("swap", "longest gap before the swap (ms)", r["before"]["longest_gap_ms"]),
+            Row("swap", "swap re-warmed off the loop, start to install (s)", r["rewarm_s"]),
+            Row("swap", "a synchronous swap's pause (ms)", r["sync_swap_pause_ms"])]  # fmt: skip
+
+
 def rows_intervals(r: Results) -> list[Row]:
     return [Row("intervals", f"coverage at nominal {r['nominal']}, sample data", r["coverage"]),
             Row("intervals", "mean width (bp of price)", r["width_bp"])]  # fmt: skip
@@ -266,6 +283,7 @@ BENCHMARKS = {
     "latency": Benchmark(measure_latency, rows_latency, 300),
     "retrain": Benchmark(measure_retrain, rows_retrain, 300),
     "memory": Benchmark(measure_memory, rows_memory, 120),
+    "swap": Benchmark(measure_swap, rows_swap, 180),
     "intervals": Benchmark(measure_intervals, rows_intervals, 60),
     "soak": Benchmark(measure_soak, rows_soak, 90),
 }

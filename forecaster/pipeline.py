@@ -14,7 +14,10 @@
    retrainer), the partition states advance to the batch's offsets and checkpoint when
    due, and the source commits the offsets;
 8. swap: a model that is ready serves from the next batch, so each batch is stepped by
-   exactly one model.
+   exactly one model. With the engine's ``rewarm_in_background`` (the service) its states
+   are re-warmed off the loop while the serving model goes on, and it is installed at the
+   first batch boundary they are ready at (``Engine.begin_swap``); else at once, at this
+   boundary (a replay: the same forecasts at every run).
 
 With ``overlap`` (at least once; ``OVERLAPS``), a step leaves its batch N in flight:
 the next step awaits N (6) and makes it final (7, but the source's commit), swaps, steps
@@ -364,12 +367,28 @@ class Pipeline:
         self.engine.rollback()
 
     def _swap_if_pending(self) -> None:
+        """Step 8: begin a swap to a model that is ready (at once, or in the background,
+        where a newer one replaces one being re-warmed), or carry a swap begun on."""
         model = self.updates.pending() if self.updates is not None else None
-        if model is None:
+        begun, job = time.perf_counter(), self.engine.rewarming
+        installed: Stepper | None
+        if model is not None and not self.engine.params.rewarm_in_background:
+            self.engine.swap_model(model)
+            started, installed = begun, model
+        elif model is not None and (job is None or job.model.version != model.version):
+            log.info("re-warming model %s off the loop; %s serves meanwhile", model.version,
+                     self.engine.model.version if self.engine.model else "naive")  # fmt: skip
+            started, installed = begun, self.engine.begin_swap(model)
+        elif job is not None:
+            started, installed = job.started, self.engine.continue_swap()
+        else:
             return
-        self.engine.swap_model(model)
-        self.metrics.model_serving(model.version, model.spec.cell)
-        log.info("now serving model %s", model.version)
+        now = time.perf_counter()
+        self.metrics.swap_pause_seconds.observe(now - begun)
+        if installed is not None:
+            self.metrics.swap_rewarm_seconds.observe(now - started)
+            self.metrics.model_serving(installed.version, installed.spec.cell)
+            log.info("now serving model %s (re-warmed in %.1f s)", installed.version, now - started)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -80,7 +80,8 @@ def build_engine(
                  settings.bootstrap_steps)  # fmt: skip
     policy = retrain_policy(settings)
     feed = StepFeed(policy.bootstrap_steps, first_model=serving is None)
-    engine = Engine(engine_params(settings), serving, recorder=feed)
+    params = replace(engine_params(settings), rewarm_in_background=background_training)
+    engine = Engine(params, serving, recorder=feed)
     retrainer = Retrainer(
         engine,
         feed,

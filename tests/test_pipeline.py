@@ -6,14 +6,17 @@ import json
 
 import pytest
 
-from forecaster.core.engine import Engine, EngineParams
+from forecaster.core.engine import Engine, EngineParams, ForecastBatch
 from forecaster.core.features import FeatureParams
 from forecaster.core.ticks import ParsedBatch
 from forecaster.io.files import JsonLinesSink
 from forecaster.io.kafka import source as kafka_source
+from forecaster.model.spec import ModelSpec
+from forecaster.model.stepper import Stepper
 from forecaster.ops.metrics import Metrics
 from forecaster.pipeline import Pipeline
 from tests.support.messages import ListSource, Record
+from tests.support.models import random_stepper
 
 T0_MS = 1_767_225_600_000
 
@@ -61,3 +64,41 @@ def test_a_fault_outside_every_stage_costs_only_its_own_record(
     assert [(d["reason"], d["source"]["offset"]) for d in letters] == [("internal_error", 5)]
     assert "RuntimeError: a bug" in str(letters[0]["detail"])
     assert forecasts == clean  # every other tick, exactly as without the bad one
+
+
+class OneModel:
+    """Model updates that have ``model`` ready once, at the ``at``-th batch boundary."""
+
+    def __init__(self, model: Stepper, at: int) -> None:
+        self.model, self.boundaries_left = model, at
+
+    def settled(self, forecasts: ForecastBatch) -> None:
+        pass
+
+    def pending(self) -> Stepper | None:
+        self.boundaries_left -= 1
+        return self.model if self.boundaries_left == 0 else None
+
+
+def test_a_swap_in_the_background_installs_at_a_batch_boundary_and_serves_from_there() -> None:
+    spec = ModelSpec(cell="lstm", layers=1, units=4)
+    old, new = random_stepper(spec, seed=1, version="old"), random_stepper(spec, 2, "new")
+    params = EngineParams(features=FeatureParams(min_history=2), ring_length=4,
+                          rewarm_in_background=True)  # fmt: skip
+    engine = Engine(params, old)
+    forecasts, metrics = io.BytesIO(), Metrics()
+    records = [tick(i, f"S{i % 5}") for i in range(200)]
+    pipeline = Pipeline(ListSource(records, 10), engine, JsonLinesSink(forecasts, io.BytesIO()),
+                        metrics, updates=OneModel(new, at=3))  # fmt: skip
+    versions: list[set[str]] = []  # of each batch's forecasts
+    while pipeline.step():
+        lines = forecasts.getvalue().splitlines()
+        forecasts.seek(0), forecasts.truncate()
+        versions.append({json.loads(line)["model_version"] for line in lines} - {"naive"})
+        if engine.rewarming is not None:  # what the next boundary does is then known
+            engine.rewarming.settle(timeout_s=60)
+    # the swap began at boundary 3 (after batch 3), was installed at boundary 4
+    assert versions == [set()] + [{"old"}] * 3 + [{"new"}] * 16  # the first batch: naive
+    assert engine.model is new and engine.rewarming is None
+    assert metrics.registry.get_sample_value("forecaster_swap_rewarm_seconds_count") == 1
+    assert metrics.registry.get_sample_value("forecaster_swap_pause_seconds_count") == 2

@@ -191,6 +191,18 @@ class Metrics:
             registry=r,
         )
         self.model_age.set_function(lambda: time.time() - self._model_loaded_at)
+        self.swap_rewarm_seconds = Histogram(
+            "forecaster_swap_rewarm_seconds",
+            "Wall time of a model swap, from its start to the new model serving",
+            buckets=CHECKPOINT_BUCKETS,
+            registry=r,
+        )
+        self.swap_pause_seconds = Histogram(
+            "forecaster_swap_pause_seconds",
+            "Time a model swap held the serving loop at one batch boundary",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.retrains = counter_with_labels(
             "forecaster_retrains", "Retraining runs, by outcome", "outcome", RETRAIN_OUTCOMES, r
         )

@@ -1,7 +1,9 @@
 """The Engine: holds the series table and the serving model, steps batches of ticks
 (``stepping``) and keeps each pending until ``commit()`` or ``rollback()``; swaps the
-model, re-warming the series' states from their history rings; moves a partition's
-series state out (take, snapshot) and in (put).
+model, re-warming the series' states from their history rings, at once (``swap_model``)
+or off the serving loop (``begin_swap``, then ``continue_swap`` at each batch boundary
+until it installs the model: ``rewarming``); moves a partition's series state out (take,
+snapshot) and in (put).
 
 >>> engine = Engine(EngineParams())
 >>> engine.take_partition(0).snapshot.series, engine.snapshot_partition(0).model_version
@@ -22,6 +24,7 @@ from forecaster.core.engine.eviction import IdleEviction
 from forecaster.core.engine.params import EngineParams
 from forecaster.core.engine.pending import PendingBatch
 from forecaster.core.engine.results import NAIVE, EngineResult
+from forecaster.core.engine.rewarming import RewarmJob
 from forecaster.core.engine.shadow import ShadowModel
 from forecaster.core.engine.stepping import Stepping, rewarm
 from forecaster.core.features import FEATURE_NAMES
@@ -66,6 +69,7 @@ class Engine:
         self._pending: PendingBatch | None = None
         self._backup_area = BackupArea()  # of the batch stepped together, reused
         self.shadow: ShadowModel | None = None  # a candidate stepped beside the model
+        self.rewarming: RewarmJob | None = None  # a swap re-warmed off the loop
         if model is not None:
             self.swap_model(model)
 
@@ -76,7 +80,8 @@ class Engine:
         before is committed first.
         """
         self.commit()
-        stepping = Stepping(self.table, self.params, self.model, self.recorder is not None,
+        keep_warm = self.recorder is not None or self.rewarming is not None
+        stepping = Stepping(self.table, self.params, self.model, keep_warm,
                             self._backup_area, keep_rounds=self.shadow is not None)  # fmt: skip
         try:
             work = self._attempt(ticks, stepping.together)
@@ -93,6 +98,8 @@ class Engine:
         if work is None:
             return 0
         self._record(work)
+        if self.rewarming is not None:
+            self.rewarming.follow([steps for undo in work.undo for steps in undo.warm])
         if self.shadow is not None:
             self._follow_shadow(work)
         accepted = np.flatnonzero(work.accepted)
@@ -131,25 +138,90 @@ class Engine:
 
     def swap_model(self, model: Stepper) -> None:
         """Serve ``model`` from the next batch on, its states re-warmed from the history rings
-        (a pending batch is committed first)."""
+        (a pending batch is committed first; a swap begun is dropped)."""
         self.commit()
         _check_features(model)
+        self._drop_swap()
         self.model = model
         self.table.reset_recurrent(model.state_size)
         self._rewarm(self.table.active_slots())
         intervals.restart_model(self.table.calibration)
 
-    def start_shadow(self, model: Stepper) -> None:
-        """Step ``model`` in shadow beside the serving model from the next batch on
-        (``forecaster.core.engine.shadow``); a pending batch is committed first."""
+    def begin_swap(self, model: Stepper) -> Stepper | None:
+        """Re-warm ``model``'s states off the serving loop (``rewarming``) while the model
+        serving goes on; ``continue_swap`` at each batch boundary installs it once they are
+        ready (``model`` if that is at once: no series held). A swap begun before is
+        dropped; a pending batch is committed first.
+
+        >>> from forecaster.model.spec import ModelSpec
+        >>> from forecaster.model.stepper import LayerWeights
+        >>> layer = LayerWeights(np.ones((4, 3), np.float32), np.ones((1, 3), np.float32),
+        ...                      np.zeros((2, 3), np.float32))
+        >>> spec = ModelSpec(cell="gru", layers=1, units=1, n_features=4)
+        >>> head = np.ones((1, 1), np.float32), np.zeros(1, np.float32)
+        >>> model = Stepper(spec, "v2", [layer], *head)
+        >>> from forecaster.core.ticks import parse_messages
+        >>> engine = Engine(EngineParams())
+        >>> tick = parse_messages([b'{"series":"X","ts":1,"price":2.0}']).ticks
+        >>> _ = engine.process(tick)
+        >>> engine.begin_swap(model)
+        >>> while engine.rewarming is not None:  # at each batch boundary
+        ...     _ = engine.continue_swap()  # the loop serves its next batch meanwhile
+        >>> engine.model.version
+        'v2'
+        """
         self.commit()
         _check_features(model)
-        self.shadow = ShadowModel(model, self.table, self.params.block_rows)
+        self._drop_swap()
+        self.rewarming = RewarmJob(model, self.table)
+        return self.continue_swap()  # its first chunk is copied at once
+
+    def continue_swap(self) -> Stepper | None:
+        """At a batch boundary, with a swap begun: hand its next chunk of work over, and
+        install the model once its states are ready (returned then, else None). If its
+        re-warm raised, the swap is dropped (logged) and the serving model goes on."""
+        job = self.rewarming
+        if job is None:
+            return None
+        self.commit()
+        try:
+            states = job.advance()
+        except Exception as exc:
+            log_internal_error(f"re-warming model {job.model.version} (its swap is dropped)", exc)
+            self._drop_swap()
+            return None
+        if states is None:
+            return None
+        self.rewarming = None
+        self.model = job.model
+        self.table.recurrent = states
+        intervals.restart_model(self.table.calibration)
+        return job.model
+
+    def _drop_swap(self) -> None:
+        if self.rewarming is not None:
+            self.rewarming.cancel()
+            self.rewarming = None
+
+    def start_shadow(self, model: Stepper) -> None:
+        """Step ``model`` in shadow beside the serving model from the next batch on, or
+        from the commit its states are re-warmed at (``rewarm_in_background``:
+        ``forecaster.core.engine.shadow``); a pending batch is committed first."""
+        self.commit()
+        _check_features(model)
+        self._close_shadow()
+        background = self.params.rewarm_in_background
+        self.shadow = ShadowModel(model, self.table, self.params.block_rows, background)
 
     def end_shadow(self) -> None:
         """Stop stepping the model in shadow (a pending batch is committed first)."""
         self.commit()
-        self.shadow = None
+        self._close_shadow()
+
+    def _close_shadow(self) -> None:
+        if self.shadow is not None:
+            self.shadow.close()
+            self.shadow = None
 
     def _follow_shadow(self, work: PendingBatch) -> None:
         """Step the model in shadow over a batch being committed; if that raises, the
@@ -159,7 +231,7 @@ class Engine:
             self.shadow.follow(self.table, work)
         except Exception as exc:
             log_internal_error("stepping the model in shadow (it is dropped)", exc)
-            self.shadow = None
+            self._close_shadow()
 
     def _rewarm(self, slots: IntArray) -> None:
         """Recompute the recurrent state of ``slots`` by running the model over their rings."""
@@ -194,6 +266,8 @@ class Engine:
                 recurrent=np.zeros((len(snapshot.series), self.table.state_size), np.float32),
             )
         slots = self.table.put(snapshot)
+        if self.rewarming is not None:
+            self.rewarming.forget(slots)
         if foreign:
             self._rewarm(slots)
             calibration = self.table.calibration[slots]

@@ -32,6 +32,10 @@ class EngineParams:
     # The most series held at once; a tick of a new series beyond it is rejected
     # (series_limit) while the known series go on. 0 = no limit.
     max_series: int = Settings.max_series
+    # A new model's states (a swap's, a shadow's) are re-warmed off the serving loop
+    # (``rewarming``): the service. Else at once, where it is asked for: a replay, whose
+    # forecasts are then the same at every run.
+    rewarm_in_background: bool = False
 
     def __post_init__(self) -> None:
         if self.block_rows < 1:

@@ -6,7 +6,9 @@ The shadow steps when a batch is committed, on the features its warm rounds kept
 rolled back or stepped again never moves it, and a replay steps it as a live run does.
 It starts from the state a swap to its model would leave: recurrent states re-warmed
 from each series' history ring (``stepping.rewarm``), calibration records copied from
-the serving ones. A series it did not start with (new, evicted and back, or put back
+the serving ones. With ``background`` the re-warm runs off the serving loop, as a
+swap's does (``rewarming``), and the shadow steps and scores from the commit its states
+are ready at. A series it did not start with (new, evicted and back, or put back
 from a moved partition) is stepped from zeros with a fresh record and never scored, so
 that a cold start is never weighed against a warm one.
 
@@ -45,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forecaster.core.engine.pending import PendingBatch
+from forecaster.core.engine.rewarming import RewarmJob
 from forecaster.core.engine.stepping import SeriesState, forecast_step, rewarm
 from forecaster.core.features import FeatureStep, new_stats
 from forecaster.core.table import SeriesTable
@@ -74,25 +77,51 @@ class PairedErrors:
 
 
 class ShadowModel:
-    """``model`` stepped beside the serving model of ``table``'s series."""
+    """``model`` stepped beside the serving model of ``table``'s series, its states
+    re-warmed at once or (``background``) off the loop; ``close`` when it ends."""
 
-    def __init__(self, model: Stepper, table: SeriesTable, block_rows: int) -> None:
+    def __init__(
+        self, model: Stepper, table: SeriesTable, block_rows: int, background: bool = False
+    ) -> None:
         self.model = model
-        self.state = SeriesState(
-            np.zeros((table.capacity, model.state_size), np.float32), table.stats.copy()
-        )
+        self.warming = RewarmJob(model, table) if background else None  # until it starts
+        recurrent = model.zero_state(table.capacity)
+        if self.warming is None:
+            rewarm(model, table, table.active_slots(), block_rows, recurrent)
+        self._start(table, recurrent)
+        self._errors: list[PairedErrors] = []
+
+    def _start(self, table: SeriesTable, recurrent: npt.NDArray[np.float32]) -> None:
+        """Follow the series of ``table`` from ``recurrent`` (by slot) on."""
+        self.state = SeriesState(recurrent, table.stats.copy())
         self.last_forecast = np.zeros(table.capacity)  # its forecast at the series' last tick
         self.uid = np.where(table.uid > 0, table.uid, -1)  # the series each slot follows
         self.scored = table.uid > 0  # series followed since the start
-        rewarm(model, table, table.active_slots(), block_rows, self.state.recurrent)
-        self._errors: list[PairedErrors] = []
+
+    def close(self) -> None:
+        """The shadow ends: stop its re-warm, if it still runs."""
+        if self.warming is not None:
+            self.warming.cancel()
 
     def follow(self, table: SeriesTable, work: PendingBatch) -> None:
-        """Step the warm rounds of ``work``, a batch being committed, in order."""
+        """Step the warm rounds of ``work``, a batch being committed, in order (while its
+        states are re-warmed, hand them to the re-warm, and start once they are ready)."""
+        if self.warming is not None:
+            self._warm(table, work)
+            return
         self._grow(table.capacity)
         for undo in work.undo:
             for index, slots, step in undo.rounds:
                 self._step(table, work, index, slots, step)
+
+    def _warm(self, table: SeriesTable, work: PendingBatch) -> None:
+        assert self.warming is not None
+        ts, rounds = work.ticks.ts, [r for undo in work.undo for r in undo.rounds]
+        self.warming.follow([(slots, step.z, step.d, ts[index]) for index, slots, step in rounds])
+        recurrent = self.warming.advance()
+        if recurrent is not None:
+            self.warming = None
+            self._start(table, recurrent)
 
     def drain(self) -> PairedErrors:
         """The errors scored since the last drain, in order."""

@@ -94,3 +94,32 @@ def test_a_model_in_shadow_that_raises_is_dropped_and_costs_no_served_tick(
     np.testing.assert_array_equal(got.forecasts.forecast, want.forecasts.forecast)
     assert_same_state(table_state(shadowed), table_state(plain))
     assert shadowed.shadow is None and "stepping the model in shadow" in caplog.text
+
+
+def test_a_shadow_rewarmed_off_the_loop_steps_as_one_started_at_its_copy() -> None:
+    """In the background the rings are copied at the first commit: a shadow started at
+    once after that commit holds the same states from then on."""
+    background = Engine(replace(PARAMS, rewarm_in_background=True), SERVING)
+    at_once = warmed()
+    for batch in messy_batches(3, 4, 200, 12):  # as warmed()
+        background.process(batch)
+    background.commit()
+    background.start_shadow(CANDIDATE)
+    batches = messy_batches(6, 10, 200, 12)[4:]  # after the ticks of warmed()
+    for engine in (background, at_once):
+        engine.process(batches[0])
+        engine.commit()  # the background's first chunk goes to its thread
+    at_once.start_shadow(CANDIDATE)
+    active = at_once.table.active_slots()
+    for batch in batches[1:]:  # each compared at once: the states forget their start
+        assert background.shadow is not None and at_once.shadow is not None
+        if background.shadow.warming is not None:
+            background.shadow.warming.settle(timeout_s=60)
+        for engine in (background, at_once):
+            engine.process(batch)
+            engine.commit()
+        assert background.shadow.warming is None  # installed at the first commit after
+        np.testing.assert_allclose(background.shadow.state.recurrent[active],
+                                   at_once.shadow.state.recurrent[active], atol=1e-6)  # fmt: skip
+    assert len(background.shadow.drain()) > 0
+    np.testing.assert_array_equal(background.table.active_slots(), active)
