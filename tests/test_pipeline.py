@@ -67,17 +67,20 @@ def test_a_fault_outside_every_stage_costs_only_its_own_record(
 
 
 class OneModel:
-    """Model updates that have ``model`` ready once, at the ``at``-th batch boundary."""
+    """Model updates that have ``model`` ready once, when ``at`` batches have settled."""
 
     def __init__(self, model: Stepper, at: int) -> None:
-        self.model, self.boundaries_left = model, at
+        self.model: Stepper | None = model
+        self.batches_left = at
 
     def settled(self, forecasts: ForecastBatch) -> None:
-        pass
+        self.batches_left -= 1
 
     def pending(self) -> Stepper | None:
-        self.boundaries_left -= 1
-        return self.model if self.boundaries_left == 0 else None
+        model = self.model if self.batches_left <= 0 else None
+        if model is not None:
+            self.model = None
+        return model
 
 
 def test_a_swap_in_the_background_installs_at_a_batch_boundary_and_serves_from_there() -> None:
@@ -97,7 +100,7 @@ def test_a_swap_in_the_background_installs_at_a_batch_boundary_and_serves_from_t
         versions.append({json.loads(line)["model_version"] for line in lines} - {"naive"})
         if engine.rewarming is not None:  # what the next boundary does is then known
             engine.rewarming.settle(timeout_s=60)
-    # the swap began at boundary 3 (after batch 3), was installed at boundary 4
+    # ready once batches 0-2 settled: begun before batch 3, installed before batch 4
     assert versions == [set()] + [{"old"}] * 3 + [{"new"}] * 16  # the first batch: naive
     assert engine.model is new and engine.rewarming is None
     assert metrics.registry.get_sample_value("forecaster_swap_rewarm_seconds_count") == 1

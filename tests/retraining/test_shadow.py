@@ -111,11 +111,12 @@ def test_the_replay_tells_its_trigger_outcome_and_shadow_verdict_at_their_tick_t
     ]  # fmt: skip
     assert [event.rejection for event in events] == [False, False, True]
     stamps = sorted(rfc3339_ns(str(forecast["ts"])) for forecast in forecasts)
-    # A run asked for after batch 12 starts at the next boundary, after batch 13, and an
-    # inline run ends where it starts.
-    assert events[0].ts == events[1].ts == stamps[(REQUESTED_AFTER + 1) * 250 - 1]
+    # A run asked for after the 12th batch starts at the next boundary, the one step 8
+    # reaches once the 13th batch is polled, at the 12th batch's last tick; an inline run
+    # ends where it starts.
+    assert events[0].ts == events[1].ts == stamps[REQUESTED_AFTER * 250 - 1]
     shadowed = registry.metadata(version)["shadow"]["points"]
-    assert stamps.index(events[2].ts) >= (REQUESTED_AFTER + 1) * 250 + shadowed - 1
+    assert stamps.index(events[2].ts) >= REQUESTED_AFTER * 250 + shadowed - 1
 
 
 def test_a_candidate_better_on_live_data_is_promoted_after_its_shadow(
