@@ -168,12 +168,19 @@ def serve(
                         overlap=settings.overlap_delivery)  # fmt: skip
     with serving_runtime():
         if retrainer is None:
-            return Service(settings, pipeline, stop).run()
+            return _serve_until_stopped(Service(settings, pipeline, stop))
         retrainer.start()
         try:
-            return Service(settings, pipeline, stop, retrainer.request).run()
+            return _serve_until_stopped(Service(settings, pipeline, stop, retrainer.request))
         finally:
             retrainer.stop()
+
+
+def _serve_until_stopped(service: Service) -> Totals:
+    try:
+        return service.run()
+    finally:
+        service.pipeline.engine.stop_background()
 
 
 def checkpoints_of(

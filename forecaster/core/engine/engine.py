@@ -198,6 +198,13 @@ class Engine:
         intervals.restart_model(self.table.calibration)
         return job.model
 
+    def stop_background(self) -> None:
+        """Stop the threads of a swap being re-warmed and of a shadow warming up, if any
+        (the service stops: their queued work would hold its exit up)."""
+        self._drop_swap()
+        if self.shadow is not None:
+            self.shadow.close()
+
     def _drop_swap(self) -> None:
         if self.rewarming is not None:
             self.rewarming.cancel()

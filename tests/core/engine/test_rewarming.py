@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from forecaster.core.engine import Engine
+from forecaster.core.engine.rewarming import RewarmJob
 from forecaster.core.ticks import TickColumns
 from forecaster.model.spec import ModelSpec
 from forecaster.model.stepper import Stepper
@@ -151,6 +152,19 @@ def test_a_sync_swap_drops_the_swap_begun() -> None:
     engine.swap_model(NEWER)
     assert engine.rewarming is None and engine.model is NEWER
     assert engine.continue_swap() is None and engine.model is NEWER
+
+
+def test_a_stopping_service_stops_the_swap_and_its_thread() -> None:
+    engine, switch_interval = warmed(), sys.getswitchinterval()
+    engine.begin_swap(NEW)
+    job = engine.rewarming
+    assert isinstance(job, RewarmJob)
+    engine.stop_background()
+    assert engine.rewarming is None and engine.model is not NEW
+    assert sys.getswitchinterval() == switch_interval
+    steps = (np.array([0]), np.zeros(1), np.zeros(1), np.zeros(1, np.int64))
+    with pytest.raises(RuntimeError, match="after shutdown"):  # its thread takes no more
+        job.follow([steps])
 
 
 class Raising(Stepper):
