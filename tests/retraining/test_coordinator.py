@@ -118,16 +118,17 @@ def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_bound
     assert first_model is None
     pipeline = pipeline_over(ar_ticks, retrainer, tmp_path / "f.jsonl")
     replayed = synthetic.generate(synthetic.SERIES_SETS["ar1"], 500, seed=11)
-    swapped_after = None
+    swapped_at = None
+    received = 0
     while pipeline.step():
-        if engine.model is not None and swapped_after is None:
-            swapped_after = pipeline.totals.received
+        if engine.model is not None and swapped_at is None:
+            swapped_at = received  # the model swapped in at step 8 stepped this batch
             # A fresh engine serving the new model from the first tick has stepped every
             # warm step with it; the swapped engine re-warmed from its rings (which hold
-            # every step so far): the states must agree, to what the rings keep of the
-            # features (z and d within 0.002, forecaster/core/ring.py: 9e-4 apart here).
+            # every step before this batch): the states must agree, to what the rings keep
+            # of the features (z and d within 0.002, forecaster/core/ring.py: 9e-4 apart).
             fresh = Engine(engine_params(settings), engine.model)
-            source = CsvSource(ar_ticks, swapped_after)
+            source = CsvSource(ar_ticks, pipeline.totals.received)
             fresh.process(source.poll(0.0).parse().ticks)  # type: ignore[union-attr]
             slots = engine.table.active_slots()
             names = [engine.table.series[s] for s in slots.tolist()]
@@ -135,6 +136,7 @@ def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_bound
             np.testing.assert_allclose(
                 engine.table.recurrent[slots], fresh.table.recurrent[fresh_slots], atol=3e-3
             )
+        received = pipeline.totals.received
     pipeline.sink.close()
 
     assert runs_by_outcome(retrainer) == only(promoted=1)
@@ -155,7 +157,7 @@ def test_learnable_stream_promotes_a_model_that_beats_naive_swapped_at_one_bound
     assert len(forecasts) == len(replayed) == pipeline.totals.accepted
     versions = [f["model_version"] for f in forecasts]
     first = versions.index(version)
-    assert first == swapped_after and first % SMALL["max_batch"] == 0
+    assert first == swapped_at and first % SMALL["max_batch"] == 0
     assert set(versions[:first]) == {NAIVE}
     assert set(versions[first:]) == {version}
     # The log says when the run started, why, and what serves after it.
