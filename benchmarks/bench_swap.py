@@ -25,12 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from common import SERVING_SPEC, START_NS, parser, report
-from threadpoolctl import threadpool_limits
 
 from forecaster.config import Settings
 from forecaster.core.engine import Engine, EngineParams
 from forecaster.core.ticks import TickColumns
-from forecaster.service import BLAS_THREADS
+from forecaster.runtime import serving_runtime
 from tests.support.models import random_stepper
 
 GOAL_PAUSE_MS = 100.0  # issue 22: the longest gap between two polls during a swap
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.add_argument("--batch", type=int, default=1_000, help="ticks per batch")
     args.add_argument("--seconds", type=float, default=5.0, help="of serving before and after")
     options = args.parse_args(argv)
-    with threadpool_limits(BLAS_THREADS, user_api="blas"):  # as the service runs
+    with serving_runtime():  # as the service runs
         results = measure(options.series, options.ring, options.batch, options.seconds)
     results["goal_longest_gap_ms"] = GOAL_PAUSE_MS
     settings = {"model": "lstm 2x32", "series": options.series, "ring": options.ring,
