@@ -197,3 +197,29 @@ def test_the_kth_failure_of_a_topic_is_pinned_to_its_kth_record_across_sends_and
         assert last.exception is None  # the fourth record: no fourth failure
     finally:
         close_producer(producer, 0.0)
+
+
+class FatallyFailed:
+    """librdkafka's producer after a fatal error (an idempotent producer whose broker lost
+    its id), as confluent-kafka 2.16 showed it: its flush raises the SystemError its
+    delivery callbacks were left with (``/tmp`` reproduction: kill and restart Tansu under
+    a producer that sent before, then flush three times)."""
+
+    def flush(self, timeout: float) -> int:
+        raise SystemError("UnknownProducerIdError returned a result with an exception set")
+
+    def purge(self) -> None:
+        pass
+
+
+def test_a_producer_failed_for_good_raises_a_kafka_error_the_sink_fails_the_batch_on() -> None:
+    nowhere = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_client="confluent")
+    producer = ConfluentProducer(producer_configs(nowhere))
+    real, producer._producer = producer._producer, FatallyFailed()
+    try:
+        with pytest.raises(KafkaError, match="exception set"):
+            producer.flush(1.0)
+        close_producer(producer, 0.0)  # as the sink drops it: nothing raised
+    finally:
+        real.purge()
+        real.flush(0)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from itertools import repeat
@@ -109,6 +110,18 @@ def kafka_error(error: confluent_kafka.KafkaError | BaseException | None) -> Kaf
     code = error.code()
     kind = for_code(code) if code > 0 else LOCAL_ERRORS.get(code, KafkaError)
     return kind(error.str())
+
+
+def fatal_error() -> KafkaError:
+    """The kafka-python error of what a flush of librdkafka's raised (call it in an
+    ``except``). After a fatal error (an idempotent producer whose broker lost its id:
+    UNKNOWN_PRODUCER_ID), confluent-kafka 2.16's flush raises what its delivery callbacks
+    were left with: a SystemError, or its KafkaError object itself, which is no exception
+    class, so that only a bare ``except`` catches it. An interrupt is raised again."""
+    raised = sys.exc_info()[1]
+    if isinstance(raised, BaseException) and not isinstance(raised, Exception):
+        raise raised
+    return kafka_error(raised)
 
 
 def log_error(error: confluent_kafka.KafkaError) -> None:
@@ -477,10 +490,13 @@ class ConfluentProducer:
         """Wait until every record is acknowledged or refused; KafkaTimeoutError if some
         are still in flight after ``timeout`` seconds: those are dropped and fail (a
         record not acknowledged in time is one to send again)."""
-        left = self._producer.flush(-1 if timeout is None else timeout)
-        if left:
-            self._producer.purge()  # what is left fails now, with a report of its own
-            self._producer.flush(0)
+        try:
+            left = self._producer.flush(-1 if timeout is None else timeout)
+            if left:
+                self._producer.purge()  # what is left fails now, with a report of its own
+                self._producer.flush(0)
+        except:  # noqa: E722 (see fatal_error)
+            raise fatal_error() from None
         self._flush.ended = True
         self._flush, self._sent, self._failures = Flush(), {}, {}
         if left:
@@ -491,8 +507,11 @@ class ConfluentProducer:
         try:
             self.flush(timeout)
         finally:
-            self._producer.purge()
-            self._producer.flush(0)
+            try:
+                self._producer.purge()
+                self._producer.flush(0)
+            except:  # noqa: E722 (see fatal_error): the producer is dropped anyway
+                log.debug("dropping a producer: %s", fatal_error())
 
 
 def connect_producer(configs: Mapping[str, Any]) -> ConfluentProducer:
