@@ -33,6 +33,9 @@ from forecaster.runtime import MMAP_THRESHOLD, TRIM_THRESHOLD
 # Run in the child, on the tree under test: only APIs both trees have.
 CHILD = """
 import json, sys, time
+# Only the tree under test: an editable install's finder would lend it the installed
+# tree's modules that it lacks (forecaster.runtime, say).
+sys.meta_path = [f for f in sys.meta_path if not f.__module__.startswith("__editable__")]
 sys.path.insert(0, "benchmarks")
 import numpy as np
 from bench_step import SERVING_SPEC, Engine, EngineParams, one_tick_each, random_stepper
