@@ -132,6 +132,7 @@ class Service:
             while not self.stop.wait(1.0):
                 pass
         finally:
+            self.pipeline.engine.stop_background()  # a swap's or shadow's re-warm thread
             self.pipeline.sink.close()
             self.pipeline.source.close()  # revokes every partition: their last checkpoints
             if self.pipeline.states is not None:
@@ -168,19 +169,12 @@ def serve(
                         overlap=settings.overlap_delivery)  # fmt: skip
     with serving_runtime():
         if retrainer is None:
-            return _serve_until_stopped(Service(settings, pipeline, stop))
+            return Service(settings, pipeline, stop).run()
         retrainer.start()
         try:
-            return _serve_until_stopped(Service(settings, pipeline, stop, retrainer.request))
+            return Service(settings, pipeline, stop, retrainer.request).run()
         finally:
             retrainer.stop()
-
-
-def _serve_until_stopped(service: Service) -> Totals:
-    try:
-        return service.run()
-    finally:
-        service.pipeline.engine.stop_background()
 
 
 def checkpoints_of(
