@@ -273,12 +273,8 @@ class SeriesTable:
     def _grow(self, capacity: int) -> None:
         # Fresh zeroed memory, of which only the copied rows are written: the pages of the
         # spare capacity stay unmapped until a series uses them, so doubling costs no RSS.
-        used = self.capacity
         for name in TABLE_ARRAYS:
-            array = getattr(self, name)
-            grown = np.zeros((capacity, *array.shape[1:]), array.dtype)
-            grown[:used] = array
-            setattr(self, name, grown)
+            setattr(self, name, grown_to(getattr(self, name), capacity))
 
     def active_slots(self) -> IntArray:
         return np.fromiter(self.slot_of.values(), np.int64, len(self.slot_of))
@@ -410,6 +406,13 @@ class SeriesTable:
             ts=np.where(valid, self.ring_newest_ts[slots, None] - after, 0),
             length=length,
         )
+
+
+def grown_to(array: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
+    """``array`` with zeroed rows added up to ``rows``."""
+    larger = np.zeros((rows, *array.shape[1:]), array.dtype)
+    larger[: len(array)] = array
+    return larger
 
 
 def take_rows(array: npt.NDArray[Any], slots: IntArray) -> npt.NDArray[Any]:

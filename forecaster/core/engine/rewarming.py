@@ -58,7 +58,7 @@ import numpy.typing as npt
 
 from forecaster.core.engine.stepping import rewarm
 from forecaster.core.features import model_inputs
-from forecaster.core.table import SeriesTable
+from forecaster.core.table import SeriesTable, grown_to
 from forecaster.model.stepper import Stepper
 
 IntArray = npt.NDArray[np.int64]
@@ -126,7 +126,7 @@ class RewarmJob:
             self._follows.popleft()
         table = self._table
         if len(self._copied) < table.capacity:
-            self._copied = _grown(self._copied, table.capacity)
+            self._copied = grown_to(self._copied, table.capacity)
         active = table.active_slots()
         uncopied = active[self._copied[active] != table.uid[active]]
         if len(uncopied) and len(self._chunks) < CHUNKS_IN_FLIGHT:
@@ -158,7 +158,7 @@ class RewarmJob:
         """The thread's states as the table's recurrent array: zeros but where held."""
         table, states = self._table, self._states
         if len(states) < table.capacity:
-            states = _grown(states, table.capacity)
+            states = grown_to(states, table.capacity)
         states = states[: table.capacity]
         if not (self._owner[active] == table.uid[active]).all():
             raise RuntimeError("a re-warmed state belongs to another series")  # a bug
@@ -200,8 +200,8 @@ class RewarmJob:
         """The thread: grow its arrays to hold ``slots`` slots (the table doubles)."""
         if slots > len(self._owner):
             capacity = max(slots, 2 * len(self._owner))
-            self._states = _grown(self._states, capacity)
-            self._owner = _grown(self._owner, capacity)
+            self._states = grown_to(self._states, capacity)
+            self._owner = grown_to(self._owner, capacity)
 
 
 class _SwitchInterval:
@@ -236,13 +236,6 @@ def _rings_of(table: SeriesTable, slots: IntArray) -> SeriesTable:
     for name in ("ring", "ring_newest_ts", "ring_track_ts", "ring_count"):
         getattr(copy, name)[: len(slots)] = getattr(table, name)[slots]
     return copy
-
-
-def _grown(array: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
-    """``array`` with zero rows added up to ``rows``."""
-    grown = np.zeros((rows, *array.shape[1:]), array.dtype)
-    grown[: len(array)] = array
-    return grown
 
 
 def _done(future: Future[None]) -> bool:

@@ -63,9 +63,9 @@ def _csv_rows(frame: pd.DataFrame) -> Rows:
     rows = Rows(len(frame))
     rows.series = frame["series"].tolist()
     if MALFORMED in frame.columns:
-        details = frame[MALFORMED].tolist()
-        for i in np.flatnonzero(frame[MALFORMED].to_numpy(object) != "").tolist():
-            rows.fail(i, RejectReason.CSV_FIELDS, details[i])
+        for i, detail in enumerate(frame[MALFORMED].tolist()):
+            if detail:
+                rows.fail(i, RejectReason.CSV_FIELDS, detail)
     for i in _not_utf8(frame):
         rows.fail(i, RejectReason.NOT_UTF8, "row is not UTF-8")
     rows.fail_each(_empty(frame["series"]), RejectReason.MISSING_SERIES, "series is empty")
