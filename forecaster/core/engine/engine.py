@@ -22,7 +22,7 @@ import numpy.typing as npt
 from forecaster.core import intervals
 from forecaster.core.engine.eviction import IdleEviction
 from forecaster.core.engine.params import EngineParams
-from forecaster.core.engine.pending import PendingBatch
+from forecaster.core.engine.pending import PendingBatch, WarmSteps
 from forecaster.core.engine.results import NAIVE, EngineResult
 from forecaster.core.engine.rewarming import RewarmJob
 from forecaster.core.engine.shadow import ShadowModel
@@ -97,9 +97,10 @@ class Engine:
         work, self._pending = self._pending, None
         if work is None:
             return 0
-        self._record(work)
+        warm = work.warm_steps()
+        self._record(warm)
         if self.rewarming is not None:
-            self.rewarming.follow([steps for undo in work.undo for steps in undo.warm])
+            self.rewarming.follow(warm)
         if self.shadow is not None:
             self._follow_shadow(work)
         accepted = np.flatnonzero(work.accepted)
@@ -128,9 +129,8 @@ class Engine:
             raise
         return work
 
-    def _record(self, work: PendingBatch) -> None:
+    def _record(self, warm: list[WarmSteps]) -> None:
         """Hand the warm steps of a batch being committed to the recorder, in one call."""
-        warm = [steps for undo in work.undo for steps in undo.warm]
         if self.recorder is None or not warm:
             return
         slots, z, d, ts = (np.concatenate(column) for column in zip(*warm, strict=True))

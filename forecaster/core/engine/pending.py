@@ -27,6 +27,8 @@ from forecaster.core.ticks import TickColumns
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+# A round's warm steps: (slots, z, d, ts).
+WarmSteps = tuple[IntArray, FloatArray, FloatArray, IntArray]
 
 
 @dataclass(slots=True)
@@ -39,7 +41,7 @@ class Undo:
     rejects: int  # how many rejects the batch had before this attempt
     nonfinite: int
     backup: Backup | None = None
-    warm: list[tuple[IntArray, FloatArray, FloatArray, IntArray]] = field(default_factory=list)
+    warm: list[WarmSteps] = field(default_factory=list)
     rounds: list[tuple[IntArray, IntArray, FeatureStep]] = field(default_factory=list)
 
     def restore(self, table: SeriesTable) -> None:
@@ -85,6 +87,10 @@ class PendingBatch:
             rejects=[],
             undo=[],
         )
+
+    def warm_steps(self) -> list[WarmSteps]:
+        """The warm steps of every attempt, round by round, in order."""
+        return [steps for undo in self.undo for steps in undo.warm]
 
     def begin(self, table: SeriesTable) -> Undo:
         """A new undo record, for the attempt that starts now."""

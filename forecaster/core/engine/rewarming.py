@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from forecaster.core.engine.pending import WarmSteps
 from forecaster.core.engine.stepping import rewarm
 from forecaster.core.features import model_inputs
 from forecaster.core.table import SeriesTable, grown_to
@@ -64,8 +65,6 @@ from forecaster.model.stepper import Stepper
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
-# A committed round's warm steps: (slots, z, d, ts), as ``Undo.warm`` keeps them.
-WarmSteps = tuple[IntArray, FloatArray, FloatArray, IntArray]
 # Series per chunk: one chunk's ring copy is 2.5 MB at rings of 512 steps, a few ms of the
 # loop's time, and its re-warm runs in cache (4,096 series took 2.05 s in blocks of 1,024,
 # 2.78 s in one, lstm 2x32, one BLAS thread).
