@@ -63,7 +63,6 @@ from forecaster.core.table import SeriesTable, grown_to
 from forecaster.model.stepper import Stepper
 
 IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
 # Series per chunk: one chunk's ring copy is 2.5 MB at rings of 512 steps, a few ms of the
 # loop's time, and its re-warm runs in cache (4,096 series took 2.05 s in blocks of 1,024,
