@@ -1,0 +1,28 @@
+"""Compiled kernels: the per-row arithmetic of a round, as plain loops.
+
+With a few series in a round, the engine's cost is NumPy's dispatch (about a microsecond
+a call, hundreds of calls a round), not its arithmetic. So the per-row arithmetic of a
+round (features, intervals, the skill heads, the recurrent step) is written as loops over
+rows and compiled by Numba: one call a round, whatever the round's size. Compiled code
+is cached beside its module, so only a process with a cold cache pays the compilation
+(seconds), at its first call.
+
+``error_model="numpy"``: a division by zero gives inf or nan, as in NumPy, instead of
+raising; no ``fastmath``: the kernels test for non-finite values, which fast math may
+assume away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import numba
+
+Function = TypeVar("Function", bound=Callable[..., Any])
+
+
+def kernel(function: Function) -> Function:
+    """``function`` compiled to machine code at its first call, with NumPy's semantics."""
+    compiled = numba.njit(cache=True, error_model="numpy", nogil=True)(function)
+    return cast(Function, compiled)
