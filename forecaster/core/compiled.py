@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import numba
+import numpy as np
 
 Function = TypeVar("Function", bound=Callable[..., Any])
 
@@ -26,3 +27,15 @@ def kernel(function: Function) -> Function:
     """``function`` compiled to machine code at its first call, with NumPy's semantics."""
     compiled = numba.njit(cache=True, error_model="numpy", nogil=True)(function)
     return cast(Function, compiled)
+
+
+@kernel
+def nan_max(value: float, floor: float) -> float:
+    """``np.maximum(value, floor)`` of a number: nan stays nan."""
+    return value if value >= floor or np.isnan(value) else floor
+
+
+@kernel
+def nan_clip(value: float, bound: float) -> float:
+    """``np.clip(value, -bound, bound)`` of a number: nan stays nan."""
+    return value if np.isnan(value) else min(max(value, -bound), bound)

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forecaster.config import Settings
+from forecaster.core.compiled import kernel, nan_clip, nan_max
 from forecaster.errors import ConfigError
 
 FEATURE_NAMES = ("return_z", "level_z", "tod_sin", "tod_cos")
@@ -111,32 +112,45 @@ def advance(
     Rows are distinct series. The return is standardised by the scale *before* this
     tick, so that the feature of step t+1 is exactly the target of step t.
     """
-    last_price = stats["last_price"]
-    has_prev = last_price > 0
-    log_price = np.log(price)
-    ret = np.where(has_prev, log_price - np.log(np.where(has_prev, last_price, 1.0)), 0.0)
-    n_returns = stats["n_returns"] + has_prev
-    prev_scale = np.sqrt(np.maximum(stats["scale_sq"], MIN_SCALE**2))
-    z = np.clip(ret / prev_scale, -params.clip, params.clip)
+    rows = len(price)
+    step = FeatureStep(np.empty(rows), np.empty(rows), np.empty(rows), np.empty(rows, bool))
+    _advance(
+        stats, price, ts, params.scale_alpha, params.level_alpha,
+        np.sqrt(params.level_halflife), params.clip, params.min_history,
+        step.z, step.d, step.scale, step.warm,
+    )  # fmt: skip
+    return step
 
-    # Early on the running means are plain averages, later exponential.
-    scale_weight = np.maximum(params.scale_alpha, 1.0 / np.maximum(n_returns, 1))
-    scale_sq = stats["scale_sq"] + has_prev * scale_weight * (ret * ret - stats["scale_sq"])
-    level_weight = np.maximum(params.level_alpha, 1.0 / (n_returns + 1))
-    level = np.where(
-        has_prev, stats["level"] + level_weight * (log_price - stats["level"]), log_price
-    )
-    scale = np.sqrt(np.maximum(scale_sq, MIN_SCALE**2))
-    d = np.clip(
-        (log_price - level) / (scale * np.sqrt(params.level_halflife)), -params.clip, params.clip
-    )
 
-    stats["last_price"] = price
-    stats["last_ts"] = ts
-    stats["n_returns"] = n_returns
-    stats["scale_sq"] = scale_sq
-    stats["level"] = level
-    return FeatureStep(z=z, d=d, scale=scale, warm=n_returns >= params.min_history)
+@kernel
+def _advance(
+    stats: npt.NDArray[np.void], price: FloatArray, ts: IntArray, scale_alpha: float,
+    level_alpha: float, level_spread: float, clip: float, min_history: int,
+    z: FloatArray, d: FloatArray, scale: FloatArray, warm: BoolArray,
+) -> None:  # fmt: skip
+    for row in range(len(price)):
+        series = stats[row]
+        has_prev = series.last_price > 0
+        log_price = np.log(price[row])
+        ret = log_price - np.log(series.last_price) if has_prev else 0.0
+        n_returns = series.n_returns + has_prev
+        prev_scale = np.sqrt(nan_max(series.scale_sq, MIN_SCALE**2))
+        z[row] = nan_clip(ret / prev_scale, clip)
+
+        # Early on the running means are plain averages, later exponential.
+        scale_weight = max(scale_alpha, 1.0 / max(n_returns, 1))
+        scale_sq = series.scale_sq + has_prev * scale_weight * (ret * ret - series.scale_sq)
+        level_weight = max(level_alpha, 1.0 / (n_returns + 1))
+        level = series.level + level_weight * (log_price - series.level) if has_prev else log_price
+        scale[row] = np.sqrt(nan_max(scale_sq, MIN_SCALE**2))
+        d[row] = nan_clip((log_price - level) / (scale[row] * level_spread), clip)
+
+        series.last_price = price[row]
+        series.last_ts = ts[row]
+        series.n_returns = n_returns
+        series.scale_sq = scale_sq
+        series.level = level
+        warm[row] = n_returns >= min_history
 
 
 def model_inputs(
