@@ -27,16 +27,20 @@ time is kept exactly beside the ring, with the time its decoded gaps reached.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from forecaster.core.compiled import kernel
 
 CELL_BYTES = 5
 LEVELS = 4094  # 12-bit codes 0..4094; an even count puts 0 on a code (2047)
 GAP_UNIT_NS = 60 * 1_000_000_000  # gaps are float16 minutes: 3.6 µs to 45 days
 _MASK_12 = 0xFFF
 _LARGEST_MINUTES = float(np.finfo(np.float16).max)  # 45 days: a longer gap counts as that long
+_SMALLEST_NORMAL = float(np.finfo(np.float16).smallest_normal)
 
 FloatArray = npt.NDArray[np.float64]
 Float32Array = npt.NDArray[np.float32]
@@ -59,21 +63,11 @@ class RingCodec:
         self, z: npt.ArrayLike, d: npt.ArrayLike, gap_ns: npt.ArrayLike
     ) -> tuple[Cells, IntArray]:
         """Cells of the steps, one row of CELL_BYTES each, and the gaps as decoding gives
-        them back (to advance the reconstructed time by). A NaN is taken as ``clip``.
-
-        Few NumPy calls, each on all rows: the engine encodes every round's warm steps.
-        """
-        levels = np.array((z, d), np.float64)
-        np.fmax(np.fmin(levels, self.clip, out=levels), -self.clip, out=levels)  # NaN: clip
-        levels += self.clip
-        levels *= 1.0 / self.step
-        codes = np.rint(levels, out=levels).astype(np.int64)
-        minutes = np.asarray(gap_ns, np.int64) * (1.0 / GAP_UNIT_NS)
-        np.fmax(np.fmin(minutes, _LARGEST_MINUTES, out=minutes), -_LARGEST_MINUTES, out=minutes)
-        gap = minutes.astype(np.float16)
-        code = codes[0] | (codes[1] << 12) | (gap.view(np.uint16).astype(np.int64) << 24)
-        cells = code.astype("<i8", copy=False).view(np.uint8).reshape(-1, 8)[:, :CELL_BYTES]
-        decoded = np.rint(gap.astype(np.float64) * GAP_UNIT_NS).astype(np.int64)
+        them back (to advance the reconstructed time by). A NaN is taken as ``clip``."""
+        z, d = np.asarray(z, np.float64), np.asarray(d, np.float64)
+        cells = np.empty((len(z), CELL_BYTES), np.uint8)
+        decoded = np.empty(len(z), np.int64)
+        _encode(z, d, np.asarray(gap_ns, np.int64), self.clip, self.step, cells, decoded)
         return cells, decoded
 
     def decode(self, cells: Cells) -> tuple[Float32Array, Float32Array, IntArray]:
@@ -90,6 +84,57 @@ class RingCodec:
     def _value(self, level: IntArray) -> Float32Array:
         values = level * self.step - self.clip
         return values.astype(np.float32)
+
+
+@kernel
+def _encode(
+    z: FloatArray, d: FloatArray, gap_ns: IntArray, clip: float, step: float,
+    cells: Cells, decoded: IntArray,
+) -> None:  # fmt: skip
+    for row in range(len(z)):
+        decoded[row] = encode_cell(z[row], d[row], gap_ns[row], clip, step, cells[row])
+
+
+@kernel
+def encode_cell(z: float, d: float, gap_ns: int, clip: float, step: float, cell: Cells) -> int:
+    """Write one step into ``cell`` (CELL_BYTES); returns its gap as decoding gives it back."""
+    minutes = min(max(gap_ns * (1.0 / GAP_UNIT_NS), -_LARGEST_MINUTES), _LARGEST_MINUTES)
+    gap = _half_bits(minutes)
+    code = _level(z, clip, step) | (_level(d, clip, step) << 12) | (gap << 24)
+    for byte in range(CELL_BYTES):
+        cell[byte] = (code >> (8 * byte)) & 0xFF
+    return int(np.rint(_half_value(gap) * GAP_UNIT_NS))
+
+
+@kernel
+def _level(value: float, clip: float, step: float) -> int:
+    """The 12-bit code of ``value`` clipped to +-``clip`` (NaN: ``clip``)."""
+    clipped = clip if np.isnan(value) else min(max(value, -clip), clip)
+    return int(np.rint((clipped + clip) * (1.0 / step)))
+
+
+@kernel
+def _half_bits(value: float) -> int:
+    """The float16 bits of ``value`` (finite, within float16's range), rounded to the
+    nearest, ties to even, as NumPy's ``astype(np.float16)``."""
+    sign = 0x8000 if np.signbit(value) else 0
+    size = abs(value)
+    if size < _SMALLEST_NORMAL:  # a subnormal: a count of the smallest step
+        return sign | int(np.rint(size * 2.0**24))  # 1024 is the smallest normal's bits
+    _, exponent = math.frexp(size)  # size = fraction * 2**exponent, fraction in [0.5, 1)
+    mantissa = int(np.rint((math.ldexp(size, 1 - exponent) - 1.0) * 1024.0))
+    return sign | (((exponent + 14) << 10) + mantissa)  # a carry rounds up the exponent
+
+
+@kernel
+def _half_value(bits: int) -> float:
+    """The value of float16 ``bits`` that ``_half_bits`` writes (finite)."""
+    exponent, mantissa = (bits >> 10) & 0x1F, bits & 0x3FF
+    if exponent == 0:
+        size = mantissa * 2.0**-24
+    else:
+        size = math.ldexp(1.0 + mantissa / 1024.0, exponent - 15)
+    return -size if bits & 0x8000 else size
 
 
 def gap_ns_of(code: npt.NDArray[np.uint16]) -> IntArray:

@@ -47,9 +47,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from forecaster.core.compiled import kernel
 from forecaster.core.features import STATS_DTYPE
 from forecaster.core.intervals import new_calibration
-from forecaster.core.ring import CELL_BYTES, RingCodec
+from forecaster.core.ring import CELL_BYTES, Cells, RingCodec, encode_cell
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -379,14 +380,8 @@ class SeriesTable:
         The step's gap is taken from the time the sum of the ring's gaps has reached (its
         track), so that the encoding's errors do not add up along the ring
         (``forecaster.core.ring``)."""
-        count = self.ring_count[slots]
-        first = count == 0
-        track = self.ring_track_ts[slots]
-        cells, gaps = self.codec.encode(z, d, np.where(first, 0, ts - track))
-        self.ring[slots, count % self.ring_length] = cells
-        self.ring_track_ts[slots] = np.where(first, ts, track + gaps)
-        self.ring_newest_ts[slots] = ts
-        self.ring_count[slots] = count + 1
+        _append(self.ring, self.ring_count, self.ring_track_ts, self.ring_newest_ts,
+                slots, z, d, ts, self.codec.clip, self.codec.step)  # fmt: skip
 
     def history(self, slots: IntArray) -> History:
         """The ring contents of ``slots``, oldest step first."""
@@ -406,6 +401,22 @@ class SeriesTable:
             ts=np.where(valid, self.ring_newest_ts[slots, None] - after, 0),
             length=length,
         )
+
+
+@kernel
+def _append(
+    ring: Cells, count: IntArray, track: IntArray, newest: IntArray, slots: IntArray,
+    z: FloatArray, d: FloatArray, ts: IntArray, clip: float, step: float,
+) -> None:  # fmt: skip
+    length = ring.shape[1]
+    for row in range(len(slots)):
+        slot = slots[row]
+        first = count[slot] == 0
+        cell = ring[slot, count[slot] % length]
+        gap = encode_cell(z[row], d[row], 0 if first else ts[row] - track[slot], clip, step, cell)
+        track[slot] = ts[row] if first else track[slot] + gap
+        newest[slot] = ts[row]
+        count[slot] += 1
 
 
 def grown_to(array: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:

@@ -2,6 +2,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from forecaster.core import ring
 from forecaster.core.ring import RingCodec
 from forecaster.core.table import SeriesTable
 
@@ -58,3 +59,30 @@ def test_irregular_times_stay_within_their_own_gaps_precision() -> None:
     larger = np.maximum(gaps[-512:], gaps[-513:-1])
     bound = (larger + larger[-1]) / 1024 + 8_000
     assert (np.abs(got - want) <= bound).all()
+
+
+def numpy_encode(codec: RingCodec, z: np.ndarray, d: np.ndarray, gap_ns: np.ndarray):  # type: ignore[no-untyped-def]
+    """The encoding in NumPy: the compiled one must write the same bytes (float16 by
+    NumPy's own rounding)."""
+    levels = np.fmax(np.fmin(np.array((z, d)), codec.clip), -codec.clip) + codec.clip
+    codes = np.rint(levels * (1.0 / codec.step)).astype(np.int64)
+    minutes = np.clip(gap_ns * (1.0 / ring.GAP_UNIT_NS), -65504.0, 65504.0).astype(np.float16)
+    code = codes[0] | (codes[1] << 12) | (minutes.view(np.uint16).astype(np.int64) << 24)
+    cells = code.astype("<i8").view(np.uint8).reshape(-1, 8)[:, : ring.CELL_BYTES]
+    return cells, np.rint(minutes.astype(np.float64) * ring.GAP_UNIT_NS).astype(np.int64)
+
+
+@given(st.lists(st.tuples(st.floats(allow_infinity=True, allow_nan=True),
+                          st.one_of(st.integers(-(2**62), 2**62),
+                                    st.integers(0, 2**20).map(lambda k: k * 60 * SECOND // 2**18))),
+                min_size=1, max_size=40), st.sampled_from([1.0, 8.0]))  # fmt: skip
+def test_compiled_encoding_writes_numpys_bytes(steps: list[tuple[float, int]], clip: float) -> None:
+    """Gaps include exact float16 ties (multiples of 2**-18 minutes), sub-normal and
+    negative ones, and ones past float16's range; values include NaN and infinities."""
+    codec = RingCodec(clip)
+    z = np.array([value for value, _ in steps])
+    gaps = np.array([gap for _, gap in steps], np.int64)
+    cells, decoded = codec.encode(z, -z[::-1], gaps)
+    expected_cells, expected_gaps = numpy_encode(codec, z, -z[::-1], gaps)
+    np.testing.assert_array_equal(cells, expected_cells)
+    np.testing.assert_array_equal(decoded, expected_gaps)
