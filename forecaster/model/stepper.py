@@ -20,14 +20,21 @@ State layout: one float32 row per series; for layer l the hidden state sits at
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from forecaster.core.compiled import kernel
 from forecaster.model.spec import ModelSpec
 
 Float32Array = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
+# A step of up to this many state floats (rows x state size) runs as compiled loops
+# (``_lstm_rows``, ``_gru_rows``): at one row of a 2x32 LSTM 9 µs against NumPy's 23. Past
+# it NumPy's vectorised tanh beats scalar calls: the two cross at 4 rows of a 2x32 LSTM
+# (128 floats a row), 8 of a 2x32 GRU (64), about 10 of a 3x8 LSTM (48).
+COMPILED_UP_TO = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,18 @@ class Stepper:
         self.head_kernel = head_kernel
         self.head_bias = head_bias
         self._fused = [_fuse_lstm(w, spec.units) for w in layers] if spec.cell == "lstm" else []
+        self._by_row = self._compiled_weights()
+
+    def _compiled_weights(self) -> tuple[Any, ...]:
+        """The weights as the compiled step takes them: tuples of arrays, one per layer."""
+        head = (np.ascontiguousarray(self.head_kernel[:, 0]), self.head_bias[0])
+        if self.spec.cell == "lstm":
+            return tuple(w.kernel for w in self._fused), tuple(w.bias for w in self._fused), *head
+        kernels, recurrent, biases = (
+            tuple(np.ascontiguousarray(getattr(w, name)) for w in self.layers)
+            for name in ("kernel", "recurrent_kernel", "bias")
+        )
+        return kernels, recurrent, biases, *head
 
     @property
     def state_size(self) -> int:
@@ -74,6 +93,8 @@ class Stepper:
 
     def step(self, x: Float32Array, state: Float32Array) -> tuple[Float32Array, Float32Array]:
         """Advance each row by one input; returns (predictions (n,), new states (n, S))."""
+        if len(x) * self.state_size <= COMPILED_UP_TO:
+            return self._step_compiled(np.ascontiguousarray(x, np.float32), state)
         units = self.spec.units
         width = self.spec.vectors_per_layer * units
         new_state = np.empty_like(state)
@@ -91,6 +112,13 @@ class Stepper:
             inputs = hidden
         prediction = inputs @ self.head_kernel + self.head_bias
         return prediction[:, 0], new_state
+
+    def _step_compiled(
+        self, x: Float32Array, state: Float32Array
+    ) -> tuple[Float32Array, Float32Array]:
+        if self.spec.cell == "lstm":
+            return _lstm_rows(x, state, *self._by_row)
+        return _gru_rows(x, state, *self._by_row)
 
     def run(self, x: Float32Array, length: IntArray) -> tuple[Float32Array, Float32Array]:
         """Step left-aligned sequences ``x`` (n, T, F) of ``length`` steps from zero state.
@@ -131,6 +159,80 @@ def _lstm(
     i, f, o = sigmoids[:, :units], sigmoids[:, units : 2 * units], sigmoids[:, 2 * units :]
     c = f * c + i * np.tanh(gates[:, 3 * units :])
     return o * np.tanh(c), c
+
+
+@kernel
+def _lstm_rows(
+    x: Float32Array, state: Float32Array, kernels: tuple[Float32Array, ...],
+    biases: tuple[Float32Array, ...], head: Float32Array, head_bias: np.float32,
+) -> tuple[Float32Array, Float32Array]:  # fmt: skip
+    """``_lstm``'s step, row by row: the fused kernels and biases of each layer."""
+    units = len(head)
+    new_state, prediction = np.empty_like(state), np.empty(len(x), np.float32)
+    gates = np.empty(4 * units, np.float32)
+    for row in range(len(x)):
+        inputs = x[row]
+        for layer in range(len(kernels)):
+            offset = 2 * units * layer
+            _affine(inputs, state[row, offset : offset + units], kernels[layer], gates)
+            gates += biases[layer]
+            for k in range(units):
+                cell = _sigmoid_one(gates[units + k]) * state[row, offset + units + k]
+                cell += _sigmoid_one(gates[k]) * np.tanh(gates[3 * units + k])
+                new_state[row, offset + units + k] = cell
+                new_state[row, offset + k] = _sigmoid_one(gates[2 * units + k]) * np.tanh(cell)
+            inputs = new_state[row, offset : offset + units]
+        prediction[row] = np.dot(inputs, head) + head_bias
+    return prediction, new_state
+
+
+@kernel
+def _gru_rows(
+    x: Float32Array, state: Float32Array, kernels: tuple[Float32Array, ...],
+    recurrent: tuple[Float32Array, ...], biases: tuple[Float32Array, ...],
+    head: Float32Array, head_bias: np.float32,
+) -> tuple[Float32Array, Float32Array]:  # fmt: skip
+    """``_gru``'s step, row by row."""
+    units = len(head)
+    new_state, prediction = np.empty_like(state), np.empty(len(x), np.float32)
+    from_input, from_state = np.empty(3 * units, np.float32), np.empty(3 * units, np.float32)
+    no_input = np.empty(0, np.float32)
+    for row in range(len(x)):
+        inputs = x[row]
+        for layer in range(len(kernels)):
+            hidden = state[row, layer * units : (layer + 1) * units]
+            _affine(inputs, no_input, kernels[layer], from_input)
+            _affine(hidden, no_input, recurrent[layer], from_state)
+            from_input += biases[layer][0]
+            from_state += biases[layer][1]
+            for k in range(units):
+                update = _sigmoid_one(from_input[k] + from_state[k])
+                reset = _sigmoid_one(from_input[units + k] + from_state[units + k])
+                candidate = np.tanh(from_input[2 * units + k] + reset * from_state[2 * units + k])
+                new_state[row, layer * units + k] = (
+                    update * hidden[k] + (np.float32(1.0) - update) * candidate
+                )
+            inputs = new_state[row, layer * units : (layer + 1) * units]
+        prediction[row] = np.dot(inputs, head) + head_bias
+    return prediction, new_state
+
+
+@kernel
+def _affine(
+    inputs: Float32Array, hidden: Float32Array, kernel: Float32Array, out: Float32Array
+) -> None:
+    """``out = [inputs, hidden] @ kernel``, a row at a time of ``kernel``."""
+    out[:] = 0.0
+    for j in range(len(inputs)):
+        out += inputs[j] * kernel[j]
+    for j in range(len(hidden)):
+        out += hidden[j] * kernel[len(inputs) + j]
+
+
+@kernel
+def _sigmoid_one(x: np.float32) -> np.float32:
+    result: np.float32 = np.float32(0.5) * (np.tanh(np.float32(0.5) * x) + np.float32(1.0))
+    return result
 
 
 def _gru(w: LayerWeights, x: Float32Array, h: Float32Array, units: int) -> Float32Array:

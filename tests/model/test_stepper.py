@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from forecaster.model import keras_model
+from forecaster.model import keras_model, stepper
 from forecaster.model.spec import ModelSpec
 
 SPECS = [
@@ -24,19 +24,22 @@ def trained_looking_model(spec: ModelSpec, seed: int):  # type: ignore[no-untype
     return model
 
 
+@pytest.mark.parametrize("rows", [1, 40], ids=["compiled", "numpy"])
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.cell}-{s.layers}x{s.units}")
-def test_step_by_step_equals_keras_full_sequence(spec: ModelSpec) -> None:
+def test_step_by_step_equals_keras_full_sequence(spec: ModelSpec, rows: int) -> None:
+    """One row steps in compiled loops, 40 in NumPy (``stepper.COMPILED_UP_TO``)."""
+    assert (rows * spec.state_size <= stepper.COMPILED_UP_TO) == (rows == 1)
     model = trained_looking_model(spec, seed=spec.layers)
     rng = np.random.default_rng(7)
-    x = rng.normal(0, 1.5, (5, 200, spec.n_features)).astype(np.float32)
+    x = rng.normal(0, 1.5, (rows, 200, spec.n_features)).astype(np.float32)
     # One traced call: called eagerly, Keras runs the recurrence op by op, several times slower.
     expected = model.predict_on_batch(x)[..., 0]
 
-    stepper = keras_model.to_stepper(model, "v")
-    state = stepper.zero_state(5)
+    serving = keras_model.to_stepper(model, "v")
+    state = serving.zero_state(rows)
     stepped = np.empty_like(expected)
     for t in range(x.shape[1]):
-        stepped[:, t], state = stepper.step(x[:, t], state)
+        stepped[:, t], state = serving.step(x[:, t], state)
 
     assert np.max(np.abs(stepped - expected)) <= 1e-5
     assert np.std(expected) > 0.02  # the comparison is not between two constants
