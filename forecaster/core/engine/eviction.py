@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from forecaster.core.compiled import kernel
 from forecaster.core.table import SeriesTable
 
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass
@@ -56,8 +58,7 @@ class IdleEviction:
         if self.ttl_ns <= 0 or not len(ts):
             return 0
         evicted = 0
-        for number in np.unique(partition).tolist():
-            on = partition == number
+        for number, on in _by_partition(partition):
             clock = self._advance(number, series[on], ts[on])
             if clock - self.swept.get(number, 0) >= self.ttl_ns // 8:
                 self.swept[number] = clock
@@ -71,13 +72,23 @@ class IdleEviction:
 
     def _advance(self, partition: int, series: IntArray, ts: IntArray) -> int:
         known_ts, known_series = self.leaders.get(partition, (_NO_TS, _NO_TS))
-        self.leaders[partition] = _leaders(np.r_[known_ts, ts], np.r_[known_series, series])
+        ts, series = np.concatenate((known_ts, ts)), np.concatenate((known_series, series))
+        self.leaders[partition] = _leaders(ts, series)
         return self.clock(partition)
 
 
 _NO_TS = np.zeros(0, np.int64)
 
 
+def _by_partition(partition: npt.NDArray[np.int32]) -> list[tuple[int, slice | BoolArray]]:
+    """Each partition of a batch with where its ticks are (all of them: the usual batch)."""
+    first = int(partition[0])
+    if (partition == first).all():
+        return [(first, slice(None))]
+    return [(number, partition == number) for number in np.unique(partition).tolist()]
+
+
+@kernel
 def _leaders(ts: IntArray, series: IntArray) -> tuple[IntArray, IntArray]:
     """Of the (at most) two distinct ``series`` that reached the newest ``ts``, each one's
     newest ts and the series, newest first (series 2 counts once, with its 9):
@@ -85,9 +96,10 @@ def _leaders(ts: IntArray, series: IntArray) -> tuple[IntArray, IntArray]:
     >>> _leaders(np.array([5, 9, 8, 7]), np.array([1, 2, 2, 3]))
     (array([9, 7]), array([2, 3]))
     """
-    first = int(np.argmax(ts))
-    others = np.flatnonzero(series != series[first])
-    if not len(others):
-        return ts[[first]], series[[first]]
-    pick = [first, int(others[np.argmax(ts[others])])]
+    first = np.argmax(ts)
+    second = -1
+    for index in range(len(ts)):
+        if series[index] != series[first] and (second < 0 or ts[index] > ts[second]):
+            second = index
+    pick = np.array([first, second]) if second >= 0 else np.array([first])
     return ts[pick], series[pick]

@@ -109,9 +109,13 @@ class PendingBatch:
         self.previous_lower[index] = self.previous_upper[index] = 0.0
 
     def result(self, version: str) -> EngineResult:
-        keep = np.flatnonzero(self.accepted)
+        keep: slice | IntArray = slice(None)  # every tick accepted: the usual batch
+        ticks = self.ticks
+        if not self.accepted.all():
+            keep = np.flatnonzero(self.accepted)
+            ticks = ticks.take(keep)
         forecasts = ForecastBatch(
-            self.ticks.take(keep),
+            ticks,
             self.forecast[keep],
             self.naive[keep],
             version,

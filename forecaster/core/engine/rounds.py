@@ -20,12 +20,12 @@ IntArray = npt.NDArray[np.int64]
 
 def rounds_of(slots: IntArray) -> list[IntArray]:
     """Batch indices grouped by occurrence: round k has the k-th tick of each slot, in order."""
-    if len(slots) == 0:
-        return []
+    if len(slots) <= 1:
+        return [np.arange(len(slots))] if len(slots) else []
     order = np.argsort(slots, kind="stable")
     ordered = slots[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    group_start = np.repeat(starts, np.diff(np.r_[starts, len(ordered)]))
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    group_start = np.repeat(starts, np.diff(starts, append=len(ordered)))
     occurrence = np.empty(len(slots), np.int64)
     occurrence[order] = np.arange(len(ordered)) - group_start
     if occurrence.max() == 0:
