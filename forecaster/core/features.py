@@ -157,5 +157,18 @@ def model_inputs(
     z: npt.NDArray[np.floating[Any]], d: npt.NDArray[np.floating[Any]], ts: IntArray
 ) -> npt.NDArray[np.float32]:
     """The model's input rows, in the order of FEATURE_NAMES (any leading shape)."""
-    angle = (2.0 * np.pi / NS_PER_DAY) * (ts % NS_PER_DAY)
-    return np.stack([z, d, np.sin(angle), np.cos(angle)], axis=-1).astype(np.float32)
+    inputs = np.empty((*np.shape(z), len(FEATURE_NAMES)), np.float32)
+    flat = (np.ravel(z), np.ravel(d), np.ravel(ts))
+    _model_inputs(*flat, inputs.reshape(-1, len(FEATURE_NAMES)))
+    return inputs
+
+
+@kernel
+def _model_inputs(
+    z: npt.NDArray[np.floating[Any]], d: npt.NDArray[np.floating[Any]], ts: IntArray,
+    inputs: npt.NDArray[np.float32],
+) -> None:  # fmt: skip
+    for row in range(len(z)):
+        angle = (2.0 * np.pi / NS_PER_DAY) * (ts[row] % NS_PER_DAY)
+        inputs[row, 0], inputs[row, 1] = z[row], d[row]
+        inputs[row, 2], inputs[row, 3] = np.sin(angle), np.cos(angle)

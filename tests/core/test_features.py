@@ -1,6 +1,6 @@
 import numpy as np
 
-from forecaster.core.features import FeatureParams, advance, model_inputs, new_stats
+from forecaster.core.features import NS_PER_DAY, FeatureParams, advance, model_inputs, new_stats
 
 
 def run_series(
@@ -50,3 +50,14 @@ def test_model_inputs_time_of_day() -> None:
     np.testing.assert_allclose(x[:, 2], [0, 1, 0], atol=1e-6)
     np.testing.assert_allclose(x[:, 3], [1, 0, -1], atol=1e-6)
     assert x.dtype == np.float32
+
+
+def test_model_inputs_equal_numpys_for_any_leading_shape_and_any_ts() -> None:
+    """The compiled inputs against the formula in NumPy, ts of either sign included."""
+    rng = np.random.default_rng(0)
+    z, d = rng.normal(size=(30, 7)), rng.normal(size=(30, 7)).astype(np.float32)
+    ts = rng.integers(-(2**62), 2**62, size=(30, 7))
+    angle = (2.0 * np.pi / NS_PER_DAY) * (ts % NS_PER_DAY)
+    expected = np.stack([z, d, np.sin(angle), np.cos(angle)], axis=-1).astype(np.float32)
+    np.testing.assert_allclose(model_inputs(z, d, ts), expected, rtol=0, atol=1e-7)
+    assert model_inputs(z[0, :0], d[0, :0], ts[0, :0]).shape == (0, 4)
