@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forecaster.core import intervals
+from forecaster.core.compiled import kernel
 from forecaster.core.engine.params import EngineParams
 from forecaster.core.engine.pending import PendingBatch, Undo
 from forecaster.core.engine.results import OrderReject
@@ -188,17 +189,38 @@ def forecast_step(
     not finite, after which that series' recurrent state starts again from zeros."""
     inputs = model_inputs(step.z, step.d, ts)
     prediction, recurrent = model.step(inputs, state.recurrent[slots])
-    failed = ~np.isfinite(prediction)
-    if not np.isfinite(recurrent).all():
-        failed |= ~np.isfinite(recurrent).all(axis=1)
-    usable = np.where(failed, np.nan, prediction.astype(np.float64))  # nan: no forecast
+    usable, failed = np.empty(len(slots)), np.empty(len(slots), bool)
+    _usable(prediction, recurrent, usable, failed)
     trusted = calibrate(state.stats, slots, step.z, usable, inputs)
-    with np.errstate(over="ignore", invalid="ignore"):
-        forecast = price * np.exp(step.scale * trusted)
-    failed |= ~np.isfinite(forecast)
-    recurrent[failed] = 0.0
+    forecast = np.empty(len(slots))
+    _forecast_prices(price, step.scale, trusted, failed, recurrent, forecast)
     state.recurrent[slots] = recurrent
-    return np.where(failed, price, forecast), failed
+    return forecast, failed
+
+
+@kernel
+def _usable(
+    prediction: Float32Array, recurrent: Float32Array, usable: FloatArray, failed: BoolArray
+) -> None:
+    """The prediction of each row, nan where it failed: any output not finite."""
+    for row in range(len(prediction)):
+        failed[row] = not (np.isfinite(prediction[row]) and np.isfinite(recurrent[row]).all())
+        usable[row] = np.nan if failed[row] else prediction[row]
+
+
+@kernel
+def _forecast_prices(
+    price: FloatArray, scale: FloatArray, trusted: FloatArray, failed: BoolArray,
+    recurrent: Float32Array, forecast: FloatArray,
+) -> None:  # fmt: skip
+    """Each row's forecast, the price where it failed (then its recurrent state starts
+    again from zeros)."""
+    for row in range(len(price)):
+        forecast[row] = price[row] * np.exp(scale[row] * trusted[row])
+        failed[row] |= not np.isfinite(forecast[row])
+        if failed[row]:
+            forecast[row] = price[row]
+            recurrent[row] = 0.0
 
 
 def rewarm(model: Stepper, table: SeriesTable, slots: IntArray, block_rows: int,
