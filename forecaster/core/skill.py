@@ -37,11 +37,13 @@ so no input can make a series' record non-finite.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
+from forecaster.core.compiled import kernel
 from forecaster.core.features import FEATURE_NAMES
-from forecaster.core.table import put_rows, take_rows
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -52,13 +54,10 @@ HEAD_PRIOR = 20.0  # ridge penalty of the head, in squared standardised returns
 PRIOR = 1.0  # weight of the belief that a head without a record has no skill
 MAX_GAIN = 1.0
 _DECAY = 0.5 ** (1.0 / HALFLIFE)
-_IDENTITY = np.eye(len(REGRESSORS))
-UNROLLED_FROM = 400  # rows, where the unrolled solve overtakes LAPACK's (_ridge_weights)
-RECORD_FIELDS = (
-    "head_gram", "head_cross", "head_inputs", "skill_cross", "skill_power", "last_head"
-)  # fmt: skip
+_SIZE = len(REGRESSORS)  # a constant, so that the compiled loops over it are unrolled
 
 
+@kernel
 def calibrate(
     stats: npt.NDArray[np.void],
     slots: IntArray,
@@ -68,100 +67,123 @@ def calibrate(
 ) -> FloatArray:
     """Fold this tick's outcome ``z`` into each series' record; return the served predictions.
 
-    ``stats`` is the series table's statistics array (updated in place at ``slots``);
-    ``prediction`` is the model's raw prediction of the next standardised return, made
-    from ``inputs``, this tick's model input rows (``forecaster.core.features.model_inputs``).
+    ``stats`` is the series table's statistics array (updated in place at ``slots``, which
+    are distinct); ``prediction`` is the model's raw prediction of the next standardised
+    return, made from ``inputs``, this tick's model input rows
+    (``forecaster.core.features.model_inputs``).
     """
-    rows = take_rows(stats, slots)
-    with np.errstate(over="ignore", invalid="ignore"):  # what overflows is not kept, below
-        _fold_outcome(rows, z)
-        head, gain = _forecast(rows, prediction, inputs)
-    finite = _finite_records(rows)
-    if not finite.all():
-        rows[~finite] = _without_forecast(stats[slots[~finite]])
-    put_rows(stats, slots, rows)
-    served: FloatArray = np.where(finite, gain * head, 0.0)
+    _check_rows(len(stats), slots, z, prediction, inputs)
+    gram, low = np.empty((_SIZE, _SIZE)), np.empty((_SIZE, _SIZE))
+    cross, regressors, weights = np.empty(_SIZE), np.empty(_SIZE), np.empty(_SIZE)
+    served = np.zeros(len(slots))
+    for n in range(len(slots)):
+        row = stats[slots[n]]
+        _fold_outcome(row, z[n], gram, cross)
+        skill_cross = _DECAY * row["skill_cross"] + row["last_head"] * z[n]
+        skill_power = _DECAY * row["skill_power"] + row["last_head"] * row["last_head"]
+        _regressors(prediction[n], inputs[n], regressors)
+        _ridge_solve(gram, cross, low, weights)
+        head = _dot(regressors, weights)
+        if not (
+            _all_finite(gram) and _all_finite(cross) and _all_finite(regressors)
+            and math.isfinite(skill_cross) and math.isfinite(skill_power) and math.isfinite(head)
+        ):  # fmt: skip
+            row["head_inputs"][:] = 0.0  # the record keeps its values, without this forecast
+            row["last_head"] = 0.0
+            continue
+        row["head_gram"][:, :] = gram
+        row["head_cross"][:] = cross
+        row["head_inputs"][:] = regressors
+        row["skill_cross"] = skill_cross
+        row["skill_power"] = skill_power
+        row["last_head"] = head
+        served[n] = _gain(skill_cross, skill_power) * head
     return served
 
 
-def _forecast(
-    rows: npt.NDArray[np.void], prediction: FloatArray, inputs: npt.NDArray[np.float32]
-) -> tuple[FloatArray, FloatArray]:
-    """Each row's head forecast and trust; records the regressors it was made from."""
-    usable = np.isfinite(prediction)[:, None]
-    regressors = np.where(usable, np.column_stack([prediction, inputs.astype(np.float64)]), 0.0)
-    weights = _ridge_weights(rows["head_gram"], rows["head_cross"])
-    head: FloatArray = np.einsum("ij,ij->i", regressors, weights)
-    gain: FloatArray = np.clip(rows["skill_cross"] / (rows["skill_power"] + PRIOR), 0.0, MAX_GAIN)
-    rows["head_inputs"] = regressors
-    rows["last_head"] = head
-    return head, gain
+@kernel
+def _check_rows(
+    table_rows: int,
+    slots: IntArray,
+    z: FloatArray,
+    prediction: FloatArray,
+    inputs: npt.NDArray[np.float32],
+) -> None:
+    """Raise before any row is written if the arguments do not describe the same rows of
+    the table (compiled code does not check its indices)."""
+    if not (len(z) == len(slots) and len(prediction) == len(slots) and len(inputs) == len(slots)):
+        raise ValueError("calibrate: slots, z, prediction and inputs differ in length")
+    if inputs.shape[1] != _SIZE - 1:
+        raise ValueError("calibrate: inputs are not rows of the model's FEATURE_NAMES")
+    for slot in slots:
+        if not 0 <= slot < table_rows:
+            raise IndexError("calibrate: a slot out of the table")
 
 
-def _ridge_weights(gram: FloatArray, cross: FloatArray) -> FloatArray:
-    """Solve ``(gram + HEAD_PRIOR I) w = cross`` for each row's ``w``.
+@kernel
+def _fold_outcome(row: np.void, z: float, gram: FloatArray, cross: FloatArray) -> None:
+    """The head's regression (``gram``, ``cross``) of ``row`` with the outcome ``z`` of its
+    last regressors (zeros before the series' first head forecast) folded in."""
+    head_gram, head_cross, previous = row["head_gram"], row["head_cross"], row["head_inputs"]
+    for i in range(_SIZE):
+        for j in range(_SIZE):
+            gram[i, j] = _DECAY * head_gram[i, j] + previous[i] * previous[j]
+        cross[i] = _DECAY * head_cross[i] + previous[i] * z
 
-    ``np.linalg.solve`` calls LAPACK once per row; from ``UNROLLED_FROM`` rows on, a
-    Cholesky factorisation unrolled over the matrix's entries, each of its ~75 steps one
-    operation on all rows, takes half its time (at 1,000 rows: 131 µs against 248).
 
-    >>> gram = np.zeros((UNROLLED_FROM, len(REGRESSORS), len(REGRESSORS)))
-    >>> weights = _ridge_weights(gram, np.full((UNROLLED_FROM, len(REGRESSORS)), HEAD_PRIOR))
-    >>> bool((weights == 1.0).all())
-    True
-    """
-    if len(cross) < UNROLLED_FROM:
-        by_lapack = np.linalg.solve(gram + HEAD_PRIOR * _IDENTITY, cross[:, :, None])
-        return np.asarray(by_lapack[:, :, 0], np.float64)
-    size = len(REGRESSORS)
-    matrix = np.ascontiguousarray(gram.transpose(1, 2, 0)) + HEAD_PRIOR * _IDENTITY[:, :, None]
-    low = [[np.empty(0)] * size for _ in range(size)]  # the factor: low[i][j], i >= j
-    inverse = [np.empty(0)] * size  # 1 / low[j][j]
-    for j in range(size):
-        for i in range(j, size):  # the diagonal first: the column below divides by it
-            entry = matrix[i, j].copy()
+@kernel
+def _regressors(prediction: float, inputs: npt.NDArray[np.float32], out: FloatArray) -> None:
+    """The prediction and the inputs it was made from; all 0 if it is no forecast."""
+    usable = math.isfinite(prediction)
+    out[0] = prediction if usable else 0.0
+    for i in range(_SIZE - 1):
+        out[i + 1] = inputs[i] if usable else 0.0
+
+
+@kernel
+def _ridge_solve(gram: FloatArray, cross: FloatArray, low: FloatArray, out: FloatArray) -> None:
+    """Solve ``(gram + HEAD_PRIOR I) out = cross`` by Cholesky: ``low`` is the factor,
+    with the reciprocal of its diagonal on its diagonal (the only use of the diagonal)."""
+    for j in range(_SIZE):
+        for i in range(j, _SIZE):  # the diagonal first: the column below divides by it
+            entry = gram[i, j] + (HEAD_PRIOR if i == j else 0.0)
             for m in range(j):
-                entry -= low[i][m] * low[j][m]
-            low[i][j] = entry * inverse[j] if i > j else np.sqrt(entry)
-            if i == j:
-                inverse[j] = 1.0 / low[j][j]
-    forwards = [np.empty(0)] * size  # low y = cross
-    for i in range(size):
-        entry = cross[:, i].copy()
+                entry -= low[i, m] * low[j, m]
+            low[i, j] = entry * low[j, j] if i > j else 1.0 / np.sqrt(entry)
+    for i in range(_SIZE):  # low y = cross
+        entry = cross[i]
         for m in range(i):
-            entry -= low[i][m] * forwards[m]
-        forwards[i] = entry * inverse[i]
-    weights = [np.empty(0)] * size  # low.T w = y, backwards
-    for i in reversed(range(size)):
-        entry = forwards[i].copy()
-        for m in range(i + 1, size):
-            entry -= low[m][i] * weights[m]
-        weights[i] = entry * inverse[i]
-    return np.stack(weights, axis=1)
+            entry -= low[i, m] * out[m]
+        out[i] = entry * low[i, i]
+    for i in range(_SIZE - 1, -1, -1):  # low.T out = y, backwards
+        entry = out[i]
+        for m in range(i + 1, _SIZE):
+            entry -= low[m, i] * out[m]
+        out[i] = entry * low[i, i]
 
 
-def _fold_outcome(rows: npt.NDArray[np.void], z: FloatArray) -> None:
-    """Fold each row's outcome ``z`` into its head's regression and its trust, in place."""
-    previous = rows["head_inputs"]  # zeros before the series' first head forecast
-    rows["head_gram"] = _DECAY * rows["head_gram"] + previous[:, :, None] * previous[:, None, :]
-    rows["head_cross"] = _DECAY * rows["head_cross"] + previous * z[:, None]
-    last_head = rows["last_head"]
-    rows["skill_cross"] = _DECAY * rows["skill_cross"] + last_head * z
-    rows["skill_power"] = _DECAY * rows["skill_power"] + last_head * last_head
+@kernel
+def _dot(left: FloatArray, right: FloatArray) -> float:
+    """``left · right``, summed as ``np.einsum`` sums it (in two SIMD lanes, the even terms
+    and the odd ones), so that the compiled head and the vectorised one agree to the bit."""
+    even, odd = 0.0, 0.0
+    for i in range(0, _SIZE, 2):
+        even += left[i] * right[i]
+    for i in range(1, _SIZE, 2):
+        odd += left[i] * right[i]
+    return even + odd
 
 
-def _finite_records(rows: npt.NDArray[np.void]) -> npt.NDArray[np.bool_]:
-    finite = np.ones(len(rows), bool)
-    if all(np.isfinite(rows[name]).all() for name in RECORD_FIELDS):
-        return finite
-    for name in RECORD_FIELDS:
-        values = rows[name].reshape(len(rows), -1)
-        finite &= np.isfinite(values).all(axis=1)
-    return finite
+@kernel
+def _gain(skill_cross: float, skill_power: float) -> float:
+    """The trust in a head of this record; nan if the record is (as ``np.clip``)."""
+    ratio = skill_cross / (skill_power + PRIOR)
+    return 0.0 if ratio < 0.0 else MAX_GAIN if ratio > MAX_GAIN else ratio
 
 
-def _without_forecast(rows: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
-    """``rows`` (a copy) as if their series made no head forecast at this tick."""
-    rows["head_inputs"] = 0.0
-    rows["last_head"] = 0.0
-    return rows
+@kernel
+def _all_finite(values: FloatArray) -> bool:
+    for value in values.flat:  # noqa: SIM110 (Numba compiles no generator into all())
+        if not math.isfinite(value):
+            return False
+    return True

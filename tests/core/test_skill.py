@@ -4,14 +4,8 @@ import numpy as np
 import pytest
 
 from forecaster.core.features import model_inputs, new_stats
-from forecaster.core.skill import (
-    HEAD_PRIOR,
-    MAX_GAIN,
-    REGRESSORS,
-    UNROLLED_FROM,
-    _ridge_weights,
-    calibrate,
-)
+from forecaster.core.skill import HEAD_PRIOR, MAX_GAIN, REGRESSORS, _ridge_solve, calibrate
+from tests.support import reference_skill
 
 TICK_NS = 150 * 1_000_000_000
 
@@ -103,11 +97,89 @@ def test_a_record_never_takes_a_non_finite_value() -> None:
             assert np.isfinite(stats[name]).all(), name
 
 
-@pytest.mark.parametrize("rows", [1, UNROLLED_FROM - 1, UNROLLED_FROM, 3000])
-def test_the_head_weights_are_lapack_s_solution_at_every_batch_size(rows: int) -> None:
-    rng = np.random.default_rng(rows)
-    regressors = rng.normal(0, 3, (rows, 50, len(REGRESSORS)))
-    gram = np.einsum("nti,ntj->nij", regressors, regressors) * rng.random((rows, 1, 1))
-    cross = rng.normal(0, 10, (rows, len(REGRESSORS)))
-    want = np.linalg.solve(gram + HEAD_PRIOR * np.eye(len(REGRESSORS)), cross[:, :, None])
-    np.testing.assert_allclose(_ridge_weights(gram, cross), want[:, :, 0], rtol=1e-9, atol=1e-12)
+@pytest.mark.parametrize("seed", range(5))
+def test_the_head_weights_are_lapack_s_solution(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    size = len(REGRESSORS)
+    low, weights = np.empty((size, size)), np.empty(size)
+    for _ in range(200):
+        regressors = rng.normal(0, 3, (50, size))
+        gram = regressors.T @ regressors * rng.random()
+        cross = rng.normal(0, 10, size)
+        _ridge_solve(gram, cross, low, weights)
+        want = np.linalg.solve(gram + HEAD_PRIOR * np.eye(size), cross)
+        np.testing.assert_allclose(weights, want, rtol=1e-9, atol=1e-12)
+
+
+def test_calibrate_refuses_rows_outside_the_table_and_writes_none() -> None:
+    stats, inputs = new_stats(3), np.zeros((2, len(REGRESSORS) - 1), np.float32)
+    for slots in (np.array([0, 3]), np.array([-1, 0])):
+        with pytest.raises(IndexError):
+            calibrate(stats, slots, np.ones(2), np.ones(2), inputs)
+    with pytest.raises(ValueError, match="length"):
+        calibrate(stats, np.array([0]), np.ones(2), np.ones(2), inputs)
+    with pytest.raises(ValueError, match="FEATURE_NAMES"):
+        calibrate(stats, np.array([0, 1]), np.ones(2), np.ones(2), inputs[:, 1:])
+    assert (stats == new_stats(3)).all()
+
+
+TABLE_ROWS = 80
+Round = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def random_round(rng: np.random.Generator, hostile: bool) -> Round:
+    """Slots, outcomes, predictions and inputs of one round of 1 to 50 series, with outcomes
+    up to thousands; if ``hostile``, also non-finite predictions and inputs, and values
+    whose squares or products overflow."""
+    rows = int(rng.integers(1, 51))
+    slots = rng.choice(TABLE_ROWS, rows, replace=False)
+    z = rng.normal(0.0, 1.0, rows) * 10.0 ** rng.choice([0, 0, 0, 1, 3], rows)
+    prediction = rng.normal(0.0, 1.0, rows)
+    inputs = rng.normal(0.0, 2.0, (rows, len(REGRESSORS) - 1)).astype(np.float32)
+    if hostile:
+        draw = rng.random(rows)
+        z[draw < 0.02] = rng.choice([1e200, -1e200, 1e155, 1e300])
+        prediction[(draw >= 0.02) & (draw < 0.06)] = rng.choice([np.nan, np.inf, -np.inf])
+        prediction[(draw >= 0.06) & (draw < 0.08)] = rng.choice([1e160, -1e160, 1e300])
+        inputs[(draw >= 0.08) & (draw < 0.09), 1] = rng.choice([np.nan, np.inf, 3e38])
+    return slots, z, prediction, inputs
+
+
+def assert_both_implementations_agree(seed: int, hostile: bool, atol: float) -> int:
+    """Drive ``calibrate`` and the vectorised one through 300 rounds on tables of
+    ``TABLE_ROWS`` series; the number of records the finite check kept from a forecast."""
+    rng = np.random.default_rng(seed)
+    got, want = new_stats(TABLE_ROWS), new_stats(TABLE_ROWS)
+    restored = 0
+    for _ in range(300):
+        slots, z, prediction, inputs = random_round(rng, hostile)
+        served = calibrate(got, slots, z, prediction, inputs)
+        with np.errstate(invalid="ignore"):  # its gain * head of the rows it restores
+            expected = reference_skill.calibrate(want, slots, z, prediction, inputs)
+        np.testing.assert_allclose(served, expected, rtol=1e-9, atol=atol)
+        no_forecast = (want["head_inputs"][slots] == 0.0).all(axis=1)
+        restored += int((no_forecast & np.isfinite(prediction)).sum())
+        assert (served[no_forecast] == 0.0).all()
+        assert (got["head_inputs"][slots[no_forecast]] == 0.0).all()
+        assert (got["last_head"][slots[no_forecast]] == 0.0).all()
+        for name in reference_skill.RECORD_FIELDS:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-9, atol=atol, err_msg=name)
+            assert np.isfinite(got[name]).all(), name
+    return restored
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_calibrate_is_the_vectorised_implementation(seed: int) -> None:
+    """Against LAPACK's solve (the vectorised one's below UNROLLED_FROM rows), which rounds
+    differently: equal but for rounding, on ordinary values."""
+    assert assert_both_implementations_agree(seed, hostile=False, atol=1e-12) == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_calibrate_is_the_vectorised_implementation_on_hostile_rounds(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against its unrolled Cholesky, the compiled one's arithmetic in the same order, so
+    that even a head that cancels out of terms near overflow agrees."""
+    monkeypatch.setattr(reference_skill, "UNROLLED_FROM", 0)
+    assert assert_both_implementations_agree(seed, hostile=True, atol=0.0) > 100
