@@ -59,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forecaster.config import Settings
+from forecaster.core.compiled import kernel
 from forecaster.errors import ConfigError
 
 FloatArray = npt.NDArray[np.float64]
@@ -150,18 +151,9 @@ def observe(
     """Score the interval issued at each row's previous tick against ``price`` and fold it
     into the row's ``calibration`` (updated in place). ``last_price`` is the price then (0
     before any), ``previous_forecast`` the model's forecast then (0 if naive)."""
-    seen = last_price > 0
-    modelled = seen & (previous_forecast > 0)
-    centre = np.where(modelled, previous_forecast, np.where(seen, last_price, price))
-    naive, model = (_calibration(params, calibration, kind) for kind in KINDS)
-    half = np.where(modelled, model.half, naive.half)
-    lower, upper = centre * np.exp(-half), centre * np.exp(half)
-    residual = np.log(price) - np.log(centre)
-    naive_residual = np.where(seen, np.log(price) - np.log(np.where(seen, last_price, 1.0)), 0.0)
-    _track(params, calibration, "model", issued=model, residual=residual, rows=modelled)
-    _track(params, calibration, "naive", issued=naive, residual=naive_residual, rows=seen)
-    hit = (lower <= price) & (price <= upper)
-    return Previous(np.where(seen, lower, 0.0), np.where(seen, upper, 0.0), seen & hit)
+    kernel_params = params.q0, params.alpha, params.step, params.weight
+    lower, upper, hit = _observe(calibration, last_price, price, previous_forecast, kernel_params)
+    return Previous(lower, upper, hit)
 
 
 def issue(
@@ -171,14 +163,7 @@ def issue(
     naive: BoolArray,
 ) -> tuple[FloatArray, FloatArray]:
     """The interval of each row's forecast, from the calibration of its kind."""
-    if not naive.any():
-        half = _calibration(params, calibration, "model").half
-    elif naive.all():
-        half = _calibration(params, calibration, "naive").half
-    else:
-        by_naive, by_model = (_calibration(params, calibration, kind) for kind in KINDS)
-        half = np.where(naive, by_naive.half, by_model.half)
-    return forecast * np.exp(-half), forecast * np.exp(half)
+    return _issue(calibration, forecast, naive, params.q0)
 
 
 def new_calibration(n: int) -> npt.NDArray[np.void]:
@@ -192,119 +177,198 @@ def restart_model(calibration: npt.NDArray[np.void]) -> None:
         calibration[f"model_{name}"] = calibration[f"naive_{name}"]
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """What a kind's intervals are issued with, per row: its scales (blended, long-run; the
-    cold one where not ``known``), of shape (SCALES, rows), and the half-width, in log
-    price, of the issuing expert."""
+# The kernels below work on one row at a time: ``row`` is a CALIBRATION_DTYPE record, whose
+# fields Numba reads and writes in place. Numba needs a field's name in the code, so each
+# kind has a thin accessor and a store; the arithmetic between them is shared.
+Row = Any  # a CALIBRATION_DTYPE record
+Moments = tuple[float, float, float, float, float]  # a kind's MOMENTS, in that order
+# A kind's fields: the per-expert shifts and losses (views into the row), best, moments.
+Kind = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], int, Moments]
+Scales = tuple[float, float]  # blended, long-run: indexed by an expert's scale
+Issued = tuple[float, Scales, bool]  # the issuing expert's half-width, the scales, known
+KernelParams = tuple[float, float, float, float]  # q0, alpha, step, weight
 
-    sigma: FloatArray
-    half: FloatArray
-    known: BoolArray
-
-
-def _calibration(
-    params: IntervalParams, calibration: npt.NDArray[np.void], kind: str
-) -> Calibration:
-    """A model kind with fewer than MIN_RESIDUALS residuals takes the naive scales (and
-    keeps its own thresholds)."""
-    count = calibration[f"{kind}_count"]
-    own = count >= MIN_RESIDUALS
-    blended, long_run = _scale_sq(calibration, kind), calibration[f"{kind}_slow"]
-    if kind == "model" and not own.all():
-        blended = np.where(own, blended, _scale_sq(calibration, "naive"))
-        long_run = np.where(own, long_run, calibration["naive_slow"])
-        count = np.where(own, count, calibration["naive_count"])
-    known = (count >= MIN_RESIDUALS) & (blended > 0) & (long_run > 0)
-    sigma = np.where(known, np.sqrt(np.maximum([blended, long_run], MIN_SIGMA**2)), COLD_LOG_SIGMA)
-    rows, best = np.arange(len(count)), calibration[f"{kind}_best"]
-    q = np.clip(params.q0 + calibration[f"{kind}_shift"][rows, best], 0.0, MAX_Q)
-    return Calibration(sigma, q * sigma[best // len(STEP_RATIOS), rows], known)
+_LOSS_STEP = 1.0 - 0.5 ** (1.0 / LOSS_HALFLIFE)
+_REGRESSION_STEP = 1.0 - 0.5 ** (1.0 / REGRESSION_HALFLIFE)
+_SLOW_DECAY = 0.5 ** (1.0 / SLOW_HALFLIFE)
+_MIN_SIGMA_SQ = MIN_SIGMA**2
+_STEPS = len(STEP_RATIOS)
 
 
-def _scale_sq(calibration: npt.NDArray[np.void], kind: str) -> FloatArray:
-    fast, slow = calibration[f"{kind}_fast"], calibration[f"{kind}_slow"]
-    var = calibration[f"{kind}_var"]
-    weight = np.clip(np.divide(calibration[f"{kind}_cov"], var, out=np.full_like(var, 0.5),
-                               where=var > 0), 0.0, 1.0)  # fmt: skip
-    blended: FloatArray = weight * fast + (1.0 - weight) * slow
-    return blended
+@kernel
+def _observe(
+    calibration: npt.NDArray[np.void],
+    last_price: FloatArray,
+    price: FloatArray,
+    previous_forecast: FloatArray,
+    params: KernelParams,
+) -> tuple[FloatArray, FloatArray, BoolArray]:
+    rows = len(price)
+    lower, upper, hit = np.zeros(rows), np.zeros(rows), np.zeros(rows, np.bool_)
+    for i in range(rows):
+        prices = last_price[i], price[i], previous_forecast[i]
+        lower[i], upper[i], hit[i] = _observe_row(calibration[i], prices, params)
+    return lower, upper, hit
 
 
+@kernel
+def _observe_row(
+    row: Row, prices: tuple[float, float, float], params: KernelParams
+) -> tuple[float, float, bool]:
+    """``observe`` on one row: the interval issued before (0, 0 where not seen) and its hit."""
+    last_price, price, previous_forecast = prices
+    seen = last_price > 0
+    modelled = seen and previous_forecast > 0
+    centre = previous_forecast if modelled else last_price if seen else price
+    naive, model = _naive(row), _model(row)
+    by_naive, by_model = _issued(params[0], naive, naive), _issued(params[0], model, naive)
+    half = by_model[0] if modelled else by_naive[0]
+    lower, upper = centre * np.exp(-half), centre * np.exp(half)
+    residual = np.log(price) - np.log(centre)
+    naive_residual = np.log(price) - np.log(last_price) if seen else 0.0
+    _store_model(row, _track(model, by_model, modelled, residual, params))
+    _store_naive(row, _track(naive, by_naive, seen, naive_residual, params))
+    if not seen:
+        return 0.0, 0.0, False
+    return lower, upper, lower <= price <= upper
+
+
+@kernel
+def _issue(
+    calibration: npt.NDArray[np.void], forecast: FloatArray, naive: BoolArray, q0: float
+) -> tuple[FloatArray, FloatArray]:
+    lower, upper = np.empty(len(forecast)), np.empty(len(forecast))
+    for i in range(len(forecast)):
+        row = calibration[i]
+        by_naive = _naive(row)
+        half = _issued(q0, by_naive if naive[i] else _model(row), by_naive)[0]
+        lower[i], upper[i] = forecast[i] * np.exp(-half), forecast[i] * np.exp(half)
+    return lower, upper
+
+
+@kernel
+def _naive(row: Row) -> Kind:
+    moments = row.naive_fast, row.naive_slow, row.naive_cov, row.naive_var, row.naive_count
+    return row.naive_shift, row.naive_loss, row.naive_best, moments
+
+
+@kernel
+def _model(row: Row) -> Kind:
+    moments = row.model_fast, row.model_slow, row.model_cov, row.model_var, row.model_count
+    return row.model_shift, row.model_loss, row.model_best, moments
+
+
+@kernel
+def _store_naive(row: Row, tracked: tuple[int, Moments]) -> None:
+    row.naive_best, moments = tracked
+    row.naive_fast, row.naive_slow, row.naive_cov, row.naive_var, row.naive_count = moments
+
+
+@kernel
+def _store_model(row: Row, tracked: tuple[int, Moments]) -> None:
+    row.model_best, moments = tracked
+    row.model_fast, row.model_slow, row.model_cov, row.model_var, row.model_count = moments
+
+
+@kernel
+def _issued(q0: float, kind: Kind, naive: Kind) -> Issued:
+    """What ``kind``'s intervals are issued with. A model kind with fewer than
+    MIN_RESIDUALS residuals takes the naive scales (and keeps its own thresholds)."""
+    shift, _, best, moments = kind
+    if not moments[4] >= MIN_RESIDUALS:  # NaN included, as NumPy's where
+        moments = naive[3]
+    blended, long_run, count = _scale_sq(moments), moments[1], moments[4]
+    scales = (COLD_LOG_SIGMA, COLD_LOG_SIGMA)
+    known = count >= MIN_RESIDUALS and blended > 0 and long_run > 0
+    if known:
+        scales = (
+            np.sqrt(_maximum(blended, _MIN_SIGMA_SQ)),
+            np.sqrt(_maximum(long_run, _MIN_SIGMA_SQ)),
+        )
+    return _threshold(q0, shift[best]) * scales[best // _STEPS], scales, known
+
+
+@kernel
+def _scale_sq(moments: Moments) -> float:
+    fast, slow, cov, var, _ = moments
+    weight = _clip(cov / var if var > 0 else 0.5, 0.0, 1.0)
+    return weight * fast + (1.0 - weight) * slow
+
+
+@kernel
+def _threshold(q0: float, shift: float) -> float:
+    """An expert's threshold, in float32: NumPy adds ``q0`` to a float32 shift in float32."""
+    return _clip(float(np.float32(q0) + np.float32(shift)), 0.0, MAX_Q)
+
+
+@kernel
 def _track(
-    params: IntervalParams,
-    calibration: npt.NDArray[np.void],
-    kind: str,
-    *,
-    issued: Calibration,
-    residual: FloatArray,
-    rows: BoolArray,
-) -> None:
-    """Fold ``residual`` into the ``kind`` calibration of ``rows``, scored against the
-    scale ``issued`` with: the thresholds move only where that scale was known (a cold
-    interval says nothing of the threshold)."""
-    shift, loss = _by_expert(calibration[f"{kind}_shift"]), _by_expert(calibration[f"{kind}_loss"])
-    sigma = issued.sigma[:, None, :]
-    score = np.abs(residual) / sigma
-    q = np.clip(params.q0 + shift, 0.0, MAX_Q)
-    miss = score > q
-    steps = params.step * STEP_RATIOS[:, None]
-    moved = np.clip(shift + steps * (miss - params.alpha), -params.q0, MAX_Q)
-    # in units of the blended scale, so that experts on either scale compare
-    pinball = np.where(miss, 1.0 - params.alpha, -params.alpha) * (score - q) * (sigma / sigma[0])
-    judged = loss + (1.0 - 0.5 ** (1.0 / LOSS_HALFLIFE)) * (pinball - loss)
-    scored = rows & issued.known
-    calibration[f"{kind}_shift"] = _by_row(_select(scored, moved, shift))
-    judged = _by_row(_select(scored, judged, loss))
-    calibration[f"{kind}_loss"] = judged
-    calibration[f"{kind}_best"] = np.argmin(judged, axis=1)
-    _fold_scale(params, calibration, kind, np.minimum(residual**2, 1.0), rows)
+    kind: Kind, issued: Issued, tracked: bool, residual: float, params: KernelParams
+) -> tuple[int, Moments]:
+    """Fold ``residual`` into ``kind`` if ``tracked``, scored against the scales it was
+    ``issued`` with: the thresholds move only where that scale was known (a cold interval
+    says nothing of the threshold). Its expert of least loss (whether tracked or not) and
+    its moments."""
+    shift, loss, _, moments = kind
+    q0, alpha, step, weight = params
+    _, scales, known = issued
+    best, least = 0, np.inf
+    for expert in range(INTERVAL_EXPERTS):
+        judged = np.float64(loss[expert])
+        if tracked and known:
+            scale = scales[expert // _STEPS]
+            score = np.abs(residual) / scale
+            q = _threshold(q0, shift[expert])
+            miss = score > q
+            moved = shift[expert] + step * STEP_RATIOS[expert % _STEPS] * (miss - alpha)
+            # in units of the blended scale, so that experts on either scale compare
+            pinball = (1.0 - alpha if miss else -alpha) * (score - q) * (scale / scales[0])
+            judged += _LOSS_STEP * (pinball - judged)
+            shift[expert], loss[expert] = _clip(moved, -q0, MAX_Q), judged
+        best, least = _argmin_step(expert, judged, best, least)
+    if tracked:
+        moments = _fold_scale(moments, _minimum(residual**2, 1.0), weight)
+    return best, moments
 
 
-def _by_expert(field: FloatArray) -> FloatArray:
-    """A per-expert field, (rows, INTERVAL_EXPERTS), as a contiguous (SCALES, steps, rows)
-    array: every operation then runs along the rows."""
-    return np.ascontiguousarray(field.T).reshape(SCALES, len(STEP_RATIOS), -1)
-
-
-def _by_row(experts: FloatArray) -> FloatArray:
-    return experts.reshape(SCALES * len(STEP_RATIOS), -1).T
-
-
-def _fold_scale(
-    params: IntervalParams,
-    calibration: npt.NDArray[np.void],
-    kind: str,
-    squared: FloatArray,
-    rows: BoolArray,
-) -> None:
+@kernel
+def _fold_scale(moments: Moments, squared: float, weight: float) -> Moments:
     """Take one squared residual (a log return of 100% at most) into the running means."""
-    fast, slow = calibration[f"{kind}_fast"], calibration[f"{kind}_slow"]
-    count = calibration[f"{kind}_count"]
-    first = count <= 0
+    fast, slow, cov, var, count = moments
+    if count <= 0:
+        return squared, squared, 0.0, 0.0, count + 1
     lead, target = fast - slow, squared - slow
-    regression = 1.0 - 0.5 ** (1.0 / REGRESSION_HALFLIFE)
-    cov = calibration[f"{kind}_cov"] + regression * (lead * target - calibration[f"{kind}_cov"])
-    var = calibration[f"{kind}_var"] + regression * (lead * lead - calibration[f"{kind}_var"])
-    decay = 0.5 ** (1.0 / SLOW_HALFLIFE)
     seen = count + 1
-    slow_step = (1.0 - decay) / (1.0 - decay**seen)  # the bias-corrected running mean
-    updated = {
-        "fast": _select(first, squared, fast + params.weight * (squared - fast)),
-        "slow": _select(first, squared, slow + slow_step * (squared - slow)),
-        "cov": _select(first, 0.0, cov),
-        "var": _select(first, 0.0, var),
-        "count": seen,
-    }
-    for name, values in updated.items():
-        calibration[f"{kind}_{name}"] = _select(rows, values, calibration[f"{kind}_{name}"])
+    slow_step = (1.0 - _SLOW_DECAY) / (1.0 - _SLOW_DECAY**seen)  # the bias-corrected mean
+    return (
+        fast + weight * (squared - fast),
+        slow + slow_step * (squared - slow),
+        cov + _REGRESSION_STEP * (lead * target - cov),
+        var + _REGRESSION_STEP * (lead * lead - var),
+        seen,
+    )
 
 
-def _select(mask: BoolArray, where_true: Any, where_false: Any) -> Any:
-    """``np.where``, without its work when ``mask`` is all one way (the usual case: every
-    row of a batch seen before, scored, and not a series' first residual)."""
-    if mask.all():
-        return where_true
-    if not mask.any():
-        return where_false
-    return np.where(mask, where_true, where_false)
+# NumPy's semantics, where Python's differ: a NaN propagates, and np.argmin finds it.
+@kernel
+def _argmin_step(index: int, value: float, best: int, least: float) -> tuple[int, float]:
+    """``np.argmin`` one value at a time, from (0, inf): the first least value's index and
+    value, or the first NaN's."""
+    if np.isnan(least) or not (value < least or np.isnan(value)):
+        return best, least
+    return index, value
+
+
+@kernel
+def _clip(value: float, low: float, high: float) -> float:
+    return low if value < low else high if value > high else value
+
+
+@kernel
+def _minimum(a: float, b: float) -> float:
+    return a if a <= b or np.isnan(a) else b
+
+
+@kernel
+def _maximum(a: float, b: float) -> float:
+    return a if a >= b or np.isnan(a) else b

@@ -3,20 +3,41 @@ and carried with the series' state through a hand-off and a model swap."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
+import numpy.typing as npt
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
+from forecaster.core import intervals
 from forecaster.core.engine import Engine, EngineParams, ForecastBatch
 from forecaster.core.features import FeatureParams
-from forecaster.core.intervals import COLD_LOG_SIGMA, FIELDS, MIN_RESIDUALS, IntervalParams
+from forecaster.core.intervals import (
+    CALIBRATION_DTYPE,
+    COLD_LOG_SIGMA,
+    FIELDS,
+    INTERVAL_EXPERTS,
+    KINDS,
+    MIN_RESIDUALS,
+    MOMENTS,
+    BoolArray,
+    FloatArray,
+    IntervalParams,
+    Previous,
+    new_calibration,
+    restart_model,
+)
 from forecaster.core.ticks import TickColumns
 from forecaster.model.spec import ModelSpec
+from tests.support import reference_intervals as reference
 from tests.support.models import random_stepper
 from tests.support.ticks import columns
 
 SERIES, STEPS = 20, 10_000
+Calibration = npt.NDArray[np.void]
+IntArray = npt.NDArray[np.intp]
 
 
 def heavy_tailed_stream(seed: int, series: int = SERIES, steps: int = STEPS) -> TickColumns:
@@ -129,3 +150,203 @@ def test_a_young_series_is_not_falsely_confident() -> None:
     young = MIN_RESIDUALS  # tick k has k returns behind it
     np.testing.assert_allclose(width[:young], cold)
     assert (width[young:] < cold / 100).all()
+
+
+# The compiled intervals (one Numba call a round) against the vectorised NumPy code they
+# replaced (tests/support/reference_intervals.py). The two differ only in rounding: NumPy's
+# vectorised exp, log and power may be an ulp off the C library's, which the compiled code
+# calls. So float64 fields agree to a relative 1e-9, float32 ones (rounded from float64
+# values that agree) to 2 ulps, and an issuing expert may differ only where the reference's
+# losses tie up to that rounding, where the two's intervals are then not compared.
+MAX_ULP = 2
+
+
+@dataclass
+class Round:
+    """One round's inputs, as the engine passes them: ``observe`` then ``issue``."""
+
+    last_price: FloatArray
+    price: FloatArray
+    previous_forecast: FloatArray
+    forecast: FloatArray
+    naive: BoolArray
+
+
+def step_both(
+    params: IntervalParams, compiled: Calibration, vectorised: Calibration, tick: Round
+) -> None:
+    """Step both implementations through ``tick`` (calibrations in place) and assert that
+    they agree."""
+    issuing = same_experts(compiled, vectorised)
+    scored = intervals.observe(
+        params, compiled, tick.last_price, tick.price, tick.previous_forecast
+    )
+    expected = reference.observe(
+        params, vectorised, tick.last_price, tick.price, tick.previous_forecast
+    )
+    assert_calibrations_agree(compiled, vectorised)
+    for got, want in [(scored.lower, expected.lower), (scored.upper, expected.upper)]:
+        np.testing.assert_allclose(got[issuing], want[issuing], rtol=1e-9)
+    clear = issuing & ~on_a_bound(tick.price, expected)
+    np.testing.assert_array_equal(scored.hit[clear], expected.hit[clear])
+    issuing = same_experts(compiled, vectorised)
+    bounds = intervals.issue(params, compiled, tick.forecast, tick.naive)
+    expected_bounds = reference.issue(params, vectorised, tick.forecast, tick.naive)
+    for got, want in zip(bounds, expected_bounds, strict=True):
+        np.testing.assert_allclose(got[issuing], want[issuing], rtol=1e-9)
+
+
+def same_experts(compiled: Calibration, vectorised: Calibration) -> BoolArray:
+    naive, model = (compiled[f"{kind}_best"] == vectorised[f"{kind}_best"] for kind in KINDS)
+    both: BoolArray = naive & model
+    return both
+
+
+def on_a_bound(price: FloatArray, previous: Previous) -> BoolArray:
+    """Where a price is within rounding of a bound, so that its hit is a coin toss."""
+    close = [
+        np.isclose(price, bound, rtol=1e-9, atol=0) for bound in (previous.lower, previous.upper)
+    ]
+    return close[0] | close[1]
+
+
+def assert_calibrations_agree(compiled: Calibration, vectorised: Calibration) -> None:
+    for name in CALIBRATION_DTYPE.names or ():
+        got, want = compiled[name], vectorised[name]
+        if want.dtype == np.float32:
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)
+            finite = ~np.isnan(want)
+            np.testing.assert_array_max_ulp(got[finite], want[finite], maxulp=MAX_ULP)
+        elif want.dtype == np.float64:
+            close = np.isclose(
+                got, want, rtol=1e-9, atol=rounding(vectorised, name), equal_nan=True
+            )
+            assert close.all(), f"{name}: {got[~close]} != {want[~close]}"
+    for kind in KINDS:
+        got, want = compiled[f"{kind}_best"], vectorised[f"{kind}_best"]
+        rows = np.flatnonzero(got != want)
+        loss = vectorised[f"{kind}_loss"][rows]
+        chosen, least = (
+            loss[np.arange(len(rows)), got[rows]],
+            loss[np.arange(len(rows)), want[rows]],
+        )
+        ulps = np.abs(chosen.view(np.int32).astype(np.int64) - least.view(np.int32))
+        assert (ulps <= MAX_ULP).all(), f"{kind}_best differs beyond a tie: rows {rows}"
+
+
+def rounding(calibration: Calibration, name: str) -> FloatArray | float:
+    """The absolute rounding of a float64 field: none, but for the regression's moments,
+    which are products of differences of squared residuals: they cancel to about 0, where
+    a relative tolerance means nothing, so theirs is relative to the squared long-run mean."""
+    kind, moment = name.split("_")
+    if moment not in ("cov", "var"):
+        return 0.0
+    with np.errstate(over="ignore"):
+        scale = calibration[f"{kind}_slow"] ** 2
+    return np.where(np.isfinite(scale), 1e-9 * scale, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_compiled_intervals_equal_the_vectorised_ones_along_a_hostile_stream(
+    seed: int,
+) -> None:
+    """300 rounds of 1 to 50 of 60 series: prices from 1e-300 to 1e300, calm, wild, jumping
+    or still; series new, naive or modelled; every round naive, none or some; models
+    restarted now and then."""
+    rng = np.random.default_rng(seed)
+    params = IntervalParams(
+        coverage=rng.choice([0.8, 0.9, 0.95]),
+        step=rng.choice([0.005, 0.05, 0.5]),
+        halflife=rng.choice([5.0, 50.0, 500.0]),
+    )
+    series = 60
+    compiled, vectorised = new_calibration(series), new_calibration(series)
+    level = 10.0 ** rng.choice([-300.0, -3.0, 0.0, 2.0, 300.0], series)
+    volatility = rng.choice([1e-6, 1e-3, 1e-2, 0.3], series)
+    last_price, previous_forecast = np.zeros(series), np.zeros(series)
+    for _ in range(300):
+        rows = rng.choice(series, rng.integers(1, 51), replace=False)
+        n = len(rows)
+        move = rng.normal(0.0, volatility[rows]) * (rng.random(n) > 0.1)  # some stand still
+        move += np.where(rng.random(n) < 0.02, rng.choice([-7.0, 7.0], n), 0.0)  # jumps
+        level[rows] = np.clip(level[rows] * np.exp(move), 1e-300, 1e300)
+        price = level[rows]
+        forecast = price * np.exp(rng.normal(0.0, volatility[rows]) * (rng.random(n) > 0.1))
+        naive = [np.zeros(n, bool), np.ones(n, bool), rng.random(n) < 0.5][rng.integers(3)]
+        tick = Round(last_price[rows], price, previous_forecast[rows], forecast, naive)
+        restarted = rows[rng.random(n) < 0.02]
+        for calibration in (compiled, vectorised):
+            restart_rows(calibration, restarted)
+        both = compiled[rows], vectorised[rows]
+        step_both(params, *both, tick)
+        compiled[rows], vectorised[rows] = both
+        last_price[rows] = np.where(rng.random(n) < 0.01, 0.0, price)  # a few start again
+        previous_forecast[rows] = np.where(naive, 0.0, forecast)
+    assert (compiled["model_count"] >= MIN_RESIDUALS).any()
+
+
+def restart_rows(calibration: Calibration, rows: IntArray) -> None:
+    restarted = calibration[rows]
+    restart_model(restarted)
+    calibration[rows] = restarted
+
+
+moments = st.sampled_from([0.0, 1e-300, 1e-12, 1e-4, 1.0, -1e-4, np.inf, np.nan]) | st.floats(0, 1)
+counts = st.sampled_from([0.0, 1.0, MIN_RESIDUALS - 1.0, MIN_RESIDUALS, 1e6, -1.0, np.nan])
+shifts = st.floats(-3.0, 60.0, width=32) | st.sampled_from([np.nan, np.inf])
+losses = st.sampled_from([0.0, 0.01, -0.02, np.inf, np.nan]) | st.floats(-1.0, 1.0, width=32)
+prices = st.floats(1e-300, 1e300)
+
+
+@st.composite
+def calibration_rows(draw: st.DrawFn) -> Calibration:
+    """Any calibration row, reachable or not: NaN, infinite or negative moments, counts
+    about MIN_RESIDUALS, thresholds beyond their clip, tied losses, any issuing expert."""
+    row = new_calibration(1)
+    for kind in KINDS:
+        for name in MOMENTS:
+            row[f"{kind}_{name}"] = draw(counts if name == "count" else moments)
+        for name, values in [("shift", shifts), ("loss", losses)]:
+            row[f"{kind}_{name}"] = draw(
+                st.lists(values, min_size=INTERVAL_EXPERTS, max_size=INTERVAL_EXPERTS)
+            )
+        row[f"{kind}_best"] = draw(st.integers(0, INTERVAL_EXPERTS - 1))
+    return row
+
+
+def known_naive_and_nan_model_count() -> Calibration:
+    """NumPy's where takes the naive scales where the model's count is not >= MIN_RESIDUALS,
+    NaN included."""
+    row = new_calibration(1)
+    row["naive_fast"], row["naive_slow"], row["naive_count"] = 1e-4, 1e-4, 1e6
+    row["model_count"] = np.nan
+    return row
+
+
+@given(
+    st.lists(
+        st.tuples(
+            calibration_rows(),
+            st.just(0.0) | prices,
+            prices,
+            st.just(0.0) | prices,
+            prices,
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([0.5, 0.9, 0.99]),
+)
+@example([(known_naive_and_nan_model_count(), 100.0, 101.0, 100.5, 101.0, False)], 0.9)
+def test_a_compiled_step_from_any_calibration_equals_the_vectorised_one(
+    rows: list[tuple[Calibration, float, float, float, float, bool]], coverage: float
+) -> None:
+    compiled = np.concatenate([row[0] for row in rows])
+    vectorised = compiled.copy()
+    last_price, price, previous_forecast, forecast, naive = (
+        np.array(column) for column in list(zip(*rows, strict=True))[1:]
+    )
+    tick = Round(last_price, price, previous_forecast, forecast, naive)
+    with np.errstate(all="ignore"):
+        step_both(IntervalParams(coverage=coverage, step=0.1), compiled, vectorised, tick)
