@@ -24,10 +24,10 @@ def trained_looking_model(spec: ModelSpec, seed: int):  # type: ignore[no-untype
     return model
 
 
-@pytest.mark.parametrize("rows", [1, 40], ids=["compiled", "numpy"])
+@pytest.mark.parametrize("rows", [1, 400], ids=["compiled", "numpy"])
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.cell}-{s.layers}x{s.units}")
 def test_step_by_step_equals_keras_full_sequence(spec: ModelSpec, rows: int) -> None:
-    """One row steps in compiled loops, 40 in NumPy (``stepper.COMPILED_UP_TO``)."""
+    """One row steps in compiled loops, 400 in NumPy (``stepper.COMPILED_UP_TO``)."""
     assert (rows * spec.state_size <= stepper.COMPILED_UP_TO) == (rows == 1)
     model = trained_looking_model(spec, seed=spec.layers)
     rng = np.random.default_rng(7)
@@ -64,3 +64,13 @@ def test_run_equals_stepping_ragged_sequences(spec: ModelSpec) -> None:
 def test_spec_is_read_back_from_the_keras_model() -> None:
     spec = ModelSpec(cell="gru", layers=3, units=5)
     assert keras_model.spec_of(keras_model.build(spec, seed=0)) == spec
+
+
+def test_compiled_tanh_is_within_six_float32_ulps_and_keeps_nan() -> None:
+    x = np.concatenate([np.linspace(-12, 12, 4001), -np.logspace(-30, 1, 1001),
+                        np.logspace(-30, 1, 1001)]).astype(np.float32)  # fmt: skip
+    got = np.array([stepper._tanh_one(value) for value in x], np.float32)
+    exact = np.tanh(x.astype(np.float64))
+    ulps = np.abs(got - exact) / np.spacing(np.abs(exact).astype(np.float32))
+    assert ulps.max() <= 6
+    assert np.isnan(stepper._tanh_one(np.float32("nan")))
