@@ -13,7 +13,8 @@ COPY forecaster ./forecaster
 # The confluent extra: FORECASTER_KAFKA_CLIENT=confluent selects librdkafka.
 RUN /opt/venv/bin/pip install --no-cache-dir '.[confluent]'
 
-# Runtime stage: the virtual environment and the sample ticks, nothing else.
+# Runtime stage: the virtual environment and the sample ticks, nothing else. The compiled
+# kernels' cache goes to /tmp (writable under Kubernetes' read-only root filesystem too).
 FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -21,7 +22,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     FORECASTER_MODEL_DIR=/var/lib/forecaster/models \
     FORECASTER_INPUT=/app/sample_data/ticks.csv \
     FORECASTER_DEAD_LETTERS_OUT=/var/lib/forecaster/dead-letters.jsonl \
-    FORECASTER_METRICS_PORT=9108
+    FORECASTER_METRICS_PORT=9108 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /app \
         --shell /usr/sbin/nologin forecaster \
     && mkdir -p /var/lib/forecaster/models \

@@ -4,8 +4,9 @@ With a few series in a round, the engine's cost is NumPy's dispatch (about a mic
 a call, hundreds of calls a round), not its arithmetic. So the per-row arithmetic of a
 round (features, intervals, the skill heads, the recurrent step) is written as loops over
 rows and compiled by Numba: one call a round, whatever the round's size. Compiled code
-is cached beside its module, so only a process with a cold cache pays the compilation
-(seconds), at its first call.
+is cached beside its module (or in ``NUMBA_CACHE_DIR``), so only a process with a cold
+cache pays the compilation (3-6 s for all of them), at each kernel's first call; where
+no cache can be written, every process compiles afresh.
 
 ``error_model="numpy"``: a division by zero gives inf or nan, as in NumPy, instead of
 raising; no ``fastmath``: the kernels test for non-finite values, which fast math may
@@ -25,7 +26,10 @@ Function = TypeVar("Function", bound=Callable[..., Any])
 
 def kernel(function: Function) -> Function:
     """``function`` compiled to machine code at its first call, with NumPy's semantics."""
-    compiled = numba.njit(cache=True, error_model="numpy", nogil=True)(function)
+    try:
+        compiled = numba.njit(cache=True, error_model="numpy", nogil=True)(function)
+    except RuntimeError:  # no writable place for its cache (a read-only install)
+        compiled = numba.njit(error_model="numpy", nogil=True)(function)
     return cast(Function, compiled)
 
 
