@@ -9,8 +9,9 @@ cache pays the compilation (3-6 s for all of them), at each kernel's first call;
 no cache can be written, every process compiles afresh.
 
 ``error_model="numpy"``: a division by zero gives inf or nan, as in NumPy, instead of
-raising; no ``fastmath``: the kernels test for non-finite values, which fast math may
-assume away.
+raising; ``boundscheck``: an index past an array's end raises IndexError, as in NumPy,
+instead of reading or writing outside it (it cost nothing measurable in the engine); no
+``fastmath``: the kernels test for non-finite values, which fast math may assume away.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ Function = TypeVar("Function", bound=Callable[..., Any])
 def kernel(function: Function) -> Function:
     """``function`` compiled to machine code at its first call, with NumPy's semantics."""
     try:
-        compiled = numba.njit(cache=True, error_model="numpy", nogil=True)(function)
+        compiled = numba.njit(cache=True, error_model="numpy", nogil=True, boundscheck=True)(
+            function
+        )
     except RuntimeError:  # no writable place for its cache (a read-only install)
-        compiled = numba.njit(error_model="numpy", nogil=True)(function)
+        compiled = numba.njit(error_model="numpy", nogil=True, boundscheck=True)(function)
     return cast(Function, compiled)
 
 

@@ -149,7 +149,8 @@ class BackupArea:
     def take(self, name: str, source: npt.NDArray[Any], index: IntArray) -> npt.NDArray[Any]:
         """``source`` taken at ``index`` on its first axis into this area's ``name`` array."""
         out = self._room(name, source, len(index))
-        return np.take(source, index, axis=0, out=out, mode="clip")  # clip: no buffering
+        _copy_rows(source, index, out)  # np.take's 2 µs a call is most of a small batch's
+        return out
 
     def keep(self, name: str, values: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """A copy of ``values`` in this area's ``name`` array."""
@@ -401,6 +402,12 @@ class SeriesTable:
             ts=np.where(valid, self.ring_newest_ts[slots, None] - after, 0),
             length=length,
         )
+
+
+@kernel
+def _copy_rows(source: npt.NDArray[Any], index: IntArray, out: npt.NDArray[Any]) -> None:
+    for row in range(len(index)):
+        out[row] = source[index[row]]
 
 
 @kernel

@@ -1,6 +1,7 @@
 """The kernel decorator: NumPy's error model, and a kernel without a cache location."""
 
 import numpy as np
+import pytest
 
 from forecaster.core.compiled import kernel, nan_clip, nan_max
 
@@ -28,3 +29,14 @@ def test_nan_helpers_keep_nan_as_numpy_does() -> None:
     for value in (np.nan, -3.0, 0.5, 9.0):
         assert np.array_equal(nan_max(value, 1.0), np.maximum(value, 1.0), equal_nan=True)
         assert np.array_equal(nan_clip(value, 2.0), np.clip(value, -2.0, 2.0), equal_nan=True)
+
+
+def test_an_index_past_the_end_raises_instead_of_writing_outside() -> None:
+    @kernel
+    def put(values: np.ndarray, index: int) -> None:
+        values[index] = 1.0
+
+    values = np.zeros(3)
+    with pytest.raises(IndexError):
+        put(values, 3)
+    assert not values.any()
