@@ -82,6 +82,7 @@ def build_engine(
     feed = StepFeed(policy.bootstrap_steps, first_model=serving is None)
     params = replace(engine_params(settings), rewarm_in_background=background_training)
     engine = Engine(params, serving, recorder=feed)
+    engine.load_kernels()
     retrainer = Retrainer(
         engine,
         feed,

@@ -205,3 +205,19 @@ def test_a_partition_state_of_another_size_is_rewarmed_not_refused() -> None:
     assert got.recurrent.shape == (5, spec.state_size)
     assert np.allclose(got.recurrent[order_got], want.recurrent[order_want], atol=1e-6)
     assert np.abs(got.recurrent).sum() > 0  # re-warmed, not left at zero
+
+
+def test_loading_the_kernels_leaves_the_engine_as_it_was() -> None:
+    """``load_kernels`` steps a scratch engine: this one holds no series, has nothing
+    pending, and forecasts a stream exactly as an engine that never loaded them."""
+    model = random_stepper(ModelSpec(layers=2, units=8), seed=5)
+    loaded, plain = Engine(PARAMS, model), Engine(PARAMS, model)
+    loaded.load_kernels()
+    assert len(loaded.table) == 0
+    loaded.rollback()  # nothing pending: a rollback now would undo nothing
+    assert len(loaded.table) == 0
+    ticks = random_ticks(120, 3, seed=2)
+    got, want = loaded.process(ticks).forecasts, plain.process(ticks).forecasts
+    np.testing.assert_array_equal(got.forecast, want.forecast)
+    np.testing.assert_array_equal(got.upper, want.upper)
+    assert not got.naive.all()
