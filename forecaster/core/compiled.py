@@ -36,13 +36,30 @@ def kernel(function: Function) -> Function:
     return cast(Function, compiled)
 
 
+# A number's minimum, maximum and clip as NumPy's: a NaN propagates (Python's min and
+# max return whichever argument the comparisons happen to leave).
+@kernel
+def nan_min(value: float, ceiling: float) -> float:
+    """``np.minimum(value, ceiling)`` of a number."""
+    return value if value <= ceiling or np.isnan(value) else ceiling
+
+
 @kernel
 def nan_max(value: float, floor: float) -> float:
-    """``np.maximum(value, floor)`` of a number: nan stays nan."""
+    """``np.maximum(value, floor)`` of a number."""
     return value if value >= floor or np.isnan(value) else floor
 
 
 @kernel
-def nan_clip(value: float, bound: float) -> float:
-    """``np.clip(value, -bound, bound)`` of a number: nan stays nan."""
-    return value if np.isnan(value) else min(max(value, -bound), bound)
+def nan_clip(value: float, low: float, high: float) -> float:
+    """``np.clip(value, low, high)`` of a number."""
+    return low if value < low else high if value > high else value
+
+
+@kernel
+def all_finite(values: np.ndarray) -> bool:
+    """``np.isfinite(values).all()``, without the array of booleans."""
+    for value in values.flat:  # noqa: SIM110 (Numba compiles no generator into all())
+        if not np.isfinite(value):
+            return False
+    return True

@@ -135,7 +135,7 @@ def _advance(
         ret = log_price - np.log(series.last_price) if has_prev else 0.0
         n_returns = series.n_returns + has_prev
         prev_scale = np.sqrt(nan_max(series.scale_sq, MIN_SCALE**2))
-        z[row] = nan_clip(ret / prev_scale, clip)
+        z[row] = nan_clip(ret / prev_scale, -clip, clip)
 
         # Early on the running means are plain averages, later exponential.
         scale_weight = max(scale_alpha, 1.0 / max(n_returns, 1))
@@ -143,7 +143,7 @@ def _advance(
         level_weight = max(level_alpha, 1.0 / (n_returns + 1))
         level = series.level + level_weight * (log_price - series.level) if has_prev else log_price
         scale[row] = np.sqrt(nan_max(scale_sq, MIN_SCALE**2))
-        d[row] = nan_clip((log_price - level) / (scale[row] * level_spread), clip)
+        d[row] = nan_clip((log_price - level) / (scale[row] * level_spread), -clip, clip)
 
         series.last_price = price[row]
         series.last_ts = ts[row]

@@ -59,7 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forecaster.config import Settings
-from forecaster.core.compiled import kernel
+from forecaster.core.compiled import kernel, nan_clip, nan_max, nan_min
 from forecaster.errors import ConfigError
 
 FloatArray = npt.NDArray[np.float64]
@@ -282,8 +282,8 @@ def _issued(q0: float, kind: Kind, naive: Kind) -> Issued:
     known = count >= MIN_RESIDUALS and blended > 0 and long_run > 0
     if known:
         scales = (
-            np.sqrt(_maximum(blended, _MIN_SIGMA_SQ)),
-            np.sqrt(_maximum(long_run, _MIN_SIGMA_SQ)),
+            np.sqrt(nan_max(blended, _MIN_SIGMA_SQ)),
+            np.sqrt(nan_max(long_run, _MIN_SIGMA_SQ)),
         )
     return _threshold(q0, shift[best]) * scales[best // _STEPS], scales, known
 
@@ -291,14 +291,14 @@ def _issued(q0: float, kind: Kind, naive: Kind) -> Issued:
 @kernel
 def _scale_sq(moments: Moments) -> float:
     fast, slow, cov, var, _ = moments
-    weight = _clip(cov / var if var > 0 else 0.5, 0.0, 1.0)
+    weight = nan_clip(cov / var if var > 0 else 0.5, 0.0, 1.0)
     return weight * fast + (1.0 - weight) * slow
 
 
 @kernel
 def _threshold(q0: float, shift: float) -> float:
     """An expert's threshold, in float32: NumPy adds ``q0`` to a float32 shift in float32."""
-    return _clip(float(np.float32(q0) + np.float32(shift)), 0.0, MAX_Q)
+    return nan_clip(float(np.float32(q0) + np.float32(shift)), 0.0, MAX_Q)
 
 
 @kernel
@@ -324,10 +324,10 @@ def _track(
             # in units of the blended scale, so that experts on either scale compare
             pinball = (1.0 - alpha if miss else -alpha) * (score - q) * (scale / scales[0])
             judged += _LOSS_STEP * (pinball - judged)
-            shift[expert], loss[expert] = _clip(moved, -q0, MAX_Q), judged
+            shift[expert], loss[expert] = nan_clip(moved, -q0, MAX_Q), judged
         best, least = _argmin_step(expert, judged, best, least)
     if tracked:
-        moments = _fold_scale(moments, _minimum(residual**2, 1.0), weight)
+        moments = _fold_scale(moments, nan_min(residual**2, 1.0), weight)
     return best, moments
 
 
@@ -349,7 +349,7 @@ def _fold_scale(moments: Moments, squared: float, weight: float) -> Moments:
     )
 
 
-# NumPy's semantics, where Python's differ: a NaN propagates, and np.argmin finds it.
+# np.argmin's semantics, where Python's differ: the first NaN wins.
 @kernel
 def _argmin_step(index: int, value: float, best: int, least: float) -> tuple[int, float]:
     """``np.argmin`` one value at a time, from (0, inf): the first least value's index and
@@ -357,18 +357,3 @@ def _argmin_step(index: int, value: float, best: int, least: float) -> tuple[int
     if np.isnan(least) or not (value < least or np.isnan(value)):
         return best, least
     return index, value
-
-
-@kernel
-def _clip(value: float, low: float, high: float) -> float:
-    return low if value < low else high if value > high else value
-
-
-@kernel
-def _minimum(a: float, b: float) -> float:
-    return a if a <= b or np.isnan(a) else b
-
-
-@kernel
-def _maximum(a: float, b: float) -> float:
-    return a if a >= b or np.isnan(a) else b

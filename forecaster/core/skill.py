@@ -42,7 +42,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from forecaster.core.compiled import kernel
+from forecaster.core.compiled import all_finite, kernel, nan_clip
 from forecaster.core.features import FEATURE_NAMES
 
 FloatArray = npt.NDArray[np.float64]
@@ -85,7 +85,7 @@ def calibrate(
         _ridge_solve(gram, cross, low, weights)
         head = _dot(regressors, weights)
         if not (
-            _all_finite(gram) and _all_finite(cross) and _all_finite(regressors)
+            all_finite(gram) and all_finite(cross) and all_finite(regressors)
             and math.isfinite(skill_cross) and math.isfinite(skill_power) and math.isfinite(head)
         ):  # fmt: skip
             row["head_inputs"][:] = 0.0  # the record keeps its values, without this forecast
@@ -177,13 +177,4 @@ def _dot(left: FloatArray, right: FloatArray) -> float:
 @kernel
 def _gain(skill_cross: float, skill_power: float) -> float:
     """The trust in a head of this record; nan if the record is (as ``np.clip``)."""
-    ratio = skill_cross / (skill_power + PRIOR)
-    return 0.0 if ratio < 0.0 else MAX_GAIN if ratio > MAX_GAIN else ratio
-
-
-@kernel
-def _all_finite(values: FloatArray) -> bool:
-    for value in values.flat:  # noqa: SIM110 (Numba compiles no generator into all())
-        if not math.isfinite(value):
-            return False
-    return True
+    return nan_clip(skill_cross / (skill_power + PRIOR), 0.0, MAX_GAIN)

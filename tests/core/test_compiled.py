@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from forecaster.core.compiled import kernel, nan_clip, nan_max
+from forecaster.core.compiled import all_finite, kernel, nan_clip, nan_max, nan_min
 
 
 def test_a_kernel_whose_source_has_no_cache_location_still_compiles() -> None:
@@ -27,8 +27,10 @@ def test_division_by_zero_gives_numpys_inf_and_nan() -> None:
 
 def test_nan_helpers_keep_nan_as_numpy_does() -> None:
     for value in (np.nan, -3.0, 0.5, 9.0):
+        assert np.array_equal(nan_min(value, 1.0), np.minimum(value, 1.0), equal_nan=True)
         assert np.array_equal(nan_max(value, 1.0), np.maximum(value, 1.0), equal_nan=True)
-        assert np.array_equal(nan_clip(value, 2.0), np.clip(value, -2.0, 2.0), equal_nan=True)
+        assert np.array_equal(nan_clip(value, -2.0, 2.0), np.clip(value, -2.0, 2.0), equal_nan=True)
+    assert all_finite(np.ones((2, 3))) and not all_finite(np.array([[1.0, np.inf]]))
 
 
 def test_an_index_past_the_end_raises_instead_of_writing_outside() -> None:

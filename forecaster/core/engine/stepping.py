@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forecaster.core import intervals
-from forecaster.core.compiled import kernel
+from forecaster.core.compiled import all_finite, kernel
 from forecaster.core.engine.params import EngineParams
 from forecaster.core.engine.pending import PendingBatch, Undo
 from forecaster.core.engine.results import OrderReject
@@ -204,7 +204,7 @@ def _usable(
 ) -> None:
     """The prediction of each row, nan where it failed: any output not finite."""
     for row in range(len(prediction)):
-        failed[row] = not (np.isfinite(prediction[row]) and np.isfinite(recurrent[row]).all())
+        failed[row] = not (np.isfinite(prediction[row]) and all_finite(recurrent[row]))
         usable[row] = np.nan if failed[row] else prediction[row]
 
 
