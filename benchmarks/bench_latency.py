@@ -147,8 +147,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def point(bootstrap: str, rate: float, seconds: float, series: int) -> dict[str, Any]:
     """One point of the curve: feed at ``rate`` from a process of its own; the latencies."""
     collector = Collector(bootstrap, f"forecasts-{GROUP}")
-    receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
-    feeder = multiprocessing.get_context("spawn").Process(
+    spawn = multiprocessing.get_context("spawn")
+    receive, send = spawn.Pipe(duplex=False)
+    feeder = spawn.Process(
         target=feeder_main, args=(bootstrap, rate, seconds, series, send), daemon=True
     )
     feeder.start()

@@ -70,8 +70,7 @@ def measure_memory(series: int) -> dict[str, float]:
     engine = Engine(engine_params(settings), random_stepper(SERVING_SPEC, seed=1))
     names = [f"S{i:06d}" for i in range(series)]
     loaded = resident_bytes()
-    engine.process(one_tick("warm-up"))  # loads the compiled kernels: code, not series
-    engine.rollback()
+    engine.load_kernels()  # as the service does: code, not series
     before = resident_bytes()
     for tick, first in itertools.product(range(TICKS_PER_SERIES),
                                          range(0, series, settings.max_batch)):  # fmt: skip
@@ -99,10 +98,6 @@ def ticks_of(names: list[str], tick: int) -> TickColumns:
         price=np.full(len(names), 50.0 + tick), volume=np.full(len(names), np.nan),
         partition=np.zeros(len(names), np.int32),
     )  # fmt: skip
-
-
-def one_tick(name: str) -> TickColumns:
-    return ticks_of([name], 0)
 
 
 def fill_rings(table: SeriesTable) -> None:

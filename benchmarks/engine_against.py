@@ -16,7 +16,6 @@ difference left is the code's own.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -26,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, SINGLE_THREAD_ENV, median, parser, ratio, report
+from common import REPO, child_env, median, parser, ratio, report
 
 from forecaster.runtime import MMAP_THRESHOLD, TRIM_THRESHOLD
 
@@ -76,9 +75,9 @@ def tree_of(commit: str, into: Path) -> Path:
 
 
 def run(tree: Path, series: int, batches: int, env: dict[str, str]) -> dict[str, float]:
-    child_env = os.environ | SINGLE_THREAD_ENV | env | {"PYTHONPATH": str(tree)}
+    environment = child_env(env | {"PYTHONPATH": str(tree)})
     done = subprocess.run([sys.executable, "-c", CHILD, str(series), str(batches)], cwd=tree,
-                          env=child_env, capture_output=True, text=True, check=False)  # fmt: skip
+                          env=environment, capture_output=True, text=True, check=False)  # fmt: skip
     if done.returncode:
         raise RuntimeError(f"the run in {tree} failed:\n{done.stderr}")
     figures: dict[str, float] = json.loads(done.stdout)

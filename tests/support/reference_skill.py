@@ -6,11 +6,16 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from forecaster.core.skill import _DECAY, HEAD_PRIOR, MAX_GAIN, PRIOR, REGRESSORS
+from forecaster.core.skill import (
+    _DECAY,
+    HEAD_PRIOR,
+    MAX_GAIN,
+    PRIOR,
+    REGRESSORS,
+    FloatArray,
+    IntArray,
+)
 from forecaster.core.table import put_rows, take_rows
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 _IDENTITY = np.eye(len(REGRESSORS))
 UNROLLED_FROM = 400  # rows, where the unrolled solve overtakes LAPACK's (_ridge_weights)

@@ -142,8 +142,9 @@ def test_a_second_model_replaces_the_one_being_rewarmed() -> None:
     assert engine.rewarming is not None and engine.rewarming.model is NEWER
     engine.rewarming.settle(timeout_s=60)
     assert engine.continue_swap() is NEWER
+    got = states(engine)
     for name, state in states(sync).items():
-        np.testing.assert_allclose(states(engine)[name], state, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(got[name], state, atol=1e-6, err_msg=name)
 
 
 def test_a_sync_swap_drops_the_swap_begun() -> None:

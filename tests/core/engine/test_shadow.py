@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from forecaster.core.engine import Engine, PairedErrors
+from forecaster.core.engine import Engine, EngineParams, PairedErrors
 from forecaster.model.spec import ModelSpec
 from tests.support.engine import (
     PARAMS,
@@ -25,8 +25,8 @@ SERVING = random_stepper(SPEC, seed=1, version="serving")
 CANDIDATE = random_stepper(SPEC, seed=2, version="candidate")
 
 
-def warmed(batches: int = 4) -> Engine:
-    engine = Engine(PARAMS, SERVING)
+def warmed(batches: int = 4, params: EngineParams = PARAMS) -> Engine:
+    engine = Engine(params, SERVING)
     for batch in messy_batches(3, batches, 200, 12):
         engine.process(batch)
     engine.commit()
@@ -99,11 +99,8 @@ def test_a_model_in_shadow_that_raises_is_dropped_and_costs_no_served_tick(
 def test_a_shadow_rewarmed_off_the_loop_steps_as_one_started_at_its_copy() -> None:
     """In the background the rings are copied at the first commit: a shadow started at
     once after that commit holds the same states from then on."""
-    background = Engine(replace(PARAMS, rewarm_in_background=True), SERVING)
+    background = warmed(params=replace(PARAMS, rewarm_in_background=True))
     at_once = warmed()
-    for batch in messy_batches(3, 4, 200, 12):  # as warmed()
-        background.process(batch)
-    background.commit()
     background.start_shadow(CANDIDATE)
     batches = messy_batches(6, 10, 200, 12)[4:]  # after the ticks of warmed()
     for engine in (background, at_once):
