@@ -85,10 +85,14 @@ CURRENT, PREVIOUS = "current.npz", "previous.npz"
 HEADER = "header"
 REFUSAL_REASONS = ("unreadable", "corrupt", "incompatible")
 MAX_HEADER_INT = 2**62  # partitions, offsets and series counts are far below
-STATS_FLOATS = tuple(n for n in STATS_DTYPE.names or () if STATS_DTYPE[n].base.kind == "f")
-CALIBRATION_FLOATS = tuple(
-    n for n in CALIBRATION_DTYPE.names or () if CALIBRATION_DTYPE[n].base.kind == "f"
-)
+
+
+def _float_fields(dtype: np.dtype[np.void]) -> tuple[str, ...]:
+    return tuple(name for name in dtype.names or () if dtype[name].base.kind == "f")
+
+
+STATS_FLOATS = _float_fields(STATS_DTYPE)
+CALIBRATION_FLOATS = _float_fields(CALIBRATION_DTYPE)
 
 
 class CheckpointError(ForecasterError):

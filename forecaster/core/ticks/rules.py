@@ -211,6 +211,9 @@ _SEPARATORS = {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: ".", 23: "Z"}
 _FIELDS = ((0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19), (20, 23))
 _UTC_MS_CHARS = 24
 _LAST_FAST_YEAR = 2254  # before MAX_EPOCH_MS (2255-03-14): every such time is in range
+_SEPARATOR_PLACES = list(_SEPARATORS)
+_SEPARATOR_CODES = np.array([ord(char) for char in _SEPARATORS.values()], np.uint8)
+_DIGIT_PLACES = np.delete(np.arange(_UTC_MS_CHARS), _SEPARATOR_PLACES)
 
 
 def utc_milliseconds_ns(texts: list[Any]) -> IntArray | None:
@@ -230,20 +233,18 @@ def utc_milliseconds_ns(texts: list[Any]) -> IntArray | None:
     if not texts or not joined.isascii() or set(map(len, texts)) != {_UTC_MS_CHARS}:
         return None
     chars = np.frombuffer(joined.encode("ascii"), np.uint8).reshape(-1, _UTC_MS_CHARS)
-    separators = np.array([ord(char) for char in _SEPARATORS.values()], np.uint8)
-    if not (chars[:, list(_SEPARATORS)] == separators).all():
+    if not (chars[:, _SEPARATOR_PLACES] == _SEPARATOR_CODES).all():
         return None
     digits = chars.astype(np.int64) - ord("0")
     year, month, day, hour, minute, second, ms = (
         digits[:, first:end] @ 10 ** np.arange(end - first - 1, -1, -1) for first, end in _FIELDS
     )
-    places = np.delete(np.arange(_UTC_MS_CHARS), list(_SEPARATORS))
     months = (year - 1970) * 12 + month - 1
     first_day = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
     month_days = (months + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
     month_days -= first_day
     valid = (
-        ((digits[:, places] >= 0) & (digits[:, places] <= 9)).all(axis=1)
+        ((digits[:, _DIGIT_PLACES] >= 0) & (digits[:, _DIGIT_PLACES] <= 9)).all(axis=1)
         & (year >= 1970) & (year <= _LAST_FAST_YEAR) & (month >= 1) & (month <= 12)
         & (day >= 1) & (day <= month_days) & (hour < 24) & (minute < 60) & (second < 60)
     )  # fmt: skip

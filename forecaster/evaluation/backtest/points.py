@@ -166,9 +166,9 @@ def _read_oracle(
     found = [known.get(key, {}) for key in keys]
 
     def column(name: str) -> FloatArray:
-        texts = [row.get(name) for row in found if name in row]
+        given = sum(name in row for row in found)
         values = np.array([_number(row.get(name)) for row in found], np.float64)
-        if unusable := len(texts) - int(np.isfinite(values).sum()):
+        if unusable := given - int(np.isfinite(values).sum()):
             log.warning("oracle file %s: %d %s values are no finite number; left out",
                         path, unusable, name)  # fmt: skip
         return values
