@@ -16,7 +16,7 @@
 8. swap: a model that is ready serves from the next batch, so each batch is stepped by
    exactly one model. With the engine's ``rewarm_in_background`` (the service) its states
    are re-warmed off the loop while the serving model goes on, and it is installed at the
-   first batch boundary they are ready at (``Engine.begin_swap``); else at once, at this
+   first batch boundary they are ready at (``Engine.swap``); else at once, at this
    boundary (a replay: the same forecasts at every run).
 
 With ``overlap`` (at least once; ``OVERLAPS``), a step leaves its batch N in flight:
@@ -182,16 +182,17 @@ class Pipeline:
 
     def _settle(self, polled: SourceBatch | None) -> None:
         """Steps 6-7 of the batch in flight but the source's commit (``_commit_source``).
-        If it was not delivered it raises DeliveryError, after rewinding the source to
-        ``polled`` (polled meanwhile) and then to the batch, so that both are polled
-        again."""
+        If it was not delivered it raises DeliveryError, at least once after rewinding the
+        source to ``polled`` (polled meanwhile) and then to the batch, so that both are
+        polled again (exactly once, the failed partitions are taken again anyway)."""
         self._settle_in_flight()
         undelivered, self._undelivered = self._undelivered, None
         if undelivered is None:
             return
-        if polled is not None:
-            self.source.rewind(polled)  # first: the earlier batch's offsets win
-        self.source.rewind(undelivered)
+        if self.transactions is None:  # exactly once, the failed partitions are taken again
+            if polled is not None:
+                self.source.rewind(polled)  # first: the earlier batch's offsets win
+            self.source.rewind(undelivered)
         raise DeliveryError(self.delivery_failure)
 
     def _settle_in_flight(self) -> None:
@@ -218,7 +219,8 @@ class Pipeline:
         return batch.without(self.states.held() | {resume.partition for resume in resumes})
 
     def _process(self, batch: SourceBatch, overlap: bool = False) -> None:
-        """Steps 3-7 for one batch; with ``overlap``, steps 3-5 (it is left in flight)."""
+        """Steps 3-7 for one batch; with ``overlap``, steps 3-5 (it is left in flight, for
+        ``_settle`` after the next poll)."""
         arrived = time.perf_counter()
         parsed = batch.parse()  # 3
         if not parsed.received:
@@ -227,17 +229,9 @@ class Pipeline:
         started = time.perf_counter()
         result = self.engine.process(parsed.ticks)  # 4
         self.metrics.step_seconds.observe(time.perf_counter() - started)
-        sent = self._send(batch, parsed, result, known_series, arrived)  # 5
-        if overlap:
-            self._in_flight = sent
-            return
-        try:
-            self._await(sent)  # 6
-        except DeliveryError:
-            if self.transactions is None:  # exactly once, the failed partitions are taken again
-                self.source.rewind(batch)
-            raise
-        self._finish(sent)  # 7
+        self._in_flight = self._send(batch, parsed, result, known_series, arrived)  # 5
+        if not overlap:
+            self._settle(None)  # 6-7
 
     def _finish(self, sent: Sent) -> None:
         """Step 7 for a delivered batch, then its counting."""
@@ -372,13 +366,8 @@ class Pipeline:
         model = self.updates.pending() if self.updates is not None else None
         begun, job = time.perf_counter(), self.engine.rewarming
         installed: Stepper | None
-        if model is not None and not self.engine.params.rewarm_in_background:
-            self.engine.swap_model(model)
-            started, installed = begun, model
-        elif model is not None and (job is None or job.model.version != model.version):
-            log.info("re-warming model %s off the loop; %s serves meanwhile", model.version,
-                     self.engine.model.version if self.engine.model else "naive")  # fmt: skip
-            started, installed = begun, self.engine.begin_swap(model)
+        if model is not None and (job is None or job.model.version != model.version):
+            started, installed = begun, self.engine.swap(model)
         elif job is not None:
             started, installed = job.started, self.engine.continue_swap()
         else:

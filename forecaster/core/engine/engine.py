@@ -147,6 +147,14 @@ class Engine:
         self._rewarm(self.table.active_slots())
         intervals.restart_model(self.table.calibration)
 
+    def swap(self, model: Stepper) -> Stepper | None:
+        """Serve ``model``: re-warmed off the loop with ``rewarm_in_background``
+        (``begin_swap``), else at once (``swap_model``; ``model`` is returned)."""
+        if self.params.rewarm_in_background:
+            return self.begin_swap(model)
+        self.swap_model(model)
+        return model
+
     def begin_swap(self, model: Stepper) -> Stepper | None:
         """Re-warm ``model``'s states off the serving loop (``rewarming``) while the model
         serving goes on; ``continue_swap`` at each batch boundary installs it once they are
@@ -173,6 +181,8 @@ class Engine:
         self.commit()
         _check_features(model)
         self._drop_swap()
+        log.info("re-warming model %s off the loop; %s serves meanwhile", model.version,
+                 self._version())  # fmt: skip
         self.rewarming = RewarmJob(model, self.table)
         return self.continue_swap()  # its first chunk is copied at once
 
