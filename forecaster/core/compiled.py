@@ -6,7 +6,9 @@ round (features, intervals, the skill heads, the recurrent step) is written as l
 rows and compiled by Numba: one call a round, whatever the round's size. Compiled code
 is cached beside its module (or in ``NUMBA_CACHE_DIR``), so only a process with a cold
 cache pays the compilation (3-6 s for all of them), at each kernel's first call; where
-no cache can be written, every process compiles afresh.
+no cache can be written, every process compiles afresh. Numba keys a kernel's cache on
+its own file only: after editing a helper here in a working tree, delete the
+``__pycache__`` folders of the modules that call it (an install writes every file anew).
 
 ``error_model="numpy"``: a division by zero gives inf or nan, as in NumPy, instead of
 raising; ``boundscheck``: an index past an array's end raises IndexError, as in NumPy,
