@@ -161,8 +161,7 @@ class Pipeline:
             if self.transactions is not None:  # what the batch sent must not be committed
                 self.transactions.abort()
             self.engine.rollback()
-            for single in batch.split():
-                self._process_alone(single)
+            self._process_one_by_one(batch)
         finally:
             self._commit_source()  # of the batch before, while this one's acks are in flight
         return True
@@ -284,6 +283,19 @@ class Pipeline:
         states.lose(failed)  # the source takes them again at its next poll
         raise DeliveryError(f"the transactions of partitions {sorted(failed)} failed: they go "
                             "back to their last committed point")  # fmt: skip
+
+    def _process_one_by_one(self, batch: SourceBatch) -> None:
+        """Each record of ``batch`` as a batch of its own. If one is not delivered, it and
+        every record after it are polled again: the source is past all of them, on every
+        partition, not only on the failed record's."""
+        singles = batch.split()
+        for done, single in enumerate(singles):
+            try:
+                self._process_alone(single)
+            except DESTINATION_FAULTS:
+                for undone in reversed(singles[done:]):  # the earliest last: its offset wins
+                    self.source.rewind(undone)
+                raise
 
     def _process_alone(self, single: SourceBatch) -> None:
         """A batch of one record; if even that fails, the record is an internal_error."""

@@ -60,7 +60,9 @@ class Source(Protocol[BatchT]):
         ...
 
     def rewind(self, batch: BatchT) -> None:
-        """Hand ``batch``'s records over again from the next poll on (its delivery failed)."""
+        """Hand ``batch``'s records over again from the next poll on (its delivery failed).
+        Of batches rewound one after another, the last rewound is handed over first, so
+        rewinding the latest first hands them all over again in order."""
         ...
 
     def seek(self, positions: Mapping[int, int | None]) -> None:

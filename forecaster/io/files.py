@@ -150,7 +150,7 @@ class CsvSource:
         self._columns = self._check_header()
         self._chunks = self._read()
         self._rest: Chunk | None = None  # the unread part of a chunk a paced poll cut
-        self._again: CsvBatch | None = None  # a batch to hand over again (rewind)
+        self._again: list[CsvBatch] = []  # batches to hand over again, the last rewound first
         self._started = time.monotonic()
         self._emitted = 0
         self._looper = _Looper() if loop else None
@@ -185,9 +185,8 @@ class CsvSource:
             yield from records(self.path, self._columns, skip=row, chunk_rows=self.max_batch)
 
     def poll(self, timeout: float) -> CsvBatch | None:
-        if self._again is not None:
-            batch, self._again = self._again, None
-            return batch
+        if self._again:
+            return self._again.pop()
         if self.rate > 0 and not self._wait_for_due_tick(timeout):
             return CsvBatch(pd.DataFrame(columns=list(REQUIRED_COLUMNS)), 0, self.path)
         first_row, frame = self._next_frame()
@@ -233,7 +232,7 @@ class CsvSource:
         """Nothing to record: a file is read again from its start."""
 
     def rewind(self, batch: CsvBatch) -> None:
-        self._again = batch
+        self._again.append(batch)
 
     def seek(self, positions: Mapping[int, int | None]) -> None:
         """A file is read in order: there is nothing to seek (no checkpoints restore it)."""
@@ -242,7 +241,8 @@ class CsvSource:
 
     def close(self) -> None:
         self._chunks = iter(())
-        self._rest = self._again = None
+        self._rest = None
+        self._again.clear()
 
 
 def open_output(target: str) -> IO[bytes]:

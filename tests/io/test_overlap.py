@@ -1,11 +1,12 @@
-"""A batch's acknowledgement overlapping the commit of the batch before, and with
-``poll`` the next poll too (``Pipeline.overlap``), against a real broker: the commit
-order stays safe.
+"""A batch that is not delivered, against a real broker: with its acknowledgement
+overlapping the commit of the batch before (and with ``poll`` the next poll too,
+``Pipeline.overlap``), or while it is processed record by record after a fault, nothing
+after it is committed first and every record of it is processed again.
 
-The failure is the one thing not real: a sink that hands every record to the real Kafka
+The failures are the one thing not real: a sink that hands every record to the real Kafka
 sink and awaits its acknowledgements, then reports one flush as failed (acknowledgements
-that came too late), so that the batch in flight fails after the batch before was
-committed meanwhile (and with ``poll``, after the next one has been polled).
+that came too late), and, for the record-by-record case, a parse that fails once for a
+batch of several partitions.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import pytest
 
 from forecaster.config import Settings
 from forecaster.core.engine import Engine, ForecastBatch
+from forecaster.core.ticks import ParsedBatch
 from forecaster.errors import DeliveryError
 from forecaster.io.base import DeadLetter, Sink, Source
+from forecaster.io.kafka.source import KafkaBatch
 from forecaster.ops.metrics import Metrics
 from forecaster.params import engine_params
 from forecaster.pipeline import Pipeline
@@ -116,6 +119,45 @@ def test_a_failed_batch_in_flight_is_redone_and_nothing_after_it_is_committed_fi
         pipeline.source.close()
 
     assert pipeline.totals.received == PREFIX_ROWS > stepped
+    forecasts = read_until_complete(settings, expected_keys(sample_prefix))
+    assert set(forecast_keys(forecasts)) == expected_keys(sample_prefix)
+    inputs = read_topic(settings.bootstrap_servers, settings.input_topic,
+                        lambda records: len(records) >= PREFIX_ROWS, WAIT_S)  # fmt: skip
+    assert committed_up_to(settings, end_offsets_of(inputs)) == end_offsets_of(inputs)
+
+
+@on_both_clients
+@pytest.mark.parametrize("overlap", ["off", "poll"])
+def test_a_record_not_delivered_while_a_batch_goes_record_by_record_loses_no_record(
+    settings: Settings, sample_prefix: Path, overlap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first batch of several partitions fails as a whole (a fault no stage isolated),
+    so it is processed record by record; the second record's delivery then fails. That
+    record and every one after it, on every partition, must be processed again."""
+    make_topics(settings)
+    publish_input(settings, sample_prefix)
+    engine, metrics = Engine(engine_params(settings)), Metrics()
+    source, sink, states = transport(settings, engine, metrics)
+    failing = FailsOneFlush(sink, failing=0)  # none, until the fault below
+    parse = KafkaBatch.parse
+
+    def fails_once(batch: KafkaBatch) -> ParsedBatch:
+        if failing.failing == 0 and len(batch.by_partition) > 1:
+            failing.failing = failing.flushes + 2  # the flush of its second record alone
+            raise RuntimeError("a fault no stage isolated (the test's)")
+        return parse(batch)
+
+    monkeypatch.setattr(KafkaBatch, "parse", fails_once)
+    pipeline = Pipeline(source, engine, failing, metrics, states=states, overlap=overlap)
+    try:
+        wait_for(lambda: _stepped_all(pipeline), "every tick delivered", WAIT_S)
+        pipeline.settle()
+    finally:
+        pipeline.sink.close()
+        pipeline.source.close()
+
+    assert failing.flushes >= failing.failing > 0  # the fault and the failed flush happened
+    assert pipeline.totals.received == PREFIX_ROWS  # each delivered once
     forecasts = read_until_complete(settings, expected_keys(sample_prefix))
     assert set(forecast_keys(forecasts)) == expected_keys(sample_prefix)
     inputs = read_topic(settings.bootstrap_servers, settings.input_topic,

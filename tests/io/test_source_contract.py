@@ -144,3 +144,15 @@ def test_a_rewound_batch_is_handed_over_again_before_the_rest(source: Source[Any
     again = drain(source, len(ROWS))
     records = Counter(item for batch in again for item in received(batch))
     assert records == expected_records()  # the rewound records come again, and the rest
+
+
+def test_records_rewound_latest_first_are_all_handed_over_again(source: Source[Any]) -> None:
+    """As the pipeline rewinds a batch it processed record by record when one record was
+    not delivered: that record and every one after it, the latest first."""
+    singles = [single for batch in drain(source, BATCH, commit=False) for single in batch.split()]
+    assert len(singles) >= BATCH
+    for single in reversed(singles):
+        source.rewind(single)
+    again = drain(source, len(ROWS))
+    records = Counter(item for batch in again for item in received(batch))
+    assert records == expected_records()
