@@ -5,7 +5,11 @@ The forecaster: N series each with warm state, one tick each, one ``Engine.proce
 ``Stepper.step`` on N rows is timed too, in the engine's blocks of ``block_rows``, both
 with the service's BLAS thread limit, and the engine again with a candidate in shadow
 (a second model of the same size stepped beside the serving one, at commit), batch for
-batch alternating with the plain engine so that both see the same machine. The tutorial
+batch alternating with the plain engine so that both see the same machine. Each size
+steps at least ``MIN_TICKS`` ticks (``--repeats`` batches at the least): a batch of
+one tick takes some 70 µs, and the median of a few such batches is their warm-up's
+(the first three batches after warming took 447, 130 and 97 µs, the median of 1,000
+was 70). The tutorial
 way, for the same architecture: Keras ``model.predict`` on the last 60 prices of the
 series, once per tick.
 
@@ -31,6 +35,7 @@ from forecaster.runtime import serving_runtime
 from tests.support.models import random_stepper
 
 TUTORIAL_WINDOW = 60
+MIN_TICKS = 10_000  # stepped at each size, so that small batches are timed by the thousand
 
 
 def one_tick_each(names: list[str], tick: int, rng: np.random.Generator) -> TickColumns:
@@ -65,7 +70,8 @@ def engine_us_per_tick(series: int, repeats: int) -> tuple[float, float, float]:
     plain, names, rng = warm_engine(series, shadow=False)
     shadowed, _, _ = warm_engine(series, shadow=True)
     warm_up = plain.params.features.min_history + 2
-    batches = [one_tick_each(names, warm_up + k, rng) for k in range(repeats)]
+    count = max(repeats, MIN_TICKS // series)
+    batches = [one_tick_each(names, warm_up + k, rng) for k in range(count)]
     times: dict[str, list[float]] = {"plain": [], "shadow": []}
     for batch in batches:
         for name, engine in (("plain", plain), ("shadow", shadowed)):

@@ -10,9 +10,9 @@ turns a predicted standardised return back into a price:
 ``forecast = price * exp(scale * prediction)``.
 
 >>> params = FeatureParams(min_history=2)
->>> stats = new_stats(1)
+>>> stats, slot = new_stats(1), np.array([0])
 >>> for price in (100.0, 101.0, 100.5, 100.7):
-...     step = advance(params, stats, np.array([price]), np.array([0]))
+...     step = advance(params, stats, slot, np.array([price]), np.array([0]))
 >>> bool(step.warm[0]), int(stats["n_returns"][0])
 (True, 3)
 """
@@ -20,6 +20,7 @@ turns a predicted standardised return back into a price:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,9 @@ STATS_DTYPE = np.dtype(
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+# What the feature kernel takes of FeatureParams: scale_alpha, level_alpha, level_spread
+# (the level's standardiser), clip, min_history.
+FeatureConstants = tuple[float, float, float, float, int]
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,12 @@ class FeatureParams:
     def level_alpha(self) -> float:
         return float(1.0 - 0.5 ** (1.0 / self.level_halflife))
 
+    @cached_property  # on the per-tick path
+    def constants(self) -> FeatureConstants:
+        """What the feature kernel takes of these params (``FeatureConstants``)."""
+        return (self.scale_alpha, self.level_alpha, float(np.sqrt(self.level_halflife)),
+                self.clip, self.min_history)  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -105,31 +115,35 @@ def new_stats(n: int) -> npt.NDArray[np.void]:
 
 
 def advance(
-    params: FeatureParams, stats: npt.NDArray[np.void], price: FloatArray, ts: IntArray
+    params: FeatureParams,
+    stats: npt.NDArray[np.void],
+    slots: IntArray,
+    price: FloatArray,
+    ts: IntArray,
 ) -> FeatureStep:
-    """Fold one tick per row into ``stats`` (updated in place) and return its features.
+    """Fold one tick per row into the statistics of ``slots`` (distinct rows of ``stats``,
+    updated in place) and return its features.
 
-    Rows are distinct series. The return is standardised by the scale *before* this
-    tick, so that the feature of step t+1 is exactly the target of step t.
+    The return is standardised by the scale *before* this tick, so that the feature of
+    step t+1 is exactly the target of step t.
     """
     rows = len(price)
     step = FeatureStep(np.empty(rows), np.empty(rows), np.empty(rows), np.empty(rows, bool))
-    _advance(
-        stats, price, ts, params.scale_alpha, params.level_alpha,
-        np.sqrt(params.level_halflife), params.clip, params.min_history,
-        step.z, step.d, step.scale, step.warm,
-    )  # fmt: skip
+    _advance(stats, slots, price, ts, params.constants, step.z, step.d, step.scale, step.warm)
     return step
 
 
 @kernel
 def _advance(
-    stats: npt.NDArray[np.void], price: FloatArray, ts: IntArray, scale_alpha: float,
-    level_alpha: float, level_spread: float, clip: float, min_history: int,
-    z: FloatArray, d: FloatArray, scale: FloatArray, warm: BoolArray,
+    stats: npt.NDArray[np.void], slots: IntArray, price: FloatArray, ts: IntArray,
+    constants: FeatureConstants, z: FloatArray, d: FloatArray, scale: FloatArray,
+    warm: BoolArray,
 ) -> None:  # fmt: skip
+    if not (len(slots) == len(price) == len(ts) == len(z)):
+        raise ValueError("advance: slots, price and ts differ in length")
+    scale_alpha, level_alpha, level_spread, clip, min_history = constants
     for row in range(len(price)):
-        series = stats[row]
+        series = stats[slots[row]]
         has_prev = series.last_price > 0
         log_price = np.log(price[row])
         ret = log_price - np.log(series.last_price) if has_prev else 0.0
@@ -157,6 +171,10 @@ def model_inputs(
     z: npt.NDArray[np.floating[Any]], d: npt.NDArray[np.floating[Any]], ts: IntArray
 ) -> npt.NDArray[np.float32]:
     """The model's input rows, in the order of FEATURE_NAMES (any leading shape)."""
+    if z.ndim == 1:  # a round's steps (the per-tick path)
+        inputs = np.empty((len(z), len(FEATURE_NAMES)), np.float32)
+        _model_inputs(z, d, ts, inputs)
+        return inputs
     inputs = np.empty((*np.shape(z), len(FEATURE_NAMES)), np.float32)
     flat = (np.ravel(z), np.ravel(d), np.ravel(ts))
     _model_inputs(*flat, inputs.reshape(-1, len(FEATURE_NAMES)))

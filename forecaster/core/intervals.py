@@ -39,11 +39,12 @@ Gaussian quantile, so a fresh (zeroed) row starts at ``q0``. A model swap starts
 model's calibration again from the naive one (``restart_model``).
 
 >>> params = IntervalParams(coverage=0.9)
->>> calibration, last_price = new_calibration(1), np.array([100.0])
->>> lower, upper = issue(params, calibration, np.array([101.0]), np.array([False]))
+>>> calibration, slot, last_price = new_calibration(1), np.array([0]), np.array([100.0])
+>>> lower, upper = issue(params, calibration, slot, np.array([101.0]), np.array([False]))
 >>> bool(lower[0] < 101.0 < upper[0])
 True
->>> previous = observe(params, calibration, last_price, np.array([100.5]), np.array([101.0]))
+>>> previous = observe(params, calibration, slot, last_price, np.array([100.5]),
+...                    np.array([101.0]))
 >>> bool(previous.hit[0]), int(calibration["model_count"][0]), int(calibration["naive_count"][0])
 (True, 1, 1)
 """
@@ -63,6 +64,7 @@ from forecaster.core.compiled import kernel, nan_clip, nan_max, nan_min
 from forecaster.errors import ConfigError
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 # A series' intervals before it has MIN_RESIDUALS residuals of a kind: wide, since a
@@ -130,6 +132,11 @@ class IntervalParams:
         """The weight of each new squared residual in the running mean."""
         return float(1.0 - 0.5 ** (1.0 / self.halflife))
 
+    @cached_property  # on the per-tick path
+    def constants(self) -> KernelParams:
+        """What the kernels take of these params: q0, alpha, step, weight."""
+        return self.q0, self.alpha, self.step, self.weight
+
 
 @dataclass(frozen=True)
 class Previous:
@@ -144,26 +151,29 @@ class Previous:
 def observe(
     params: IntervalParams,
     calibration: npt.NDArray[np.void],
+    slots: IntArray,
     last_price: FloatArray,
     price: FloatArray,
     previous_forecast: FloatArray,
 ) -> Previous:
     """Score the interval issued at each row's previous tick against ``price`` and fold it
-    into the row's ``calibration`` (updated in place). ``last_price`` is the price then (0
-    before any), ``previous_forecast`` the model's forecast then (0 if naive)."""
-    kernel_params = params.q0, params.alpha, params.step, params.weight
-    lower, upper, hit = _observe(calibration, last_price, price, previous_forecast, kernel_params)
+    into the calibration of the row's slot (distinct rows of ``calibration``, updated in
+    place). ``last_price`` is the price then (0 before any), ``previous_forecast`` the
+    model's forecast then (0 if naive)."""
+    lower, upper, hit = _observe(calibration, slots, last_price, price, previous_forecast,
+                                 params.constants)  # fmt: skip
     return Previous(lower, upper, hit)
 
 
 def issue(
     params: IntervalParams,
     calibration: npt.NDArray[np.void],
+    slots: IntArray,
     forecast: FloatArray,
     naive: BoolArray,
 ) -> tuple[FloatArray, FloatArray]:
-    """The interval of each row's forecast, from the calibration of its kind."""
-    return _issue(calibration, forecast, naive, params.q0)
+    """The interval of each row's forecast, from the calibration of its slot, of its kind."""
+    return _issue(calibration, slots, forecast, naive, params.q0)
 
 
 def new_calibration(n: int) -> npt.NDArray[np.void]:
@@ -198,16 +208,19 @@ _STEPS = len(STEP_RATIOS)
 @kernel
 def _observe(
     calibration: npt.NDArray[np.void],
+    slots: IntArray,
     last_price: FloatArray,
     price: FloatArray,
     previous_forecast: FloatArray,
     params: KernelParams,
 ) -> tuple[FloatArray, FloatArray, BoolArray]:
     rows = len(price)
+    if not (len(slots) == len(last_price) == rows == len(previous_forecast)):
+        raise ValueError("observe: slots and prices differ in length")
     lower, upper, hit = np.zeros(rows), np.zeros(rows), np.zeros(rows, np.bool_)
     for i in range(rows):
         prices = last_price[i], price[i], previous_forecast[i]
-        lower[i], upper[i], hit[i] = _observe_row(calibration[i], prices, params)
+        lower[i], upper[i], hit[i] = _observe_row(calibration[slots[i]], prices, params)
     return lower, upper, hit
 
 
@@ -235,11 +248,14 @@ def _observe_row(
 
 @kernel
 def _issue(
-    calibration: npt.NDArray[np.void], forecast: FloatArray, naive: BoolArray, q0: float
-) -> tuple[FloatArray, FloatArray]:
+    calibration: npt.NDArray[np.void], slots: IntArray, forecast: FloatArray, naive: BoolArray,
+    q0: float,
+) -> tuple[FloatArray, FloatArray]:  # fmt: skip
+    if not (len(slots) == len(forecast) == len(naive)):
+        raise ValueError("issue: slots, forecast and naive differ in length")
     lower, upper = np.empty(len(forecast)), np.empty(len(forecast))
     for i in range(len(forecast)):
-        row = calibration[i]
+        row = calibration[slots[i]]
         by_naive = _naive(row)
         half = _issued(q0, by_naive if naive[i] else _model(row), by_naive)[0]
         lower[i], upper[i] = forecast[i] * np.exp(-half), forecast[i] * np.exp(half)

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from numba import literal_unroll
 
 from forecaster.core.compiled import kernel
 from forecaster.core.features import STATS_DTYPE
@@ -144,27 +145,25 @@ class BackupArea:
     """
 
     def __init__(self) -> None:
-        self._arrays: dict[str, npt.NDArray[Any]] = {}
+        self._arrays: tuple[npt.NDArray[Any], ...] = ()
 
-    def take(self, name: str, source: npt.NDArray[Any], index: IntArray) -> npt.NDArray[Any]:
-        """``source`` taken at ``index`` on its first axis into this area's ``name`` array."""
-        out = self._room(name, source, len(index))
-        _copy_rows(source, index, out)  # np.take's 2 µs a call is most of a small batch's
-        return out
-
-    def keep(self, name: str, values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        """A copy of ``values`` in this area's ``name`` array."""
-        out = self._room(name, values, len(values))
-        out[...] = values
-        return out
-
-    def _room(self, name: str, like: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
-        array = self._arrays.get(name)
-        if array is None or len(array) < rows or array.shape[1:] != like.shape[1:]:
-            grown = max(rows, 2 * len(array)) if array is not None else rows
-            array = np.empty((grown, *like.shape[1:]), like.dtype)
-            self._arrays[name] = array
-        return array[:rows]
+    def take(
+        self, sources: tuple[npt.NDArray[Any], ...], indices: tuple[IntArray, ...]
+    ) -> tuple[npt.NDArray[Any], ...]:
+        """Each source taken at its index on its first axis, into this area (valid until
+        its next use); one compiled call, where a call per array cost a one-tick batch
+        more than its whole model step."""
+        fits = len(self._arrays) == len(sources)
+        if not (fits and _take_into(tuple(zip(sources, indices, self._arrays, strict=True)))):
+            rooms = [2 * len(mine) for mine in self._arrays] if fits else [0] * len(sources)
+            self._arrays = tuple(
+                np.empty((max(len(index), room), *source.shape[1:]), source.dtype)
+                for source, index, room in zip(sources, indices, rooms, strict=True)
+            )
+            _take_into(tuple(zip(sources, indices, self._arrays, strict=True)))
+        return tuple(
+            [mine[: len(index)] for mine, index in zip(self._arrays, indices, strict=True)]
+        )
 
 
 class SeriesTable:
@@ -341,9 +340,9 @@ class SeriesTable:
         else in fresh arrays."""
         area = area or BackupArea()
         cells = self._next_cells(slots, appends)
-        rows = tuple(area.take(name, getattr(self, name), slots) for name in STEPPED_ARRAYS)
-        ring = (area.take("cells_0", self._flat_ring(), cells),)
-        return Backup(area.keep("slots", slots), rows, area.keep("cells", cells), ring)
+        sources = (*(getattr(self, name) for name in STEPPED_ARRAYS), self._flat_ring())
+        *rows, ring = area.take(sources, (slots,) * len(STEPPED_ARRAYS) + (cells,))
+        return Backup(slots, tuple(rows), cells, (ring,))
 
     def restore(self, backup: Backup) -> None:
         """Put back what ``backup`` copied."""
@@ -365,15 +364,7 @@ class SeriesTable:
         >>> table._next_cells(np.array([0, 1]), np.array([5, 1])).tolist()
         [2, 0, 1, 3]
         """
-        ring = self.ring_length
-        if (appends == 1).all():  # the usual batch: one tick per series
-            single: IntArray = slots * ring + self.ring_count[slots] % ring
-            return single
-        per_slot = np.minimum(appends, ring)
-        rows = np.repeat(slots, per_slot)
-        nth = np.arange(len(rows)) - np.repeat(np.cumsum(per_slot) - per_slot, per_slot)
-        cells: IntArray = rows * ring + (self.ring_count[rows] + nth) % ring
-        return cells
+        return _next_cells(self.ring_count, slots, appends, self.ring_length)
 
     def append_history(self, slots: IntArray, z: FloatArray, d: FloatArray, ts: IntArray) -> None:
         """Append one warm step to each (distinct) slot's ring.
@@ -405,9 +396,30 @@ class SeriesTable:
 
 
 @kernel
-def _copy_rows(source: npt.NDArray[Any], index: IntArray, out: npt.NDArray[Any]) -> None:
-    for row in range(len(index)):
-        out[row] = source[index[row]]
+def _next_cells(count: IntArray, slots: IntArray, appends: IntArray, length: int) -> IntArray:
+    cells = np.empty(np.minimum(appends, length).sum(), np.int64)
+    cell = 0
+    for row in range(len(slots)):
+        slot = slots[row]
+        for nth in range(min(appends[row], length)):
+            cells[cell] = slot * length + (count[slot] + nth) % length
+            cell += 1
+    return cells
+
+
+@kernel
+def _take_into(takes: tuple[tuple[npt.NDArray[Any], IntArray, npt.NDArray[Any]], ...]) -> bool:
+    """For each (source, index, out): ``out[:len(index)] = source[index]``; False, with
+    nothing copied, where an ``out`` has too few rows or rows of another shape."""
+    for take in literal_unroll(takes):
+        source, index, out = take
+        if len(out) < len(index) or out.shape[1:] != source.shape[1:]:
+            return False
+    for take in literal_unroll(takes):
+        source, index, out = take
+        for row in range(len(index)):
+            out[row] = source[index[row]]
+    return True
 
 
 @kernel
@@ -433,14 +445,9 @@ def grown_to(array: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
     return larger
 
 
-def take_rows(array: npt.NDArray[Any], slots: IntArray) -> npt.NDArray[Any]:
-    """``array[slots]``, ~9x faster for the statistics' structured rows (NumPy's indexing
-    copies those field by field)."""
-    return np.take(array, slots, axis=0)
-
-
 def put_rows(array: npt.NDArray[Any], slots: IntArray, values: npt.NDArray[Any]) -> None:
-    """``array[slots] = values``, as fast for structured rows (see ``take_rows``)."""
+    """``array[slots] = values``, ~9x faster for the statistics' structured rows (NumPy's
+    indexing copies those field by field)."""
     if array.ndim == 1:
         np.put(array, slots, values)
     else:

@@ -10,7 +10,7 @@ def run_series(
     stats = new_stats(1)
     out = []
     for i, price in enumerate(prices):
-        step = advance(params, stats, np.array([price]), np.array([i], np.int64))
+        step = advance(params, stats, np.zeros(1, np.int64), np.array([price]), np.array([i]))
         out.append((float(step.z[0]), float(step.d[0]), float(step.scale[0]), bool(step.warm[0])))
     return out
 
@@ -74,10 +74,10 @@ def test_advance_equals_the_numpy_implementation_through_jumps_and_new_series() 
         rows = rng.choice(40, size=rng.integers(1, 40), replace=False)
         price = np.exp(rng.normal(0, 7, len(rows)))
         ts = np.full(len(rows), tick, np.int64)
-        got_rows, want_rows = compiled[rows], reference[rows]
-        got = advance(params, got_rows, price, ts)
+        want_rows = reference[rows]
+        got = advance(params, compiled, rows, price, ts)  # the table's rows, in place
         want = reference_features.advance(params, want_rows, price, ts)
-        compiled[rows], reference[rows] = got_rows, want_rows
+        reference[rows] = want_rows
         for name in ("z", "d", "scale"):
             np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12)
         np.testing.assert_array_equal(got.warm, want.warm)

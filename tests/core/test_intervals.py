@@ -173,24 +173,28 @@ class Round:
 
 
 def step_both(
-    params: IntervalParams, compiled: Calibration, vectorised: Calibration, tick: Round
+    params: IntervalParams,
+    compiled: Calibration,
+    slots: IntArray,
+    vectorised: Calibration,
+    tick: Round,
 ) -> None:
-    """Step both implementations through ``tick`` (calibrations in place) and assert that
-    they agree."""
-    issuing = same_experts(compiled, vectorised)
+    """Step both implementations through ``tick``: ``compiled`` at its rows ``slots`` and
+    ``vectorised``, those rows alone (both in place); assert that they agree."""
+    issuing = same_experts(compiled[slots], vectorised)
     scored = intervals.observe(
-        params, compiled, tick.last_price, tick.price, tick.previous_forecast
+        params, compiled, slots, tick.last_price, tick.price, tick.previous_forecast
     )
     expected = reference.observe(
         params, vectorised, tick.last_price, tick.price, tick.previous_forecast
     )
-    assert_calibrations_agree(compiled, vectorised)
+    assert_calibrations_agree(compiled[slots], vectorised)
     for got, want in [(scored.lower, expected.lower), (scored.upper, expected.upper)]:
         np.testing.assert_allclose(got[issuing], want[issuing], rtol=1e-9)
     clear = issuing & ~on_a_bound(tick.price, expected)
     np.testing.assert_array_equal(scored.hit[clear], expected.hit[clear])
-    issuing = same_experts(compiled, vectorised)
-    bounds = intervals.issue(params, compiled, tick.forecast, tick.naive)
+    issuing = same_experts(compiled[slots], vectorised)
+    bounds = intervals.issue(params, compiled, slots, tick.forecast, tick.naive)
     expected_bounds = reference.issue(params, vectorised, tick.forecast, tick.naive)
     for got, want in zip(bounds, expected_bounds, strict=True):
         np.testing.assert_allclose(got[issuing], want[issuing], rtol=1e-9)
@@ -277,9 +281,9 @@ def test_the_compiled_intervals_equal_the_vectorised_ones_along_a_hostile_stream
         restarted = rows[rng.random(n) < 0.02]
         for calibration in (compiled, vectorised):
             restart_rows(calibration, restarted)
-        both = compiled[rows], vectorised[rows]
-        step_both(params, *both, tick)
-        compiled[rows], vectorised[rows] = both
+        vectorised_rows = vectorised[rows]
+        step_both(params, compiled, rows, vectorised_rows, tick)
+        vectorised[rows] = vectorised_rows
         last_price[rows] = np.where(rng.random(n) < 0.01, 0.0, price)  # a few start again
         previous_forecast[rows] = np.where(naive, 0.0, forecast)
     assert (compiled["model_count"] >= MIN_RESIDUALS).any()
@@ -349,4 +353,5 @@ def test_a_compiled_step_from_any_calibration_equals_the_vectorised_one(
     )
     tick = Round(last_price, price, previous_forecast, forecast, naive)
     with np.errstate(all="ignore"):
-        step_both(IntervalParams(coverage=coverage, step=0.1), compiled, vectorised, tick)
+        params = IntervalParams(coverage=coverage, step=0.1)
+        step_both(params, compiled, np.arange(len(rows)), vectorised, tick)

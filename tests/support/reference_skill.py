@@ -15,7 +15,7 @@ from forecaster.core.skill import (
     FloatArray,
     IntArray,
 )
-from forecaster.core.table import put_rows, take_rows
+from forecaster.core.table import put_rows
 
 _IDENTITY = np.eye(len(REGRESSORS))
 UNROLLED_FROM = 400  # rows, where the unrolled solve overtakes LAPACK's (_ridge_weights)
@@ -37,7 +37,7 @@ def calibrate(
     ``prediction`` is the model's raw prediction of the next standardised return, made
     from ``inputs``, this tick's model input rows (``forecaster.core.features.model_inputs``).
     """
-    rows = take_rows(stats, slots)
+    rows = np.take(stats, slots, axis=0)
     with np.errstate(over="ignore", invalid="ignore"):  # what overflows is not kept, below
         _fold_outcome(rows, z)
         head, gain = _forecast(rows, prediction, inputs)

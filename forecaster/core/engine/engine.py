@@ -103,9 +103,8 @@ class Engine:
             self.rewarming.follow(warm)
         if self.shadow is not None:
             self._follow_shadow(work)
-        accepted = np.flatnonzero(work.accepted)
+        accepted, ticks = work.kept(), work.ticks
         series = self.table.uid[work.slots[accepted]]
-        ticks = work.ticks
         return self._evictions.sweep(
             self.table, ticks.partition[accepted], series, ticks.ts[accepted]
         )

@@ -42,8 +42,9 @@ class IdleEviction:
     """
 
     ttl_ns: int
-    # Per partition: the last ts and uid of its two series with the newest, newest first.
-    leaders: dict[int, tuple[IntArray, IntArray]] = field(default_factory=dict)
+    # Per partition, its two series with the newest ts, newest first: row 0 the newest ts
+    # each reached, row 1 their uids (0: none yet). Updated in place, batch by batch.
+    leaders: dict[int, IntArray] = field(default_factory=dict)
     swept: dict[int, int] = field(default_factory=dict)
 
     def sweep(
@@ -59,7 +60,10 @@ class IdleEviction:
             return 0
         evicted = 0
         for number, on in _by_partition(partition):
-            clock = self._advance(number, series[on], ts[on])
+            leaders = self.leaders.get(number)
+            if leaders is None:
+                leaders = self.leaders[number] = np.zeros((2, 2), np.int64)
+            clock = _move_on(leaders, series[on], ts[on])
             if clock - self.swept.get(number, 0) >= self.ttl_ns // 8:
                 self.swept[number] = clock
                 evicted += table.evict_idle(clock - self.ttl_ns, number)
@@ -67,39 +71,53 @@ class IdleEviction:
 
     def clock(self, partition: int) -> int:
         """The partition's eviction clock (0 until two of its series ticked)."""
-        ts, _ = self.leaders.get(partition, (_NO_TS, _NO_TS))
-        return int(ts[1]) if len(ts) == 2 else 0
-
-    def _advance(self, partition: int, series: IntArray, ts: IntArray) -> int:
-        known_ts, known_series = self.leaders.get(partition, (_NO_TS, _NO_TS))
-        ts, series = np.concatenate((known_ts, ts)), np.concatenate((known_series, series))
-        self.leaders[partition] = _leaders(ts, series)
-        return self.clock(partition)
-
-
-_NO_TS = np.zeros(0, np.int64)
+        leaders = self.leaders.get(partition)
+        return 0 if leaders is None else _clock(leaders)
 
 
 def _by_partition(partition: npt.NDArray[np.int32]) -> list[tuple[int, slice | BoolArray]]:
     """Each partition of a batch with where its ticks are (all of them: the usual batch)."""
-    first = int(partition[0])
-    if (partition == first).all():
-        return [(first, slice(None))]
+    if _one_value(partition):
+        return [(int(partition[0]), slice(None))]
     return [(number, partition == number) for number in np.unique(partition).tolist()]
 
 
 @kernel
-def _leaders(ts: IntArray, series: IntArray) -> tuple[IntArray, IntArray]:
-    """Of the (at most) two distinct ``series`` that reached the newest ``ts``, each one's
-    newest ts and the series, newest first (series 2 counts once, with its 9):
+def _one_value(values: npt.NDArray[np.int32]) -> bool:
+    for value in values:  # noqa: SIM110 (Numba compiles no all() of a generator)
+        if value != values[0]:
+            return False
+    return True
 
-    >>> _leaders(np.array([5, 9, 8, 7]), np.array([1, 2, 2, 3]))
-    (array([9, 7]), array([2, 3]))
+
+@kernel
+def _move_on(leaders: IntArray, series: IntArray, ts: IntArray) -> int:
+    """Fold accepted ticks (``series`` uids, in order) into a partition's ``leaders``;
+    returns its clock. Series 2 counts once, with its 9:
+
+    >>> leaders = np.zeros((2, 2), np.int64)
+    >>> _move_on(leaders, np.array([1, 2, 2, 3]), np.array([5, 9, 8, 7]))
+    7
+    >>> leaders.tolist()  # [ts, ts], [uid, uid]
+    [[9, 7], [2, 3]]
     """
-    first = np.argmax(ts)
-    second = -1
-    for index in range(len(ts)):
-        if series[index] != series[first] and (second < 0 or ts[index] > ts[second]):
-            second = index
-    pick = np.array([first, second]) if second >= 0 else np.array([first])
-    return ts[pick], series[pick]
+    newest, uid = leaders[0], leaders[1]
+    for tick in range(len(ts)):
+        at, of = ts[tick], series[tick]
+        if of == uid[0]:
+            newest[0] = max(newest[0], at)
+        elif of == uid[1]:
+            newest[1] = max(newest[1], at)
+            if newest[1] > newest[0]:  # it overtook the newest
+                newest[0], newest[1], uid[0], uid[1] = newest[1], newest[0], uid[1], uid[0]
+        elif uid[0] == 0 or at > newest[0]:
+            newest[1], uid[1] = newest[0], uid[0]
+            newest[0], uid[0] = at, of
+        elif uid[1] == 0 or at > newest[1]:
+            newest[1], uid[1] = at, of
+    return _clock(leaders)
+
+
+@kernel
+def _clock(leaders: IntArray) -> int:
+    return leaders[0, 1] if leaders[1, 1] != 0 else 0

@@ -72,21 +72,29 @@ class PendingBatch:
     @classmethod
     def start(cls, ticks: TickColumns) -> PendingBatch:
         n = len(ticks)
+        prices = np.empty((3, n))  # a tick's own price, until it is stepped
+        prices[:] = ticks.price
+        zeros, flags = np.zeros((4, n)), np.empty((2, n), bool)
+        flags[0], flags[1] = True, False
         return cls(
             ticks=ticks,
             slots=np.full(n, -1, np.int64),
-            forecast=ticks.price.copy(),
-            naive=np.ones(n, bool),
-            accepted=np.zeros(n, bool),
-            previous_price=np.zeros(n),
-            previous_forecast=np.zeros(n),
-            lower=ticks.price.copy(),
-            upper=ticks.price.copy(),
-            previous_lower=np.zeros(n),
-            previous_upper=np.zeros(n),
+            forecast=prices[0],
+            naive=flags[0],
+            accepted=flags[1],
+            previous_price=zeros[0],
+            previous_forecast=zeros[1],
+            lower=prices[1],
+            upper=prices[2],
+            previous_lower=zeros[2],
+            previous_upper=zeros[3],
             rejects=[],
             undo=[],
         )
+
+    def kept(self) -> slice | IntArray:
+        """Where the accepted ticks are: all of them (the usual batch), or their index."""
+        return slice(None) if self.accepted.all() else np.flatnonzero(self.accepted)
 
     def warm_steps(self) -> list[WarmSteps]:
         """The warm steps of every attempt, round by round, in order."""
@@ -109,11 +117,8 @@ class PendingBatch:
         self.previous_lower[index] = self.previous_upper[index] = 0.0
 
     def result(self, version: str) -> EngineResult:
-        keep: slice | IntArray = slice(None)  # every tick accepted: the usual batch
-        ticks = self.ticks
-        if not self.accepted.all():
-            keep = np.flatnonzero(self.accepted)
-            ticks = ticks.take(keep)
+        keep = self.kept()
+        ticks = self.ticks if isinstance(keep, slice) else self.ticks.take(keep)
         forecasts = ForecastBatch(
             ticks,
             self.forecast[keep],

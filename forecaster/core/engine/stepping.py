@@ -24,7 +24,7 @@ from forecaster.core.engine.results import OrderReject
 from forecaster.core.engine.rounds import rounds_of, row_blocks, touched
 from forecaster.core.features import FeatureStep, advance, model_inputs
 from forecaster.core.skill import calibrate
-from forecaster.core.table import BackupArea, SeriesTable, put_rows, take_rows
+from forecaster.core.table import BackupArea, SeriesTable
 from forecaster.core.ticks import RejectReason
 from forecaster.faults import internal_error_detail, log_internal_error
 from forecaster.model.stepper import Stepper
@@ -102,37 +102,32 @@ class Stepping:
     def _step_round(self, work: PendingBatch, index: IntArray) -> None:
         """Step the ticks at ``index``, which belong to distinct series (a round, or a block
         of one)."""
-        table = self.table
+        table, params = self.table, self.params
         slots, ts = work.slots[index], work.ticks.ts[index]
-        stats = take_rows(table.stats, slots)
-        in_order = (stats["last_price"] == 0) | (ts > stats["last_ts"])
-        if not in_order.all():
+        last_price, last_ts = np.empty(len(slots)), np.empty(len(slots), np.int64)
+        if not _last_ticks(table.stats, slots, ts, last_price, last_ts):
+            in_order = (last_price == 0) | (ts > last_ts)
             out = ~in_order
-            work.rejects.extend(_order_rejects(index[out], ts[out], stats["last_ts"][out]))
-            slots, index, ts, stats = (
-                slots[in_order],
-                index[in_order],
-                ts[in_order],
-                stats[in_order],
-            )
+            work.rejects.extend(_order_rejects(index[out], ts[out], last_ts[out]))
+            slots, index, ts = slots[in_order], index[in_order], ts[in_order]
+            last_price = last_price[in_order]
         work.accepted[index] = True
-        work.previous_price[index] = stats["last_price"]
+        work.previous_price[index] = last_price
         work.previous_forecast[index] = previous = table.last_forecast[slots]
         price = work.ticks.price[index]
-        calibration = take_rows(table.calibration, slots)
-        scored = intervals.observe(
-            self.params.intervals, calibration, stats["last_price"], price, previous
-        )
-        put_rows(table.calibration, slots, calibration)
+        scored = intervals.observe(params.intervals, table.calibration, slots, last_price, price,
+                                   previous)  # fmt: skip
         work.previous_lower[index], work.previous_upper[index] = scored.lower, scored.upper
-        step = advance(self.params.features, stats, price, ts)
-        put_rows(table.stats, slots, stats)
-        if step.warm.any():
+        step = advance(params.features, table.stats, slots, price, ts)
+        if step.warm.all():
+            self._step_model(work, index, slots, step)
+        elif step.warm.any():
             self._step_model(work, index[step.warm], slots[step.warm], step.take(step.warm))
         naive, forecast = work.naive[index], work.forecast[index]
         table.last_forecast[slots] = np.where(naive, 0.0, forecast)
-        bounds = intervals.issue(self.params.intervals, calibration, forecast, naive)
-        work.lower[index], work.upper[index] = bounds
+        work.lower[index], work.upper[index] = intervals.issue(
+            params.intervals, table.calibration, slots, forecast, naive
+        )
 
     def _step_model(
         self, work: PendingBatch, index: IntArray, slots: IntArray, step: FeatureStep
@@ -163,7 +158,7 @@ class Stepping:
         forecast, failed = forecast_step(model, state, slots, step, ts=ts, price=price)
         work.forecast[index] = forecast
         work.naive[index] = failed
-        work.nonfinite += int(failed.sum())
+        work.nonfinite += int(np.count_nonzero(failed))
 
 
 @dataclass(frozen=True)
@@ -189,38 +184,48 @@ def forecast_step(
     not finite, after which that series' recurrent state starts again from zeros."""
     inputs = model_inputs(step.z, step.d, ts)
     prediction, recurrent = model.step(inputs, state.recurrent[slots])
-    usable, failed = np.empty(len(slots)), np.empty(len(slots), bool)
-    _usable(prediction, recurrent, usable, failed)
-    trusted = calibrate(state.stats, slots, step.z, usable, inputs)
-    forecast = np.empty(len(slots))
-    _forecast_prices(price, step.scale, trusted, failed, recurrent, forecast)
-    state.recurrent[slots] = recurrent
+    forecast, failed = np.empty(len(slots)), np.empty(len(slots), bool)
+    _forecasts(state.stats, state.recurrent, slots, step.z, step.scale, price, inputs,
+               prediction, recurrent, forecast, failed)  # fmt: skip
     return forecast, failed
 
 
 @kernel
-def _usable(
-    prediction: Float32Array, recurrent: Float32Array, usable: FloatArray, failed: BoolArray
-) -> None:
-    """The prediction of each row, nan where it failed: any output not finite."""
-    for row in range(len(prediction)):
+def _forecasts(
+    stats: npt.NDArray[np.void], table_recurrent: Float32Array, slots: IntArray, z: FloatArray,
+    scale: FloatArray, price: FloatArray, inputs: Float32Array, prediction: Float32Array,
+    recurrent: Float32Array, forecast: FloatArray, failed: BoolArray,
+) -> None:  # fmt: skip
+    """From the model's ``prediction`` and ``recurrent`` states of each row: its forecast,
+    through its skill head (``calibrate``), and its state, stored at its slot; where any
+    of those is not finite, the price and a state of zeros."""
+    usable = np.empty(len(slots))
+    for row in range(len(slots)):
         failed[row] = not (np.isfinite(prediction[row]) and all_finite(recurrent[row]))
         usable[row] = np.nan if failed[row] else prediction[row]
-
-
-@kernel
-def _forecast_prices(
-    price: FloatArray, scale: FloatArray, trusted: FloatArray, failed: BoolArray,
-    recurrent: Float32Array, forecast: FloatArray,
-) -> None:  # fmt: skip
-    """Each row's forecast, the price where it failed (then its recurrent state starts
-    again from zeros)."""
-    for row in range(len(price)):
+    trusted = calibrate(stats, slots, z, usable, inputs)
+    for row in range(len(slots)):
         forecast[row] = price[row] * np.exp(scale[row] * trusted[row])
         failed[row] |= not np.isfinite(forecast[row])
         if failed[row]:
             forecast[row] = price[row]
             recurrent[row] = 0.0
+        table_recurrent[slots[row]] = recurrent[row]
+
+
+@kernel
+def _last_ticks(
+    stats: npt.NDArray[np.void], slots: IntArray, ts: IntArray, last_price: FloatArray,
+    last_ts: IntArray,
+) -> bool:  # fmt: skip
+    """Each slot's last accepted price (0 before any) and ts; whether every tick of ``ts``
+    is after its slot's."""
+    in_order = True
+    for row in range(len(slots)):
+        series = stats[slots[row]]
+        last_price[row], last_ts[row] = series.last_price, series.last_ts
+        in_order &= series.last_price == 0 or ts[row] > series.last_ts
+    return in_order
 
 
 def rewarm(model: Stepper, table: SeriesTable, slots: IntArray, block_rows: int,

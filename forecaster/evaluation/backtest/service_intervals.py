@@ -32,7 +32,6 @@ import numpy.typing as npt
 from forecaster.core import intervals
 from forecaster.core.engine import NAIVE
 from forecaster.core.intervals import IntervalParams
-from forecaster.core.table import put_rows, take_rows
 from forecaster.evaluation.backtest.points import Points
 
 FloatArray = npt.NDArray[np.float64]
@@ -78,17 +77,15 @@ class _Recorded:
         lower, upper = np.empty(len(self.price)), np.empty(len(self.price))
         for rows in rounds:
             ids, price = self.series[rows], self.price[rows]
-            row_calibration = take_rows(calibration, ids)
-            again = self.restart[rows]
-            if again.any():
-                restarted = row_calibration[again]
+            again = ids[self.restart[rows]]
+            if len(again):
+                restarted = calibration[again]
                 intervals.restart_model(restarted)
-                row_calibration[again] = restarted
-            intervals.observe(params, row_calibration, last_price[ids], price, previous[ids])
+                calibration[again] = restarted
+            intervals.observe(params, calibration, ids, last_price[ids], price, previous[ids])
             lower[rows], upper[rows] = intervals.issue(
-                params, row_calibration, self.forecast[rows], self.naive[rows]
+                params, calibration, ids, self.forecast[rows], self.naive[rows]
             )
-            put_rows(calibration, ids, row_calibration)
             last_price[ids], previous[ids] = price, model_forecast[rows]
         return lower, upper
 

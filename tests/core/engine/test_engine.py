@@ -165,7 +165,7 @@ def test_an_exception_that_escapes_leaves_the_table_as_before(
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(stepping, "calibrate", interrupted)
+    monkeypatch.setattr(stepping, "_forecasts", interrupted)  # after the rings moved on
     ticks = random_ticks(100, 5, seed=2)
     with pytest.raises(KeyboardInterrupt):
         engine.process(replace(ticks, ts=ticks.ts + 1000))

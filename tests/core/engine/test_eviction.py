@@ -1,6 +1,12 @@
 from dataclasses import replace
 
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
 from forecaster.core.engine import Engine
+from forecaster.core.engine.eviction import IdleEviction
+from forecaster.core.table import SeriesTable
 from forecaster.core.ticks import RejectReason
 from tests.support.engine import PARAMS, SECOND, START
 from tests.support.ticks import columns
@@ -56,3 +62,26 @@ def test_a_lone_ticking_series_does_not_drive_the_eviction_clock() -> None:
         assert engine.commit() == 0
     engine.process(columns(["C"], [START + 60 * SECOND], [1.0]))  # a second series ticks
     assert engine.commit() == 1 and set(engine.table.slot_of) == {"A", "C"}
+
+
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(1, 5), st.integers(-(2**40), 2**40)), max_size=8),
+        max_size=12,
+    )
+)
+def test_the_clock_is_the_second_newest_of_the_series_newest_ts(
+    batches: list[list[tuple[int, int]]],
+) -> None:
+    """Batch after batch, whatever their order: the clock is the second largest of the
+    newest ts each series reached (0 until two series ticked)."""
+    eviction, newest = IdleEviction(ttl_ns=2**62), dict[int, int]()
+    for batch in batches:
+        series = np.array([uid for uid, _ in batch], np.int64)
+        ts = np.array([at for _, at in batch], np.int64)
+        eviction.sweep(SeriesTable(ring_length=1, state_size=0), np.zeros(len(batch), np.int32),
+                       series, ts)  # fmt: skip
+        for uid, at in batch:
+            newest[uid] = max(newest.get(uid, at), at)
+        expected = sorted(newest.values())[-2] if len(newest) >= 2 else 0
+        assert eviction.clock(0) == expected

@@ -167,11 +167,11 @@ def test_a_batch_stepped_tick_by_tick_still_rolls_back_as_a_whole() -> None:
 def poisoned_advance(monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine's feature step raises for a tick priced 13."""
 
-    def advance(params: FeatureParams, stats: np.ndarray, price: np.ndarray, ts: np.ndarray
-                ) -> FeatureStep:  # fmt: skip
+    def advance(params: FeatureParams, stats: np.ndarray, slots: np.ndarray, price: np.ndarray,
+                ts: np.ndarray) -> FeatureStep:  # fmt: skip
         if (price == 13.0).any():
             raise FloatingPointError("bad price")
-        return features.advance(params, stats, price, ts)
+        return features.advance(params, stats, slots, price, ts)
 
     monkeypatch.setattr(stepping, "advance", advance)
 
