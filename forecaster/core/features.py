@@ -57,9 +57,10 @@ STATS_DTYPE = np.dtype(
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
-# What the feature kernel takes of FeatureParams: scale_alpha, level_alpha, level_spread
-# (the level's standardiser), clip, min_history.
+# What advance_row takes of FeatureParams: scale_alpha, level_alpha, level_spread (the
+# level's standardiser), clip, min_history.
 FeatureConstants = tuple[float, float, float, float, int]
+StatsRecord = Any  # one STATS_DTYPE record, whose fields Numba reads and writes in place
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class FeatureParams:
 
     @cached_property  # on the per-tick path
     def constants(self) -> FeatureConstants:
-        """What the feature kernel takes of these params (``FeatureConstants``)."""
+        """What ``advance_row`` takes of these params (``FeatureConstants``)."""
         return (self.scale_alpha, self.level_alpha, float(np.sqrt(self.level_halflife)),
                 self.clip, self.min_history)  # fmt: skip
 
@@ -105,6 +106,10 @@ class FeatureStep:
     d: FloatArray  # standardised distance of the log price from its running mean
     scale: FloatArray  # return scale to de-standardise the next return's prediction
     warm: BoolArray  # enough history for the model to step
+
+    @classmethod
+    def empty(cls, rows: int) -> FeatureStep:
+        return cls(np.empty(rows), np.empty(rows), np.empty(rows), np.empty(rows, bool))
 
     def take(self, rows: BoolArray) -> FeatureStep:
         return FeatureStep(self.z[rows], self.d[rows], self.scale[rows], self.warm[rows])
@@ -127,8 +132,7 @@ def advance(
     The return is standardised by the scale *before* this tick, so that the feature of
     step t+1 is exactly the target of step t.
     """
-    rows = len(price)
-    step = FeatureStep(np.empty(rows), np.empty(rows), np.empty(rows), np.empty(rows, bool))
+    step = FeatureStep.empty(len(price))
     _advance(stats, slots, price, ts, params.constants, step.z, step.d, step.scale, step.warm)
     return step
 
@@ -141,30 +145,39 @@ def _advance(
 ) -> None:  # fmt: skip
     if not (len(slots) == len(price) == len(ts) == len(z)):
         raise ValueError("advance: slots, price and ts differ in length")
-    scale_alpha, level_alpha, level_spread, clip, min_history = constants
     for row in range(len(price)):
-        series = stats[slots[row]]
-        has_prev = series.last_price > 0
-        log_price = np.log(price[row])
-        ret = log_price - np.log(series.last_price) if has_prev else 0.0
-        n_returns = series.n_returns + has_prev
-        prev_scale = np.sqrt(nan_max(series.scale_sq, MIN_SCALE**2))
-        z[row] = nan_clip(ret / prev_scale, -clip, clip)
+        z[row], d[row], scale[row], warm[row] = advance_row(stats[slots[row]], price[row],
+                                                            ts[row], constants)  # fmt: skip
 
-        # Early on the running means are plain averages, later exponential.
-        scale_weight = max(scale_alpha, 1.0 / max(n_returns, 1))
-        scale_sq = series.scale_sq + has_prev * scale_weight * (ret * ret - series.scale_sq)
-        level_weight = max(level_alpha, 1.0 / (n_returns + 1))
-        level = series.level + level_weight * (log_price - series.level) if has_prev else log_price
-        scale[row] = np.sqrt(nan_max(scale_sq, MIN_SCALE**2))
-        d[row] = nan_clip((log_price - level) / (scale[row] * level_spread), -clip, clip)
 
-        series.last_price = price[row]
-        series.last_ts = ts[row]
-        series.n_returns = n_returns
-        series.scale_sq = scale_sq
-        series.level = level
-        warm[row] = n_returns >= min_history
+@kernel
+def advance_row(
+    series: StatsRecord, price: float, ts: int, constants: FeatureConstants
+) -> tuple[float, float, float, bool]:
+    """``advance`` of one tick: its series' STATS_DTYPE record (updated in place) and
+    its features (z, d, scale, warm); the engine's compiled rounds call it."""
+    scale_alpha, level_alpha, level_spread, clip, min_history = constants
+    has_prev = series.last_price > 0
+    log_price = np.log(price)
+    ret = log_price - np.log(series.last_price) if has_prev else 0.0
+    n_returns = series.n_returns + has_prev
+    prev_scale = np.sqrt(nan_max(series.scale_sq, MIN_SCALE**2))
+    z = nan_clip(ret / prev_scale, -clip, clip)
+
+    # Early on the running means are plain averages, later exponential.
+    scale_weight = max(scale_alpha, 1.0 / max(n_returns, 1))
+    scale_sq = series.scale_sq + has_prev * scale_weight * (ret * ret - series.scale_sq)
+    level_weight = max(level_alpha, 1.0 / (n_returns + 1))
+    level = series.level + level_weight * (log_price - series.level) if has_prev else log_price
+    scale = np.sqrt(nan_max(scale_sq, MIN_SCALE**2))
+    d = nan_clip((log_price - level) / (scale * level_spread), -clip, clip)
+
+    series.last_price = price
+    series.last_ts = ts
+    series.n_returns = n_returns
+    series.scale_sq = scale_sq
+    series.level = level
+    return z, d, scale, n_returns >= min_history
 
 
 def model_inputs(

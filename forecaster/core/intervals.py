@@ -187,7 +187,8 @@ def restart_model(calibration: npt.NDArray[np.void]) -> None:
         calibration[f"model_{name}"] = calibration[f"naive_{name}"]
 
 
-# The kernels below work on one row at a time: ``row`` is a CALIBRATION_DTYPE record, whose
+# The kernels below work on one row at a time (``observe_row`` and ``issue_row`` also serve
+# the engine's compiled rounds): ``row`` is a CALIBRATION_DTYPE record, whose
 # fields Numba reads and writes in place. Numba needs a field's name in the code, so each
 # kind has a thin accessor and a store; the arithmetic between them is shared.
 Row = Any  # a CALIBRATION_DTYPE record
@@ -220,12 +221,12 @@ def _observe(
     lower, upper, hit = np.zeros(rows), np.zeros(rows), np.zeros(rows, np.bool_)
     for i in range(rows):
         prices = last_price[i], price[i], previous_forecast[i]
-        lower[i], upper[i], hit[i] = _observe_row(calibration[slots[i]], prices, params)
+        lower[i], upper[i], hit[i] = observe_row(calibration[slots[i]], prices, params)
     return lower, upper, hit
 
 
 @kernel
-def _observe_row(
+def observe_row(
     row: Row, prices: tuple[float, float, float], params: KernelParams
 ) -> tuple[float, float, bool]:
     """``observe`` on one row: the interval issued before (0, 0 where not seen) and its hit."""
@@ -255,11 +256,16 @@ def _issue(
         raise ValueError("issue: slots, forecast and naive differ in length")
     lower, upper = np.empty(len(forecast)), np.empty(len(forecast))
     for i in range(len(forecast)):
-        row = calibration[slots[i]]
-        by_naive = _naive(row)
-        half = _issued(q0, by_naive if naive[i] else _model(row), by_naive)[0]
-        lower[i], upper[i] = forecast[i] * np.exp(-half), forecast[i] * np.exp(half)
+        lower[i], upper[i] = issue_row(calibration[slots[i]], forecast[i], naive[i], q0)
     return lower, upper
+
+
+@kernel
+def issue_row(row: Row, forecast: float, naive: bool, q0: float) -> tuple[float, float]:
+    """``issue`` on one row: the interval of its forecast."""
+    by_naive = _naive(row)
+    half = _issued(q0, by_naive if naive else _model(row), by_naive)[0]
+    return forecast * np.exp(-half), forecast * np.exp(half)
 
 
 @kernel

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,7 @@ STEPPED_ARRAYS = (
     "ring_track_ts",
     "ring_count",
 )
+_stepped_arrays = attrgetter(*STEPPED_ARRAYS)  # a table's, at C speed
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +342,7 @@ class SeriesTable:
         else in fresh arrays."""
         area = area or BackupArea()
         cells = self._next_cells(slots, appends)
-        sources = (*(getattr(self, name) for name in STEPPED_ARRAYS), self._flat_ring())
+        sources = (*_stepped_arrays(self), self._flat_ring())
         *rows, ring = area.take(sources, (slots,) * len(STEPPED_ARRAYS) + (cells,))
         return Backup(slots, tuple(rows), cells, (ring,))
 

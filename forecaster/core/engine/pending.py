@@ -72,22 +72,22 @@ class PendingBatch:
     @classmethod
     def start(cls, ticks: TickColumns) -> PendingBatch:
         n = len(ticks)
-        prices = np.empty((3, n))  # a tick's own price, until it is stepped
-        prices[:] = ticks.price
-        zeros, flags = np.zeros((4, n)), np.empty((2, n), bool)
-        flags[0], flags[1] = True, False
+        floats, flags, slots = np.zeros((7, n)), np.zeros((2, n), bool), np.empty(n, np.int64)
+        floats[:3] = ticks.price  # forecast and interval: a tick's own price, until stepped
+        flags[0] = True  # naive, until stepped
+        slots.fill(-1)
         return cls(
             ticks=ticks,
-            slots=np.full(n, -1, np.int64),
-            forecast=prices[0],
+            slots=slots,
+            forecast=floats[0],
             naive=flags[0],
             accepted=flags[1],
-            previous_price=zeros[0],
-            previous_forecast=zeros[1],
-            lower=prices[1],
-            upper=prices[2],
-            previous_lower=zeros[2],
-            previous_upper=zeros[3],
+            previous_price=floats[3],
+            previous_forecast=floats[4],
+            lower=floats[1],
+            upper=floats[2],
+            previous_lower=floats[5],
+            previous_upper=floats[6],
             rejects=[],
             undo=[],
         )

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from forecaster.core import intervals
 from forecaster.core.compiled import all_finite, kernel
 from forecaster.core.engine.params import EngineParams
 from forecaster.core.engine.pending import PendingBatch, Undo
 from forecaster.core.engine.results import OrderReject
 from forecaster.core.engine.rounds import rounds_of, row_blocks, touched
-from forecaster.core.features import FeatureStep, advance, model_inputs
+from forecaster.core.features import FeatureConstants, FeatureStep, advance_row, model_inputs
+from forecaster.core.intervals import KernelParams, issue_row, observe_row
 from forecaster.core.skill import calibrate
 from forecaster.core.table import BackupArea, SeriesTable
 from forecaster.core.ticks import RejectReason
@@ -93,41 +93,34 @@ class Stepping:
     def _rounds_of_admitted(self, work: PendingBatch, index: IntArray) -> list[IntArray]:
         """The rounds of the ticks at ``index`` that have a slot; the others are rejected."""
         slots = work.slots[index]
-        refused = slots < 0
-        if refused.any():
+        if slots.min(initial=0) < 0:
+            refused = slots < 0
             work.rejects.extend(_limit_rejects(index[refused], self.params.max_series))
             index, slots = index[~refused], slots[~refused]
         return [index[rows] for rows in rounds_of(slots)]
 
     def _step_round(self, work: PendingBatch, index: IntArray) -> None:
         """Step the ticks at ``index``, which belong to distinct series (a round, or a block
-        of one)."""
-        table, params = self.table, self.params
-        slots, ts = work.slots[index], work.ticks.ts[index]
-        last_price, last_ts = np.empty(len(slots)), np.empty(len(slots), np.int64)
-        if not _last_ticks(table.stats, slots, ts, last_price, last_ts):
-            in_order = (last_price == 0) | (ts > last_ts)
-            out = ~in_order
-            work.rejects.extend(_order_rejects(index[out], ts[out], last_ts[out]))
-            slots, index, ts = slots[in_order], index[in_order], ts[in_order]
-            last_price = last_price[in_order]
-        work.accepted[index] = True
-        work.previous_price[index] = last_price
-        work.previous_forecast[index] = previous = table.last_forecast[slots]
-        price = work.ticks.price[index]
-        scored = intervals.observe(params.intervals, table.calibration, slots, last_price, price,
-                                   previous)  # fmt: skip
-        work.previous_lower[index], work.previous_upper[index] = scored.lower, scored.upper
-        step = advance(params.features, table.stats, slots, price, ts)
+        of one): a compiled call each side of the model's step."""
+        table, params, ticks = self.table, self.params, work.ticks
+        slots, step = work.slots[index], FeatureStep.empty(len(index))
+        if not _open_round(
+            table.stats, table.calibration, table.last_forecast, slots, index, ticks.ts,
+            ticks.price, params.features.constants, params.intervals.constants, work.accepted,
+            work.previous_price, work.previous_forecast, work.previous_lower,
+            work.previous_upper, step.z, step.d, step.scale, step.warm,
+        ):  # fmt: skip
+            in_order = work.accepted[index]
+            out = index[~in_order]
+            last_ts = table.stats["last_ts"][slots[~in_order]]
+            work.rejects.extend(_order_rejects(out, ticks.ts[out], last_ts))
+            index, slots, step = index[in_order], slots[in_order], step.take(in_order)
         if step.warm.all():
             self._step_model(work, index, slots, step)
         elif step.warm.any():
             self._step_model(work, index[step.warm], slots[step.warm], step.take(step.warm))
-        naive, forecast = work.naive[index], work.forecast[index]
-        table.last_forecast[slots] = np.where(naive, 0.0, forecast)
-        work.lower[index], work.upper[index] = intervals.issue(
-            params.intervals, table.calibration, slots, forecast, naive
-        )
+        _close_round(table.calibration, table.last_forecast, slots, index, work.naive,
+                     work.forecast, params.intervals.q0, work.lower, work.upper)  # fmt: skip
 
     def _step_model(
         self, work: PendingBatch, index: IntArray, slots: IntArray, step: FeatureStep
@@ -214,18 +207,45 @@ def _forecasts(
 
 
 @kernel
-def _last_ticks(
-    stats: npt.NDArray[np.void], slots: IntArray, ts: IntArray, last_price: FloatArray,
-    last_ts: IntArray,
+def _open_round(
+    stats: npt.NDArray[np.void], calibration: npt.NDArray[np.void], last_forecast: FloatArray,
+    slots: IntArray, index: IntArray, ts: IntArray, price: FloatArray,
+    features: FeatureConstants, intervals: KernelParams, accepted: BoolArray,
+    previous_price: FloatArray, previous_forecast: FloatArray, previous_lower: FloatArray,
+    previous_upper: FloatArray, z: FloatArray, d: FloatArray, scale: FloatArray,
+    warm: BoolArray,
 ) -> bool:  # fmt: skip
-    """Each slot's last accepted price (0 before any) and ts; whether every tick of ``ts``
-    is after its slot's."""
+    """A round up to the model, tick by tick (its batch ``index``, its series' ``slots``):
+    accepted if after its series' last accepted ts, with the series' previous price and
+    forecast, the interval issued then scored (``observe_row``) and the features
+    (``advance_row``). Returns whether every tick was; the others are left alone."""
     in_order = True
     for row in range(len(slots)):
-        series = stats[slots[row]]
-        last_price[row], last_ts[row] = series.last_price, series.last_ts
-        in_order &= series.last_price == 0 or ts[row] > series.last_ts
+        series, at = stats[slots[row]], index[row]
+        if not (series.last_price == 0 or ts[at] > series.last_ts):
+            in_order = False
+            continue
+        before = series.last_price, price[at], last_forecast[slots[row]]
+        accepted[at] = True
+        previous_price[at], previous_forecast[at] = before[0], before[2]
+        scored = observe_row(calibration[slots[row]], before, intervals)
+        previous_lower[at], previous_upper[at] = scored[0], scored[1]
+        z[row], d[row], scale[row], warm[row] = advance_row(series, price[at], ts[at], features)
     return in_order
+
+
+@kernel
+def _close_round(
+    calibration: npt.NDArray[np.void], last_forecast: FloatArray, slots: IntArray,
+    index: IntArray, naive: BoolArray, forecast: FloatArray, q0: float, lower: FloatArray,
+    upper: FloatArray,
+) -> None:  # fmt: skip
+    """A round after the model: each series' forecast kept, to score at its next tick (0
+    where naive), and its interval issued (``issue_row``)."""
+    for row in range(len(slots)):
+        at = index[row]
+        last_forecast[slots[row]] = 0.0 if naive[at] else forecast[at]
+        lower[at], upper[at] = issue_row(calibration[slots[row]], forecast[at], naive[at], q0)
 
 
 def rewarm(model: Stepper, table: SeriesTable, slots: IntArray, block_rows: int,

@@ -1,12 +1,12 @@
 import logging
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 
-from forecaster.core import features
 from forecaster.core.engine import Engine, stepping
-from forecaster.core.features import STATS_DTYPE, FeatureParams, FeatureStep
+from forecaster.core.features import STATS_DTYPE
 from forecaster.core.ticks import RejectReason, TickColumns
 from forecaster.model.spec import ModelSpec
 from tests.support.engine import (
@@ -165,15 +165,16 @@ def test_a_batch_stepped_tick_by_tick_still_rolls_back_as_a_whole() -> None:
 
 @pytest.fixture
 def poisoned_advance(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The engine's feature step raises for a tick priced 13."""
+    """The engine's feature step raises for a round holding a tick priced 13."""
+    open_round = stepping._open_round
 
-    def advance(params: FeatureParams, stats: np.ndarray, slots: np.ndarray, price: np.ndarray,
-                ts: np.ndarray) -> FeatureStep:  # fmt: skip
-        if (price == 13.0).any():
+    def poisoned(*args: Any) -> bool:
+        index, price = args[4], args[6]
+        if (price[index] == 13.0).any():
             raise FloatingPointError("bad price")
-        return features.advance(params, stats, slots, price, ts)
+        return bool(open_round(*args))
 
-    monkeypatch.setattr(stepping, "advance", advance)
+    monkeypatch.setattr(stepping, "_open_round", poisoned)
 
 
 @pytest.mark.usefixtures("poisoned_advance")
