@@ -12,7 +12,9 @@ its own file only: after editing a helper here in a working tree, delete the
 
 ``error_model="numpy"``: a division by zero gives inf or nan, as in NumPy, instead of
 raising; ``boundscheck``: an index past an array's end raises IndexError, as in NumPy,
-instead of reading or writing outside it (it cost nothing measurable in the engine); no
+instead of reading or writing outside it (it cost nothing measurable in the engine's
+rounds; the model's step, whose shapes are checked before, runs without: see
+``unchecked_kernel``); no
 ``fastmath``: the kernels test for non-finite values, which fast math may assume away.
 """
 
@@ -29,12 +31,23 @@ Function = TypeVar("Function", bound=Callable[..., Any])
 
 def kernel(function: Function) -> Function:
     """``function`` compiled to machine code at its first call, with NumPy's semantics."""
+    return _compiled(function, boundscheck=True)
+
+
+def unchecked_kernel(function: Function) -> Function:
+    """``kernel`` without bounds checks, for the model's inner loops alone: a check on every
+    index keeps a loop from running vectorised (a 2x32 LSTM step, 4.7 -> 1.2 µs a row at
+    50 rows). Its callers check every shape it indexes by, before the call."""
+    return _compiled(function, boundscheck=False)
+
+
+def _compiled(function: Function, *, boundscheck: bool) -> Function:
     try:
-        compiled = numba.njit(cache=True, error_model="numpy", nogil=True, boundscheck=True)(
+        compiled = numba.njit(cache=True, error_model="numpy", nogil=True, boundscheck=boundscheck)(
             function
         )
     except RuntimeError:  # no writable place for its cache (a read-only install)
-        compiled = numba.njit(error_model="numpy", nogil=True, boundscheck=True)(function)
+        compiled = numba.njit(error_model="numpy", nogil=True, boundscheck=boundscheck)(function)
     return cast(Function, compiled)
 
 

@@ -1,10 +1,13 @@
 """The serving step equals the Keras model: a contract every cell type must pass."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from forecaster.model import keras_model, stepper
 from forecaster.model.spec import ModelSpec
+from tests.support.models import random_stepper
 
 SPECS = [
     ModelSpec(cell="lstm", layers=2, units=16),
@@ -74,3 +77,47 @@ def test_compiled_tanh_is_within_six_float32_ulps_and_keeps_nan() -> None:
     ulps = np.abs(got - exact) / np.spacing(np.abs(exact).astype(np.float32))
     assert ulps.max() <= 6
     assert np.isnan(stepper._tanh_one(np.float32("nan")))
+
+
+def weights_of(spec: ModelSpec) -> tuple[list[stepper.LayerWeights], np.ndarray, np.ndarray]:
+    model = random_stepper(spec)
+    return model.layers, model.head_kernel, model.head_bias
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize(
+    "damage",
+    ["kernel rows", "recurrent columns", "bias", "head", "float64", "a layer short"],
+)
+def test_weights_of_another_shape_or_type_are_refused_before_any_step(
+    cell: str, damage: str
+) -> None:
+    """The compiled step reads the weights without bounds checks: a model whose arrays do
+    not fit its spec (a damaged or foreign file) must not get that far."""
+    spec = ModelSpec(cell=cell, layers=2, units=4)
+    layers, head_kernel, head_bias = weights_of(spec)
+    first = layers[0]
+    if damage == "kernel rows":
+        layers[0] = replace(first, kernel=first.kernel[:-1])
+    elif damage == "recurrent columns":
+        layers[1] = replace(layers[1], recurrent_kernel=layers[1].recurrent_kernel[:, :-1])
+    elif damage == "bias":
+        layers[0] = replace(first, bias=first.bias.reshape(-1)[:-1])
+    elif damage == "head":
+        head_kernel = np.ones((spec.units + 1, 1), np.float32)
+    elif damage == "float64":
+        layers[0] = replace(first, kernel=first.kernel.astype(np.float64))
+    else:
+        layers = layers[:1]
+    with pytest.raises(ValueError):
+        stepper.Stepper(spec, "damaged", layers, head_kernel, head_bias)
+
+
+def test_a_step_of_inputs_or_states_of_another_shape_raises() -> None:
+    model = random_stepper(ModelSpec(layers=1, units=4))
+    with pytest.raises(ValueError, match="a step takes"):
+        model.step(np.zeros((2, 3), np.float32), model.zero_state(2))
+    with pytest.raises(ValueError, match="a step takes"):
+        model.step(np.zeros((2, 4), np.float32), model.zero_state(3))
+    with pytest.raises(ValueError, match="a step takes"):
+        model.step(np.zeros((2, 4), np.float32), np.zeros((2, 5), np.float32))
