@@ -10,7 +10,9 @@ forecast: to the forecast record's producer timestamp (the service handed it to 
 producer; a lower bound of acknowledgement) and to its arrival at a consumer of the
 forecasts topic (an upper bound: it includes that consumer's fetch wait). The first
 quarter of each point's forecasts (warm-up) is left out. ``--overlap`` sets the service's
-``overlap_delivery`` (default: the service's default).
+``overlap_delivery`` (default: the service's default). With ``--pipe`` bench_kafka.py's
+pass-through pipe on the client stands where the service does: the same feeder, broker
+and collector with no engine, the floor of what this rig can measure.
 
     python benchmarks/bench_latency.py --max-json benchmarks/results/kafka.json \\
         --seconds 30 --json benchmarks/results/latency.json
@@ -27,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_kafka
 import numpy as np
 from common import model_dir, parser, report, wait_for
 from kafka_rig import all_assigned, broker, process, service_command, service_env, settings_for
@@ -188,7 +191,9 @@ def curve(options: Any, client: str, workdir: Path, models: Path) -> list[dict[s
     with broker(workdir / client) as bootstrap:
         create_topics(bootstrap, {TOPIC: options.partitions, f"forecasts-{GROUP}": 1})
         command = [*service_command(bootstrap, TOPIC, GROUP, models), "--kafka-client", client]
-        log = workdir / f"service-{client}.log"
+        if options.pipe:
+            command = bench_kafka.pipe_command(bootstrap, GROUP, client)
+        log = workdir / f"{'pipe' if options.pipe else 'service'}-{client}.log"
         with process(
             command, log, service_env() | {"FORECASTER_OVERLAP_DELIVERY": options.overlap}
         ):
@@ -231,6 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.add_argument("--partitions", type=int, default=4)
     args.add_argument("--overlap", choices=OVERLAPS, default=Settings.overlap_delivery,
                       help="the service's overlap_delivery")  # fmt: skip
+    args.add_argument("--pipe", action="store_true",
+                      help="time bench_kafka.py's pass-through pipe, not the service")  # fmt: skip
     options = args.parse_args(argv)
     workdir = options.workdir / "latency"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -245,6 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = {"seconds_per_point": options.seconds, "series": options.series,
                 "partitions": options.partitions, "model": "lstm 2x32",
                 "overlap_delivery": options.overlap,
+                "under_test": "pipe" if options.pipe else "service",
                 "feeder": "own process, confluent-kafka producer"}  # fmt: skip
     report("latency", settings, results, options.json)
     print(table(points))

@@ -1,4 +1,5 @@
-"""How a serving process runs its NumPy: one BLAS thread, and a malloc that keeps memory.
+"""How a serving process runs: one BLAS thread, a malloc that keeps memory, and a garbage
+collector that leaves what start-up built alone.
 
 Each batch allocates and frees arrays of hundreds of kilobytes (the rows of every
 series it touches). Left to itself, glibc's malloc serves those with fresh ``mmap``
@@ -9,6 +10,12 @@ at 1,000 series that was 40 % of the engine's CPU time per tick
 - arrays up to ``MMAP_THRESHOLD`` come from the heap, not from ``mmap``;
 - up to ``TRIM_THRESHOLD`` of freed memory at the heap's top stays with the process.
 
+Every object alive when serving starts (modules, the compiled kernels, the model, the
+clients) lives as long as the process, yet Python's full collections scanned them all
+again: 8 of them in 50 s of the Kafka service, up to 115 ms each, made its p99 latency
+(benchmarks/README.md, bench_latency.py). ``gc.freeze`` moves them out of the
+collector's sight while serving runs.
+
 >>> with serving_runtime():
 ...     pass
 """
@@ -16,6 +23,7 @@ at 1,000 series that was 40 % of the engine's CPU time per tick
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,10 +45,15 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 @contextmanager
 def serving_runtime() -> Iterator[None]:
-    """Run the block with one BLAS thread, the process's malloc thresholds fixed (once)."""
+    """Run the block with one BLAS thread, the process's malloc thresholds fixed (once),
+    and what is alive now frozen out of the garbage collector's scans."""
     keep_freed_memory()
-    with threadpool_limits(BLAS_THREADS, user_api="blas"):
-        yield
+    gc.freeze()
+    try:
+        with threadpool_limits(BLAS_THREADS, user_api="blas"):
+            yield
+    finally:
+        gc.unfreeze()
 
 
 def keep_freed_memory() -> bool:
