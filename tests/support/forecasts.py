@@ -19,5 +19,6 @@ def forecast_batch(
 ) -> ForecastBatch:
     """Forecasts of ``ticks`` with intervals of ± WIDTH, no previous forecasts."""
     none = np.zeros(len(forecast))
-    lower, upper = forecast * (1 - WIDTH), forecast * (1 + WIDTH)
+    with np.errstate(over="ignore"):  # a forecast near the float maximum: an infinite bound
+        lower, upper = forecast * (1 - WIDTH), forecast * (1 + WIDTH)
     return ForecastBatch(ticks, forecast, naive, version, none, none, lower, upper, none, none)
