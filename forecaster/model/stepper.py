@@ -119,6 +119,12 @@ class Stepper:
         prediction = inputs @ self.head_kernel + self.head_bias
         return prediction[:, 0], new_state
 
+    def load_kernels(self) -> None:
+        """Step zeros through both ways ``step`` takes (a few rows, many), so that the
+        compiled loops of each are loaded now rather than inside a batch served."""
+        for rows in (1, COMPILED_UP_TO // self.state_size + 1):
+            self.step(np.zeros((rows, self.spec.n_features), np.float32), self.zero_state(rows))
+
     def _step_compiled(
         self, x: Float32Array, state: Float32Array
     ) -> tuple[Float32Array, Float32Array]:

@@ -299,6 +299,8 @@ class Engine:
         for tick in range(self.params.features.min_history + 2):
             scratch.process(_kernel_tick(tick))
         scratch.commit()
+        if self.model is not None:  # a round of many series steps it another way
+            self.model.load_kernels()
 
     def _version(self) -> str:
         return self.model.version if self.model is not None else NAIVE

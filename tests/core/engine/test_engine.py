@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -221,3 +223,28 @@ def test_loading_the_kernels_leaves_the_engine_as_it_was() -> None:
     np.testing.assert_array_equal(got.forecast, want.forecast)
     np.testing.assert_array_equal(got.upper, want.upper)
     assert not got.naive.all()
+
+
+LOADS_KERNELS = """
+import sys
+from forecaster.core.engine import Engine
+from forecaster.model import stepper
+from forecaster.model.spec import ModelSpec
+from tests.support.engine import PARAMS
+from tests.support.models import random_stepper
+cell = sys.argv[1]
+kernels = [getattr(stepper, f"_{cell}_{way}") for way in ("rows", "gates")]
+before = [len(kernel.signatures) for kernel in kernels]
+Engine(PARAMS, random_stepper(ModelSpec(cell=cell, layers=1, units=3), seed=6)).load_kernels()
+print(before, [len(kernel.signatures) for kernel in kernels])
+"""
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_loading_the_kernels_loads_both_ways_the_model_steps(cell: str) -> None:
+    """A round of a few series and one of many step the model by different compiled
+    loops (``forecaster.model.stepper``); both are loaded before the first batch (in a
+    process of its own: this one may have loaded them already)."""
+    run = subprocess.run([sys.executable, "-c", LOADS_KERNELS, cell], capture_output=True,
+                         text=True, check=True, timeout=300)  # fmt: skip
+    assert run.stdout.split("] [") == ["[0, 0", "1, 1]\n"], run.stdout
