@@ -28,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    NO_DECAY,
     forecaster_command,
     median,
     model_dir,
@@ -43,7 +44,6 @@ RATE_LINE = re.compile(
     r"replayed (\d+) ticks .* in ([0-9.]+) s \((\d+) ticks/s; ([0-9.]+) s of CPU, (\d+) ticks per"
 )
 GOAL_TICKS_PER_S = {10: 100_000, 1000: 300_000, 100_000: 100_000}  # by series (issue 22)
-NO_DECAY = {"FORECASTER_DECAY_WINDOW": "0"}  # see the module docstring
 
 
 def replay_once(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from common import REPO, child_env, forecaster_command
+from common import NO_DECAY, REPO, child_env, forecaster_command
 
 from forecaster.config import Settings
 from forecaster.io.produce import publish
@@ -83,7 +83,9 @@ def service_command(bootstrap: str, topic: str, group: str, models: Path) -> lis
 
 
 def service_env() -> dict[str, str]:
-    return child_env({"FORECASTER_RETRAIN_INTERVAL_S": "0", "FORECASTER_LOG_LEVEL": "INFO"})
+    return child_env(
+        {"FORECASTER_RETRAIN_INTERVAL_S": "0", "FORECASTER_LOG_LEVEL": "INFO", **NO_DECAY}
+    )
 
 
 def consumption_rate(
