@@ -36,7 +36,11 @@ log = logging.getLogger(__name__)
 # training child they spin for a core it needs (retraining cut throughput to 0.31x with
 # OpenBLAS's default threads, 0.98x with one; benchmarks/bench_retrain.py).
 BLAS_THREADS = 1
-MMAP_THRESHOLD = 32 * 2**20
+# A batch's arrays are below it (at 5,000 series the largest is 2.5 MB); larger ones
+# (a re-warm's history) are mapped and unmapped whole. At 32 MB they fragmented the heap:
+# 4,076-4,107 resident bytes per series at 100,000 series in bench_memory.py, against
+# 3,681-3,729 at 4 MB, side by side; replay at 1,000 series moved the same either way.
+MMAP_THRESHOLD = 4 * 2**20
 # What is kept counts in the resident bytes per series (benchmarks/bench_memory.py): 64 MB
 # made 4,173 bytes at 100,000 series, 8 MB 3,735, with no more faults per batch.
 TRIM_THRESHOLD = 8 * 2**20
