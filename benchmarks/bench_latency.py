@@ -4,7 +4,7 @@ For each client ``--client`` names (kafka-python, confluent; both by default),
 `forecaster run --kafka-client C` (2-layer LSTM, 32 units) consumes a topic that a feeder
 in its own process fills at each ``--fraction`` of that client's maximum rate (the
 service's rate in bench_kafka.py's ``--max-json``; by default 10, 25, 50 and 75 %), for
-``--seconds`` per point, one point after the other on one service and broker per client.
+``--seconds`` per point, each point on a broker and service of its own.
 Each tick's ``ts`` is its send time in ns, which its forecast echoes. Two latencies per
 forecast: to the forecast record's producer timestamp (the service handed it to its
 producer; a lower bound of acknowledgement) and to its arrival at a consumer of the
@@ -184,25 +184,33 @@ def max_rate(client: str, explicit: float, max_json: Path | None) -> float:
 
 
 def curve(options: Any, client: str, workdir: Path, models: Path) -> list[dict[str, Any]]:
-    """Every fraction's point for ``client``, on a fresh broker and service."""
+    """Every fraction's point for ``client``, each on a fresh broker and service: Tansu
+    keeps every message in memory and slows as it fills, so a point run after others
+    would pay for their messages too."""
     top = max_rate(client, options.max_rate, options.max_json)
-    points = []
-    (workdir / client).mkdir(exist_ok=True)
-    with broker(workdir / client) as bootstrap:
+    return [
+        {"client": client, "fraction": fraction, "max_per_s": top,
+         **fresh_point(options, client, top * fraction, workdir / f"{client}-{fraction}", models)}
+        for fraction in options.fraction or FRACTIONS
+    ]  # fmt: skip
+
+
+def fresh_point(
+    options: Any, client: str, rate: float, workdir: Path, models: Path
+) -> dict[str, Any]:
+    """One point on a broker and service (or pipe) of its own."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with broker(workdir) as bootstrap:
         create_topics(bootstrap, {TOPIC: options.partitions, f"forecasts-{GROUP}": 1})
         command = [*service_command(bootstrap, TOPIC, GROUP, models), "--kafka-client", client]
         if options.pipe:
             command = bench_kafka.pipe_command(bootstrap, GROUP, client)
-        log = workdir / f"{'pipe' if options.pipe else 'service'}-{client}.log"
+        log = workdir / f"{'pipe' if options.pipe else 'service'}.log"
         with process(
             command, log, service_env() | {"FORECASTER_OVERLAP_DELIVERY": options.overlap}
         ):
             wait_for(all_assigned([log]), JOIN_TIMEOUT_S, "the service's partition assignment")
-            for fraction in options.fraction or FRACTIONS:
-                found = point(bootstrap, top * fraction, options.seconds, options.series)
-                points.append({"client": client, "fraction": fraction, "max_per_s": top,
-                               **found})  # fmt: skip
-    return points
+            return point(bootstrap, rate, options.seconds, options.series)
 
 
 def table(points: list[dict[str, Any]]) -> str:
