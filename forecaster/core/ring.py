@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from forecaster.core.compiled import kernel
+from forecaster.core.compiled import kernel, nan_clip
 
 CELL_BYTES = 5
 LEVELS = 4094  # 12-bit codes 0..4094; an even count puts 0 on a code (2047)
@@ -98,7 +98,7 @@ def _encode(
 @kernel
 def encode_cell(z: float, d: float, gap_ns: int, clip: float, step: float, cell: Cells) -> int:
     """Write one step into ``cell`` (CELL_BYTES); returns its gap as decoding gives it back."""
-    minutes = min(max(gap_ns * (1.0 / GAP_UNIT_NS), -_LARGEST_MINUTES), _LARGEST_MINUTES)
+    minutes = nan_clip(gap_ns * (1.0 / GAP_UNIT_NS), -_LARGEST_MINUTES, _LARGEST_MINUTES)
     gap = _half_bits(minutes)
     code = _level(z, clip, step) | (_level(d, clip, step) << 12) | (gap << 24)
     for byte in range(CELL_BYTES):
@@ -109,7 +109,7 @@ def encode_cell(z: float, d: float, gap_ns: int, clip: float, step: float, cell:
 @kernel
 def _level(value: float, clip: float, step: float) -> int:
     """The 12-bit code of ``value`` clipped to +-``clip`` (NaN: ``clip``)."""
-    clipped = clip if np.isnan(value) else min(max(value, -clip), clip)
+    clipped = clip if np.isnan(value) else nan_clip(value, -clip, clip)
     return int(np.rint((clipped + clip) * (1.0 / step)))
 
 
