@@ -184,7 +184,8 @@ def one_repeat(
     """The runs side by side on one fresh broker (Tansu slows as it fills up)."""
     rates: dict[str, float] = {}
     cpu: dict[str, float] = {}
-    with broker(workdir) as bootstrap:
+    with broker(workdir) as tansu:
+        bootstrap = tansu.bootstrap
         total = publish_ticks(bootstrap, TOPIC, partitions, ticks)
         for name in kinds:
             client, kind = name.split("/")

@@ -5,14 +5,19 @@ For each client ``--client`` names (kafka-python, confluent; both by default),
 in its own process fills at each ``--fraction`` of that client's maximum rate (the
 service's rate in bench_kafka.py's ``--max-json``; by default 10, 25, 50 and 75 %), for
 ``--seconds`` per point, each point on a broker and service of its own.
-Each tick's ``ts`` is its send time in ns, which its forecast echoes. Two latencies per
-forecast: to the forecast record's producer timestamp (the service handed it to its
-producer; a lower bound of acknowledgement) and to its arrival at a consumer of the
-forecasts topic (an upper bound: it includes that consumer's fetch wait). The first
-quarter of each point's forecasts (warm-up) is left out. ``--overlap`` sets the service's
-``overlap_delivery`` (default: the service's default). With ``--pipe`` bench_kafka.py's
-pass-through pipe on the client stands where the service does: the same feeder, broker
-and collector with no engine, the floor of what this rig can measure.
+Each tick's ``ts`` is its send time in ns, which its forecast echoes. The latency of a
+forecast is to its record's producer timestamp (the service handed it to its producer; a
+lower bound of acknowledgement); the first quarter of each point's forecasts (warm-up) is
+left out. The collector reads the forecasts once the feeder is done (``--read-back
+after``: it then takes no CPU while the rest is timed) or as they come (``live``, which
+also gives each forecast's arrival: an upper bound, with the collector's own fetch).
+Per process, the point reports the cores it ran on and how long its threads waited for a
+CPU (Linux schedstat), and how long any task on the machine did (PSI): on 2 cores the
+feeder, the broker and the collector compete with what is timed. ``--overlap`` sets the
+service's ``overlap_delivery`` (default: the service's default). With ``--pipe``
+bench_kafka.py's pass-through pipe on the client stands where the service does; with
+``--floor`` nothing does: the collector reads the ticks live, and their arrival is the
+latency of the feeder, the broker and a fetch alone.
 
     python benchmarks/bench_latency.py --max-json benchmarks/results/kafka.json \\
         --seconds 30 --json benchmarks/results/latency.json
@@ -22,17 +27,29 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sys
 import time
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_kafka
 import numpy as np
-from common import model_dir, parser, report, wait_for
-from kafka_rig import all_assigned, broker, process, service_command, service_env, settings_for
+from common import cpu_pressure, model_dir, parser, report, wait_for
+from kafka_rig import (
+    Scheduled,
+    all_assigned,
+    broker,
+    process,
+    scheduled,
+    service_command,
+    service_env,
+    settings_for,
+)
 
 from forecaster.config import Settings
 from forecaster.config.settings import KAFKA_CLIENTS, OVERLAPS
@@ -45,6 +62,7 @@ FRACTIONS = (0.1, 0.25, 0.5, 0.75)
 GOAL_FRACTION, GOAL_P99_MS = 0.5, 50.0  # issue 22: p99 <= 50 ms at half of each maximum
 BURST_S = 0.005  # the feeder sends what is due every 5 ms
 JOIN_TIMEOUT_S = 300.0
+READ_BACK = ("after", "live")
 DRAIN_S = 60.0  # the longest a point waits for its last forecasts once fed
 
 
@@ -61,10 +79,13 @@ def rfc3339(ns: int, prefixes: dict[int, str]) -> str:
     return f"{prefix}{fraction:09d}Z"
 
 
-def feed(bootstrap: str, rate: float, seconds: float, series: int) -> int:
-    """Send ticks at ``rate`` per second for ``seconds``, ts = send time; returns how many.
-    A librdkafka producer with the service's producer settings: kafka-python's would
-    cost the feeder more CPU than the service at the higher rates."""
+def feed(
+    bootstrap: str, rate: float, seconds: float, series: int, started: Callable[[], None]
+) -> Fed:
+    """Send ticks at ``rate`` per second for ``seconds``, ts = send time; ``started()`` is
+    called as the first is due. A librdkafka producer with the service's producer
+    settings: kafka-python's would cost the feeder more CPU than the service at the higher
+    rates."""
     import confluent_kafka
 
     from forecaster.io.kafka.confluent import PARTITIONER, confluent_configs
@@ -75,8 +96,9 @@ def feed(bootstrap: str, rate: float, seconds: float, series: int) -> int:
     keys = [name.encode() for name in names]
     price = 50.0 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.001, (64, series)), 0))
     prefixes: dict[int, str] = {}
-    sent, started = 0, time.monotonic()
-    while (elapsed := time.monotonic() - started) < seconds:
+    started()
+    sent, before, opened = 0, scheduled(os.getpid()), time.monotonic()
+    while (elapsed := time.monotonic() - opened) < seconds:
         for _ in range(max(int(elapsed * rate) - sent, 0)):
             i = sent % series
             stamp = rfc3339(time.time_ns(), prefixes)
@@ -92,25 +114,34 @@ def feed(bootstrap: str, rate: float, seconds: float, series: int) -> int:
         producer.poll(0)
         time.sleep(BURST_S)
     producer.flush()
-    return sent
+    return Fed(sent, scheduled(os.getpid()) - before, time.monotonic() - opened)
+
+
+class Fed(NamedTuple):
+    """What a feeder sent, how its threads were scheduled meanwhile, and for how long."""
+
+    sent: int
+    scheduled: Scheduled
+    seconds: float
 
 
 def feeder_main(bootstrap: str, rate: float, seconds: float, series: int, out: Any) -> None:
-    """The feeder process: ``feed``, then its count on ``out`` (a pipe end)."""
-    out.send(feed(bootstrap, rate, seconds, series))
+    """The feeder process: ``None`` on ``out`` (a pipe end) as it starts sending, then what
+    ``feed`` returns."""
+    out.send(feed(bootstrap, rate, seconds, series, lambda: out.send(None)))
 
 
 class Collector:
-    """A consumer of the forecasts topic from its current end; ``latencies`` of what
+    """A consumer of ``topic`` from its current end; ``latencies`` of what
     arrived, in ms, in arrival order. It only notes each record while the point runs
     (parsing comes after), to take as little CPU from the service as it can."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, fetch_wait_ms: int) -> None:
         import confluent_kafka
 
         self._consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap,
                                                    "group.id": f"{GROUP}-collector",
-                                                   "fetch.wait.max.ms": 5,
+                                                   "fetch.wait.max.ms": fetch_wait_ms,
                                                    "enable.auto.commit": False})  # fmt: skip
         partitions = self._consumer.list_topics(topic, 30).topics[topic].partitions
         starts = []
@@ -122,7 +153,11 @@ class Collector:
         self.seen: list[tuple[bytes, int, int]] = []  # value, producer timestamp ms, arrival ns
 
     def take(self, timeout: float) -> None:
-        messages = self._consumer.consume(10_000, timeout)
+        """Wait up to ``timeout`` for a record, then take what is fetched already
+        (``consume`` alone would wait for a whole batch or the timeout)."""
+        if (first := self._consumer.poll(timeout)) is None:
+            return
+        messages = [first, *self._consumer.consume(10_000, 0)]
         now_ns = time.time_ns()
         self.seen += [(m.value(), m.timestamp()[1], now_ns) for m in messages if not m.error()]
 
@@ -147,32 +182,78 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "max_ms": float(kept.max())}  # fmt: skip
 
 
-def point(bootstrap: str, rate: float, seconds: float, series: int) -> dict[str, Any]:
-    """One point of the curve: feed at ``rate`` from a process of its own; the latencies."""
-    collector = Collector(bootstrap, f"forecasts-{GROUP}")
+def point(bootstrap: str, rate: float, seconds: float, series: int,
+          others: dict[str, int], collector: Collector, live: bool) -> dict[str, Any]:  # fmt: skip
+    """One point of the curve: feed at ``rate`` from a process of its own; the latencies,
+    and how each process was scheduled while the feeder sent (``Shares``): the feeder,
+    the collector (this process) and ``others`` (name: pid). The collector reads as
+    records come if ``live``, else once the feeder is done (it then takes no CPU
+    from the rest while they are timed, and its arrival latencies mean nothing)."""
     spawn = multiprocessing.get_context("spawn")
     receive, send = spawn.Pipe(duplex=False)
     feeder = spawn.Process(
         target=feeder_main, args=(bootstrap, rate, seconds, series, send), daemon=True
     )
     feeder.start()
-    sent: int | None = None
-    deadline = time.monotonic() + seconds + DRAIN_S
+    shares = Shares(others | {"collector": os.getpid()})
+    fed: Fed | None = None
+    machine: dict[str, dict[str, float]] = {}
+    deadline = time.monotonic() + JOIN_TIMEOUT_S + seconds
     try:
         while time.monotonic() < deadline:
-            collector.take(0.1)
-            if sent is None and receive.poll():
-                sent = int(receive.recv())
-                deadline = time.monotonic() + DRAIN_S
-            if sent is not None and len(collector.seen) >= sent:
+            if live or fed is not None:
+                collector.take(0.1)
+            if fed is None and receive.poll(0 if live else 0.1):
+                if (message := receive.recv()) is None:
+                    shares.open()
+                    continue
+                fed, deadline = Fed(*message), time.monotonic() + DRAIN_S
+                machine = shares.close() | {"feeder": Shares.of(fed.scheduled, fed.seconds)}
+            if fed is not None and len(collector.seen) >= fed.sent:
                 break
     finally:
         feeder.join(DRAIN_S)
-        collector.close()
     produced, arrived = collector.latencies()
-    return {"offered_per_s": rate, "sent": sent or 0, "sent_per_s": (sent or 0) / seconds,
+    sent = fed.sent if fed else 0
+    return {"offered_per_s": rate, "sent": sent, "sent_per_s": sent / seconds,
             "forecasts": len(arrived), "to_producer_timestamp": percentiles(produced),
-            "to_consumer_arrival": percentiles(arrived)}  # fmt: skip
+            "to_consumer_arrival": percentiles(arrived) if live else {},
+            "scheduling": machine}  # fmt: skip
+
+
+class Shares:
+    """How processes were scheduled from ``open`` to ``close``, as shares of that wall time:
+    per process (name: pid) the cores its threads ran on, the thread-seconds they waited
+    runnable for a CPU and its main thread's wait; for the machine, the share of the time
+    any task waited for a CPU (PSI "some"). A wait is time the process was ready to work
+    and the two cores were taken."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._opened: tuple[float, float, dict[str, Scheduled]] | None = None
+
+    def open(self) -> None:
+        self._opened = time.monotonic(), _pressure_s(), self._now()
+
+    def close(self) -> dict[str, dict[str, float]]:
+        if self._opened is None:
+            return {}
+        since, pressure, before = self._opened
+        wall = time.monotonic() - since
+        shares = {name: self.of(now - before[name], wall) for name, now in self._now().items()}
+        return shares | {"machine": {"waited": (_pressure_s() - pressure) / wall}}
+
+    @staticmethod
+    def of(used: Scheduled, wall: float) -> dict[str, float]:
+        return {"cores": used.ran_s / wall, "waited": used.waited_s / wall,
+                "main_waited": used.main_waited_s / wall}  # fmt: skip
+
+    def _now(self) -> dict[str, Scheduled]:
+        return {name: scheduled(pid) for name, pid in self.pids.items()}
+
+
+def _pressure_s() -> float:
+    return cpu_pressure().get("total", np.nan) / 1e6
 
 
 def max_rate(client: str, explicit: float, max_json: Path | None) -> float:
@@ -198,19 +279,28 @@ def curve(options: Any, client: str, workdir: Path, models: Path) -> list[dict[s
 def fresh_point(
     options: Any, client: str, rate: float, workdir: Path, models: Path
 ) -> dict[str, Any]:
-    """One point on a broker and service (or pipe) of its own."""
+    """One point on a broker and service (or pipe, or with ``--floor`` nothing) of its own."""
     workdir.mkdir(parents=True, exist_ok=True)
-    with broker(workdir) as bootstrap:
+    with broker(workdir) as tansu:
+        bootstrap = tansu.bootstrap
         create_topics(bootstrap, {TOPIC: options.partitions, f"forecasts-{GROUP}": 1})
+        if options.floor:  # the collector reads the ticks: no client in between
+            with closing(Collector(bootstrap, TOPIC, options.collector_fetch_wait_ms)) as ticks:
+                return point(bootstrap, rate, options.seconds, options.series,
+                             {"broker": tansu.pid}, ticks, live=True)  # fmt: skip
         command = [*service_command(bootstrap, TOPIC, GROUP, models), "--kafka-client", client]
         if options.pipe:
             command = bench_kafka.pipe_command(bootstrap, GROUP, client)
         log = workdir / f"{'pipe' if options.pipe else 'service'}.log"
         with process(
             command, log, service_env() | {"FORECASTER_OVERLAP_DELIVERY": options.overlap}
-        ):
+        ) as under_test:
             wait_for(all_assigned([log]), JOIN_TIMEOUT_S, "the service's partition assignment")
-            return point(bootstrap, rate, options.seconds, options.series)
+            pids = {"under test": under_test.pid, "broker": tansu.pid}
+            topic, wait_ms = f"forecasts-{GROUP}", options.collector_fetch_wait_ms
+            with closing(Collector(bootstrap, topic, wait_ms)) as forecasts:
+                return point(bootstrap, rate, options.seconds, options.series, pids, forecasts,
+                             live=options.read_back == "live")  # fmt: skip
 
 
 def table(points: list[dict[str, Any]]) -> str:
@@ -222,7 +312,25 @@ def table(points: list[dict[str, Any]]) -> str:
                      f"{p['sent_per_s']:>8,.0f} {_ms(t, 'p50'):>8.1f} {_ms(t, 'p99'):>7.1f} "
                      f"{_ms(t, 'max'):>7.1f} | {_ms(a, 'p50'):>13.1f} "
                      f"{_ms(a, 'p99'):>5.1f}")  # fmt: skip
+    lines.append("while fed, share of the time: ran (cores) / waited for a CPU (thread-s per s)")
+    lines.append("                   under test  main thread  broker      feeder      collector   "
+                 "machine")  # fmt: skip
+    for p in points:
+        shares = p["scheduling"]
+        cells = [f"{_share(shares, name, 'cores'):.2f}/{_share(shares, name, 'waited'):.2f}"
+                 for name in SCHEDULED]  # fmt: skip
+        main = f"{_share(shares, 'under test', 'main_waited'):.2f}"
+        machine = f"{_share(shares, 'machine', 'waited'):.2f}"
+        lines.append(f"{p['client']:<13} {p['fraction']:>4.0%} {cells[0]:>11} {main:>12} "
+                     + "".join(f"{cell:>12}" for cell in cells[1:]) + f"{machine:>9}")  # fmt: skip
     return "\n".join(lines)
+
+
+def _share(shares: dict[str, dict[str, float]], name: str, what: str) -> float:
+    return shares.get(name, {}).get(what, np.nan)
+
+
+SCHEDULED = ("under test", "broker", "feeder", "collector")
 
 
 def _ms(figures: dict[str, float], name: str) -> float:
@@ -244,8 +352,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.add_argument("--partitions", type=int, default=4)
     args.add_argument("--overlap", choices=OVERLAPS, default=Settings.overlap_delivery,
                       help="the service's overlap_delivery")  # fmt: skip
-    args.add_argument("--pipe", action="store_true",
-                      help="time bench_kafka.py's pass-through pipe, not the service")  # fmt: skip
+    args.add_argument("--read-back", choices=READ_BACK, default=READ_BACK[0],
+                      help="when the collector reads the forecasts: once the feeder is done "
+                      "(it takes no CPU while the others are timed), or live (it also "
+                      "times their arrival)")  # fmt: skip
+    args.add_argument(
+        "--collector-fetch-wait-ms",
+        type=int,
+        default=Settings.fetch_max_wait_ms,
+        help="the collector's fetch.wait.max.ms (default: the service's)",
+    )
+    under_test = args.add_mutually_exclusive_group()
+    under_test.add_argument(
+        "--pipe",
+        action="store_true",
+        help="time bench_kafka.py's pass-through pipe, not the service",
+    )
+    under_test.add_argument("--floor", action="store_true",
+                            help="no client in between: the collector reads the ticks live "
+                            "(the rig's own latency, in the read-back columns)")  # fmt: skip
     options = args.parse_args(argv)
     workdir = options.workdir / "latency"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -260,7 +385,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = {"seconds_per_point": options.seconds, "series": options.series,
                 "partitions": options.partitions, "model": "lstm 2x32",
                 "overlap_delivery": options.overlap,
-                "under_test": "pipe" if options.pipe else "service",
+                "under_test": "pipe" if options.pipe else "none" if options.floor
+                else "service",
+                "read_back": options.read_back,
                 "feeder": "own process, confluent-kafka producer"}  # fmt: skip
     report("latency", settings, results, options.json)
     print(table(points))

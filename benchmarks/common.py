@@ -66,17 +66,18 @@ def machine() -> dict[str, Any]:
         "numpy": np.__version__,
         "load_average": os.getloadavg(),
         # Share of time runnable tasks waited for a CPU (Linux PSI), over 10, 60, 300 s.
-        "cpu_pressure": _cpu_pressure(),
+        "cpu_pressure": {k: v for k, v in cpu_pressure().items() if k.startswith("avg")},
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
-def _cpu_pressure() -> dict[str, float]:
-    """``/proc/pressure/cpu``'s "some" averages (percent), e.g. {"avg10": 28.8, ...}."""
+def cpu_pressure() -> dict[str, float]:
+    """``/proc/pressure/cpu``'s "some" line: the averages (percent of the time some runnable
+    task waited for a CPU, over 10, 60 and 300 s) and ``total``, µs of such waiting since
+    boot; e.g. {"avg10": 28.8, ..., "total": 9315949510.0}. Empty where Linux has no PSI."""
     some = next((line.split()[1:] for line in _lines("/proc/pressure/cpu")
                  if line.startswith("some")), [])  # fmt: skip
-    return {key: float(value) for key, value in (field.split("=") for field in some)
-            if key.startswith("avg")}  # fmt: skip
+    return {key: float(value) for key, value in (field.split("=") for field in some)}
 
 
 def _lines(path: str) -> list[str]:

@@ -1,6 +1,7 @@
 """A real broker and real processes for the Kafka benchmarks (reuses tests/support/broker.py).
 
-with broker(workdir) as bootstrap:
+with broker(workdir) as tansu:
+    bootstrap = tansu.bootstrap
     publish_ticks(bootstrap, "ticks", partitions=4, path=tick_file(...))
     with service(bootstrap, "ticks", "svc-1", models, workdir) as process:
         rate = consumption_rate(bootstrap, "svc-1", total)
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 from common import NO_DECAY, REPO, child_env, forecaster_command
 
@@ -41,11 +43,11 @@ def settings_for(bootstrap: str, **overrides: object) -> Settings:
 
 
 @contextlib.contextmanager
-def broker(workdir: Path) -> Iterator[str]:
+def broker(workdir: Path) -> Iterator[TansuBroker]:
     tansu = TansuBroker(verified_tansu(), free_port(), workdir / "tansu.log")
     tansu.start()
     try:
-        yield tansu.bootstrap
+        yield tansu
     finally:
         tansu.stop()
 
@@ -125,6 +127,31 @@ def cpu_seconds(pids: list[int]) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class Scheduled(NamedTuple):
+    """Seconds a process's threads ran and waited runnable for a CPU (Linux schedstat),
+    and its main thread's wait alone."""
+
+    ran_s: float
+    waited_s: float
+    main_waited_s: float
+
+    def __sub__(self, earlier: tuple[float, ...]) -> Scheduled:
+        return Scheduled(*(now - then for now, then in zip(self, earlier, strict=True)))
+
+
+def scheduled(pid: int) -> Scheduled:
+    """What ``pid``'s threads have run and waited so far (threads that ended are left out)."""
+    ran = waited = main = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            on_cpu, queued, _ = map(int, (task / "schedstat").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+            continue
+        ran, waited = ran + on_cpu, waited + queued
+        main = queued if task.name == str(pid) else main
+    return Scheduled(ran / 1e9, waited / 1e9, main / 1e9)
 
 
 def all_assigned(logs: list[Path]) -> Callable[[], bool]:

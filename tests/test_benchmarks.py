@@ -1,8 +1,11 @@
 """The benchmark scripts still start: the suite runs none of them (their figures need a
-machine to themselves), so an API they use that moved would go unseen until a release."""
+machine to themselves), so an API they use that moved would go unseen until a release.
+And the scheduling probe bench_latency names its limits with reads what the kernel does."""
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,3 +26,19 @@ def test_a_benchmark_script_starts_and_says_how_to_run_it(script: Path) -> None:
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("usage:")
+
+
+def test_scheduled_counts_this_process_cpu_as_the_kernel_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bench_latency's scheduling shares read /proc/PID/task/*/schedstat: their run time
+    agrees with the process CPU clock over the same stretch of work."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from kafka_rig import Scheduled, scheduled
+
+    before, clock = scheduled(os.getpid()), time.process_time()
+    sum(i * i for i in range(2_000_000))
+    used, on_clock = scheduled(os.getpid()) - before, time.process_time() - clock
+    assert isinstance(used, Scheduled)
+    assert used.ran_s == pytest.approx(on_clock, rel=0.2, abs=0.02)
+    assert used.waited_s >= used.main_waited_s >= 0

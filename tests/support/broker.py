@@ -133,6 +133,12 @@ class TansuBroker:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise BrokerError("tansu is not running")
+        return self._process.pid
+
     def kill(self) -> None:
         """SIGKILL: the broker dies at once and its in-memory data with it."""
         self._end(signal.SIGKILL)
