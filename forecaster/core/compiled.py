@@ -21,7 +21,7 @@ rounds; the model's step, whose shapes are checked before, runs without: see
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import numba
 import numpy as np
@@ -41,13 +41,24 @@ def unchecked_kernel(function: Function) -> Function:
     return _compiled(function, boundscheck=False)
 
 
-def _compiled(function: Function, *, boundscheck: bool) -> Function:
+def inlined_kernel(function: Function) -> Function:
+    """``unchecked_kernel`` whose code is written into each caller's (Numba's inlining):
+    for a helper of a vectorised loop. Called, the model's per-unit gate helpers kept
+    their loops from vectorising (2x32 LSTM at 1,000 rows, 1.85 µs a row against 0.40)."""
+    return _compiled(function, boundscheck=False, inline="always")
+
+
+def _compiled(
+    function: Function, *, boundscheck: bool, inline: Literal["never", "always"] = "never"
+) -> Function:
+    def compiled_with(cache: bool) -> Any:
+        return numba.njit(cache=cache, error_model="numpy", nogil=True,
+                          boundscheck=boundscheck, inline=inline)(function)  # fmt: skip
+
     try:
-        compiled = numba.njit(cache=True, error_model="numpy", nogil=True, boundscheck=boundscheck)(
-            function
-        )
+        compiled = compiled_with(cache=True)
     except RuntimeError:  # no writable place for its cache (a read-only install)
-        compiled = numba.njit(error_model="numpy", nogil=True, boundscheck=boundscheck)(function)
+        compiled = compiled_with(cache=False)
     return cast(Function, compiled)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from forecaster.core.compiled import unchecked_kernel
+from forecaster.core.compiled import inlined_kernel, unchecked_kernel
 from forecaster.model.spec import ModelSpec
 
 Float32Array = npt.NDArray[np.float32]
@@ -193,17 +193,27 @@ def _lstm_gates(
     cell_out: Float32Array,
 ) -> None:  # fmt: skip
     """A layer's new hidden and cell states from its gates ((i, f, o, c), without their
-    bias) and cell states, as ``_lstm_rows`` computes them."""
+    bias) and cell states (``_lstm_unit`` on each unit of each row)."""
     units = cell.shape[1]
     for row in range(len(gates)):
         for k in range(units):
-            forget = _sigmoid_one(gates[row, units + k] + bias[units + k])
-            given = _sigmoid_one(gates[row, k] + bias[k])
-            new_cell = forget * cell[row, k]
-            new_cell += given * _tanh_one(gates[row, 3 * units + k] + bias[3 * units + k])
-            cell_out[row, k] = new_cell
-            output = _sigmoid_one(gates[row, 2 * units + k] + bias[2 * units + k])
-            hidden_out[row, k] = output * _tanh_one(new_cell)
+            cell_out[row, k], hidden_out[row, k] = _lstm_unit(
+                gates[row, k] + bias[k], gates[row, units + k] + bias[units + k],
+                gates[row, 2 * units + k] + bias[2 * units + k],
+                gates[row, 3 * units + k] + bias[3 * units + k], cell[row, k],
+            )  # fmt: skip
+
+
+@inlined_kernel
+def _lstm_unit(
+    given: np.float32, forget: np.float32, output: np.float32, candidate: np.float32,
+    cell: np.float32,
+) -> tuple[np.float32, np.float32]:  # fmt: skip
+    """One LSTM unit: its new cell and hidden state from its gates' pre-activations (bias
+    added) and its cell state."""
+    new_cell = _sigmoid_one(forget) * cell
+    new_cell += _sigmoid_one(given) * _tanh_one(candidate)
+    return new_cell, _sigmoid_one(output) * _tanh_one(new_cell)
 
 
 @unchecked_kernel
@@ -211,7 +221,8 @@ def _lstm_rows(
     x: Float32Array, state: Float32Array, kernels: tuple[Float32Array, ...],
     biases: tuple[Float32Array, ...], head: Float32Array, head_bias: np.float32,
 ) -> tuple[Float32Array, Float32Array]:  # fmt: skip
-    """``_lstm``'s step, row by row: the fused kernels and biases of each layer."""
+    """``Stepper.step`` of an LSTM, row by row: the fused kernels and biases of each
+    layer."""
     units = len(head)
     new_state, prediction = np.empty_like(state), np.empty(len(x), np.float32)
     gates = np.empty(4 * units, np.float32)
@@ -223,10 +234,10 @@ def _lstm_rows(
             for k in range(4 * units):
                 gates[k] += biases[layer][k]
             for k in range(units):
-                cell = _sigmoid_one(gates[units + k]) * state[row, offset + units + k]
-                cell += _sigmoid_one(gates[k]) * _tanh_one(gates[3 * units + k])
-                new_state[row, offset + units + k] = cell
-                new_state[row, offset + k] = _sigmoid_one(gates[2 * units + k]) * _tanh_one(cell)
+                new_state[row, offset + units + k], new_state[row, offset + k] = _lstm_unit(
+                    gates[k], gates[units + k], gates[2 * units + k], gates[3 * units + k],
+                    state[row, offset + units + k],
+                )  # fmt: skip
             inputs = new_state[row, offset : offset + units]
         prediction[row] = np.dot(inputs, head) + head_bias
     return prediction, new_state
@@ -238,7 +249,7 @@ def _gru_rows(
     recurrent: tuple[Float32Array, ...], biases: tuple[Float32Array, ...],
     head: Float32Array, head_bias: np.float32,
 ) -> tuple[Float32Array, Float32Array]:  # fmt: skip
-    """``_gru``'s step, row by row."""
+    """``Stepper.step`` of a GRU, row by row."""
     units = len(head)
     new_state, prediction = np.empty_like(state), np.empty(len(x), np.float32)
     from_input, from_state = np.empty(3 * units, np.float32), np.empty(3 * units, np.float32)
@@ -253,12 +264,10 @@ def _gru_rows(
                 from_input[k] += biases[layer][0, k]
                 from_state[k] += biases[layer][1, k]
             for k in range(units):
-                update = _sigmoid_one(from_input[k] + from_state[k])
-                reset = _sigmoid_one(from_input[units + k] + from_state[units + k])
-                candidate = _tanh_one(from_input[2 * units + k] + reset * from_state[2 * units + k])
-                new_state[row, layer * units + k] = (
-                    update * hidden[k] + (np.float32(1.0) - update) * candidate
-                )
+                new_state[row, layer * units + k] = _gru_unit(
+                    from_input[k] + from_state[k], from_input[units + k] + from_state[units + k],
+                    from_input[2 * units + k], from_state[2 * units + k], hidden[k],
+                )  # fmt: skip
             inputs = new_state[row, layer * units : (layer + 1) * units]
         prediction[row] = np.dot(inputs, head) + head_bias
     return prediction, new_state
@@ -315,13 +324,25 @@ def _gru_gates(
     hidden_out: Float32Array,
 ) -> None:  # fmt: skip
     """A layer's new hidden states from its gates (z, r, h; biases added) and hidden
-    states, as ``_gru_rows`` computes them."""
+    states (``_gru_unit`` on each unit of each row)."""
     units = hidden.shape[1]
     for row in range(len(hidden)):
         for k in range(units):
-            update = _sigmoid_one(from_input[row, k] + from_state[row, k])
-            reset = _sigmoid_one(from_input[row, units + k] + from_state[row, units + k])
-            candidate = _tanh_one(
-                from_input[row, 2 * units + k] + reset * from_state[row, 2 * units + k]
-            )
-            hidden_out[row, k] = update * hidden[row, k] + (np.float32(1.0) - update) * candidate
+            hidden_out[row, k] = _gru_unit(
+                from_input[row, k] + from_state[row, k],
+                from_input[row, units + k] + from_state[row, units + k],
+                from_input[row, 2 * units + k], from_state[row, 2 * units + k], hidden[row, k],
+            )  # fmt: skip
+
+
+@inlined_kernel
+def _gru_unit(
+    update: np.float32, reset: np.float32, candidate_input: np.float32,
+    candidate_state: np.float32, hidden: np.float32,
+) -> np.float32:  # fmt: skip
+    """One GRU unit: its new hidden state from its gates' pre-activations (biases added;
+    the candidate's in its input and state parts, the reset gate scaling the latter) and
+    its hidden state."""
+    update, reset = _sigmoid_one(update), _sigmoid_one(reset)
+    candidate = _tanh_one(candidate_input + reset * candidate_state)
+    return update * hidden + (np.float32(1.0) - update) * candidate
