@@ -245,8 +245,8 @@ class Shares:
 
     @staticmethod
     def of(used: Scheduled, wall: float) -> dict[str, float]:
-        return {"cores": used.ran_s / wall, "waited": used.waited_s / wall,
-                "main_waited": used.main_waited_s / wall}  # fmt: skip
+        return {"cores": used.ran_s / wall, "waited": used.waited_ns / 1e9 / wall,
+                "main_waited": used.main_waited_ns / 1e9 / wall}  # fmt: skip
 
     def _now(self) -> dict[str, Scheduled]:
         return {name: scheduled(pid) for name, pid in self.pids.items()}

@@ -130,28 +130,31 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 class Scheduled(NamedTuple):
-    """Seconds a process's threads ran and waited runnable for a CPU (Linux schedstat),
-    and its main thread's wait alone."""
+    """Seconds a process ran (``cpu_seconds``); nanoseconds its threads waited runnable for
+    a CPU (Linux schedstat, whole numbers: differences stay exact), and its main thread
+    alone."""
 
     ran_s: float
-    waited_s: float
-    main_waited_s: float
+    waited_ns: int
+    main_waited_ns: int
 
     def __sub__(self, earlier: tuple[float, ...]) -> Scheduled:
-        return Scheduled(*(now - then for now, then in zip(self, earlier, strict=True)))
+        ran, waited, main = (now - then for now, then in zip(self, earlier, strict=True))
+        return Scheduled(ran, int(waited), int(main))
 
 
 def scheduled(pid: int) -> Scheduled:
-    """What ``pid``'s threads have run and waited so far (threads that ended are left out)."""
-    ran = waited = main = 0
+    """What ``pid`` has run and waited so far (the waits of threads that ended are left
+    out)."""
+    waited = main = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            on_cpu, queued, _ = map(int, (task / "schedstat").read_text().split())
+            _, queued, _ = map(int, (task / "schedstat").read_text().split())
         except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
             continue
-        ran, waited = ran + on_cpu, waited + queued
+        waited += queued
         main = queued if task.name == str(pid) else main
-    return Scheduled(ran / 1e9, waited / 1e9, main / 1e9)
+    return Scheduled(cpu_seconds([pid]), waited, main)
 
 
 def all_assigned(logs: list[Path]) -> Callable[[], bool]:

@@ -31,14 +31,14 @@ def test_a_benchmark_script_starts_and_says_how_to_run_it(script: Path) -> None:
 def test_scheduled_counts_this_process_cpu_as_the_kernel_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """bench_latency's scheduling shares read /proc/PID/task/*/schedstat: their run time
-    agrees with the process CPU clock over the same stretch of work."""
+    """bench_latency's scheduling shares: their run time agrees with the process CPU
+    clock over the same stretch of work (long beside /proc's 10 ms ticks)."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from kafka_rig import Scheduled, scheduled
 
     before, clock = scheduled(os.getpid()), time.process_time()
-    sum(i * i for i in range(2_000_000))
+    sum(i * i for i in range(8_000_000))
     used, on_clock = scheduled(os.getpid()) - before, time.process_time() - clock
     assert isinstance(used, Scheduled)
     assert used.ran_s == pytest.approx(on_clock, rel=0.2, abs=0.02)
-    assert used.waited_s >= used.main_waited_s >= 0
+    assert used.waited_ns >= used.main_waited_ns >= 0
