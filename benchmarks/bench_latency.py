@@ -12,12 +12,12 @@ left out. The collector reads the forecasts once the feeder is done (``--read-ba
 after``: it then takes no CPU while the rest is timed) or as they come (``live``, which
 also gives each forecast's arrival: an upper bound, with the collector's own fetch).
 Per process, the point reports the cores it ran on and how long its threads waited for a
-CPU (Linux's /proc stat and schedstat), and how long any task on the machine did (PSI): on 2 cores the
-feeder, the broker and the collector compete with what is timed. ``--overlap`` sets the
-service's ``overlap_delivery`` (default: the service's default). With ``--pipe``
-bench_kafka.py's pass-through pipe on the client stands where the service does; with
-``--floor`` nothing does: the collector reads the ticks live, and their arrival is the
-latency of the feeder, the broker and a fetch alone.
+CPU (Linux's /proc stat and schedstat), and how long any task on the machine did (PSI):
+on 2 cores the feeder, the broker and the collector compete with what is timed.
+``--overlap`` sets the service's ``overlap_delivery`` (default: the service's default).
+With ``--pipe`` bench_kafka.py's pass-through pipe on the client stands where the service
+does; with ``--floor`` nothing does: the collector reads the ticks live, and their arrival
+is the latency of the feeder, the broker and a fetch alone.
 
     python benchmarks/bench_latency.py --max-json benchmarks/results/kafka.json \\
         --seconds 30 --json benchmarks/results/latency.json
