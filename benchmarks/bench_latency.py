@@ -42,6 +42,7 @@ import numpy as np
 from common import cpu_pressure, model_dir, parser, report, wait_for
 from kafka_rig import (
     Scheduled,
+    Snapshot,
     all_assigned,
     broker,
     process,
@@ -230,7 +231,7 @@ class Shares:
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
-        self._opened: tuple[float, float, dict[str, Scheduled]] | None = None
+        self._opened: tuple[float, float, dict[str, Snapshot]] | None = None
 
     def open(self) -> None:
         self._opened = time.monotonic(), _pressure_s(), self._now()
@@ -248,7 +249,7 @@ class Shares:
         return {"cores": used.ran_s / wall, "waited": used.waited_ns / 1e9 / wall,
                 "main_waited": used.main_waited_ns / 1e9 / wall}  # fmt: skip
 
-    def _now(self) -> dict[str, Scheduled]:
+    def _now(self) -> dict[str, Snapshot]:
         return {name: scheduled(pid) for name, pid in self.pids.items()}
 
 

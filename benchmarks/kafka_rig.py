@@ -132,29 +132,41 @@ def cpu_seconds(pids: list[int]) -> float:
 class Scheduled(NamedTuple):
     """Seconds a process ran (``cpu_seconds``); nanoseconds its threads waited runnable for
     a CPU (Linux schedstat, whole numbers: differences stay exact), and its main thread
-    alone."""
+    alone. The difference of two ``Snapshot``s."""
 
     ran_s: float
     waited_ns: int
     main_waited_ns: int
 
-    def __sub__(self, earlier: tuple[float, ...]) -> Scheduled:
-        ran, waited, main = (now - then for now, then in zip(self, earlier, strict=True))
-        return Scheduled(ran, int(waited), int(main))
+
+class Snapshot(NamedTuple):
+    """A process's CPU seconds so far and each live thread's wait so far (thread id: ns)."""
+
+    ran_s: float
+    waits_ns: dict[int, int]
+    pid: int
+
+    def __sub__(self, earlier: Snapshot) -> Scheduled:
+        """What was run and waited since ``earlier``: the waits of the threads alive now (a
+        thread that ended meanwhile took its wait with it, so it is left out rather than
+        made to subtract from the others)."""
+        waited = {tid: now - earlier.waits_ns.get(tid, 0) for tid, now in self.waits_ns.items()}
+        # A thread id reused by a thread started meanwhile counts from zero.
+        waited |= {tid: self.waits_ns[tid] for tid, ns in waited.items() if ns < 0}
+        return Scheduled(self.ran_s - earlier.ran_s, sum(waited.values()),
+                         waited.get(self.pid, 0))  # fmt: skip
 
 
-def scheduled(pid: int) -> Scheduled:
-    """What ``pid`` has run and waited so far (the waits of threads that ended are left
-    out)."""
-    waited = main = 0
+def scheduled(pid: int) -> Snapshot:
+    """What ``pid`` has run so far, and what each of its live threads has waited."""
+    waits: dict[int, int] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             _, queued, _ = map(int, (task / "schedstat").read_text().split())
         except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
             continue
-        waited += queued
-        main = queued if task.name == str(pid) else main
-    return Scheduled(cpu_seconds([pid]), waited, main)
+        waits[int(task.name)] = queued
+    return Snapshot(cpu_seconds([pid]), waits, pid)
 
 
 def all_assigned(logs: list[Path]) -> Callable[[], bool]:

@@ -5,6 +5,7 @@ And the scheduling probe bench_latency names its limits with reads what the kern
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,13 +33,34 @@ def test_scheduled_counts_this_process_cpu_as_the_kernel_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """bench_latency's scheduling shares: their run time agrees with the process CPU
-    clock over the same stretch of work (long beside /proc's 10 ms ticks)."""
+    clock over the same stretch of work (long beside /proc's 10 ms ticks), with a thread
+    that ends meanwhile."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from kafka_rig import Scheduled, scheduled
 
+    release = threading.Event()
+    ended = threading.Thread(target=release.wait)
+    ended.start()
     before, clock = scheduled(os.getpid()), time.process_time()
+    release.set()
+    ended.join()
     sum(i * i for i in range(8_000_000))
-    used, on_clock = scheduled(os.getpid()) - before, time.process_time() - clock
+    after, on_clock = scheduled(os.getpid()), time.process_time() - clock
+    used = after - before
     assert isinstance(used, Scheduled)
     assert used.ran_s == pytest.approx(on_clock, rel=0.2, abs=0.02)
+    assert ended.native_id in before.waits_ns and ended.native_id not in after.waits_ns
     assert used.waited_ns >= used.main_waited_ns >= 0
+
+
+def test_a_thread_that_ended_takes_its_wait_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's wait over a stretch sums its live threads' waits since the start of it:
+    an ended thread's whole wait would otherwise be subtracted from the others (CI once
+    read a process wait smaller than its main thread's), and a thread id reused by a new
+    thread counts from zero."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from kafka_rig import Scheduled, Snapshot
+
+    before = Snapshot(1.0, {10: 100, 11: 50_000, 12: 7_000}, pid=10)
+    after = Snapshot(1.5, {10: 300, 12: 40, 13: 25}, pid=10)
+    assert after - before == Scheduled(0.5, 200 + 40 + 25, 200)
