@@ -150,11 +150,16 @@ class Snapshot(NamedTuple):
         """What was run and waited since ``earlier``: the waits of the threads alive now (a
         thread that ended meanwhile took its wait with it, so it is left out rather than
         made to subtract from the others)."""
-        waited = {tid: now - earlier.waits_ns.get(tid, 0) for tid, now in self.waits_ns.items()}
-        # A thread id reused by a thread started meanwhile counts from zero.
-        waited |= {tid: self.waits_ns[tid] for tid, ns in waited.items() if ns < 0}
+        waited = {tid: _waited_since(now, earlier.waits_ns.get(tid, 0))
+                  for tid, now in self.waits_ns.items()}  # fmt: skip
         return Scheduled(self.ran_s - earlier.ran_s, sum(waited.values()),
                          waited.get(self.pid, 0))  # fmt: skip
+
+
+def _waited_since(now: int, then: int) -> int:
+    """A thread's wait since it read ``then``; less than ``then`` is a thread started
+    meanwhile under a reused id, which counts from zero."""
+    return now - then if now >= then else now
 
 
 def scheduled(pid: int) -> Snapshot:
